@@ -1,0 +1,105 @@
+//! Starting and stopping the server: open the store, create the first user on an empty data
+//! directory, bind, serve, and drain on SIGTERM/SIGINT.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::sync::watch;
+
+use crate::auth::secret;
+use crate::config::Config;
+use crate::server;
+use crate::state::AppState;
+use crate::store::sqlite::SqliteStore;
+use crate::store::{Store, User};
+
+/// Length of generated webhook codes: Bitrix24's own codes have 16 characters.
+pub const WEBHOOK_CODE_LEN: usize = 16;
+
+pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    let store = SqliteStore::open(&config.data_dir)
+        .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
+    Ok(Arc::new(store))
+}
+
+/// Creates a webhook and returns its plain code, which exists nowhere else afterwards.
+pub async fn create_webhook(
+    store: &dyn Store,
+    user_id: i64,
+    scopes: &[String],
+) -> anyhow::Result<String> {
+    let code = secret::generate(WEBHOOK_CODE_LEN);
+    store
+        .add_webhook(user_id, secret::hash(&code), scopes)
+        .await?;
+    Ok(code)
+}
+
+/// On an empty data directory: user 1, an admin, with an `im` webhook. Returns the new code.
+async fn bootstrap(store: &dyn Store) -> anyhow::Result<Option<String>> {
+    if store.user_count().await? > 0 {
+        return Ok(None);
+    }
+    store
+        .add_user(User {
+            id: 1,
+            name: "Admin".into(),
+            last_name: String::new(),
+            email: String::new(),
+            active: true,
+            is_admin: true,
+        })
+        .await?;
+    Ok(Some(create_webhook(store, 1, &["im".to_owned()]).await?))
+}
+
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let store = open_store(&config)?;
+    let first_code = bootstrap(store.as_ref()).await?;
+    let bound = server::bind(&config).await?;
+    let base = config.base_url(bound.addr);
+
+    // Stdout carries what a person (or a test) needs to start calling; logs go to stderr.
+    println!("imnotify listening on {base}");
+    if let Some(code) = first_code {
+        println!("Created user 1 (admin) and a webhook with scope im. Its code is shown only now.");
+        println!("Webhook: {base}/rest/1/{code}/");
+        println!("Try it:");
+        println!(
+            "curl -X POST -H \"Content-Type: application/json\" -H \"Accept: application/json\" -d '{{\"USER_ID\":1,\"MESSAGE\":\"System notification\",\"MESSAGE_OUT\":\"System notification for email\",\"TAG\":\"SYSTEM_EVENT_42\",\"SUB_TAG\":\"SYSTEM_EVENT|42\"}}' {base}/rest/1/{code}/im.notify.system.add"
+        );
+    }
+    tracing::info!(addr = %bound.addr, tls = config.tls_enabled(), require_https = config.require_https(), "serving");
+
+    let state = AppState {
+        store: store.clone(),
+        config: Arc::new(config),
+    };
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: draining in-flight requests");
+        let _ = tx.send(true);
+    });
+    bound.serve(server::router(state), rx).await;
+    store.flush().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,195 @@
+//! Authentication: which credential a call carries (§1.7, P3) and who the caller is.
+
+pub mod secret;
+
+use axum::http::{header, HeaderMap};
+
+use crate::domain::notify::Origin;
+use crate::error::ApiError;
+use crate::store::Store;
+use crate::value::{Array, Value};
+
+/// The credential a request presents, before it is checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// An OAuth access token (`Authorization: Bearer`, `auth` or `access_token`).
+    Token(String),
+    /// Webhook user and code, from the path or the `aplogin`/`ap` parameters.
+    Webhook {
+        login: String,
+        code: String,
+    },
+    /// A browser session's CSRF token (`sessid` or `X-Bitrix-Csrf-Token`).
+    Session(String),
+    None,
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The user the call acts as: the webhook owner or the token's user.
+    pub user_id: i64,
+    pub kind: CallerKind,
+    pub scopes: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallerKind {
+    Webhook { webhook_id: i64 },
+}
+
+impl Caller {
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| s == scope)
+    }
+
+    pub fn insufficient_scope(&self) -> ApiError {
+        match self.kind {
+            CallerKind::Webhook { .. } => ApiError::insufficient_scope_webhook(),
+        }
+    }
+
+    /// The caller as the notify rules see it.
+    pub fn origin(&self) -> Origin {
+        match self.kind {
+            CallerKind::Webhook { .. } => Origin::Webhook,
+        }
+    }
+}
+
+/// Parameters the framework consumes; methods never see them (§1.6).
+const FRAMEWORK_KEYS: &[&str] = &[
+    "auth",
+    "access_token",
+    "auth_connector",
+    "aplogin",
+    "ap",
+    "sessid",
+    "state",
+    "start",
+];
+
+/// Finds the credential in the order the real server tries its providers, and removes every
+/// framework parameter from `params`.
+pub fn extract(headers: &HeaderMap, params: &mut Array) -> Credential {
+    let scalar = |p: &Array, k: &str| match p.get_str(k) {
+        Some(v @ (Value::Str(_) | Value::Int(_) | Value::Float(_))) => Some(v.to_php_string()),
+        _ => None,
+    };
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, token) = v.trim().split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then(|| token.trim().to_owned())
+        });
+    let cred = if let Some(token) = bearer {
+        Credential::Token(token)
+    } else if let Some(token) = scalar(params, "auth").or_else(|| scalar(params, "access_token")) {
+        Credential::Token(token)
+    } else if let (Some(login), Some(code)) = (scalar(params, "aplogin"), scalar(params, "ap")) {
+        Credential::Webhook { login, code }
+    } else if let Some(s) = scalar(params, "sessid").or_else(|| {
+        headers
+            .get("x-bitrix-csrf-token")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    }) {
+        Credential::Session(s)
+    } else {
+        Credential::None
+    };
+    for k in FRAMEWORK_KEYS {
+        params.remove(k);
+    }
+    cred
+}
+
+/// Checks a credential. `secure` says whether the call arrived over HTTPS (directly or through a
+/// trusted proxy); webhooks need it when `require_https` is on (P7).
+pub async fn authenticate(
+    store: &dyn Store,
+    cred: Credential,
+    secure: bool,
+    require_https: bool,
+) -> Result<Caller, ApiError> {
+    match cred {
+        Credential::None => Err(ApiError::no_auth_found()),
+        // No application has been registered on this server yet, so no token can be valid.
+        Credential::Token(_) => Err(ApiError::invalid_token()),
+        // Browser sessions belong to the notification center pages, which come later.
+        Credential::Session(_) => Err(ApiError::no_auth_found()),
+        Credential::Webhook { login, code } => {
+            if require_https && !secure {
+                return Err(ApiError::https_required());
+            }
+            webhook(store, &login, &code).await
+        }
+    }
+}
+
+async fn webhook(store: &dyn Store, login: &str, code: &str) -> Result<Caller, ApiError> {
+    // Only numeric logins exist here: users have no login names.
+    let user_id: i64 = login
+        .parse()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(ApiError::invalid_credentials)?;
+    let hooks = store.webhooks_of(user_id).await.map_err(|e| {
+        tracing::error!(error = %e, "webhook lookup failed");
+        ApiError::internal()
+    })?;
+    // Check every candidate so the time taken does not depend on which one matched.
+    let mut found = None;
+    for hook in &hooks {
+        if secret::verify(code, &hook.code_hash) {
+            found = Some(hook);
+        }
+    }
+    let hook = found.ok_or_else(ApiError::invalid_credentials)?;
+    Ok(Caller {
+        user_id: hook.user_id,
+        kind: CallerKind::Webhook {
+            webhook_id: hook.id,
+        },
+        scopes: hook.scopes.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credential_order_and_stripping() {
+        let mut p = Array::new();
+        p.insert("auth", "tok".into());
+        p.insert("aplogin", "1".into());
+        p.insert("ap", "code".into());
+        p.insert("start", "0".into());
+        p.insert("USER_ID", "5".into());
+        let mut h = HeaderMap::new();
+        assert_eq!(extract(&h, &mut p.clone()), Credential::Token("tok".into()));
+        h.insert(header::AUTHORIZATION, "bearer hdr".parse().unwrap());
+        let mut q = p.clone();
+        assert_eq!(extract(&h, &mut q), Credential::Token("hdr".into()));
+        assert_eq!(q.len(), 1);
+        assert!(q.contains_key("USER_ID"));
+
+        let mut w = Array::new();
+        w.insert("aplogin", "1".into());
+        w.insert("ap", "code".into());
+        assert_eq!(
+            extract(&HeaderMap::new(), &mut w),
+            Credential::Webhook {
+                login: "1".into(),
+                code: "code".into()
+            }
+        );
+        let mut arr_auth = Array::new();
+        arr_auth.insert("auth", Value::list([Value::from("x")]));
+        assert_eq!(extract(&HeaderMap::new(), &mut arr_auth), Credential::None);
+    }
+}

@@ -1,0 +1,195 @@
+//! The command line: `serve` and the admin commands. Admin commands open the same SQLite file as
+//! a running server; SQLite's locking makes that safe.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context as _};
+use clap::{Args, Parser, Subcommand};
+
+use crate::app;
+use crate::config::{Config, Overrides};
+use crate::store::sqlite::split_scopes;
+use crate::store::User;
+
+const CONFIG_HELP: &str = "\
+Configuration is read from built-in defaults, then the TOML file given with --config
+(or IMNOTIFY_CONFIG), then IMNOTIFY_* environment variables, then these flags.
+Keys (environment variable in brackets; nested keys use a double underscore):
+  listen                   [IMNOTIFY_LISTEN]                    default 127.0.0.1:8080
+  data_dir                 [IMNOTIFY_DATA_DIR]                  default ./data
+  public_url               [IMNOTIFY_PUBLIC_URL]                base URL printed in webhook URLs
+  require_https            [IMNOTIFY_REQUIRE_HTTPS]             default: on unless listening on loopback
+  trusted_proxies          [IMNOTIFY_TRUSTED_PROXIES]           e.g. [\"127.0.0.1\"]; their X-Forwarded-Proto is believed
+  tls.cert, tls.key        [IMNOTIFY_TLS__CERT, IMNOTIFY_TLS__KEY]  PEM files; serve HTTPS
+  limits.attach_max_bytes  [IMNOTIFY_LIMITS__ATTACH_MAX_BYTES]  default 30720 (ATTACH_OVERSIZE above)
+  limits.max_body_bytes    [IMNOTIFY_LIMITS__MAX_BODY_BYTES]    default 8388608
+  limits.max_input_vars    [IMNOTIFY_LIMITS__MAX_INPUT_VARS]    default 1000 (PHP max_input_vars)
+  limits.max_input_nesting [IMNOTIFY_LIMITS__MAX_INPUT_NESTING] default 64
+  log.format               [IMNOTIFY_LOG__FORMAT]               text or json
+  log.filter               [IMNOTIFY_LOG__FILTER]               default info";
+
+#[derive(Parser, Debug)]
+#[command(name = "imnotify", version, about = "A notification server that speaks the Bitrix24 REST API (im.notify.*)", after_help = CONFIG_HELP)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct GlobalArgs {
+    /// Data directory holding the SQLite database [env: IMNOTIFY_DATA_DIR]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// TOML configuration file
+    #[arg(long, global = true, value_name = "FILE", env = "IMNOTIFY_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the server
+    #[command(after_help = CONFIG_HELP)]
+    Serve(ServeArgs),
+    /// Manage users
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage incoming webhooks
+    #[command(subcommand)]
+    Webhook(WebhookCommand),
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on [env: IMNOTIFY_LISTEN] [default: 127.0.0.1:8080]
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// PEM certificate chain for HTTPS [env: IMNOTIFY_TLS__CERT]
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for HTTPS [env: IMNOTIFY_TLS__KEY]
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Refuse webhook calls over plain HTTP with INVALID_REQUEST [env: IMNOTIFY_REQUIRE_HTTPS]
+    /// [default: true unless listening on loopback]
+    #[arg(long, value_name = "BOOL")]
+    pub require_https: Option<bool>,
+    /// Base URL used in printed webhook URLs [env: IMNOTIFY_PUBLIC_URL]
+    #[arg(long, value_name = "URL")]
+    pub public_url: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserCommand {
+    /// Add a user who can receive notifications
+    Add(UserAddArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct UserAddArgs {
+    /// User id (the USER_ID callers send)
+    #[arg(long)]
+    pub id: i64,
+    #[arg(long)]
+    pub name: String,
+    #[arg(long, default_value = "")]
+    pub last_name: String,
+    #[arg(long, default_value = "")]
+    pub email: String,
+    /// Create the user inactive: notifications to it return false
+    #[arg(long)]
+    pub inactive: bool,
+    /// Make the user a portal administrator
+    #[arg(long)]
+    pub admin: bool,
+    /// Print one JSON object instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum WebhookCommand {
+    /// Create an incoming webhook and print its URL (the code is shown only once)
+    Add(WebhookAddArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct WebhookAddArgs {
+    /// The user the webhook acts as
+    #[arg(long)]
+    pub user_id: i64,
+    /// Comma-separated scopes, e.g. im or im,user
+    #[arg(long, value_name = "SCOPES")]
+    pub scope: String,
+    /// Print one JSON object instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn load_config(global: &GlobalArgs, mut overrides: Overrides) -> anyhow::Result<Config> {
+    overrides.data_dir = global.data_dir.clone();
+    Config::load(global.config.as_deref(), &overrides)
+        .map_err(|e| anyhow::anyhow!("configuration: {e}"))
+}
+
+pub async fn run_admin(config: Config, command: Command) -> anyhow::Result<()> {
+    let store = app::open_store(&config)?;
+    match command {
+        Command::Serve(_) => unreachable!("serve is handled by main"),
+        Command::User(UserCommand::Add(a)) => {
+            if a.id <= 0 {
+                bail!("--id must be a positive integer");
+            }
+            let user = User {
+                id: a.id,
+                name: a.name,
+                last_name: a.last_name,
+                email: a.email,
+                active: !a.inactive,
+                is_admin: a.admin,
+            };
+            store
+                .add_user(user.clone())
+                .await
+                .context("adding the user")?;
+            if a.json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "id": user.id, "name": user.name, "last_name": user.last_name,
+                        "email": user.email, "active": user.active, "admin": user.is_admin,
+                    })
+                );
+            } else {
+                println!("Added user {} ({})", user.id, user.name);
+            }
+        }
+        Command::Webhook(WebhookCommand::Add(a)) => {
+            let scopes = split_scopes(&a.scope.to_lowercase());
+            if scopes.is_empty() {
+                bail!("--scope needs at least one scope, e.g. im");
+            }
+            let code = app::create_webhook(store.as_ref(), a.user_id, &scopes)
+                .await
+                .context("adding the webhook")?;
+            let url = format!(
+                "{}/rest/{}/{}/",
+                config.base_url(config.listen),
+                a.user_id,
+                code
+            );
+            if a.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"user_id": a.user_id, "code": code, "url": url, "scope": scopes})
+                );
+            } else {
+                println!("{url}");
+            }
+        }
+    }
+    store.flush().await;
+    Ok(())
+}

@@ -1,0 +1,211 @@
+//! Configuration: built-in defaults, then an optional TOML file, then `IMNOTIFY_*` environment
+//! variables, then command-line flags; each layer overrides the one before.
+//!
+//! Every key, with its environment variable, is listed in `config.example.toml` and in
+//! `imnotify serve --help`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Config {
+    /// Address to listen on. Port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Where the SQLite database lives.
+    pub data_dir: PathBuf,
+    /// The base URL printed in webhook URLs, when the server sits behind a proxy or a DNS name.
+    pub public_url: Option<String>,
+    /// Refuse webhook calls over plain HTTP (P7). Unset means: on unless listening on loopback.
+    pub require_https: Option<bool>,
+    /// Peers whose `X-Forwarded-Proto` and `X-Forwarded-For` headers are believed.
+    pub trusted_proxies: Vec<IpAddr>,
+    pub tls: TlsConfig,
+    pub limits: Limits,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default)]
+pub struct TlsConfig {
+    /// PEM certificate chain; with `key`, the server speaks HTTPS itself.
+    pub cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Limits {
+    /// ATTACH_OVERSIZE threshold: bytes of the normalised attachment's JSON (D1).
+    pub attach_max_bytes: usize,
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+    /// PHP's max_input_vars: form variables past this many are dropped.
+    pub max_input_vars: usize,
+    /// PHP's max_input_nesting_level for bracket arrays.
+    pub max_input_nesting: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            attach_max_bytes: 30 * 1024,
+            max_body_bytes: 8 * 1024 * 1024,
+            max_input_vars: 1000,
+            max_input_nesting: 64,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: String,
+    /// A tracing filter, e.g. `info` or `imnotify=debug`.
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> LogConfig {
+        LogConfig {
+            format: "text".into(),
+            filter: "info".into(),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./data"),
+            public_url: None,
+            require_https: None,
+            trusted_proxies: Vec::new(),
+            tls: TlsConfig::default(),
+            limits: Limits::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// Values given on the command line; `None` leaves the lower layers alone.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub public_url: Option<String>,
+    pub require_https: Option<bool>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+}
+
+impl Config {
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, Box<figment::Error>> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            // A named file that is missing is an error, not a silent fallback to defaults.
+            if !path.exists() {
+                return Err(Box::new(figment::Error::from(format!(
+                    "config file {} does not exist",
+                    path.display()
+                ))));
+            }
+            fig = fig.merge(Toml::file(path));
+        }
+        fig = fig.merge(Env::prefixed("IMNOTIFY_").split("__").ignore(&["config"]));
+        let o = overrides;
+        if let Some(v) = o.listen {
+            fig = fig.merge(Serialized::default("listen", v));
+        }
+        if let Some(v) = &o.data_dir {
+            fig = fig.merge(Serialized::default("data_dir", v));
+        }
+        if let Some(v) = &o.public_url {
+            fig = fig.merge(Serialized::default("public_url", v));
+        }
+        if let Some(v) = o.require_https {
+            fig = fig.merge(Serialized::default("require_https", v));
+        }
+        if let Some(v) = &o.tls_cert {
+            fig = fig.merge(Serialized::default("tls.cert", v));
+        }
+        if let Some(v) = &o.tls_key {
+            fig = fig.merge(Serialized::default("tls.key", v));
+        }
+        let config: Config = fig.extract().map_err(Box::new)?;
+        if config.tls.cert.is_some() != config.tls.key.is_some() {
+            return Err(Box::new(figment::Error::from(
+                "tls.cert and tls.key must be given together".to_owned(),
+            )));
+        }
+        Ok(config)
+    }
+
+    pub fn tls_enabled(&self) -> bool {
+        self.tls.cert.is_some() && self.tls.key.is_some()
+    }
+
+    /// P7: on by default whenever the server is reachable from other machines.
+    pub fn require_https(&self) -> bool {
+        self.require_https
+            .unwrap_or_else(|| !self.listen.ip().is_loopback())
+    }
+
+    /// The base URL for printed links, given the address actually bound.
+    pub fn base_url(&self, bound: SocketAddr) -> String {
+        if let Some(u) = &self.public_url {
+            return u.trim_end_matches('/').to_owned();
+        }
+        let scheme = if self.tls_enabled() { "https" } else { "http" };
+        let host = if bound.ip().is_unspecified() {
+            SocketAddr::new(IpAddr::from([127, 0, 0, 1]), bound.port())
+        } else {
+            bound
+        };
+        format!("{scheme}://{host}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_override_in_order() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "c.toml",
+                "listen = \"127.0.0.1:9000\"\ndata_dir = \"/from/file\"\n[limits]\nattach_max_bytes = 60000\n",
+            )?;
+            jail.set_env("IMNOTIFY_DATA_DIR", "/from/env");
+            let c = Config::load(Some(Path::new("c.toml")), &Overrides::default()).unwrap();
+            assert_eq!(c.listen.port(), 9000);
+            assert_eq!(c.data_dir, PathBuf::from("/from/env"));
+            assert_eq!(c.limits.attach_max_bytes, 60000);
+            let o = Overrides {
+                data_dir: Some("/from/cli".into()),
+                ..Default::default()
+            };
+            let c = Config::load(Some(Path::new("c.toml")), &o).unwrap();
+            assert_eq!(c.data_dir, PathBuf::from("/from/cli"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn https_is_required_off_loopback() {
+        let mut c = Config::default();
+        assert!(!c.require_https());
+        c.listen = "0.0.0.0:8080".parse().unwrap();
+        assert!(c.require_https());
+        c.require_https = Some(false);
+        assert!(!c.require_https());
+    }
+}

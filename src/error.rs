@@ -1,0 +1,78 @@
+//! The error catalogue: every Bitrix24 error code this server can produce, with its description
+//! and HTTP status (DECISIONS P4, spec §8). Kept free of axum so the domain can use it too.
+
+use std::borrow::Cow;
+
+/// An error answer: `{"error": code, "error_description": description}` with `status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub code: &'static str,
+    pub description: Cow<'static, str>,
+    pub status: u16,
+}
+
+macro_rules! catalogue {
+    ($( $(#[$doc:meta])* $name:ident => ($code:literal, $status:literal, $desc:literal); )*) => {
+        impl ApiError {
+            $(
+                $(#[$doc])*
+                pub fn $name() -> ApiError {
+                    ApiError { code: $code, description: Cow::Borrowed($desc), status: $status }
+                }
+            )*
+        }
+
+        /// Every catalogued code, for documentation and tests.
+        pub const CATALOGUE: &[(&str, u16, &str)] = &[ $( ($code, $status, $desc), )* ];
+    };
+}
+
+catalogue! {
+    method_not_found => ("ERROR_METHOD_NOT_FOUND", 404, "Method not found!");
+    no_auth_found => ("NO_AUTH_FOUND", 401, "Wrong authorization data");
+    invalid_credentials => ("INVALID_CREDENTIALS", 403, "Invalid request credentials");
+    /// The webhook flavour of the message; OAuth tokens get "... provided by the access token".
+    insufficient_scope_webhook => ("insufficient_scope", 403, "The request requires higher privileges than provided by the webhook token");
+    insufficient_scope_token => ("insufficient_scope", 403, "The request requires higher privileges than provided by the access token");
+    invalid_token => ("invalid_token", 401, "The access token provided is invalid");
+    expired_token => ("expired_token", 401, "The access token provided has expired");
+    https_required => ("INVALID_REQUEST", 400, "Https required.");
+    wrong_auth_type => ("WRONG_AUTH_TYPE", 403, "Access for this method not allowed by session authorization.");
+    user_id_empty => ("USER_ID_EMPTY", 400, "User ID can't be empty");
+    message_empty => ("MESSAGE_EMPTY", 400, "Message can't be empty");
+    attach_oversize => ("ATTACH_OVERSIZE", 400, "You have exceeded the maximum allowable size of attach");
+    attach_error => ("ATTACH_ERROR", 400, "Incorrect attach params");
+    internal => ("INTERNAL_SERVER_ERROR", 500, "Internal server error");
+    /// The request body (or URL, or headers) is larger than the configured limit.
+    request_too_large => ("ERROR_REQUEST_TOO_LARGE", 413, "Request entity is too large");
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({}): {}", self.code, self.status, self.description)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_have_spec_statuses() {
+        let find = |code: &str| {
+            CATALOGUE
+                .iter()
+                .find(|(c, _, _)| *c == code)
+                .map(|(_, s, _)| *s)
+        };
+        assert_eq!(find("NO_AUTH_FOUND"), Some(401));
+        assert_eq!(find("INVALID_CREDENTIALS"), Some(403));
+        assert_eq!(find("insufficient_scope"), Some(403));
+        assert_eq!(find("INVALID_REQUEST"), Some(400));
+        assert_eq!(find("ERROR_METHOD_NOT_FOUND"), Some(404));
+        assert_eq!(find("WRONG_AUTH_TYPE"), Some(403));
+        assert_eq!(find("ATTACH_OVERSIZE"), Some(400));
+    }
+}

@@ -1,0 +1,43 @@
+use clap::Parser;
+use imnotify::cli::{self, Cli, Command};
+use imnotify::config::Overrides;
+
+fn main() -> std::process::ExitCode {
+    let args = Cli::parse();
+    let overrides = match &args.command {
+        Command::Serve(s) => Overrides {
+            listen: s.listen,
+            public_url: s.public_url.clone(),
+            require_https: s.require_https,
+            tls_cert: s.tls_cert.clone(),
+            tls_key: s.tls_key.clone(),
+            ..Overrides::default()
+        },
+        _ => Overrides::default(),
+    };
+    let config = match cli::load_config(&args.global, overrides) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("imnotify: {e:#}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    imnotify::telemetry::init(&config.log);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("building the tokio runtime");
+    let result = runtime.block_on(async move {
+        match args.command {
+            Command::Serve(_) => imnotify::app::serve(config).await,
+            other => cli::run_admin(config, other).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("imnotify: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

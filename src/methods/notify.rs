@@ -1,0 +1,92 @@
+//! `im.notify`, `im.notify.system.add` and `im.notify.personal.add` (§2, §4.1).
+
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+
+use crate::auth::Caller;
+use crate::domain::notify::{self, Kind, NotifyLimits};
+use crate::error::ApiError;
+use crate::protocol::dispatch::MethodSpec;
+use crate::protocol::envelope::Output;
+use crate::state::AppState;
+use crate::value::{Array, Value};
+
+pub fn methods() -> Vec<MethodSpec> {
+    vec![
+        MethodSpec {
+            name: "im.notify.system.add",
+            scope: Some("im"),
+            handler: system_add,
+        },
+        MethodSpec {
+            name: "im.notify.personal.add",
+            scope: Some("im"),
+            handler: personal_add,
+        },
+        MethodSpec {
+            name: "im.notify",
+            scope: Some("im"),
+            handler: generic_add,
+        },
+    ]
+}
+
+fn system_add<'a>(
+    state: &'a AppState,
+    caller: &'a Caller,
+    params: Array,
+) -> BoxFuture<'a, Result<Output, ApiError>> {
+    add(state, caller, params, Kind::System).boxed()
+}
+
+fn personal_add<'a>(
+    state: &'a AppState,
+    caller: &'a Caller,
+    params: Array,
+) -> BoxFuture<'a, Result<Output, ApiError>> {
+    add(state, caller, params, Kind::Personal).boxed()
+}
+
+/// `im.notify` picks the kind from `TYPE`, compared case-sensitively; anything but `SYSTEM` is a
+/// personal notification.
+fn generic_add<'a>(
+    state: &'a AppState,
+    caller: &'a Caller,
+    params: Array,
+) -> BoxFuture<'a, Result<Output, ApiError>> {
+    let kind = match params.upper_case_keys().get_str("TYPE") {
+        Some(Value::Str(t)) if t == "SYSTEM" => Kind::System,
+        _ => Kind::Personal,
+    };
+    add(state, caller, params, kind).boxed()
+}
+
+async fn add(
+    state: &AppState,
+    caller: &Caller,
+    params: Array,
+    kind: Kind,
+) -> Result<Output, ApiError> {
+    let now = chrono::Utc::now().timestamp();
+    let limits = NotifyLimits {
+        attach_max_bytes: state.config.limits.attach_max_bytes,
+    };
+    let draft = notify::build(
+        &params,
+        kind,
+        caller.user_id,
+        &caller.origin(),
+        now,
+        limits,
+        &mut rand::rng(),
+    )?;
+    match state.store.add_notification(draft, now).await {
+        Ok(Some(id)) => Ok(Value::Int(id).into()),
+        // Unknown or inactive recipient: the method page's "may return false" (D8).
+        Ok(None) => Ok(Value::Bool(false).into()),
+        Err(e) => {
+            tracing::error!(error = %e, "storing a notification failed");
+            Err(ApiError::internal())
+        }
+    }
+}

@@ -1,0 +1,270 @@
+//! Answers: the success envelope with its `time` block (§5.1, §5.3, P5), the error envelope
+//! (§5.4), and the JSON and XML transports (§1.9).
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use chrono::{Local, TimeZone};
+
+use super::route::Transport;
+use crate::error::ApiError;
+use crate::value::{Array, Key, Value};
+
+/// What a method handler returns: `result`, plus `next`/`total` for list methods.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Output {
+    pub result: Value,
+    pub next: Option<i64>,
+    pub total: Option<i64>,
+}
+
+impl From<Value> for Output {
+    fn from(result: Value) -> Output {
+        Output {
+            result,
+            next: None,
+            total: None,
+        }
+    }
+}
+
+/// The timing of one call, in Unix seconds.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub start: f64,
+    pub finish: f64,
+    /// Handler time only.
+    pub processing: f64,
+    /// Accumulated handler time of this (credential, method) in the operating window.
+    pub operating: f64,
+    pub operating_reset_at: i64,
+}
+
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// Rounds to microseconds, the precision the real server reports.
+fn micros(x: f64) -> f64 {
+    (x * 1e6).round() / 1e6
+}
+
+fn rfc3339_local(ts: f64) -> String {
+    let secs = ts.floor() as i64;
+    match Local.timestamp_opt(secs, 0).single() {
+        Some(t) => t.format("%Y-%m-%dT%H:%M:%S%:z").to_string(),
+        None => String::new(),
+    }
+}
+
+impl Timing {
+    /// The `time` object, members in the order the method page shows.
+    pub fn to_value(&self) -> Value {
+        Value::map([
+            ("start", Value::Float(micros(self.start))),
+            ("finish", Value::Float(micros(self.finish))),
+            ("duration", Value::Float(micros(self.finish - self.start))),
+            ("processing", Value::Float(micros(self.processing))),
+            ("date_start", Value::Str(rfc3339_local(self.start))),
+            ("date_finish", Value::Str(rfc3339_local(self.finish))),
+            ("operating_reset_at", Value::Int(self.operating_reset_at)),
+            ("operating", Value::Float(micros(self.operating))),
+        ])
+    }
+}
+
+/// The success body: `result`, then `next` and `total` when present, then `time`.
+pub fn success_value(out: Output, timing: &Timing) -> Value {
+    let mut a = Array::new();
+    a.insert("result", out.result);
+    if let Some(n) = out.next {
+        a.insert("next", Value::Int(n));
+    }
+    if let Some(t) = out.total {
+        a.insert("total", Value::Int(t));
+    }
+    a.insert("time", timing.to_value());
+    Value::Arr(a)
+}
+
+pub fn error_value(e: &ApiError) -> Value {
+    Value::map([
+        ("error", Value::from(e.code)),
+        ("error_description", Value::Str(e.description.to_string())),
+    ])
+}
+
+/// Encodes `body` in the transport and attaches the headers every REST answer carries.
+pub fn respond(transport: Transport, status: u16, body: &Value) -> Response {
+    let (text, content_type) = match transport {
+        Transport::Json => (body.to_bitrix_json(), "application/json; charset=utf-8"),
+        Transport::Xml => (to_xml(body), "text/xml; charset=utf-8"),
+    };
+    let mut resp = (
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        text,
+    )
+        .into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    add_rest_headers(h);
+    resp
+}
+
+/// CORS and nosniff headers, sent on every REST answer as the real server does.
+pub fn add_rest_headers(h: &mut axum::http::HeaderMap) {
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("origin, content-type, accept"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+}
+
+pub fn error_response(transport: Transport, e: &ApiError) -> Response {
+    respond(transport, e.status, &error_value(e))
+}
+
+/// The XML transport: a `<response>` root, one element per key, `<item>` for integer keys.
+pub fn to_xml(v: &Value) -> String {
+    let mut out = String::from("<response>");
+    if let Value::Arr(a) = v {
+        write_xml_children(a, &mut out);
+    } else {
+        write_xml_scalar(v, &mut out);
+    }
+    out.push_str("</response>");
+    out
+}
+
+fn write_xml_children(a: &Array, out: &mut String) {
+    for (k, v) in a.iter() {
+        let name = match k {
+            Key::Int(_) => "item".to_owned(),
+            Key::Str(s) => xml_name(s),
+        };
+        out.push('<');
+        out.push_str(&name);
+        out.push('>');
+        match v {
+            Value::Arr(inner) => write_xml_children(inner, out),
+            scalar => write_xml_scalar(scalar, out),
+        }
+        out.push_str("</");
+        out.push_str(&name);
+        out.push('>');
+    }
+}
+
+fn write_xml_scalar(v: &Value, out: &mut String) {
+    let text = match v {
+        Value::Bool(true) => "1".to_owned(),
+        Value::Bool(false) | Value::Null => String::new(),
+        Value::Float(f) => format!("{f}"),
+        other => other.to_php_string(),
+    };
+    for c in text.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            // Characters XML 1.0 cannot carry at all.
+            c if (c as u32) < 0x20 && !matches!(c, '\n' | '\r' | '\t') => {}
+            c => out.push(c),
+        }
+    }
+}
+
+/// Keys are caller-controlled in places (ATTACH); keep the document well-formed.
+fn xml_name(s: &str) -> String {
+    let mut name: String = s
+        .chars()
+        .map(|c| {
+            if c.is_alphanumeric() || matches!(c, '_' | '-' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if !name.starts_with(|c: char| c.is_alphabetic() || c == '_') {
+        name.insert(0, '_');
+    }
+    name
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timing() -> Timing {
+        Timing {
+            start: 1_760_000_000.25,
+            finish: 1_760_000_000.5,
+            processing: 0.1,
+            operating: 0.0,
+            operating_reset_at: 1_760_000_600,
+        }
+    }
+
+    #[test]
+    fn time_block_has_every_member_in_order() {
+        let v = timing().to_value();
+        let keys: Vec<String> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|(k, _)| k.as_string())
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "start",
+                "finish",
+                "duration",
+                "processing",
+                "date_start",
+                "date_finish",
+                "operating_reset_at",
+                "operating"
+            ]
+        );
+        assert_eq!(v.get_path(&["duration".into()]), Some(&Value::Float(0.25)));
+    }
+
+    #[test]
+    fn success_puts_next_and_total_before_time() {
+        let out = Output {
+            result: Value::list([Value::Int(1)]),
+            next: Some(50),
+            total: Some(120),
+        };
+        let json = success_value(out, &timing()).to_bitrix_json();
+        assert!(json.starts_with("{\"result\":[1],\"next\":50,\"total\":120,\"time\":{"));
+    }
+
+    #[test]
+    fn xml_transport() {
+        let v = Value::map([
+            (
+                "result",
+                Value::list([Value::from("a<b"), Value::Bool(true)]),
+            ),
+            ("x", Value::Bool(false)),
+        ]);
+        assert_eq!(
+            to_xml(&v),
+            "<response><result><item>a&lt;b</item><item>1</item></result><x></x></response>"
+        );
+    }
+}

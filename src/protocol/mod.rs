@@ -1,0 +1,109 @@
+//! The REST protocol layer: URL grammar, parameter decoding, the dispatcher and the envelope.
+
+pub mod dispatch;
+pub mod envelope;
+pub mod params;
+pub mod route;
+
+use axum::extract::{Request, State};
+use axum::http::{header, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use self::dispatch::Channel;
+use self::envelope::{unix_now, Timing};
+use self::route::Transport;
+use crate::auth;
+use crate::error::ApiError;
+use crate::server::ConnInfo;
+use crate::state::AppState;
+use crate::value::Value;
+
+/// `/rest/...`: every REST call, webhook or not, in either transport.
+pub async fn rest_handler(State(state): State<AppState>, req: Request) -> Response {
+    let start = unix_now();
+    let (parts, body) = req.into_parts();
+    let rest_path = parts.uri.path().strip_prefix("/rest").unwrap_or_default();
+
+    let Some(route) = route::parse(rest_path) else {
+        return envelope::error_response(Transport::Json, &ApiError::method_not_found());
+    };
+    if parts.method == Method::OPTIONS {
+        // A browser's CORS preflight: answer it instead of running the method without parameters.
+        let mut resp = StatusCode::OK.into_response();
+        envelope::add_rest_headers(resp.headers_mut());
+        return resp;
+    }
+    // The method is looked up before any credential is checked (§1.2, P1).
+    let Some(spec) = dispatch::lookup(&route.method) else {
+        return finish(
+            &route.method,
+            envelope::error_response(route.transport, &ApiError::method_not_found()),
+        );
+    };
+
+    let limits = &state.config.limits;
+    let body = match axum::body::to_bytes(body, limits.max_body_bytes).await {
+        Ok(b) => b,
+        Err(_) => {
+            return finish(
+                spec.name,
+                envelope::error_response(route.transport, &ApiError::request_too_large()),
+            )
+        }
+    };
+    let content_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let decode_limits = params::DecodeLimits {
+        max_input_vars: limits.max_input_vars,
+        max_nesting: limits.max_input_nesting,
+    };
+    let mut params = params::decode_request(
+        parts.method == Method::POST,
+        parts.uri.query(),
+        content_type,
+        body,
+        &decode_limits,
+    )
+    .await;
+    // Path credentials win over same-named parameters (§1.1).
+    if let Some((login, code)) = route.webhook {
+        params.insert("aplogin", Value::Str(login));
+        params.insert("ap", Value::Str(code));
+    }
+    let cred = auth::extract(&parts.headers, &mut params);
+    let conn = parts.extensions.get::<ConnInfo>().copied();
+    let channel = Channel {
+        secure: conn.is_some_and(|c| c.is_secure(&parts.headers, &state.config.trusted_proxies)),
+    };
+
+    let handler_start = unix_now();
+    let outcome = dispatch::call(&state, spec, cred, channel, params).await;
+    let finish_at = unix_now();
+    let resp = match outcome {
+        Ok(out) => {
+            let timing = Timing {
+                start,
+                finish: finish_at,
+                processing: finish_at - handler_start,
+                operating: 0.0,
+                operating_reset_at: start as i64 + 600,
+            };
+            envelope::respond(route.transport, 200, &envelope::success_value(out, &timing))
+        }
+        Err(e) => envelope::error_response(route.transport, &e),
+    };
+    finish(spec.name, resp)
+}
+
+/// Logs the outcome by method name only: paths carry webhook codes and queries carry tokens.
+fn finish(method: &str, resp: Response) -> Response {
+    tracing::info!(method, status = resp.status().as_u16(), "rest call");
+    resp
+}
+
+/// Anything outside `/rest`, `/healthz` and the pages.
+pub async fn not_found() -> Response {
+    envelope::error_response(Transport::Json, &ApiError::method_not_found())
+}

@@ -1,0 +1,599 @@
+//! A PHP-like value: the one data type that parameters, references and results share.
+//!
+//! Bitrix24 is written in PHP, and its wire behaviour follows PHP arrays: ordered maps whose keys are
+//! integers or strings. Decoded parameters, `$result[...]` batch references and method results all
+//! use this type, and the PHP coercions (`intval`, `empty()`, `trim`) live here so there is exactly
+//! one copy of them.
+
+use indexmap::IndexMap;
+use std::fmt::Write as _;
+
+/// A PHP array key. Strings that look like canonical decimal integers become integers, as in PHP.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Key {
+    Int(i64),
+    Str(String),
+}
+
+impl Key {
+    /// Builds a key the way PHP does for `$a["..."]`: `"5"` is the integer 5, `"05"` stays a string.
+    pub fn from_php_str(s: &str) -> Key {
+        match canonical_int(s) {
+            Some(i) => Key::Int(i),
+            None => Key::Str(s.to_owned()),
+        }
+    }
+
+    pub fn as_string(&self) -> String {
+        match self {
+            Key::Int(i) => i.to_string(),
+            Key::Str(s) => s.clone(),
+        }
+    }
+}
+
+impl From<&str> for Key {
+    fn from(s: &str) -> Key {
+        Key::from_php_str(s)
+    }
+}
+
+impl From<String> for Key {
+    fn from(s: String) -> Key {
+        match canonical_int(&s) {
+            Some(i) => Key::Int(i),
+            None => Key::Str(s),
+        }
+    }
+}
+
+impl From<i64> for Key {
+    fn from(i: i64) -> Key {
+        Key::Int(i)
+    }
+}
+
+impl std::fmt::Display for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Key::Int(i) => write!(f, "{i}"),
+            Key::Str(s) => f.write_str(s),
+        }
+    }
+}
+
+/// PHP's ZEND_HANDLE_NUMERIC_STR: an optional `-`, no leading zeros, fits in i64, not `-0`.
+fn canonical_int(s: &str) -> Option<i64> {
+    let digits = s.strip_prefix('-').unwrap_or(s);
+    if digits.is_empty() || digits.len() > 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if digits.len() > 1 && digits.starts_with('0') {
+        return None;
+    }
+    if s == "-0" {
+        return None;
+    }
+    s.parse::<i64>().ok()
+}
+
+/// An ordered PHP array.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Array {
+    map: IndexMap<Key, Value>,
+    next_index: i64,
+}
+
+impl Array {
+    pub fn new() -> Array {
+        Array::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// `$a[$k] = $v`: an existing key keeps its position, as in PHP.
+    pub fn insert(&mut self, key: impl Into<Key>, value: Value) {
+        let key = key.into();
+        if let Key::Int(i) = key {
+            if i >= self.next_index {
+                self.next_index = i.saturating_add(1);
+            }
+        }
+        self.map.insert(key, value);
+    }
+
+    /// `$a[] = $v`.
+    pub fn push(&mut self, value: Value) {
+        let k = self.next_index;
+        self.insert(Key::Int(k), value);
+    }
+
+    pub fn get(&self, key: &Key) -> Option<&Value> {
+        self.map.get(key)
+    }
+
+    pub fn get_mut(&mut self, key: &Key) -> Option<&mut Value> {
+        self.map.get_mut(key)
+    }
+
+    /// Looks up a string key with PHP key semantics (`"0"` finds the integer key 0).
+    pub fn get_str(&self, key: &str) -> Option<&Value> {
+        self.map.get(&Key::from_php_str(key))
+    }
+
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.get_str(key).is_some()
+    }
+
+    pub fn remove(&mut self, key: &str) -> Option<Value> {
+        self.map.shift_remove(&Key::from_php_str(key))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&Key, &Value)> {
+        self.map.iter()
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &Value> {
+        self.map.values()
+    }
+
+    /// PHP's list test (`array_is_list`): keys are exactly 0..n-1 in order.
+    pub fn is_list(&self) -> bool {
+        self.map
+            .keys()
+            .enumerate()
+            .all(|(i, k)| *k == Key::Int(i as i64))
+    }
+
+    /// `array_change_key_case($a, CASE_UPPER)`: a later spelling of the same key overwrites the
+    /// value but the first spelling's position is kept, as PHP's hash update does.
+    pub fn upper_case_keys(&self) -> Array {
+        let mut out = Array::new();
+        for (k, v) in &self.map {
+            let key = match k {
+                Key::Int(i) => Key::Int(*i),
+                Key::Str(s) => Key::from_php_str(&s.to_uppercase()),
+            };
+            out.insert(key, v.clone());
+        }
+        out
+    }
+
+    /// Overlays `other` onto `self` key by key at the top level (the body-wins merge of §1.4).
+    pub fn overlay(&mut self, other: Array) {
+        for (k, v) in other.map {
+            self.insert(k, v);
+        }
+    }
+}
+
+impl FromIterator<(Key, Value)> for Array {
+    fn from_iter<T: IntoIterator<Item = (Key, Value)>>(iter: T) -> Array {
+        let mut a = Array::new();
+        for (k, v) in iter {
+            a.insert(k, v);
+        }
+        a
+    }
+}
+
+impl FromIterator<Value> for Array {
+    fn from_iter<T: IntoIterator<Item = Value>>(iter: T) -> Array {
+        let mut a = Array::new();
+        for v in iter {
+            a.push(v);
+        }
+        a
+    }
+}
+
+/// A PHP value as it travels through the REST layer.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Value {
+    #[default]
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    Arr(Array),
+}
+
+impl From<&str> for Value {
+    fn from(s: &str) -> Value {
+        Value::Str(s.to_owned())
+    }
+}
+impl From<String> for Value {
+    fn from(s: String) -> Value {
+        Value::Str(s)
+    }
+}
+impl From<i64> for Value {
+    fn from(i: i64) -> Value {
+        Value::Int(i)
+    }
+}
+impl From<bool> for Value {
+    fn from(b: bool) -> Value {
+        Value::Bool(b)
+    }
+}
+impl From<f64> for Value {
+    fn from(f: f64) -> Value {
+        Value::Float(f)
+    }
+}
+impl From<Array> for Value {
+    fn from(a: Array) -> Value {
+        Value::Arr(a)
+    }
+}
+
+impl Value {
+    /// An empty PHP array.
+    pub fn empty_array() -> Value {
+        Value::Arr(Array::new())
+    }
+
+    /// Builds a map from string keys, keeping their order.
+    pub fn map<K: Into<Key>>(pairs: impl IntoIterator<Item = (K, Value)>) -> Value {
+        Value::Arr(pairs.into_iter().map(|(k, v)| (k.into(), v)).collect())
+    }
+
+    pub fn list(items: impl IntoIterator<Item = Value>) -> Value {
+        Value::Arr(items.into_iter().collect())
+    }
+
+    pub fn as_array(&self) -> Option<&Array> {
+        match self {
+            Value::Arr(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn is_null(&self) -> bool {
+        matches!(self, Value::Null)
+    }
+
+    /// Walks `$v[k1][k2]...`, returning `None` at the first missing step.
+    pub fn get_path(&self, path: &[Key]) -> Option<&Value> {
+        let mut cur = self;
+        for k in path {
+            cur = cur.as_array()?.get(k)?;
+        }
+        Some(cur)
+    }
+
+    /// PHP `empty()`: null, false, 0, 0.0, `""`, `"0"` and `[]` are empty.
+    pub fn is_empty(&self) -> bool {
+        match self {
+            Value::Null => true,
+            Value::Bool(b) => !b,
+            Value::Int(i) => *i == 0,
+            Value::Float(f) => *f == 0.0,
+            Value::Str(s) => s.is_empty() || s == "0",
+            Value::Arr(a) => a.is_empty(),
+        }
+    }
+
+    /// PHP truthiness, the inverse of `empty()`.
+    pub fn is_truthy(&self) -> bool {
+        !self.is_empty()
+    }
+
+    /// PHP `intval`: leading whitespace and sign, then digits; `"12abc"` is 12, `"abc"` is 0,
+    /// floats truncate toward zero, a non-empty array is 1.
+    pub fn intval(&self) -> i64 {
+        match self {
+            Value::Null => 0,
+            Value::Bool(b) => *b as i64,
+            Value::Int(i) => *i,
+            Value::Float(f) => float_to_int(*f),
+            Value::Str(s) => str_intval(s),
+            Value::Arr(a) => !a.is_empty() as i64,
+        }
+    }
+
+    /// PHP string conversion of a scalar (`strval`). Arrays become `"Array"`, as PHP prints them.
+    pub fn to_php_string(&self) -> String {
+        match self {
+            Value::Null => String::new(),
+            Value::Bool(true) => "1".to_owned(),
+            Value::Bool(false) => String::new(),
+            Value::Int(i) => i.to_string(),
+            Value::Float(f) => php_float_string(*f),
+            Value::Str(s) => s.clone(),
+            Value::Arr(_) => "Array".to_owned(),
+        }
+    }
+
+    /// Whether this value is a scalar PHP would accept where a string is expected.
+    pub fn is_scalar(&self) -> bool {
+        !matches!(self, Value::Arr(_) | Value::Null)
+    }
+
+    /// Converts a `serde_json` value the way PHP's `json_decode($s, true)` would: objects become
+    /// arrays with numeric-string keys turned into integers.
+    pub fn from_json(j: serde_json::Value) -> Value {
+        match j {
+            serde_json::Value::Null => Value::Null,
+            serde_json::Value::Bool(b) => Value::Bool(b),
+            serde_json::Value::Number(n) => match n.as_i64() {
+                Some(i) => Value::Int(i),
+                None => Value::Float(n.as_f64().unwrap_or(0.0)),
+            },
+            serde_json::Value::String(s) => Value::Str(s),
+            serde_json::Value::Array(items) => {
+                Value::Arr(items.into_iter().map(Value::from_json).collect())
+            }
+            serde_json::Value::Object(obj) => Value::Arr(
+                obj.into_iter()
+                    .map(|(k, v)| (Key::from(k), Value::from_json(v)))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// Serialises as Bitrix24's JSON encoder does (§1.9): the list/map rule, `\/`, and the HTML
+    /// characters `<>&'"` escaped as `\u00XX`, with other non-ASCII text left as UTF-8.
+    pub fn to_bitrix_json(&self) -> String {
+        let mut out = String::with_capacity(64);
+        write_json(self, &mut out, JsonStyle::Bitrix);
+        out
+    }
+
+    /// Serialises as PHP `json_encode($v, JSON_UNESCAPED_UNICODE)`: `/` is `\/`, but quotes and
+    /// HTML characters are written plainly. This is the form whose size ATTACH limits measure.
+    pub fn to_php_json(&self) -> String {
+        let mut out = String::with_capacity(64);
+        write_json(self, &mut out, JsonStyle::Php);
+        out
+    }
+}
+
+fn float_to_int(f: f64) -> i64 {
+    if f.is_finite() && f > i64::MIN as f64 && f < i64::MAX as f64 {
+        f.trunc() as i64
+    } else {
+        0
+    }
+}
+
+fn str_intval(s: &str) -> i64 {
+    let t = s.trim_start_matches([' ', '\t', '\n', '\r', '\x0B', '\x0C']);
+    let b = t.as_bytes();
+    let mut i = 0;
+    if matches!(b.first(), Some(b'-' | b'+')) {
+        i = 1;
+    }
+    let int_start = i;
+    while i < b.len() && b[i].is_ascii_digit() {
+        i += 1;
+    }
+    let int_end = i;
+    let mut is_float = false;
+    if i < b.len() && b[i] == b'.' && b.get(i + 1).is_some_and(u8::is_ascii_digit) {
+        is_float = true;
+        i += 1;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+    }
+    if int_end == int_start && !is_float {
+        return 0;
+    }
+    // PHP 8 reads a numeric prefix with its exponent, so "1e3" is 1000.
+    if i < b.len() && (b[i] == b'e' || b[i] == b'E') {
+        let mut j = i + 1;
+        if matches!(b.get(j), Some(b'-' | b'+')) {
+            j += 1;
+        }
+        if b.get(j).is_some_and(u8::is_ascii_digit) {
+            while j < b.len() && b[j].is_ascii_digit() {
+                j += 1;
+            }
+            is_float = true;
+            i = j;
+        }
+    }
+    if is_float {
+        return float_to_int(t[..i].parse::<f64>().unwrap_or(0.0));
+    }
+    match t[..int_end].parse::<i64>() {
+        Ok(v) => v,
+        // Overflow saturates, as PHP's conversion does.
+        Err(_) if b.first() == Some(&b'-') => i64::MIN,
+        Err(_) => i64::MAX,
+    }
+}
+
+/// PHP 8's `(string)$float`: the shortest round-trip form, integral values without a fraction.
+pub fn php_float_string(f: f64) -> String {
+    if f.is_nan() {
+        return "NAN".to_owned();
+    }
+    if f.is_infinite() {
+        return if f > 0.0 { "INF" } else { "-INF" }.to_owned();
+    }
+    if f == f.trunc() && f.abs() < 1e15 {
+        return format!("{}", f as i64);
+    }
+    format!("{f}")
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum JsonStyle {
+    Bitrix,
+    Php,
+}
+
+fn write_json(v: &Value, out: &mut String, style: JsonStyle) {
+    match v {
+        Value::Null => out.push_str("null"),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Int(i) => {
+            let _ = write!(out, "{i}");
+        }
+        Value::Float(f) => write_json_float(*f, out),
+        Value::Str(s) => write_json_str(s, out, style),
+        Value::Arr(a) => {
+            if a.is_list() {
+                out.push('[');
+                for (i, item) in a.values().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write_json(item, out, style);
+                }
+                out.push(']');
+            } else {
+                out.push('{');
+                for (i, (k, item)) in a.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    match k {
+                        Key::Int(n) => {
+                            let _ = write!(out, "\"{n}\"");
+                        }
+                        Key::Str(s) => write_json_str(s, out, style),
+                    }
+                    out.push(':');
+                    write_json(item, out, style);
+                }
+                out.push('}');
+            }
+        }
+    }
+}
+
+/// PHP (serialize_precision = -1) writes the shortest round-trip form and keeps `.0` on integral
+/// floats; NaN and infinities cannot be encoded and become 0.
+fn write_json_float(f: f64, out: &mut String) {
+    if !f.is_finite() {
+        out.push('0');
+    } else if f == f.trunc() && f.abs() < 1e15 {
+        let _ = write!(out, "{f:.1}");
+    } else {
+        let _ = write!(out, "{f}");
+    }
+}
+
+fn write_json_str(s: &str, out: &mut String, style: JsonStyle) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' if style == JsonStyle::Bitrix => out.push_str("\\u0022"),
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '/' => out.push_str("\\/"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{08}' => out.push_str("\\b"),
+            '\u{0C}' => out.push_str("\\f"),
+            '<' | '>' | '&' | '\'' if style == JsonStyle::Bitrix => {
+                let _ = write!(out, "\\u{:04X}", c as u32);
+            }
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// PHP `trim()` with its default character set.
+pub fn php_trim(s: &str) -> &str {
+    s.trim_matches([' ', '\t', '\n', '\r', '\0', '\x0B'])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_follow_php_numeric_rule() {
+        assert_eq!(Key::from("5"), Key::Int(5));
+        assert_eq!(Key::from("-3"), Key::Int(-3));
+        assert_eq!(Key::from("05"), Key::Str("05".into()));
+        assert_eq!(Key::from("-0"), Key::Str("-0".into()));
+        assert_eq!(Key::from("1.5"), Key::Str("1.5".into()));
+        assert_eq!(Key::from(""), Key::Str("".into()));
+    }
+
+    #[test]
+    fn intval_matches_php() {
+        assert_eq!(Value::from("12abc").intval(), 12);
+        assert_eq!(Value::from("abc").intval(), 0);
+        assert_eq!(Value::from("  -7x").intval(), -7);
+        assert_eq!(Value::from(3.9).intval(), 3);
+        assert_eq!(Value::Bool(true).intval(), 1);
+        assert_eq!(Value::list([Value::Int(0)]).intval(), 1);
+        assert_eq!(Value::empty_array().intval(), 0);
+        assert_eq!(Value::Null.intval(), 0);
+        assert_eq!(Value::from("1e3").intval(), 1000);
+        assert_eq!(Value::from("-2.7").intval(), -2);
+        assert_eq!(Value::from("+4").intval(), 4);
+    }
+
+    #[test]
+    fn empty_matches_php() {
+        for v in [
+            Value::Null,
+            Value::from(""),
+            Value::from("0"),
+            Value::Int(0),
+            Value::Bool(false),
+            Value::empty_array(),
+        ] {
+            assert!(v.is_empty(), "{v:?}");
+        }
+        for v in [Value::from("false"), Value::from("no"), Value::from(" ")] {
+            assert!(v.is_truthy(), "{v:?}");
+        }
+    }
+
+    #[test]
+    fn json_follows_list_map_rule() {
+        assert_eq!(Value::empty_array().to_bitrix_json(), "[]");
+        let list = Value::list([Value::Int(1), Value::Int(2)]);
+        assert_eq!(list.to_bitrix_json(), "[1,2]");
+        let mut sparse = Array::new();
+        sparse.insert(1i64, Value::Int(1));
+        assert_eq!(Value::Arr(sparse).to_bitrix_json(), "{\"1\":1}");
+        let m = Value::map([("a", Value::from("<x>/&'\"é"))]);
+        assert_eq!(
+            m.to_bitrix_json(),
+            "{\"a\":\"\\u003Cx\\u003E\\/\\u0026\\u0027\\u0022é\"}"
+        );
+        assert_eq!(m.to_php_json(), "{\"a\":\"<x>\\/&'\\\"é\"}");
+        assert_eq!(Value::Float(1.0).to_bitrix_json(), "1.0");
+        assert_eq!(Value::Float(0.25).to_bitrix_json(), "0.25");
+    }
+
+    #[test]
+    fn upper_case_keys_keeps_last_value() {
+        let mut a = Array::new();
+        a.insert("message", Value::from("a"));
+        a.insert("MESSAGE", Value::from("b"));
+        let up = a.upper_case_keys();
+        assert_eq!(up.len(), 1);
+        assert_eq!(up.get_str("MESSAGE"), Some(&Value::from("b")));
+    }
+}
