@@ -1,0 +1,366 @@
+//! Test harness: runs the real `imnotify` binary on a free loopback port with a temporary data
+//! directory, and speaks raw HTTP/1.1 to it so that every byte of a request is under the test's
+//! control.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_imnotify");
+
+pub struct Server {
+    pub child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+    pub addr: String,
+    /// `/rest/1/CODE/`, the first-start webhook of user 1 (scope im).
+    pub hook: String,
+    pub extra_args: Vec<String>,
+    pub envs: Vec<(String, String)>,
+}
+
+pub struct Options {
+    pub args: Vec<String>,
+    pub envs: Vec<(String, String)>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            args: Vec::new(),
+            envs: Vec::new(),
+        }
+    }
+}
+
+impl Server {
+    pub fn start() -> Server {
+        Server::start_with(Options::default())
+    }
+
+    pub fn start_with(opts: Options) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = Server {
+            child: None,
+            dir,
+            base: String::new(),
+            addr: String::new(),
+            hook: String::new(),
+            extra_args: opts.args,
+            envs: opts.envs,
+        };
+        s.launch(true);
+        s
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("server.log")
+    }
+
+    fn launch(&mut self, first: bool) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap();
+        let listen = if first {
+            "127.0.0.1:0".to_owned()
+        } else {
+            self.addr.clone()
+        };
+        let mut cmd = Command::new(BIN);
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg(&listen)
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .args(&self.extra_args)
+            .env_remove("IMNOTIFY_DATA_DIR")
+            .env("IMNOTIFY_LOG__FORMAT", "json")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log));
+        for (k, v) in &self.envs {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawning imnotify");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let mut base = None;
+        while let Some(Ok(line)) = lines.next() {
+            if let Some(url) = line.strip_prefix("imnotify listening on ") {
+                base = Some(url.trim().to_owned());
+                if !first {
+                    break;
+                }
+            }
+            if let Some(url) = line.strip_prefix("Webhook: ") {
+                let url = url.trim();
+                let b = base.as_deref().expect("listening line comes first");
+                self.hook = url.strip_prefix(b).unwrap().to_owned();
+                break;
+            }
+        }
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        let base = base.unwrap_or_else(|| {
+            panic!(
+                "server did not start; log:\n{}",
+                std::fs::read_to_string(self.log_path()).unwrap_or_default()
+            )
+        });
+        self.addr = base
+            .trim_start_matches("http://")
+            .trim_start_matches("https://")
+            .to_owned();
+        self.base = base;
+        self.child = Some(child);
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM, then wait for the process to exit on its own.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        unsafe_kill_term(c.id());
+        c.wait().unwrap()
+    }
+
+    /// Starts again on the same address and data directory.
+    pub fn restart(&mut self) {
+        self.launch(false);
+    }
+
+    /// Runs an admin command against this server's data directory.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(BIN)
+            .args(args)
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .env_remove("IMNOTIFY_DATA_DIR")
+            .output()
+            .unwrap()
+    }
+
+    pub fn add_user(&self, id: i64, extra: &[&str]) {
+        let id = id.to_string();
+        let mut args = vec!["user", "add", "--id", &id, "--name", "User"];
+        args.extend_from_slice(extra);
+        let out = self.cli(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Creates a webhook and returns its path prefix `/rest/U/CODE/`.
+    pub fn add_webhook(&self, user_id: i64, scope: &str) -> String {
+        let uid = user_id.to_string();
+        let out = self.cli(&[
+            "webhook",
+            "add",
+            "--user-id",
+            &uid,
+            "--scope",
+            scope,
+            "--json",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        format!("/rest/{}/{}/", v["user_id"], v["code"].as_str().unwrap())
+    }
+
+    pub fn db(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open(self.data_dir().join("imnotify.sqlite3")).unwrap()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Sends raw bytes as one HTTP/1.1 request and reads the whole answer.
+    pub fn raw(&self, request: &[u8]) -> Response {
+        let mut s = TcpStream::connect(&self.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s.write_all(request).unwrap();
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).unwrap();
+        Response::parse(&buf)
+    }
+
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Response {
+        let mut req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
+            self.addr
+        );
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        if !body.is_empty() || method == "POST" {
+            req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+        req.push_str("\r\n");
+        let mut bytes = req.into_bytes();
+        bytes.extend_from_slice(body);
+        self.raw(&bytes)
+    }
+
+    pub fn get(&self, path: &str) -> Response {
+        self.request("GET", path, &[], b"")
+    }
+
+    pub fn post_json(&self, path: &str, body: &serde_json::Value) -> Response {
+        self.request(
+            "POST",
+            path,
+            &[
+                ("Content-Type", "application/json"),
+                ("Accept", "application/json"),
+            ],
+            body.to_string().as_bytes(),
+        )
+    }
+
+    pub fn post_form(&self, path: &str, body: &str) -> Response {
+        self.request(
+            "POST",
+            path,
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            body.as_bytes(),
+        )
+    }
+
+    /// The webhook URL path for a method.
+    pub fn hook_url(&self, method: &str) -> String {
+        format!("{}{method}", self.hook)
+    }
+
+    /// Sends a notification through the first-start webhook and returns its id.
+    pub fn notify(&self, body: serde_json::Value) -> i64 {
+        let r = self.post_json(&self.hook_url("im.notify.system.add"), &body);
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.json()["result"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("no id in {}", r.body))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn unsafe_kill_term(pid: u32) {
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Response {
+    fn parse(buf: &[u8]) -> Response {
+        let text = String::from_utf8_lossy(buf);
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let mut lines = head.lines();
+        let status_line = lines.next().unwrap_or_default();
+        let status = status_line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        let chunked = headers
+            .iter()
+            .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
+        let body = if chunked {
+            dechunk(body)
+        } else {
+            body.to_owned()
+        };
+        Response {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+
+    /// Asserts an error envelope with this code and status.
+    pub fn assert_error(&self, status: u16, code: &str) {
+        assert_eq!(self.status, status, "body: {}", self.body);
+        let j = self.json();
+        assert_eq!(j["error"], code, "body: {}", self.body);
+        assert!(j["error_description"].is_string(), "body: {}", self.body);
+        assert!(
+            j.get("time").is_none(),
+            "errors carry no time block: {}",
+            self.body
+        );
+    }
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    loop {
+        let Some((size, rest)) = s.split_once("\r\n") else {
+            break;
+        };
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n.min(rest.len())]);
+        s = rest.get(n + 2..).unwrap_or("");
+    }
+    out
+}
+
+pub fn path_exists(p: &Path) -> bool {
+    p.exists()
+}
