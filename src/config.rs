@@ -178,6 +178,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(clippy::result_large_err)]
     fn layers_override_in_order() {
         figment::Jail::expect_with(|jail| {
             jail.create_file(
@@ -195,6 +196,17 @@ mod tests {
             };
             let c = Config::load(Some(Path::new("c.toml")), &o).unwrap();
             assert_eq!(c.data_dir, PathBuf::from("/from/cli"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn example_file_documents_the_defaults() {
+        figment::Jail::expect_with(|_| {
+            let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
+            let c = Config::load(Some(&example), &Overrides::default()).unwrap();
+            assert_eq!(c, Config::default());
             Ok(())
         });
     }

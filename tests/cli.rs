@@ -150,3 +150,24 @@ fn config_file_is_read() {
         .unwrap();
     assert_eq!(missing.status.code(), Some(2));
 }
+
+#[test]
+fn example_config_file_parses_to_the_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml");
+    // The example's data_dir is relative, so run from a scratch directory.
+    let out = Command::new(BIN)
+        .args([
+            "user", "add", "--id", "2", "--name", "Ex", "--config", example,
+        ])
+        .current_dir(dir.path())
+        .env_remove("IMNOTIFY_DATA_DIR")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(dir.path().join("data/imnotify.sqlite3").exists());
+}

@@ -221,10 +221,16 @@ fn json_quirks_of_the_real_server() {
 fn php_bracket_arrays_encoded_or_literal() {
     let s = Server::start();
     let url = s.hook_url("im.notify.system.add");
-    for body in [
-        "USER_ID=1&MESSAGE=m&ATTACH[0][MESSAGE]=literal",
-        "USER_ID=1&MESSAGE=m&ATTACH%5B0%5D%5BMESSAGE%5D=encoded",
-        "USER_ID=1&MESSAGE=m&ATTACH[BLOCKS][0][MESSAGE]=full&ATTACH[COLOR]=%23ff0000",
+    for (body, expected) in [
+        ("USER_ID=1&MESSAGE=m&ATTACH[0][MESSAGE]=literal", "literal"),
+        (
+            "USER_ID=1&MESSAGE=m&ATTACH%5B0%5D%5BMESSAGE%5D=encoded",
+            "encoded",
+        ),
+        (
+            "USER_ID=1&MESSAGE=m&ATTACH[BLOCKS][0][MESSAGE]=full&ATTACH[COLOR]=%23ff0000",
+            "full",
+        ),
     ] {
         let id = ok_id(&s.post_form(&url, body));
         let attach: String = s
@@ -234,11 +240,7 @@ fn php_bracket_arrays_encoded_or_literal() {
             })
             .unwrap();
         let a: serde_json::Value = serde_json::from_str(&attach).unwrap();
-        assert_eq!(
-            a["BLOCKS"][0]["MESSAGE"].as_str().unwrap().len() > 0,
-            true,
-            "{attach}"
-        );
+        assert_eq!(a["BLOCKS"][0]["MESSAGE"], expected, "{attach}");
     }
     // A top-level key that starts with '[' is dropped, as PHP drops it.
     s.post_form(&url, "[USER_ID]=1&MESSAGE=m")

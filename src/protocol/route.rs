@@ -51,7 +51,9 @@ pub fn parse(rest_path: &str) -> Option<Route> {
 mod tests {
     use super::*;
 
-    fn m(p: &str) -> Option<(String, Transport, Option<(String, String)>)> {
+    type Parts = (String, Transport, Option<(String, String)>);
+
+    fn m(p: &str) -> Option<Parts> {
         parse(p).map(|r| (r.method, r.transport, r.webhook))
     }
 

@@ -23,18 +23,10 @@ pub struct Server {
     pub envs: Vec<(String, String)>,
 }
 
+#[derive(Default)]
 pub struct Options {
     pub args: Vec<String>,
     pub envs: Vec<(String, String)>,
-}
-
-impl Default for Options {
-    fn default() -> Options {
-        Options {
-            args: Vec::new(),
-            envs: Vec::new(),
-        }
-    }
 }
 
 impl Server {
@@ -347,10 +339,7 @@ impl Response {
 
 fn dechunk(mut s: &str) -> String {
     let mut out = String::new();
-    loop {
-        let Some((size, rest)) = s.split_once("\r\n") else {
-            break;
-        };
+    while let Some((size, rest)) = s.split_once("\r\n") {
         let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
         if n == 0 {
             break;

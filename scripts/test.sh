@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Runs the whole test suite on a fresh Debian machine of this project's kind (Rust toolchain
+# present). Installs whatever the tests need first, so nothing depends on a hand-made setup.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages the tests use: curl drives the README example. Install only what is missing.
+need=()
+command -v curl >/dev/null 2>&1 || need+=(curl)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
+  else
+    echo "missing packages: ${need[*]} (run as root to install them)" >&2
+    exit 1
+  fi
+fi
+
+# One build of every target, in the debug profile, then the tests.
+cargo build --locked --all-targets
+# The README's quick start, exactly as a newcomer runs it.
+bash scripts/readme-example.sh
+# nextest ships with this machine's toolchain; plain cargo test is the fallback.
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --locked --all-targets --no-fail-fast "$@"
+else
+  cargo test --locked --all-targets --no-fail-fast "$@"
+fi
