@@ -335,3 +335,62 @@ fn concurrent_writes_are_all_acknowledged_and_stored() {
         .unwrap();
     assert_eq!(n, 200);
 }
+
+#[test]
+fn every_attach_block_type_over_http() {
+    let s = Server::start();
+    let attach = json!({
+        "COLOR": "#29619b",
+        "DESCRIPTION": "  about this  ",
+        "BLOCKS": [
+            {"USER": {"NAME": "Ann\nLee", "USER_ID": 7, "AVATAR": "https://x.test/a.png"}},
+            {"LINK": {"NAME": "Docs", "LINK": "https://docs.test/", "DESC": "d", "PREVIEW": "/p.png", "WIDTH": 100, "HEIGHT": 50}},
+            {"RICH_LINK": {"NAME": "Rich", "LINK": "https://rich.test/", "DESC": "rd"}},
+            {"MESSAGE": "text #BR# [b]bold[/b]"},
+            {"GRID": [
+                {"NAME": "Status", "VALUE": "done", "DISPLAY": "LINE", "WIDTH": 100},
+                {"NAME": "", "VALUE": "", "DISPLAY": "BLOCK"},
+                {"NAME": "Col", "VALUE": "v", "DISPLAY": "COLUMN"}
+            ]},
+            {"IMAGE": [{"LINK": "https://img.test/1.png", "NAME": "one", "WIDTH": 10, "HEIGHT": 20}, {"NAME": "no link"}]},
+            {"FILE": {"LINK": "/files/report.pdf", "NAME": "report.pdf", "SIZE": 1024}},
+            {"DELIMITER": {"SIZE": 0, "COLOR": "#c6c6c6"}},
+            {"LINK": {"NAME": "bad link", "LINK": "ftp://nope"}}
+        ]
+    });
+    let id = s.notify(json!({"USER_ID": 1, "MESSAGE": "m", "ATTACH": attach}));
+    let a = row(&s, id).unwrap().attach.unwrap();
+    let blocks = a["BLOCKS"].as_array().unwrap();
+    let kinds: Vec<&str> = blocks
+        .iter()
+        .map(|b| b.as_object().unwrap().keys().next().unwrap().as_str())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "USER",
+            "LINK",
+            "RICH_LINK",
+            "MESSAGE",
+            "GRID",
+            "IMAGE",
+            "FILE",
+            "DELIMITER"
+        ],
+        "the invalid LINK is skipped: {a}"
+    );
+    assert_eq!(blocks[0]["USER"][0]["NAME"], "Ann Lee");
+    assert_eq!(blocks[0]["USER"][0]["USER_ID"], 7);
+    assert_eq!(blocks[1]["LINK"][0]["LINK"], "https://docs.test/");
+    assert_eq!(blocks[3]["MESSAGE"], "text [BR] [b]bold[/b]");
+    let grid = blocks[4]["GRID"].as_array().unwrap();
+    assert_eq!(grid.len(), 2, "the blank BLOCK item is skipped: {a}");
+    assert_eq!(grid[1]["DISPLAY"], "ROW", "COLUMN is an alias of ROW");
+    assert_eq!(blocks[5]["IMAGE"].as_array().unwrap().len(), 1);
+    assert_eq!(blocks[6]["FILE"][0]["SIZE"], 1024);
+    assert_eq!(blocks[7]["DELIMITER"]["SIZE"], 200);
+    assert_eq!(a["DESCRIPTION"], "about this");
+    assert_eq!(a["COLOR"], "#29619b");
+    let keys: Vec<&str> = a.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(keys, ["ID", "BLOCKS", "DESCRIPTION", "COLOR"]);
+}
