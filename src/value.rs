@@ -481,16 +481,38 @@ fn write_json(v: &Value, out: &mut String, style: JsonStyle) {
     }
 }
 
-/// PHP (serialize_precision = -1) writes the shortest round-trip form and keeps `.0` on integral
-/// floats; NaN and infinities cannot be encoded and become 0.
+/// PHP (serialize_precision = -1) writes the shortest round-trip form, keeps `.0` on integral
+/// floats, and switches to `1.0e+15` notation for exponents below -4 or from 15 up. NaN and the
+/// infinities cannot be encoded and become 0.
 fn write_json_float(f: f64, out: &mut String) {
     if !f.is_finite() {
         out.push('0');
-    } else if f == f.trunc() && f.abs() < 1e15 {
-        let _ = write!(out, "{f:.1}");
-    } else {
-        let _ = write!(out, "{f}");
+        return;
     }
+    let exp = if f == 0.0 {
+        0
+    } else {
+        f.abs().log10().floor() as i32
+    };
+    if (-4..15).contains(&exp) {
+        if f == f.trunc() {
+            let _ = write!(out, "{f:.1}");
+        } else {
+            let _ = write!(out, "{f}");
+        }
+        return;
+    }
+    let sci = format!("{f:e}");
+    let (mantissa, exponent) = sci.split_once('e').unwrap_or((&sci, "0"));
+    out.push_str(mantissa);
+    if !mantissa.contains('.') {
+        out.push_str(".0");
+    }
+    out.push('e');
+    if !exponent.starts_with('-') {
+        out.push('+');
+    }
+    out.push_str(exponent);
 }
 
 fn write_json_str(s: &str, out: &mut String, style: JsonStyle) {
@@ -585,6 +607,13 @@ mod tests {
         assert_eq!(m.to_php_json(), "{\"a\":\"<x>\\/&'\\\"é\"}");
         assert_eq!(Value::Float(1.0).to_bitrix_json(), "1.0");
         assert_eq!(Value::Float(0.25).to_bitrix_json(), "0.25");
+        assert_eq!(Value::Float(1e15).to_bitrix_json(), "1.0e+15");
+        assert_eq!(Value::Float(1.5e-5).to_bitrix_json(), "1.5e-5");
+        assert_eq!(Value::Float(0.0001).to_bitrix_json(), "0.0001");
+        assert_eq!(
+            Value::Float(1_760_000_000.123456).to_bitrix_json(),
+            "1760000000.123456"
+        );
     }
 
     #[test]
