@@ -53,17 +53,36 @@ pub async fn call(
     channel: Channel,
     params: Array,
 ) -> Result<Output, ApiError> {
-    let caller = auth::authenticate(
+    let caller = authenticate(state, cred, channel).await?;
+    execute(state, spec, &caller, params).await
+}
+
+pub async fn authenticate(
+    state: &AppState,
+    cred: Credential,
+    channel: Channel,
+) -> Result<Caller, ApiError> {
+    auth::authenticate(
         state.store.as_ref(),
         cred,
         channel.secure,
         state.config.require_https(),
     )
-    .await?;
+    .await
+}
+
+/// Runs a method for an authenticated caller: the scope check, then the handler. Direct calls
+/// and (later) each command of a batch both come through here.
+pub async fn execute(
+    state: &AppState,
+    spec: &MethodSpec,
+    caller: &Caller,
+    params: Array,
+) -> Result<Output, ApiError> {
     if let Some(scope) = spec.scope {
         if !caller.has_scope(scope) {
             return Err(caller.insufficient_scope());
         }
     }
-    (spec.handler)(state, &caller, params).await
+    (spec.handler)(state, caller, params).await
 }
