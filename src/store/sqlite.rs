@@ -10,13 +10,74 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{
+    params, params_from_iter, Connection, ErrorCode, OpenFlags, OptionalExtension,
+    TransactionBehavior,
+};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Store, StoreError, StoreResult, User, Webhook};
+use super::{Notification, NotifyChat, Store, StoreError, StoreResult, User, UserRecord, Webhook};
+use crate::domain::directory::{NameMatch, UserQuery, UserSort};
+use crate::domain::inbox::{Cursor, ReadRequest, ReadScope, SearchRequest, TagField};
 use crate::domain::notify::Draft;
 
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/0001_init.sql"),
+    include_str!("../../migrations/0002_lifecycle.sql"),
+];
+
+/// The notification columns in the order `row_to_notification` reads them.
+macro_rules! notification_columns {
+    () => {
+        "id, user_id, author_id, notify_type, module, event, text, tag, sub_tag, attach, buttons, \
+         is_read, created_at"
+    };
+}
+
+/// The statements of the notification readers and writers. They are public so that the
+/// performance test can check their query plans against a large database: each must be served
+/// by an index, never by a scan of the notifications table.
+pub mod sql {
+    /// The counters of im.notify.get and im.counters.get: kept up to date by triggers.
+    pub const CHAT: &str = "SELECT id, total, unread FROM notify_chats WHERE user_id = ?1";
+    /// The confirmation stage of im.notify.get (`notify_type = 1` selects its partial index).
+    pub const PAGE_CONFIRM: &str = concat!(
+        "SELECT ",
+        notification_columns!(),
+        " FROM notifications WHERE user_id = ?1 AND notify_type = 1 AND id < ?2 \
+          ORDER BY id DESC LIMIT ?3"
+    );
+    /// The normal stage of im.notify.get.
+    pub const PAGE_NORMAL: &str = concat!(
+        "SELECT ",
+        notification_columns!(),
+        " FROM notifications WHERE user_id = ?1 AND notify_type <> 1 AND id < ?2 \
+          ORDER BY id DESC LIMIT ?3"
+    );
+    pub const ONE: &str = concat!(
+        "SELECT ",
+        notification_columns!(),
+        " FROM notifications WHERE id = ?1 AND user_id = ?2"
+    );
+    pub const TAG_OF: &str = "SELECT tag FROM notifications WHERE id = ?1 AND user_id = ?2";
+    pub const MARK_ONE: &str = "UPDATE notifications SET is_read = ?3 \
+         WHERE id = ?1 AND user_id = ?2 AND notify_type <> 1";
+    /// "This one and all newer", read: only unread rows, through their partial index.
+    pub const READ_FROM: &str = "UPDATE notifications SET is_read = 1 \
+         WHERE user_id = ?1 AND is_read = 0 AND id >= ?2 AND notify_type <> 1";
+    pub const UNREAD_FROM: &str = "UPDATE notifications SET is_read = 0 \
+         WHERE user_id = ?1 AND id >= ?2 AND is_read = 1 AND notify_type <> 1";
+    pub const MARK_TAG: &str = "UPDATE notifications SET is_read = ?3 \
+         WHERE user_id = ?1 AND tag = ?2 AND is_read <> ?3 AND notify_type <> 1";
+    pub const READ_ALL: &str = "UPDATE notifications SET is_read = 1 \
+         WHERE user_id = ?1 AND is_read = 0 AND notify_type <> 1";
+    pub const DELETE_OWN: &str = "DELETE FROM notifications WHERE id = ?1 AND user_id = ?2";
+    pub const DELETE_TAG: &str = "DELETE FROM notifications WHERE tag = ?1";
+    pub const DELETE_SUB_TAG: &str = "DELETE FROM notifications WHERE sub_tag = ?1";
+    pub const CONFIRM: &str =
+        "DELETE FROM notifications WHERE id = ?1 AND user_id = ?2 AND notify_type = 1";
+}
 
 /// How many queued writes one transaction may take; bounds the latency of the first in line.
 const MAX_GROUP: usize = 512;
@@ -42,6 +103,26 @@ enum WriteOp {
         code_hash: [u8; 32],
         scopes: String,
         reply: oneshot::Sender<StoreResult<i64>>,
+    },
+    MarkRead {
+        user_id: i64,
+        requests: Vec<ReadRequest>,
+        reply: oneshot::Sender<StoreResult<()>>,
+    },
+    DeleteOwn {
+        user_id: i64,
+        id: i64,
+        reply: oneshot::Sender<StoreResult<bool>>,
+    },
+    DeleteByTag {
+        field: TagField,
+        value: String,
+        reply: oneshot::Sender<StoreResult<u64>>,
+    },
+    Confirm {
+        user_id: i64,
+        id: i64,
+        reply: oneshot::Sender<StoreResult<bool>>,
     },
     Flush {
         reply: oneshot::Sender<StoreResult<()>>,
@@ -163,6 +244,8 @@ enum Outcome {
     Notification(StoreResult<Option<i64>>),
     Unit(StoreResult<()>),
     Id(StoreResult<i64>),
+    Flag(StoreResult<bool>),
+    Count(StoreResult<u64>),
 }
 
 fn commit_group(conn: &mut Connection, group: &mut Vec<WriteOp>) {
@@ -193,7 +276,13 @@ fn commit_group(conn: &mut Connection, group: &mut Vec<WriteOp>) {
                 let outcome = match &op {
                     WriteOp::AddNotification { .. } => Outcome::Notification(Err(err())),
                     WriteOp::AddWebhook { .. } => Outcome::Id(Err(err())),
-                    WriteOp::AddUser { .. } | WriteOp::Flush { .. } => Outcome::Unit(Err(err())),
+                    WriteOp::DeleteOwn { .. } | WriteOp::Confirm { .. } => {
+                        Outcome::Flag(Err(err()))
+                    }
+                    WriteOp::DeleteByTag { .. } => Outcome::Count(Err(err())),
+                    WriteOp::AddUser { .. } | WriteOp::MarkRead { .. } | WriteOp::Flush { .. } => {
+                        Outcome::Unit(Err(err()))
+                    }
                 };
                 reply(op, outcome);
             }
@@ -206,6 +295,8 @@ fn outcome_ok(o: &Outcome) -> bool {
         Outcome::Notification(r) => r.is_ok(),
         Outcome::Unit(r) => r.is_ok(),
         Outcome::Id(r) => r.is_ok(),
+        Outcome::Flag(r) => r.is_ok(),
+        Outcome::Count(r) => r.is_ok(),
     }
 }
 
@@ -217,7 +308,15 @@ fn reply(op: WriteOp, outcome: Outcome) {
             let _ = reply.send(r);
         }
         (WriteOp::AddUser { reply, .. }, Outcome::Unit(r))
+        | (WriteOp::MarkRead { reply, .. }, Outcome::Unit(r))
         | (WriteOp::Flush { reply }, Outcome::Unit(r)) => {
+            let _ = reply.send(r);
+        }
+        (WriteOp::DeleteOwn { reply, .. }, Outcome::Flag(r))
+        | (WriteOp::Confirm { reply, .. }, Outcome::Flag(r)) => {
+            let _ = reply.send(r);
+        }
+        (WriteOp::DeleteByTag { reply, .. }, Outcome::Count(r)) => {
             let _ = reply.send(r);
         }
         (WriteOp::AddWebhook { reply, .. }, Outcome::Id(r)) => {
@@ -239,8 +338,77 @@ fn apply(conn: &Connection, op: &WriteOp) -> Outcome {
             scopes,
             ..
         } => Outcome::Id(insert_webhook(conn, *user_id, code_hash, scopes)),
+        WriteOp::MarkRead {
+            user_id, requests, ..
+        } => Outcome::Unit(
+            requests
+                .iter()
+                .try_for_each(|r| mark_read(conn, *user_id, r))
+                .map_err(backend),
+        ),
+        WriteOp::DeleteOwn { user_id, id, .. } => Outcome::Flag(
+            conn.prepare_cached(sql::DELETE_OWN)
+                .and_then(|mut s| s.execute(params![id, user_id]))
+                .map(|n| n > 0)
+                .map_err(backend),
+        ),
+        WriteOp::DeleteByTag { field, value, .. } => {
+            let stmt = match field {
+                TagField::Tag => sql::DELETE_TAG,
+                TagField::SubTag => sql::DELETE_SUB_TAG,
+            };
+            Outcome::Count(
+                conn.prepare_cached(stmt)
+                    .and_then(|mut s| s.execute([value]))
+                    .map(|n| n as u64)
+                    .map_err(backend),
+            )
+        }
+        WriteOp::Confirm { user_id, id, .. } => Outcome::Flag(
+            conn.prepare_cached(sql::CONFIRM)
+                .and_then(|mut s| s.execute(params![id, user_id]))
+                .map(|n| n > 0)
+                .map_err(backend),
+        ),
         WriteOp::Flush { .. } => Outcome::Unit(Ok(())),
     }
+}
+
+/// One read or unread toggle. An id that is not the caller's changes nothing; confirm-type
+/// notifications are never toggled (§4.4).
+fn mark_read(conn: &Connection, user_id: i64, req: &ReadRequest) -> rusqlite::Result<()> {
+    let (id, and_newer) = match req.scope {
+        ReadScope::All => {
+            conn.prepare_cached(sql::READ_ALL)?.execute([user_id])?;
+            return Ok(());
+        }
+        ReadScope::Only(id) => (id, false),
+        ReadScope::AndNewer(id) => (id, true),
+    };
+    let tag: Option<Option<String>> = conn
+        .prepare_cached(sql::TAG_OF)?
+        .query_row(params![id, user_id], |r| r.get(0))
+        .optional()?;
+    let Some(tag) = tag else {
+        return Ok(());
+    };
+    let read = req.read as i64;
+    if !and_newer {
+        conn.prepare_cached(sql::MARK_ONE)?
+            .execute(params![id, user_id, read])?;
+    } else if req.read {
+        conn.prepare_cached(sql::READ_FROM)?
+            .execute(params![user_id, id])?;
+    } else {
+        conn.prepare_cached(sql::UNREAD_FROM)?
+            .execute(params![user_id, id])?;
+    }
+    // Notifications that share the tag are one event for the user: toggled together.
+    if let Some(tag) = tag {
+        conn.prepare_cached(sql::MARK_TAG)?
+            .execute(params![user_id, tag, read])?;
+    }
+    Ok(())
 }
 
 fn insert_notification(
@@ -320,6 +488,132 @@ fn insert_webhook(
     Ok(conn.last_insert_rowid())
 }
 
+fn row_to_notification(r: &rusqlite::Row<'_>) -> rusqlite::Result<Notification> {
+    Ok(Notification {
+        id: r.get(0)?,
+        user_id: r.get(1)?,
+        author_id: r.get(2)?,
+        notify_type: r.get(3)?,
+        module: r.get(4)?,
+        event: r.get(5)?,
+        text: r.get(6)?,
+        tag: r.get(7)?,
+        sub_tag: r.get(8)?,
+        attach: r.get(9)?,
+        buttons: r.get(10)?,
+        read: r.get(11)?,
+        created_at: r.get(12)?,
+    })
+}
+
+fn page(
+    c: &Connection,
+    stmt: &str,
+    user_id: i64,
+    before: i64,
+    limit: usize,
+) -> rusqlite::Result<Vec<Notification>> {
+    c.prepare_cached(stmt)?
+        .query_map(params![user_id, before, limit as i64], row_to_notification)?
+        .collect()
+}
+
+const USER_COLUMNS: &str = "id, name, last_name, email, active, is_admin, created_at";
+
+fn row_to_user_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserRecord> {
+    Ok(UserRecord {
+        user: row_to_user(r)?,
+        created_at: r.get(6)?,
+    })
+}
+
+/// `?, ?, ?` for an IN list.
+fn placeholders(n: usize) -> String {
+    vec!["?"; n].join(", ")
+}
+
+/// The WHERE clause of a history search, without the cursor, and its arguments.
+fn search_filter(user_id: i64, q: &SearchRequest) -> (String, Vec<SqlValue>) {
+    let mut clause = String::from("user_id = ?");
+    let mut args = vec![SqlValue::Integer(user_id)];
+    if let Some(text) = &q.text {
+        let escaped = text
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
+        clause.push_str(" AND text LIKE ? ESCAPE '\\'");
+        args.push(SqlValue::Text(format!("%{escaped}%")));
+    }
+    if !q.types.is_empty() {
+        let alternatives: Vec<&str> = q
+            .types
+            .iter()
+            .map(|(module, event)| {
+                args.push(SqlValue::Text(module.clone()));
+                match event {
+                    Some(e) => {
+                        args.push(SqlValue::Text(e.clone()));
+                        "(module = ? AND event = ?)"
+                    }
+                    None => "module = ?",
+                }
+            })
+            .collect();
+        clause.push_str(&format!(" AND ({})", alternatives.join(" OR ")));
+    }
+    if let Some(from) = q.date_from {
+        clause.push_str(" AND created_at >= ?");
+        args.push(SqlValue::Integer(from));
+    }
+    if let Some(to) = q.date_to {
+        clause.push_str(" AND created_at < ?");
+        args.push(SqlValue::Integer(to));
+    }
+    if !q.authors.is_empty() {
+        clause.push_str(&format!(
+            " AND author_id IN ({})",
+            placeholders(q.authors.len())
+        ));
+        args.extend(q.authors.iter().map(|a| SqlValue::Integer(*a)));
+    }
+    if let Some(tag) = &q.group_tag {
+        clause.push_str(" AND tag = ?");
+        args.push(SqlValue::Text(tag.clone()));
+    }
+    (clause, args)
+}
+
+/// The WHERE clause of `user.get` and its arguments.
+fn user_filter(q: &UserQuery) -> (String, Vec<SqlValue>) {
+    let f = &q.filter;
+    let mut clause = String::from("1");
+    let mut args = Vec::new();
+    if let Some(ids) = &f.ids {
+        clause.push_str(&format!(" AND id IN ({})", placeholders(ids.len())));
+        args.extend(ids.iter().map(|i| SqlValue::Integer(*i)));
+    }
+    if let Some(email) = &f.email {
+        clause.push_str(" AND email = ? COLLATE NOCASE");
+        args.push(SqlValue::Text(email.clone()));
+    }
+    if let Some(active) = f.active {
+        clause.push_str(" AND active = ?");
+        args.push(SqlValue::Integer(active as i64));
+    }
+    match &f.name {
+        Some(NameMatch::Exact(n)) => {
+            clause.push_str(" AND name = ?");
+            args.push(SqlValue::Text(n.clone()));
+        }
+        Some(NameMatch::Like(p)) => {
+            clause.push_str(" AND name LIKE ?");
+            args.push(SqlValue::Text(p.clone()));
+        }
+        None => {}
+    }
+    (clause, args)
+}
+
 fn row_to_user(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
     Ok(User {
         id: r.get(0)?,
@@ -397,6 +691,168 @@ impl Store for SqliteStore {
     async fn user_count(&self) -> StoreResult<i64> {
         self.read(|c| c.query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0)))
             .await
+    }
+
+    async fn notify_chat(&self, user_id: i64) -> StoreResult<Option<NotifyChat>> {
+        self.read(move |c| {
+            c.prepare_cached(sql::CHAT)?
+                .query_row([user_id], |r| {
+                    Ok(NotifyChat {
+                        chat_id: r.get(0)?,
+                        total: r.get(1)?,
+                        unread: r.get(2)?,
+                    })
+                })
+                .optional()
+        })
+        .await
+    }
+
+    async fn notification_page(
+        &self,
+        user_id: i64,
+        cursor: Cursor,
+        limit: usize,
+    ) -> StoreResult<Vec<Notification>> {
+        self.read(move |c| {
+            let mut out = Vec::with_capacity(limit);
+            let normal_before = match cursor {
+                Cursor::Start | Cursor::Confirm(_) => {
+                    let before = match cursor {
+                        Cursor::Confirm(id) => id,
+                        _ => i64::MAX,
+                    };
+                    out = page(c, sql::PAGE_CONFIRM, user_id, before, limit)?;
+                    i64::MAX
+                }
+                Cursor::Normal(id) => id,
+            };
+            if out.len() < limit {
+                let rest = page(
+                    c,
+                    sql::PAGE_NORMAL,
+                    user_id,
+                    normal_before,
+                    limit - out.len(),
+                )?;
+                out.extend(rest);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn notification(&self, user_id: i64, id: i64) -> StoreResult<Option<Notification>> {
+        self.read(move |c| {
+            c.prepare_cached(sql::ONE)?
+                .query_row(params![id, user_id], row_to_notification)
+                .optional()
+        })
+        .await
+    }
+
+    async fn search_notifications(
+        &self,
+        user_id: i64,
+        query: SearchRequest,
+    ) -> StoreResult<(Vec<Notification>, Option<i64>)> {
+        self.read(move |c| {
+            let (clause, args) = search_filter(user_id, &query);
+            let total = if query.first_page() {
+                let count = format!("SELECT COUNT(*) FROM notifications WHERE {clause}");
+                Some(c.query_row(&count, params_from_iter(args.iter()), |r| r.get(0))?)
+            } else {
+                None
+            };
+            let mut page_args = args;
+            page_args.push(SqlValue::Integer(query.before.unwrap_or(i64::MAX)));
+            page_args.push(SqlValue::Integer(query.limit as i64));
+            let select = format!(
+                "SELECT {} FROM notifications WHERE {clause} AND id < ? ORDER BY id DESC LIMIT ?",
+                notification_columns!()
+            );
+            let rows = c
+                .prepare(&select)?
+                .query_map(params_from_iter(page_args.iter()), row_to_notification)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok((rows, total))
+        })
+        .await
+    }
+
+    async fn mark_read(&self, user_id: i64, requests: Vec<ReadRequest>) -> StoreResult<()> {
+        self.write(|reply| WriteOp::MarkRead {
+            user_id,
+            requests,
+            reply,
+        })
+        .await
+    }
+
+    async fn delete_own(&self, user_id: i64, id: i64) -> StoreResult<bool> {
+        self.write(|reply| WriteOp::DeleteOwn { user_id, id, reply })
+            .await
+    }
+
+    async fn delete_by_tag(&self, field: TagField, value: String) -> StoreResult<u64> {
+        self.write(|reply| WriteOp::DeleteByTag {
+            field,
+            value,
+            reply,
+        })
+        .await
+    }
+
+    async fn confirm(&self, user_id: i64, id: i64) -> StoreResult<bool> {
+        self.write(|reply| WriteOp::Confirm { user_id, id, reply })
+            .await
+    }
+
+    async fn users_by_id(&self, ids: Vec<i64>) -> StoreResult<Vec<UserRecord>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.read(move |c| {
+            let select = format!(
+                "SELECT {USER_COLUMNS} FROM users WHERE id IN ({}) ORDER BY id",
+                placeholders(ids.len())
+            );
+            c.prepare(&select)?
+                .query_map(params_from_iter(ids.iter()), row_to_user_record)?
+                .collect()
+        })
+        .await
+    }
+
+    async fn find_users(&self, query: UserQuery) -> StoreResult<(Vec<UserRecord>, i64)> {
+        self.read(move |c| {
+            let (clause, args) = user_filter(&query);
+            let total: i64 = c.query_row(
+                &format!("SELECT COUNT(*) FROM users WHERE {clause}"),
+                params_from_iter(args.iter()),
+                |r| r.get(0),
+            )?;
+            let column = match query.sort {
+                UserSort::Id => "id",
+                UserSort::Name => "name",
+                UserSort::LastName => "last_name",
+                UserSort::Email => "email",
+            };
+            let direction = if query.descending { "DESC" } else { "ASC" };
+            let select = format!(
+                "SELECT {USER_COLUMNS} FROM users WHERE {clause} \
+                 ORDER BY {column} {direction}, id {direction} LIMIT ? OFFSET ?"
+            );
+            let mut page_args = args;
+            page_args.push(SqlValue::Integer(query.limit as i64));
+            page_args.push(SqlValue::Integer(query.offset as i64));
+            let rows = c
+                .prepare(&select)?
+                .query_map(params_from_iter(page_args.iter()), row_to_user_record)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok((rows, total))
+        })
+        .await
     }
 
     async fn flush(&self) {
