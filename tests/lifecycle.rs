@@ -739,3 +739,64 @@ fn lifecycle_methods_need_scope_im_and_credentials() {
             .assert_error(401, "NO_AUTH_FOUND");
     }
 }
+
+#[test]
+fn im_notify_and_personal_add_read_back() {
+    let s = Server::start();
+    s.add_user(5, &[]);
+    let anna = s.add_webhook(5, "im");
+    let add = |method: &str, body: Value| ok(call(&s, &anna, method, body)).as_i64().unwrap();
+
+    let personal = add(
+        "im.notify.personal.add",
+        json!({"USER_ID": 1, "MESSAGE": "from Anna", "MESSAGE_OUT": "mail"}),
+    );
+    let generic = add("im.notify", json!({"to": 1, "message": "generic"}));
+    let as_user = add(
+        "im.notify",
+        json!({"USER_ID": 1, "MESSAGE": "user", "TYPE": "USER"}),
+    );
+    let as_system = add(
+        "im.notify",
+        json!({"USER_ID": 1, "MESSAGE": "system", "TYPE": "SYSTEM"}),
+    );
+    // TYPE is compared case-sensitively: anything but SYSTEM is personal.
+    let lower = add(
+        "im.notify",
+        json!({"USER_ID": 1, "MESSAGE": "lower", "TYPE": "system"}),
+    );
+
+    let page = get(&s, &s.hook, json!({}));
+    let by_id = |id: i64| {
+        page["notifications"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["id"] == id)
+            .cloned()
+            .unwrap()
+    };
+    for (id, author, kind, text) in [
+        (personal, 5, 2, "from Anna"),
+        (generic, 5, 2, "generic"),
+        (as_user, 5, 2, "user"),
+        (as_system, 0, 4, "system"),
+        (lower, 5, 2, "lower"),
+    ] {
+        let n = by_id(id);
+        assert_eq!(
+            (n["author_id"].as_i64(), n["notify_type"].as_i64()),
+            (Some(author), Some(kind)),
+            "{n}"
+        );
+        // No app-name prefix on webhook calls.
+        assert_eq!(n["text"], text);
+    }
+    assert_eq!(page["users"].as_array().unwrap().len(), 1);
+    assert_eq!(page["users"][0]["id"], 5);
+
+    for method in ["im.notify.personal.add", "im.notify"] {
+        call(&s, &anna, method, json!({"MESSAGE": "m"})).assert_error(400, "USER_ID_EMPTY");
+        call(&s, &anna, method, json!({"USER_ID": 1})).assert_error(400, "MESSAGE_EMPTY");
+    }
+}
