@@ -207,3 +207,15 @@ fn user_methods_need_scope_user() {
     let user_only = s.add_webhook(1, "user");
     call(&s, &user_only, "im.user.get", json!({})).assert_error(403, "insufficient_scope");
 }
+
+#[test]
+fn a_long_id_filter_is_not_an_error() {
+    let s = Server::start();
+    add_users(&s, 3);
+    let hook = s.add_webhook(1, "user");
+    // Longer than SQLite's limit on bound parameters.
+    let ids: Vec<i64> = (1..=40_000).collect();
+    let r = call(&s, &hook, "user.get", json!({"filter": {"ID": ids}}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["total"], 4);
+}

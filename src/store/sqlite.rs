@@ -527,9 +527,13 @@ fn row_to_user_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserRecord> {
     })
 }
 
-/// `?, ?, ?` for an IN list.
-fn placeholders(n: usize) -> String {
-    vec!["?"; n].join(", ")
+/// An id list as one parameter, for `IN (SELECT value FROM json_each(?))`: a caller's list can
+/// be longer than SQLite's limit on bound parameters.
+fn id_list(ids: &[i64]) -> SqlValue {
+    SqlValue::Text(format!(
+        "[{}]",
+        ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
+    ))
 }
 
 /// The WHERE clause of a history search, without the cursor, and its arguments.
@@ -570,11 +574,8 @@ fn search_filter(user_id: i64, q: &SearchRequest) -> (String, Vec<SqlValue>) {
         args.push(SqlValue::Integer(to));
     }
     if !q.authors.is_empty() {
-        clause.push_str(&format!(
-            " AND author_id IN ({})",
-            placeholders(q.authors.len())
-        ));
-        args.extend(q.authors.iter().map(|a| SqlValue::Integer(*a)));
+        clause.push_str(" AND author_id IN (SELECT value FROM json_each(?))");
+        args.push(id_list(&q.authors));
     }
     if let Some(tag) = &q.group_tag {
         clause.push_str(" AND tag = ?");
@@ -589,8 +590,8 @@ fn user_filter(q: &UserQuery) -> (String, Vec<SqlValue>) {
     let mut clause = String::from("1");
     let mut args = Vec::new();
     if let Some(ids) = &f.ids {
-        clause.push_str(&format!(" AND id IN ({})", placeholders(ids.len())));
-        args.extend(ids.iter().map(|i| SqlValue::Integer(*i)));
+        clause.push_str(" AND id IN (SELECT value FROM json_each(?))");
+        args.push(id_list(ids));
     }
     if let Some(email) = &f.email {
         clause.push_str(" AND email = ? COLLATE NOCASE");
@@ -814,11 +815,11 @@ impl Store for SqliteStore {
         }
         self.read(move |c| {
             let select = format!(
-                "SELECT {USER_COLUMNS} FROM users WHERE id IN ({}) ORDER BY id",
-                placeholders(ids.len())
+                "SELECT {USER_COLUMNS} FROM users \
+                 WHERE id IN (SELECT value FROM json_each(?1)) ORDER BY id"
             );
-            c.prepare(&select)?
-                .query_map(params_from_iter(ids.iter()), row_to_user_record)?
+            c.prepare_cached(&select)?
+                .query_map([id_list(&ids)], row_to_user_record)?
                 .collect()
         })
         .await
