@@ -57,7 +57,8 @@ catalogue! {
     notify_value_error => ("NOTIFY_VALUE_ERROR", 400, "Notification Value  can't be empty");
     /// im.user.get with an `ID` that is not a positive number.
     user_id_empty_im => ("ID_EMPTY", 400, "User ID can't be empty");
-    user_not_exists => ("USER_NOT_EXISTS", 400, "User does not exist");
+    /// The source's wording.
+    user_not_exists => ("USER_NOT_EXISTS", 400, "User is not exists");
     internal => ("INTERNAL_SERVER_ERROR", 500, "Internal server error");
     /// The request body (or URL, or headers) is larger than the configured limit.
     request_too_large => ("ERROR_REQUEST_TOO_LARGE", 413, "Request entity is too large");

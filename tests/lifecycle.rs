@@ -427,6 +427,61 @@ fn read_toggles_this_one_and_newer_and_same_tag_siblings() {
     );
     assert_eq!(ok(call(&s, &s.hook, "im.notify.read", json!({}))), true);
     assert_eq!(read_state(&n), ["Y", "N", "N", "N"]);
+    // Unread needs one of the caller's ids; read works from any id up, within the caller's own.
+    ok(call(
+        &s,
+        &s.hook,
+        "im.notify.read",
+        json!({"ID": annas, "ACTION": "N"}),
+    ));
+    assert_eq!(
+        get(&s, &anna, json!({}))["notifications"][0]["notify_read"],
+        "N"
+    );
+    ok(call(
+        &s,
+        &s.hook,
+        "im.notify.read",
+        json!({"ID": n[3] + 10_000}),
+    ));
+    assert_eq!(read_state(&n), ["Y", "N", "N", "N"]);
+    ok(call(&s, &s.hook, "im.notify.read", json!({"ID": n[2]})));
+    assert_eq!(read_state(&n), ["Y", "N", "Y", "Y"]);
+    // ID 0 (or anything intval makes 0) reads everything; as an unread it does nothing.
+    ok(call(
+        &s,
+        &s.hook,
+        "im.notify.read",
+        json!({"ID": 0, "ACTION": "N"}),
+    ));
+    assert_eq!(read_state(&n), ["Y", "N", "Y", "Y"]);
+    ok(call(&s, &s.hook, "im.notify.read", json!({"ID": "all"})));
+    assert_eq!(read_state(&n), ["Y", "Y", "Y", "Y"]);
+    assert_eq!(
+        get(&s, &anna, json!({}))["notifications"][0]["notify_read"],
+        "N",
+        "only the caller's"
+    );
+    ok(call(
+        &s,
+        &s.hook,
+        "im.notify.read",
+        json!({"ID": n[1], "ACTION": "N"}),
+    ));
+    ok(call(
+        &s,
+        &s.hook,
+        "im.notify.read",
+        json!({"ID": n[0], "ACTION": "N", "ONLY_CURRENT": "Y"}),
+    ));
+    assert_eq!(read_state(&n), ["N", "N", "N", "N"]);
+    ok(call(
+        &s,
+        &s.hook,
+        "im.notify.read",
+        json!({"ID": n[0], "ONLY_CURRENT": "Y"}),
+    ));
+    assert_eq!(read_state(&n), ["Y", "N", "N", "N"]);
 
     // Unread notifications sharing the tag are toggled together, even older ones.
     let older_sibling = insert_tagged(&s, 1, "MP|abcde|GROUP");
@@ -681,7 +736,12 @@ fn answer_and_confirm() {
     assert_eq!(r.json()["error_description"], "ANSWER_TEXT can't be empty");
     assert_eq!(
         ok(answer(json!({"NOTIFY_ID": mine, "ANSWER_TEXT": "yes"}))),
-        json!({"result_message": ["Your response has been successfully sent."]})
+        json!({"result_message": ["Your reply has been sent."]})
+    );
+    // Not empty by PHP's rules, but blank once trimmed: nothing is answered.
+    assert_eq!(
+        ok(answer(json!({"NOTIFY_ID": mine, "ANSWER_TEXT": "  "}))),
+        json!({"result_message": false})
     );
     // ID wins over NOTIFY_ID; someone else's notification is not found.
     assert_eq!(
@@ -713,6 +773,17 @@ fn answer_and_confirm() {
     );
     assert_eq!(
         ok(confirm(&anna, json!({"NOTIFY_ID": c, "NOTIFY_VALUE": "Y"}))),
+        json!({"result_message": ["Your selection: \"Accept\""]})
+    );
+    assert!(!exists(&s, c));
+    assert_eq!(
+        ok(confirm(&anna, json!({"NOTIFY_ID": c, "NOTIFY_VALUE": "Y"}))),
+        json!({"result_message": false})
+    );
+    // A value no button has: answered and gone, with no message.
+    let c = insert_confirm(&s, 5, "Join the other group?");
+    assert_eq!(
+        ok(confirm(&anna, json!({"ID": c, "NOTIFY_VALUE": "maybe"}))),
         json!({"result_message": []})
     );
     assert!(!exists(&s, c));

@@ -188,7 +188,12 @@ fn user_current_and_im_user_get() {
     r.assert_error(400, "ID_EMPTY");
     assert_eq!(r.json()["error_description"], "User ID can't be empty");
     call(&s, &both, "im.user.get", json!({"ID": "x"})).assert_error(400, "ID_EMPTY");
-    call(&s, &both, "im.user.get", json!({"ID": 999})).assert_error(400, "USER_NOT_EXISTS");
+    let r = call(&s, &both, "im.user.get", json!({"ID": 999}));
+    r.assert_error(400, "USER_NOT_EXISTS");
+    assert_eq!(r.json()["error_description"], "User is not exists");
+    // A null ID is no ID (PHP's isset).
+    let r = call(&s, &both, "im.user.get", json!({"ID": null}));
+    assert_eq!(r.json()["result"]["id"], 5, "{}", r.body);
 }
 
 #[test]

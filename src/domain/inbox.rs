@@ -41,7 +41,7 @@ pub struct PageRequest {
 pub fn page_request(params: &Array) -> Result<PageRequest, ApiError> {
     let p = params.upper_case_keys();
     let limit = limit_param(&p);
-    let cursor = match (p.get_str("LAST_ID"), p.get_str("LAST_TYPE")) {
+    let cursor = match (present(&p, "LAST_ID"), present(&p, "LAST_TYPE")) {
         (None, None) => Cursor::Start,
         (Some(_), None) | (None, Some(_)) => return Err(ApiError::last_id_and_last_type()),
         (Some(last_id), Some(last_type)) => {
@@ -103,23 +103,26 @@ fn read_action(p: &Array) -> bool {
     }
 }
 
-/// `im.notify.read` (§4.4). `None` when there is nothing to do (no usable `ID`): the method
-/// still answers `true`.
+/// `im.notify.read` (§4.4). `None` when there is nothing to do: the method still answers
+/// `true`. As in the source, an `ID` that is present reads like `intval`, and 0 means every
+/// notification when marking read (so `ID=abc` reads them all); marking unread needs a real id.
 pub fn read_request(params: &Array) -> Option<ReadRequest> {
     let p = params.upper_case_keys();
-    let id = p.get_str("ID").map(Value::intval).unwrap_or(0);
-    if id <= 0 {
-        return None;
-    }
+    let id = present(&p, "ID")?.intval();
+    let read = read_action(&p);
     let only_current = matches!(p.get_str("ONLY_CURRENT"), Some(Value::Str(s)) if s == "Y");
-    Some(ReadRequest {
-        scope: if only_current {
-            ReadScope::Only(id)
-        } else {
-            ReadScope::AndNewer(id)
-        },
-        read: read_action(&p),
-    })
+    let scope = match id {
+        0 if read => ReadScope::All,
+        id if id <= 0 => return None,
+        id if only_current => ReadScope::Only(id),
+        id => ReadScope::AndNewer(id),
+    };
+    Some(ReadRequest { scope, read })
+}
+
+/// A parameter as PHP's `isset` sees it: present and not null.
+fn present<'a>(p: &'a Array, key: &str) -> Option<&'a Value> {
+    p.get_str(key).filter(|v| !v.is_null())
 }
 
 /// `im.notify.read.list` (§4.5): `IDS` must be an array; the ids are taken in order up to the
@@ -248,7 +251,7 @@ pub fn search_request(params: &Array, local: FixedOffset) -> Result<SearchReques
         return Err(ApiError::search_text_error());
     }
 
-    let before = match p.get_str("LAST_ID") {
+    let before = match present(&p, "LAST_ID") {
         None => None,
         Some(v) => Some(digits(v).ok_or_else(ApiError::last_id_string)?),
     };
@@ -325,7 +328,7 @@ pub fn answer_request(params: &Array) -> Result<(i64, String), ApiError> {
     let p = params.upper_case_keys();
     let id = notify_id(&p)?;
     match p.get_str("ANSWER_TEXT") {
-        Some(v) if v.is_truthy() => Ok((id, v.to_php_string())),
+        Some(v) if v.is_truthy() => Ok((id, php_trim(&v.to_php_string()).to_owned())),
         _ => Err(ApiError::answer_text_error()),
     }
 }
@@ -340,8 +343,31 @@ pub fn confirm_request(params: &Array) -> Result<(i64, String), ApiError> {
     }
 }
 
-/// The default answer message of im.notify.answer when no module handler adds its own.
-pub const ANSWER_SENT: &str = "Your response has been successfully sent.";
+/// The default answer message of im.notify.answer when no module handler adds its own (the
+/// source's English `IM_ANSWER_DONE`).
+pub const ANSWER_SENT: &str = "Your reply has been sent.";
+
+/// The messages of a confirmation answered with `value`, when no module adds its own: the
+/// source's `IM_CONFIRM_CHOICE` for the button with that value, or none.
+pub fn confirm_messages(buttons: Option<&str>, value: &str) -> Vec<String> {
+    let buttons = buttons
+        .and_then(|b| serde_json::from_str::<serde_json::Value>(b).ok())
+        .map(Value::from_json);
+    let Some(Value::Arr(buttons)) = buttons else {
+        return Vec::new();
+    };
+    let chosen = buttons.values().filter_map(Value::as_array).find(|b| {
+        b.get_str("VALUE")
+            .is_some_and(|v| v.to_php_string() == value)
+    });
+    match chosen {
+        Some(b) => {
+            let title = b.get_str("TITLE").map(Value::to_php_string);
+            vec![format!("Your selection: \"{}\"", title.unwrap_or_default())]
+        }
+        None => Vec::new(),
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -402,6 +428,14 @@ mod tests {
         .unwrap();
         assert_eq!(r.scope, ReadScope::Only(7));
         assert!(!r.read, "ACTION is compared strictly with Y");
+        let all = read_request(&params(&[
+            ("ID", "abc".into()),
+            ("ONLY_CURRENT", "Y".into()),
+        ]));
+        assert_eq!(all.unwrap().scope, ReadScope::All);
+        let none = read_request(&params(&[("ID", 0.into()), ("ACTION", "N".into())]));
+        assert_eq!(none, None);
+        assert_eq!(read_request(&params(&[("ID", Value::Null)])), None);
         let (ids, read) = read_list_request(&params(&[(
             "IDS",
             Value::list([3.into(), "4".into(), 0.into(), 9.into()]),

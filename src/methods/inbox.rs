@@ -267,14 +267,19 @@ async fn schema_get(_: &AppState, _: &Caller, _params: Array) -> Result<Output, 
     Ok(Value::map([(NOTIFY_MODULE, rest)]).into())
 }
 
-/// No module here handles answers, so a found notification gets the default message.
+/// No module here handles answers, so a found notification gets the default message. A text
+/// that is blank once trimmed finds nothing, as in the source.
 async fn answer(state: &AppState, caller: &Caller, params: Array) -> Result<Output, ApiError> {
-    let (id, _text) = inbox::answer_request(&params)?;
-    let found = state
-        .store
-        .notification(caller.user_id, id)
-        .await
-        .map_err(storage_failed)?;
+    let (id, text) = inbox::answer_request(&params)?;
+    let found = if text.is_empty() {
+        None
+    } else {
+        state
+            .store
+            .notification(caller.user_id, id)
+            .await
+            .map_err(storage_failed)?
+    };
     let message = match found {
         Some(_) => Value::list([Value::from(inbox::ANSWER_SENT)]),
         None => Value::Bool(false),
@@ -282,19 +287,22 @@ async fn answer(state: &AppState, caller: &Caller, params: Array) -> Result<Outp
     Ok(Value::map([("result_message", message)]).into())
 }
 
-/// A confirmation is answered by deleting it; no module handler adds messages, so success is an
-/// empty list and an unknown (or not confirm-type) notification is `false`.
+/// A confirmation is answered by deleting it. No module handler adds messages, so the answer
+/// names the chosen button; an unknown (or not confirm-type) notification is `false`.
 async fn confirm(state: &AppState, caller: &Caller, params: Array) -> Result<Output, ApiError> {
-    let (id, _value) = inbox::confirm_request(&params)?;
+    let (id, value) = inbox::confirm_request(&params)?;
     let confirmed = state
         .store
         .confirm(caller.user_id, id)
         .await
         .map_err(storage_failed)?;
-    let message = if confirmed {
-        Value::empty_array()
-    } else {
-        Value::Bool(false)
+    let message = match confirmed {
+        Some(n) => Value::list(
+            inbox::confirm_messages(n.buttons.as_deref(), &value)
+                .into_iter()
+                .map(Value::Str),
+        ),
+        None => Value::Bool(false),
     };
     Ok(Value::map([("result_message", message)]).into())
 }

@@ -87,7 +87,8 @@ async fn user_current(state: &AppState, caller: &Caller) -> Result<Output, ApiEr
 /// Without `ID`, the caller; with one, it must be a positive number of an existing user.
 async fn im_user_get(state: &AppState, caller: &Caller, params: Array) -> Result<Output, ApiError> {
     let p = params.upper_case_keys();
-    let id = match p.get_str("ID") {
+    // PHP's isset: a null ID is no ID.
+    let id = match p.get_str("ID").filter(|v| !v.is_null()) {
         None => caller.user_id,
         Some(v) => Some(v.intval())
             .filter(|id| *id > 0)

@@ -144,9 +144,9 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes every notification of every recipient with this stored tag or sub-tag (D4).
     async fn delete_by_tag(&self, field: TagField, value: String) -> StoreResult<u64>;
 
-    /// Deletes the recipient's confirm-type notification once answered; `false` when there is
-    /// no such notification.
-    async fn confirm(&self, user_id: i64, id: i64) -> StoreResult<bool>;
+    /// Deletes the recipient's confirm-type notification once answered, and returns it; `None`
+    /// when there is no such notification.
+    async fn confirm(&self, user_id: i64, id: i64) -> StoreResult<Option<Notification>>;
 
     /// The users with these ids, in id order.
     async fn users_by_id(&self, ids: Vec<i64>) -> StoreResult<Vec<UserRecord>>;

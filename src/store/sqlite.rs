@@ -19,7 +19,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{Notification, NotifyChat, Store, StoreError, StoreResult, User, UserRecord, Webhook};
 use crate::domain::directory::{NameMatch, UserQuery, UserSort};
-use crate::domain::inbox::{Cursor, ReadRequest, ReadScope, SearchRequest, TagField};
+use crate::domain::inbox::{
+    Cursor, ReadRequest, ReadScope, SearchRequest, TagField, NOTIFY_TYPE_CONFIRM,
+};
 use crate::domain::notify::Draft;
 
 const MIGRATIONS: &[&str] = &[
@@ -122,7 +124,7 @@ enum WriteOp {
     Confirm {
         user_id: i64,
         id: i64,
-        reply: oneshot::Sender<StoreResult<bool>>,
+        reply: oneshot::Sender<StoreResult<Option<Notification>>>,
     },
     Flush {
         reply: oneshot::Sender<StoreResult<()>>,
@@ -246,6 +248,7 @@ enum Outcome {
     Id(StoreResult<i64>),
     Flag(StoreResult<bool>),
     Count(StoreResult<u64>),
+    Removed(StoreResult<Option<Notification>>),
 }
 
 fn commit_group(conn: &mut Connection, group: &mut Vec<WriteOp>) {
@@ -276,9 +279,8 @@ fn commit_group(conn: &mut Connection, group: &mut Vec<WriteOp>) {
                 let outcome = match &op {
                     WriteOp::AddNotification { .. } => Outcome::Notification(Err(err())),
                     WriteOp::AddWebhook { .. } => Outcome::Id(Err(err())),
-                    WriteOp::DeleteOwn { .. } | WriteOp::Confirm { .. } => {
-                        Outcome::Flag(Err(err()))
-                    }
+                    WriteOp::DeleteOwn { .. } => Outcome::Flag(Err(err())),
+                    WriteOp::Confirm { .. } => Outcome::Removed(Err(err())),
                     WriteOp::DeleteByTag { .. } => Outcome::Count(Err(err())),
                     WriteOp::AddUser { .. } | WriteOp::MarkRead { .. } | WriteOp::Flush { .. } => {
                         Outcome::Unit(Err(err()))
@@ -297,6 +299,7 @@ fn outcome_ok(o: &Outcome) -> bool {
         Outcome::Id(r) => r.is_ok(),
         Outcome::Flag(r) => r.is_ok(),
         Outcome::Count(r) => r.is_ok(),
+        Outcome::Removed(r) => r.is_ok(),
     }
 }
 
@@ -312,8 +315,10 @@ fn reply(op: WriteOp, outcome: Outcome) {
         | (WriteOp::Flush { reply }, Outcome::Unit(r)) => {
             let _ = reply.send(r);
         }
-        (WriteOp::DeleteOwn { reply, .. }, Outcome::Flag(r))
-        | (WriteOp::Confirm { reply, .. }, Outcome::Flag(r)) => {
+        (WriteOp::DeleteOwn { reply, .. }, Outcome::Flag(r)) => {
+            let _ = reply.send(r);
+        }
+        (WriteOp::Confirm { reply, .. }, Outcome::Removed(r)) => {
             let _ = reply.send(r);
         }
         (WriteOp::DeleteByTag { reply, .. }, Outcome::Count(r)) => {
@@ -364,18 +369,29 @@ fn apply(conn: &Connection, op: &WriteOp) -> Outcome {
                     .map_err(backend),
             )
         }
-        WriteOp::Confirm { user_id, id, .. } => Outcome::Flag(
-            conn.prepare_cached(sql::CONFIRM)
-                .and_then(|mut s| s.execute(params![id, user_id]))
-                .map(|n| n > 0)
-                .map_err(backend),
-        ),
+        WriteOp::Confirm { user_id, id, .. } => {
+            Outcome::Removed(confirm(conn, *user_id, *id).map_err(backend))
+        }
         WriteOp::Flush { .. } => Outcome::Unit(Ok(())),
     }
 }
 
-/// One read or unread toggle. An id that is not the caller's changes nothing; confirm-type
-/// notifications are never toggled (§4.4).
+fn confirm(conn: &Connection, user_id: i64, id: i64) -> rusqlite::Result<Option<Notification>> {
+    let found = conn
+        .prepare_cached(sql::ONE)?
+        .query_row(params![id, user_id], row_to_notification)
+        .optional()?
+        .filter(|n| n.notify_type == NOTIFY_TYPE_CONFIRM);
+    if found.is_some() {
+        conn.prepare_cached(sql::CONFIRM)?
+            .execute(params![id, user_id])?;
+    }
+    Ok(found)
+}
+
+/// One read or unread toggle, only ever among the caller's notifications, never on
+/// confirm-type ones (§4.4). As in the newest source, marking read works from any id (the
+/// caller's rows from that id up), while marking unread needs the id to be one of the caller's.
 fn mark_read(conn: &Connection, user_id: i64, req: &ReadRequest) -> rusqlite::Result<()> {
     let (id, and_newer) = match req.scope {
         ReadScope::All => {
@@ -389,9 +405,9 @@ fn mark_read(conn: &Connection, user_id: i64, req: &ReadRequest) -> rusqlite::Re
         .prepare_cached(sql::TAG_OF)?
         .query_row(params![id, user_id], |r| r.get(0))
         .optional()?;
-    let Some(tag) = tag else {
+    if tag.is_none() && !req.read {
         return Ok(());
-    };
+    }
     let read = req.read as i64;
     if !and_newer {
         conn.prepare_cached(sql::MARK_ONE)?
@@ -404,7 +420,7 @@ fn mark_read(conn: &Connection, user_id: i64, req: &ReadRequest) -> rusqlite::Re
             .execute(params![user_id, id])?;
     }
     // Notifications that share the tag are one event for the user: toggled together.
-    if let Some(tag) = tag {
+    if let Some(Some(tag)) = tag {
         conn.prepare_cached(sql::MARK_TAG)?
             .execute(params![user_id, tag, read])?;
     }
@@ -804,7 +820,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn confirm(&self, user_id: i64, id: i64) -> StoreResult<bool> {
+    async fn confirm(&self, user_id: i64, id: i64) -> StoreResult<Option<Notification>> {
         self.write(|reply| WriteOp::Confirm { user_id, id, reply })
             .await
     }
