@@ -655,6 +655,15 @@ fn history_search() {
     let r = search(json!({"SEARCH_TEXT": "%%%"}));
     assert_eq!(r["total_results"], 0);
 
+    // Without a notification chat: an empty array, as the source answers.
+    let nothing = ok(call(
+        &s,
+        &anna,
+        "im.notify.history.search",
+        json!({"SEARCH_TEXT": "invoice"}),
+    ));
+    assert_eq!(nothing, json!([]));
+
     // The errors.
     let r = call(
         &s,

@@ -234,14 +234,16 @@ async fn history_search(
         .notify_chat(caller.user_id)
         .await
         .map_err(storage_failed)?;
+    // Without a notification chat the source answers an empty array.
+    let Some(c) = chat else {
+        return Ok(Value::empty_array().into());
+    };
     let (page, total) = store
         .search_notifications(caller.user_id, req)
         .await
         .map_err(storage_failed)?;
     let mut result = Array::new();
-    if let Some(c) = chat {
-        result.insert("chat_id", Value::Int(c.chat_id));
-    }
+    result.insert("chat_id", Value::Int(c.chat_id));
     if let Some(total) = total {
         result.insert("total_results", Value::Int(total));
     }
