@@ -18,7 +18,14 @@ const USERS: i64 = 1_000;
 /// confirmation, every tenth is tagged.
 fn fill(path: &Path) {
     let mut c = Connection::open(path).unwrap();
-    c.pragma_update(None, "journal_mode", "OFF").unwrap();
+    // Leaving WAL mode needs the only connection, and the dropped store's writer thread may
+    // still be closing its own; SQLite does not wait for that by itself.
+    let mut tries = 0;
+    while let Err(e) = c.pragma_update(None, "journal_mode", "OFF") {
+        tries += 1;
+        assert!(tries < 200, "the store's connection stayed open: {e}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     c.pragma_update(None, "synchronous", "OFF").unwrap();
     c.pragma_update(None, "cache_size", -262_144).unwrap();
     let tx = c.transaction().unwrap();
