@@ -27,29 +27,14 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub const DB_FILE: &str = "imnotify.sqlite3";
 
-enum WriteOp {
-    AddNotification {
-        draft: Draft,
-        created_at: i64,
-        reply: oneshot::Sender<StoreResult<Option<i64>>>,
-    },
-    AddUser {
-        user: User,
-        reply: oneshot::Sender<StoreResult<()>>,
-    },
-    AddWebhook {
-        user_id: i64,
-        code_hash: [u8; 32],
-        scopes: String,
-        reply: oneshot::Sender<StoreResult<i64>>,
-    },
-    Flush {
-        reply: oneshot::Sender<StoreResult<()>>,
-    },
-}
+/// A write, run by the writer thread inside its own savepoint. It returns whether it succeeded
+/// (a failed write's savepoint is rolled back) and a completion that answers the caller once the
+/// group's commit has decided whether the write stands.
+type Job = Box<dyn FnOnce(&Connection) -> (bool, Completion) + Send>;
+type Completion = Box<dyn FnOnce(Option<&str>) + Send>;
 
 pub struct SqliteStore {
-    writer: mpsc::Sender<WriteOp>,
+    writer: mpsc::Sender<Job>,
     readers: Mutex<Vec<Connection>>,
     path: PathBuf,
 }
@@ -75,13 +60,27 @@ impl SqliteStore {
         })
     }
 
-    async fn write<T>(
+    /// Queues `f` for the writer and waits until its transaction is committed.
+    pub async fn write<T: Send + 'static>(
         &self,
-        make: impl FnOnce(oneshot::Sender<StoreResult<T>>) -> WriteOp,
+        f: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
         let (reply, rx) = oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            let result = f(conn);
+            let ok = result.is_ok();
+            let completion: Completion = Box::new(move |commit_error| {
+                let outcome = match commit_error {
+                    None => result,
+                    Some(e) => Err(StoreError::Backend(e.to_owned())),
+                };
+                // A caller that went away no longer needs the answer; the write itself stands.
+                let _ = reply.send(outcome);
+            });
+            (ok, completion)
+        });
         self.writer
-            .send(make(reply))
+            .send(job)
             .await
             .map_err(|_| StoreError::Backend("writer stopped".into()))?;
         rx.await
@@ -144,13 +143,13 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<WriteOp>) {
-    let mut group: Vec<WriteOp> = Vec::with_capacity(MAX_GROUP);
+fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
+    let mut group: Vec<Job> = Vec::with_capacity(MAX_GROUP);
     while let Some(first) = rx.blocking_recv() {
         group.push(first);
         while group.len() < MAX_GROUP {
             match rx.try_recv() {
-                Ok(op) => group.push(op),
+                Ok(job) => group.push(job),
                 Err(_) => break,
             }
         }
@@ -158,88 +157,30 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<WriteOp>) {
     }
 }
 
-/// The outcome of one write, held until the group's commit decides whether it stands.
-enum Outcome {
-    Notification(StoreResult<Option<i64>>),
-    Unit(StoreResult<()>),
-    Id(StoreResult<i64>),
-}
-
-fn commit_group(conn: &mut Connection, group: &mut Vec<WriteOp>) {
-    let mut outcomes = Vec::with_capacity(group.len());
+fn commit_group(conn: &mut Connection, group: &mut Vec<Job>) {
+    let mut completions = Vec::with_capacity(group.len());
     let committed = (|| -> rusqlite::Result<()> {
         let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        for op in group.iter() {
+        for job in group.drain(..) {
             // A savepoint per write: one failing write must not take the others down with it.
             let sp = tx.savepoint()?;
-            let outcome = apply(&sp, op);
-            if outcome_ok(&outcome) {
+            let (ok, completion) = job(&sp);
+            completions.push(completion);
+            if ok {
                 sp.commit()?;
             }
-            outcomes.push(outcome);
         }
         tx.commit()
     })();
-    match committed {
-        Ok(()) => {
-            for (op, outcome) in group.drain(..).zip(outcomes) {
-                reply(op, outcome);
-            }
-        }
-        Err(e) => {
-            tracing::error!(error = %e, writes = group.len(), "group commit failed");
-            for op in group.drain(..) {
-                let err = || StoreError::Backend(e.to_string());
-                let outcome = match &op {
-                    WriteOp::AddNotification { .. } => Outcome::Notification(Err(err())),
-                    WriteOp::AddWebhook { .. } => Outcome::Id(Err(err())),
-                    WriteOp::AddUser { .. } | WriteOp::Flush { .. } => Outcome::Unit(Err(err())),
-                };
-                reply(op, outcome);
-            }
-        }
-    }
-}
-
-fn outcome_ok(o: &Outcome) -> bool {
-    match o {
-        Outcome::Notification(r) => r.is_ok(),
-        Outcome::Unit(r) => r.is_ok(),
-        Outcome::Id(r) => r.is_ok(),
-    }
-}
-
-fn reply(op: WriteOp, outcome: Outcome) {
-    // A caller that went away (its request was cancelled) no longer needs the answer; the write
-    // itself stands.
-    match (op, outcome) {
-        (WriteOp::AddNotification { reply, .. }, Outcome::Notification(r)) => {
-            let _ = reply.send(r);
-        }
-        (WriteOp::AddUser { reply, .. }, Outcome::Unit(r))
-        | (WriteOp::Flush { reply }, Outcome::Unit(r)) => {
-            let _ = reply.send(r);
-        }
-        (WriteOp::AddWebhook { reply, .. }, Outcome::Id(r)) => {
-            let _ = reply.send(r);
-        }
-        _ => unreachable!("outcome kind always matches its write"),
-    }
-}
-
-fn apply(conn: &Connection, op: &WriteOp) -> Outcome {
-    match op {
-        WriteOp::AddNotification {
-            draft, created_at, ..
-        } => Outcome::Notification(insert_notification(conn, draft, *created_at).map_err(backend)),
-        WriteOp::AddUser { user, .. } => Outcome::Unit(insert_user(conn, user)),
-        WriteOp::AddWebhook {
-            user_id,
-            code_hash,
-            scopes,
-            ..
-        } => Outcome::Id(insert_webhook(conn, *user_id, code_hash, scopes)),
-        WriteOp::Flush { .. } => Outcome::Unit(Ok(())),
+    let error = committed.err().map(|e| {
+        tracing::error!(error = %e, writes = completions.len(), "group commit failed");
+        e.to_string()
+    });
+    // Jobs that never ran (BEGIN failed) were dropped with `group`, which drops their reply
+    // senders: those callers see "writer dropped the request".
+    group.clear();
+    for completion in completions {
+        completion(error.as_deref());
     }
 }
 
@@ -334,12 +275,8 @@ fn row_to_user(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
 #[async_trait]
 impl Store for SqliteStore {
     async fn add_notification(&self, draft: Draft, created_at: i64) -> StoreResult<Option<i64>> {
-        self.write(|reply| WriteOp::AddNotification {
-            draft,
-            created_at,
-            reply,
-        })
-        .await
+        self.write(move |c| insert_notification(c, &draft, created_at).map_err(backend))
+            .await
     }
 
     async fn webhooks_of(&self, user_id: i64) -> StoreResult<Vec<Webhook>> {
@@ -364,7 +301,7 @@ impl Store for SqliteStore {
     }
 
     async fn add_user(&self, user: User) -> StoreResult<()> {
-        self.write(|reply| WriteOp::AddUser { user, reply }).await
+        self.write(move |c| insert_user(c, &user)).await
     }
 
     async fn user(&self, id: i64) -> StoreResult<Option<User>> {
@@ -385,13 +322,8 @@ impl Store for SqliteStore {
         scopes: &[String],
     ) -> StoreResult<i64> {
         let scopes = scopes.join(",");
-        self.write(|reply| WriteOp::AddWebhook {
-            user_id,
-            code_hash,
-            scopes,
-            reply,
-        })
-        .await
+        self.write(move |c| insert_webhook(c, user_id, &code_hash, &scopes))
+            .await
     }
 
     async fn user_count(&self) -> StoreResult<i64> {
@@ -400,7 +332,7 @@ impl Store for SqliteStore {
     }
 
     async fn flush(&self) {
-        let _ = self.write(|reply| WriteOp::Flush { reply }).await;
+        let _ = self.write(|_| Ok(())).await;
     }
 }
 
