@@ -8,9 +8,10 @@ use anyhow::{bail, Context as _};
 use clap::{Args, Parser, Subcommand};
 
 use crate::app;
+use crate::auth::{oauth, password, secret};
 use crate::config::{Config, Overrides};
 use crate::store::sqlite::split_scopes;
-use crate::store::User;
+use crate::store::{NewApp, User};
 
 const CONFIG_HELP: &str = "\
 Configuration is read from built-in defaults, then the TOML file given with --config
@@ -59,6 +60,47 @@ pub enum Command {
     /// Manage incoming webhooks
     #[command(subcommand)]
     Webhook(WebhookCommand),
+    /// Manage OAuth applications
+    #[command(subcommand)]
+    App(AppCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AppCommand {
+    /// Register an OAuth application and print its client_id and client_secret (shown once)
+    Add(AppAddArgs),
+    /// Install an application for a user and print a token pair, as an installation hands it over
+    Token(AppTokenArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct AppAddArgs {
+    /// Display name; system notifications from the app start with it
+    #[arg(long)]
+    pub name: String,
+    /// Comma-separated scopes, e.g. im or im,user
+    #[arg(long, value_name = "SCOPES")]
+    pub scope: String,
+    /// Where /oauth/authorize/ sends the browser with the code
+    #[arg(long, value_name = "URL", default_value = "")]
+    pub redirect_uri: String,
+    /// Restrict the app to these user ids (comma-separated); others get user_access_error
+    #[arg(long, value_name = "IDS", value_delimiter = ',')]
+    pub allowed_users: Option<Vec<i64>>,
+    /// Print one JSON object instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct AppTokenArgs {
+    #[arg(long)]
+    pub client_id: String,
+    #[arg(long)]
+    pub user_id: i64,
+    /// Print one JSON object instead of text
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -85,6 +127,16 @@ pub struct ServeArgs {
 pub enum UserCommand {
     /// Add a user who can receive notifications
     Add(UserAddArgs),
+    /// Set the password a user signs in with on the login page
+    Password(UserPasswordArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct UserPasswordArgs {
+    #[arg(long)]
+    pub id: i64,
+    #[arg(long, env = "IMNOTIFY_PASSWORD", hide_env_values = true)]
+    pub password: String,
 }
 
 #[derive(Args, Debug)]
@@ -104,6 +156,9 @@ pub struct UserAddArgs {
     /// Make the user a portal administrator
     #[arg(long)]
     pub admin: bool,
+    /// Password for the login page (stored as an Argon2 hash)
+    #[arg(long, env = "IMNOTIFY_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
     /// Print one JSON object instead of text
     #[arg(long)]
     pub json: bool,
@@ -142,6 +197,8 @@ pub async fn run_admin(config: Config, command: Command) -> anyhow::Result<()> {
             if a.id <= 0 {
                 bail!("--id must be a positive integer");
             }
+            // Hash first, so a bad password cannot leave a half-made user behind.
+            let password_hash = a.password.as_deref().map(password::hash).transpose()?;
             let user = User {
                 id: a.id,
                 name: a.name,
@@ -154,6 +211,9 @@ pub async fn run_admin(config: Config, command: Command) -> anyhow::Result<()> {
                 .add_user(user.clone())
                 .await
                 .context("adding the user")?;
+            if let Some(hash) = password_hash {
+                store.set_password(user.id, hash).await?;
+            }
             if a.json {
                 println!(
                     "{}",
@@ -164,6 +224,68 @@ pub async fn run_admin(config: Config, command: Command) -> anyhow::Result<()> {
                 );
             } else {
                 println!("Added user {} ({})", user.id, user.name);
+            }
+        }
+        Command::User(UserCommand::Password(a)) => {
+            store
+                .set_password(a.id, password::hash(&a.password)?)
+                .await
+                .context("setting the password")?;
+            println!("Password set for user {}", a.id);
+        }
+        Command::App(AppCommand::Add(a)) => {
+            let scopes = split_scopes(&a.scope.to_lowercase());
+            if scopes.is_empty() {
+                bail!("--scope needs at least one scope, e.g. im");
+            }
+            let client_id = oauth::new_client_id();
+            let client_secret = oauth::new_client_secret();
+            store
+                .add_app(NewApp {
+                    client_id: client_id.clone(),
+                    secret_hash: secret::hash(&client_secret),
+                    name: a.name.clone(),
+                    scopes: scopes.clone(),
+                    redirect_uri: a.redirect_uri.clone(),
+                    allowed_users: a.allowed_users.clone(),
+                })
+                .await
+                .context("adding the application")?;
+            if a.json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "client_id": client_id, "client_secret": client_secret, "name": a.name,
+                        "scope": scopes, "redirect_uri": a.redirect_uri,
+                    })
+                );
+            } else {
+                println!("client_id:     {client_id}\nclient_secret: {client_secret}");
+            }
+        }
+        Command::App(AppCommand::Token(a)) => {
+            let app = store
+                .app_by_client_id(&a.client_id)
+                .await?
+                .filter(|app| app.active)
+                .with_context(|| format!("no active application {}", a.client_id))?;
+            if store.user(a.user_id).await?.filter(|u| u.active).is_none() {
+                bail!("user {} does not exist or is inactive", a.user_id);
+            }
+            let member_id = store.setting("member_id", oauth::new_member_id()).await?;
+            let portal = oauth::Portal::new(&config.base_url(config.listen), member_id);
+            let answer =
+                crate::web::oauth::install_and_mint(store.as_ref(), &app, a.user_id, &portal)
+                    .await?;
+            if a.json {
+                println!("{answer}");
+            } else {
+                println!(
+                    "access_token:  {}\nrefresh_token: {}\nexpires_in:    {}",
+                    answer["access_token"].as_str().unwrap_or_default(),
+                    answer["refresh_token"].as_str().unwrap_or_default(),
+                    answer["expires_in"]
+                );
             }
         }
         Command::Webhook(WebhookCommand::Add(a)) => {

@@ -37,6 +37,21 @@ catalogue! {
     invalid_token => ("invalid_token", 401, "The access token provided is invalid");
     expired_token => ("expired_token", 401, "The access token provided has expired");
     https_required => ("INVALID_REQUEST", 400, "Https required.");
+    application_not_found => ("APPLICATION_NOT_FOUND", 401, "Application not found");
+    user_access_error => ("user_access_error", 403, "The user does not have access to the application.");
+    authorization_error => ("authorization_error", 401, "Unable to authorize user");
+    /// A `sessid` without a signed-in browser session.
+    session_user_not_authorized => ("access_denied", 401, "User not authorized");
+    /// A `sessid` that does not match the session's CSRF token.
+    session_failed => ("session_failed", 401, "Sessid check failed");
+    app_context_required => ("ACCESS_DENIED", 403, "Access denied! Application context required");
+    /// Token endpoint: unknown client or wrong secret.
+    invalid_client => ("invalid_client", 401, "Invalid client credentials");
+    /// Token endpoint: code or refresh token unknown, used, expired or another client's.
+    invalid_grant => ("invalid_grant", 400, "Invalid grant");
+    /// Token endpoint: a required parameter is missing.
+    invalid_request => ("invalid_request", 400, "Invalid request");
+    unsupported_grant_type => ("unsupported_grant_type", 400, "Unsupported grant type");
     wrong_auth_type => ("WRONG_AUTH_TYPE", 403, "Access for this method not allowed by session authorization.");
     user_id_empty => ("USER_ID_EMPTY", 400, "User ID can't be empty");
     message_empty => ("MESSAGE_EMPTY", 400, "Message can't be empty");

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::http::{HeaderMap, HeaderValue, Request};
-use axum::routing::{any, get};
+use axum::routing::{any, get, post};
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -24,6 +24,7 @@ use tower_http::trace::TraceLayer;
 use crate::config::Config;
 use crate::protocol;
 use crate::state::AppState;
+use crate::web;
 
 /// How long a TLS handshake may take before the connection is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -66,6 +67,12 @@ impl MakeRequestId for CountingRequestId {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/login", any(web::oauth::login))
+        .route("/logout", post(web::oauth::logout))
+        .route("/oauth/authorize", any(web::oauth::authorize))
+        .route("/oauth/authorize/", any(web::oauth::authorize))
+        .route("/oauth/token", any(web::oauth::token))
+        .route("/oauth/token/", any(web::oauth::token))
         .route("/rest", any(protocol::rest_handler))
         .route("/rest/{*path}", any(protocol::rest_handler))
         .fallback(protocol::not_found)

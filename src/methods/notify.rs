@@ -67,6 +67,9 @@ async fn add(
     params: Array,
     kind: Kind,
 ) -> Result<Output, ApiError> {
+    if caller.is_session() {
+        return Err(ApiError::wrong_auth_type());
+    }
     let now = chrono::Utc::now().timestamp();
     let limits = NotifyLimits {
         attach_max_bytes: state.config.limits.attach_max_bytes,

@@ -33,6 +33,11 @@ fn registry() -> &'static IndexMap<&'static str, MethodSpec> {
     })
 }
 
+/// Every registered method, in registration order.
+pub fn all_methods() -> impl Iterator<Item = &'static MethodSpec> {
+    registry().values()
+}
+
 /// Method names are registered lower-case, and lookups are made with the lower-cased name (§1.2).
 pub fn lookup(method: &str) -> Option<&'static MethodSpec> {
     registry().get(method)
@@ -67,6 +72,7 @@ pub async fn authenticate(
         cred,
         channel.secure,
         state.config.require_https(),
+        chrono::Utc::now().timestamp(),
     )
     .await
 }

@@ -51,7 +51,7 @@ fn micros(x: f64) -> f64 {
     (x * 1e6).round() / 1e6
 }
 
-fn rfc3339_local(ts: f64) -> String {
+pub fn rfc3339_local(ts: f64) -> String {
     let secs = ts.floor() as i64;
     match Local.timestamp_opt(secs, 0).single() {
         Some(t) => t.format("%Y-%m-%dT%H:%M:%S%:z").to_string(),

@@ -13,10 +13,15 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Store, StoreError, StoreResult, User, Webhook};
+use super::{
+    AccessGrant, App, NewApp, NewTokens, Session, Store, StoreError, StoreResult, User, Webhook,
+};
 use crate::domain::notify::Draft;
 
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/0001_init.sql"),
+    include_str!("../../migrations/0002_oauth.sql"),
+];
 
 /// How many queued writes one transaction may take; bounds the latency of the first in line.
 const MAX_GROUP: usize = 512;
@@ -261,6 +266,47 @@ fn insert_webhook(
     Ok(conn.last_insert_rowid())
 }
 
+const APP_COLUMNS: &str =
+    "a.id, a.client_id, a.secret_hash, a.name, a.scopes, a.redirect_uri, a.allowed_users, a.active";
+
+fn row_to_app(r: &rusqlite::Row<'_>) -> rusqlite::Result<App> {
+    let scopes: String = r.get(4)?;
+    let allowed: Option<String> = r.get(6)?;
+    Ok(App {
+        id: r.get(0)?,
+        client_id: r.get(1)?,
+        secret_hash: r.get(2)?,
+        name: r.get(3)?,
+        scopes: split_scopes(&scopes),
+        redirect_uri: r.get(5)?,
+        allowed_users: allowed
+            .map(|a| a.split(',').filter_map(|u| u.trim().parse().ok()).collect()),
+        active: r.get(7)?,
+    })
+}
+
+fn insert_tokens(
+    conn: &Connection,
+    app_id: i64,
+    user_id: i64,
+    t: &NewTokens,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO oauth_tokens
+            (app_id, user_id, access_hash, refresh_hash, access_expires, refresh_expires, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, strftime('%s','now'))",
+    )?
+    .execute(params![
+        app_id,
+        user_id,
+        &t.access_hash[..],
+        &t.refresh_hash[..],
+        t.access_expires,
+        t.refresh_expires
+    ])?;
+    Ok(())
+}
+
 fn row_to_user(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
     Ok(User {
         id: r.get(0)?,
@@ -329,6 +375,238 @@ impl Store for SqliteStore {
     async fn user_count(&self) -> StoreResult<i64> {
         self.read(|c| c.query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0)))
             .await
+    }
+
+    async fn user_login(&self, login: &str) -> StoreResult<Option<(User, Option<String>)>> {
+        let login = login.trim().to_owned();
+        self.read(move |c| {
+            let by_id: Option<i64> = login.parse().ok();
+            c.prepare_cached(
+                "SELECT id, name, last_name, email, active, is_admin, password_hash FROM users
+                  WHERE active = 1 AND (id = ?1 OR (email <> '' AND lower(email) = lower(?2)))
+                  ORDER BY id LIMIT 1",
+            )?
+            .query_row(params![by_id, login], |r| Ok((row_to_user(r)?, r.get(6)?)))
+            .optional()
+        })
+        .await
+    }
+
+    async fn set_password(&self, user_id: i64, password_hash: String) -> StoreResult<()> {
+        self.write(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE users SET password_hash = ?2 WHERE id = ?1",
+                    params![user_id, password_hash],
+                )
+                .map_err(backend)?;
+            if n == 0 {
+                return Err(StoreError::Conflict(format!(
+                    "user {user_id} does not exist"
+                )));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn add_app(&self, app: NewApp) -> StoreResult<i64> {
+        self.write(move |c| {
+            let allowed = app.allowed_users.as_ref().map(|u| {
+                u.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
+            });
+            c.execute(
+                "INSERT INTO apps (client_id, secret_hash, name, scopes, redirect_uri, allowed_users, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, strftime('%s','now'))",
+                params![
+                    app.client_id,
+                    &app.secret_hash[..],
+                    app.name,
+                    app.scopes.join(","),
+                    app.redirect_uri,
+                    allowed
+                ],
+            )
+            .map_err(backend)?;
+            Ok(c.last_insert_rowid())
+        })
+        .await
+    }
+
+    async fn app_by_client_id(&self, client_id: &str) -> StoreResult<Option<App>> {
+        let client_id = client_id.to_owned();
+        self.read(move |c| {
+            c.prepare_cached(&format!(
+                "SELECT {APP_COLUMNS} FROM apps a WHERE a.client_id = ?1"
+            ))?
+            .query_row([client_id], row_to_app)
+            .optional()
+        })
+        .await
+    }
+
+    async fn install_app(&self, app_id: i64, user_id: i64) -> StoreResult<()> {
+        self.write(move |c| {
+            c.execute(
+                "INSERT OR IGNORE INTO app_installs (app_id, user_id, installed_at)
+                 VALUES (?1, ?2, strftime('%s','now'))",
+                params![app_id, user_id],
+            )
+            .map(|_| ())
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn issue_tokens(&self, app_id: i64, user_id: i64, tokens: NewTokens) -> StoreResult<()> {
+        self.write(move |c| insert_tokens(c, app_id, user_id, &tokens).map_err(backend))
+            .await
+    }
+
+    async fn access_grant(&self, access_hash: [u8; 32]) -> StoreResult<Option<AccessGrant>> {
+        self.read(move |c| {
+            c.prepare_cached(&format!(
+                "SELECT {APP_COLUMNS}, t.user_id, t.access_expires
+                   FROM oauth_tokens t JOIN apps a ON a.id = t.app_id
+                  WHERE t.access_hash = ?1 AND t.revoked = 0"
+            ))?
+            .query_row([&access_hash[..]], |r| {
+                Ok(AccessGrant {
+                    app: row_to_app(r)?,
+                    user_id: r.get(8)?,
+                    access_expires: r.get(9)?,
+                })
+            })
+            .optional()
+        })
+        .await
+    }
+
+    async fn rotate_refresh(
+        &self,
+        app_id: i64,
+        refresh_hash: [u8; 32],
+        now: i64,
+        tokens: NewTokens,
+    ) -> StoreResult<Option<i64>> {
+        self.write(move |c| {
+            // The UPDATE both checks and spends the token, so two concurrent refreshes with the
+            // same token cannot both succeed.
+            let user: Option<i64> = c
+                .prepare_cached(
+                    "UPDATE oauth_tokens SET revoked = 1
+                      WHERE refresh_hash = ?1 AND app_id = ?2 AND revoked = 0 AND refresh_expires > ?3
+                     RETURNING user_id",
+                )
+                .and_then(|mut st| {
+                    st.query_row(params![&refresh_hash[..], app_id, now], |r| r.get(0))
+                        .optional()
+                })
+                .map_err(backend)?;
+            if let Some(user_id) = user {
+                insert_tokens(c, app_id, user_id, &tokens).map_err(backend)?;
+            }
+            Ok(user)
+        })
+        .await
+    }
+
+    async fn add_code(
+        &self,
+        code_hash: [u8; 32],
+        app_id: i64,
+        user_id: i64,
+        expires_at: i64,
+    ) -> StoreResult<()> {
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO oauth_codes (code_hash, app_id, user_id, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                params![&code_hash[..], app_id, user_id, expires_at],
+            )
+            .map(|_| ())
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn take_code(
+        &self,
+        code_hash: [u8; 32],
+        app_id: i64,
+        now: i64,
+    ) -> StoreResult<Option<i64>> {
+        self.write(move |c| {
+            let row: Option<(i64, i64, i64)> = c
+                .query_row(
+                    "DELETE FROM oauth_codes WHERE code_hash = ?1 RETURNING app_id, user_id, expires_at",
+                    [&code_hash[..]],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()
+                .map_err(backend)?;
+            Ok(row.and_then(|(app, user, expires)| (app == app_id && expires > now).then_some(user)))
+        })
+        .await
+    }
+
+    async fn add_session(&self, id_hash: [u8; 32], session: Session) -> StoreResult<()> {
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO sessions (id_hash, user_id, csrf, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    &id_hash[..],
+                    session.user_id,
+                    session.csrf,
+                    session.expires_at
+                ],
+            )
+            .map(|_| ())
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn session(&self, id_hash: [u8; 32], now: i64) -> StoreResult<Option<Session>> {
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT s.user_id, s.csrf, s.expires_at FROM sessions s JOIN users u ON u.id = s.user_id
+                  WHERE s.id_hash = ?1 AND s.expires_at > ?2 AND u.active = 1",
+            )?
+            .query_row(params![&id_hash[..], now], |r| {
+                Ok(Session {
+                    user_id: r.get(0)?,
+                    csrf: r.get(1)?,
+                    expires_at: r.get(2)?,
+                })
+            })
+            .optional()
+        })
+        .await
+    }
+
+    async fn delete_session(&self, id_hash: [u8; 32]) -> StoreResult<()> {
+        self.write(move |c| {
+            c.execute("DELETE FROM sessions WHERE id_hash = ?1", [&id_hash[..]])
+                .map(|_| ())
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn setting(&self, key: &str, init: String) -> StoreResult<String> {
+        let key = key.to_owned();
+        self.write(move |c| {
+            c.execute(
+                "INSERT OR IGNORE INTO settings (key, value) VALUES (?1, ?2)",
+                params![key, init],
+            )
+            .map_err(backend)?;
+            c.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
+                r.get(0)
+            })
+            .map_err(backend)
+        })
+        .await
     }
 
     async fn flush(&self) {
