@@ -102,6 +102,18 @@ fn csrf_from(page: &str) -> String {
     page[at..].split('"').next().unwrap().to_owned()
 }
 
+/// Opens the consent page as a signed-in browser and returns the form's CSRF token.
+fn consent_csrf(s: &Server, app: &App, cookie: &str) -> String {
+    let page = s.request(
+        "GET",
+        &format!("/oauth/authorize/?client_id={}", app.client_id),
+        &[("Cookie", cookie)],
+        b"",
+    );
+    assert_eq!(page.status, 200, "{}", page.body);
+    csrf_from(&page.body)
+}
+
 fn token_request(s: &Server, body: &str) -> Response {
     s.post_form("/oauth/token/", body)
 }
@@ -396,13 +408,7 @@ fn expired_authorization_code_is_refused() {
     s.add_user(5, &["--password", "pw"]);
     let app = add_app(&s, "A", "im", &[]);
     let cookie = sign_in(&s, "5", "pw");
-    let page = s.request(
-        "GET",
-        &format!("/oauth/authorize/?client_id={}", app.client_id),
-        &[("Cookie", &cookie)],
-        b"",
-    );
-    let csrf = csrf_from(&page.body);
+    let csrf = consent_csrf(&s, &app, &cookie);
     let approved = s.request(
         "POST",
         "/oauth/authorize/",
@@ -433,13 +439,7 @@ fn session_auth_is_recognised_and_refused_for_adding() {
     s.add_user(5, &["--password", "pw"]);
     let app = add_app(&s, "A", "im", &[]);
     let cookie = sign_in(&s, "5", "pw");
-    let page = s.request(
-        "GET",
-        &format!("/oauth/authorize/?client_id={}", app.client_id),
-        &[("Cookie", &cookie)],
-        b"",
-    );
-    let csrf = csrf_from(&page.body);
+    let csrf = consent_csrf(&s, &app, &cookie);
     let body = br#"{"USER_ID":5,"MESSAGE":"m"}"#;
     let with = |headers: &[(&str, &str)], path: &str| {
         let mut h = vec![("Content-Type", "application/json")];

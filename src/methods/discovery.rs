@@ -1,8 +1,6 @@
 //! Global-scope methods that tell a client about the server and itself (§7.4): `server.time`,
 //! `profile`, `scope`, `methods`, `method.get` and `app.info`.
 
-use futures_util::FutureExt;
-
 use crate::auth::{internal, Caller, CallerKind};
 use crate::error::ApiError;
 use crate::protocol::dispatch::{self, MethodSpec};
@@ -13,24 +11,14 @@ use crate::value::{Array, Value};
 /// What `app.info` reports as the licence: there is no plan here.
 const LICENSE: &str = "en_selfhosted";
 
-macro_rules! global {
-    ($name:literal, $f:ident) => {
-        MethodSpec {
-            name: $name,
-            scope: None,
-            handler: |state, caller, params| $f(state, caller, params).boxed(),
-        }
-    };
-}
-
 pub fn methods() -> Vec<MethodSpec> {
     vec![
-        global!("server.time", server_time),
-        global!("profile", profile),
-        global!("scope", scope),
-        global!("methods", methods_list),
-        global!("method.get", method_get),
-        global!("app.info", app_info),
+        method!("server.time", None, server_time),
+        method!("profile", None, profile),
+        method!("scope", None, scope),
+        method!("methods", None, methods_list),
+        method!("method.get", None, method_get),
+        method!("app.info", None, app_info),
     ]
 }
 

@@ -1,6 +1,20 @@
 //! Method handlers, one module per family. Handlers are thin: they turn parameters into domain
 //! values, call the domain and the store, and build the result.
 
+/// A registry entry whose handler is an `async fn(&AppState, &Caller, Array) -> Result<Output,
+/// ApiError>`; the closure boxes its future, which the dispatcher's fn-pointer type needs.
+macro_rules! method {
+    ($name:literal, $scope:expr, $f:expr) => {
+        $crate::protocol::dispatch::MethodSpec {
+            name: $name,
+            scope: $scope,
+            handler: |state, caller, params| {
+                futures_util::FutureExt::boxed($f(state, caller, params))
+            },
+        }
+    };
+}
+
 pub mod discovery;
 pub mod notify;
 
