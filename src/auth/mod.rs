@@ -6,6 +6,7 @@ use axum::http::{header, HeaderMap};
 
 use crate::domain::notify::Origin;
 use crate::error::ApiError;
+use crate::limits::RateOverride;
 use crate::store::Store;
 use crate::value::{Array, Value};
 
@@ -24,13 +25,46 @@ pub enum Credential {
     None,
 }
 
+impl Credential {
+    /// A fixed-size fingerprint of the credential exactly as presented, checked or not: the
+    /// rate limit's key, so that a wrong code is limited like a right one and the limiter never
+    /// holds a secret.
+    pub fn fingerprint(&self) -> [u8; 16] {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        match self {
+            Credential::Token(t) => {
+                h.update(b"token\0");
+                h.update(t.as_bytes());
+            }
+            Credential::Webhook { login, code } => {
+                h.update(b"webhook\0");
+                h.update(login.as_bytes());
+                h.update(b"\0");
+                h.update(code.as_bytes());
+            }
+            Credential::Session(s) => {
+                h.update(b"session\0");
+                h.update(s.as_bytes());
+            }
+            Credential::None => h.update(b"none"),
+        }
+        let digest = h.finalize();
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&digest[..16]);
+        out
+    }
+}
+
 /// An authenticated caller.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Caller {
     /// The user the call acts as: the webhook owner or the token's user.
     pub user_id: i64,
     pub kind: CallerKind,
     pub scopes: Vec<String>,
+    /// The credential's own request-rate limit, if it has one (P8).
+    pub rate: RateOverride,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,11 +83,26 @@ impl Caller {
         }
     }
 
+    /// Whose operating-time account a call is charged to (§6.2: the auth type and the webhook's
+    /// or application's id). `None` for callers the limiter never limits, browser sessions.
+    pub fn operating_identity(&self) -> Option<String> {
+        match self.kind {
+            CallerKind::Webhook { webhook_id } => Some(format!("apauth:{webhook_id}")),
+        }
+    }
+
     /// The caller as the notify rules see it.
     pub fn origin(&self) -> Origin {
         match self.kind {
             CallerKind::Webhook { .. } => Origin::Webhook,
         }
+    }
+}
+
+/// Removes the parameters the framework consumes; a batch command's own query may carry them too.
+pub fn strip_framework_keys(params: &mut Array) {
+    for k in FRAMEWORK_KEYS {
+        params.remove(k);
     }
 }
 
@@ -101,9 +150,7 @@ pub fn extract(headers: &HeaderMap, params: &mut Array) -> Credential {
     } else {
         Credential::None
     };
-    for k in FRAMEWORK_KEYS {
-        params.remove(k);
-    }
+    strip_framework_keys(params);
     cred
 }
 
@@ -155,6 +202,7 @@ async fn webhook(store: &dyn Store, login: &str, code: &str) -> Result<Caller, A
             webhook_id: hook.id,
         },
         scopes: hook.scopes.clone(),
+        rate: hook.rate,
     })
 }
 
@@ -191,5 +239,21 @@ mod tests {
         let mut arr_auth = Array::new();
         arr_auth.insert("auth", Value::list([Value::from("x")]));
         assert_eq!(extract(&HeaderMap::new(), &mut arr_auth), Credential::None);
+    }
+
+    #[test]
+    fn fingerprints_separate_credentials() {
+        let w = |l: &str, c: &str| Credential::Webhook {
+            login: l.into(),
+            code: c.into(),
+        };
+        assert_eq!(w("1", "abc").fingerprint(), w("1", "abc").fingerprint());
+        assert_ne!(w("1", "abc").fingerprint(), w("1", "abd").fingerprint());
+        // The separator keeps ("1", "2abc") apart from ("12", "abc").
+        assert_ne!(w("1", "2abc").fingerprint(), w("12", "abc").fingerprint());
+        assert_ne!(
+            Credential::Token("x".into()).fingerprint(),
+            Credential::Session("x".into()).fingerprint()
+        );
     }
 }

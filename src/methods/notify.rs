@@ -16,16 +16,19 @@ pub fn methods() -> Vec<MethodSpec> {
         MethodSpec {
             name: "im.notify.system.add",
             scope: Some("im"),
+            operating_limited: true,
             handler: system_add,
         },
         MethodSpec {
             name: "im.notify.personal.add",
             scope: Some("im"),
+            operating_limited: true,
             handler: personal_add,
         },
         MethodSpec {
             name: "im.notify",
             scope: Some("im"),
+            operating_limited: true,
             handler: generic_add,
         },
     ]

@@ -8,6 +8,7 @@ pub mod sqlite;
 use async_trait::async_trait;
 
 use crate::domain::notify::Draft;
+use crate::limits::RateOverride;
 
 /// A user of the notification center.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,12 +22,14 @@ pub struct User {
 }
 
 /// A webhook as the authenticator needs it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Webhook {
     pub id: i64,
     pub user_id: i64,
     pub code_hash: Vec<u8>,
     pub scopes: Vec<String>,
+    /// The webhook's own request-rate limit, if it has one.
+    pub rate: RateOverride,
 }
 
 #[derive(Debug)]
@@ -70,6 +73,7 @@ pub trait Store: Send + Sync + 'static {
         user_id: i64,
         code_hash: [u8; 32],
         scopes: &[String],
+        rate: RateOverride,
     ) -> StoreResult<i64>;
 
     async fn user_count(&self) -> StoreResult<i64>;

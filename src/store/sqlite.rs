@@ -15,8 +15,12 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{Store, StoreError, StoreResult, User, Webhook};
 use crate::domain::notify::Draft;
+use crate::limits::RateOverride;
 
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/0001_init.sql"),
+    include_str!("../../migrations/0003_webhook_rate_limits.sql"),
+];
 
 /// How many queued writes one transaction may take; bounds the latency of the first in line.
 const MAX_GROUP: usize = 512;
@@ -41,6 +45,7 @@ enum WriteOp {
         user_id: i64,
         code_hash: [u8; 32],
         scopes: String,
+        rate: RateOverride,
         reply: oneshot::Sender<StoreResult<i64>>,
     },
     Flush {
@@ -237,8 +242,9 @@ fn apply(conn: &Connection, op: &WriteOp) -> Outcome {
             user_id,
             code_hash,
             scopes,
+            rate,
             ..
-        } => Outcome::Id(insert_webhook(conn, *user_id, code_hash, scopes)),
+        } => Outcome::Id(insert_webhook(conn, *user_id, code_hash, scopes, rate)),
         WriteOp::Flush { .. } => Outcome::Unit(Ok(())),
     }
 }
@@ -298,6 +304,7 @@ fn insert_webhook(
     user_id: i64,
     code_hash: &[u8; 32],
     scopes: &str,
+    rate: &RateOverride,
 ) -> StoreResult<i64> {
     let exists: bool = conn
         .query_row(
@@ -312,9 +319,9 @@ fn insert_webhook(
         )));
     }
     conn.execute(
-        "INSERT INTO webhooks (user_id, code_hash, scopes, created_at)
-         VALUES (?1, ?2, ?3, strftime('%s','now'))",
-        params![user_id, &code_hash[..], scopes],
+        "INSERT INTO webhooks (user_id, code_hash, scopes, rate_per_second, rate_burst, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, strftime('%s','now'))",
+        params![user_id, &code_hash[..], scopes, rate.per_second, rate.burst],
     )
     .map_err(backend)?;
     Ok(conn.last_insert_rowid())
@@ -345,7 +352,7 @@ impl Store for SqliteStore {
     async fn webhooks_of(&self, user_id: i64) -> StoreResult<Vec<Webhook>> {
         self.read(move |c| {
             let mut stmt = c.prepare_cached(
-                "SELECT w.id, w.user_id, w.code_hash, w.scopes
+                "SELECT w.id, w.user_id, w.code_hash, w.scopes, w.rate_per_second, w.rate_burst
                    FROM webhooks w JOIN users u ON u.id = w.user_id
                   WHERE w.user_id = ?1 AND w.active = 1 AND u.active = 1",
             )?;
@@ -356,6 +363,12 @@ impl Store for SqliteStore {
                     user_id: r.get(1)?,
                     code_hash: r.get(2)?,
                     scopes: split_scopes(&scopes),
+                    rate: RateOverride {
+                        per_second: r.get(4)?,
+                        burst: r
+                            .get::<_, Option<i64>>(5)?
+                            .map(|b| b.clamp(0, u32::MAX as i64) as u32),
+                    },
                 })
             })?;
             rows.collect()
@@ -383,12 +396,14 @@ impl Store for SqliteStore {
         user_id: i64,
         code_hash: [u8; 32],
         scopes: &[String],
+        rate: RateOverride,
     ) -> StoreResult<i64> {
         let scopes = scopes.join(",");
         self.write(|reply| WriteOp::AddWebhook {
             user_id,
             code_hash,
             scopes,
+            rate,
             reply,
         })
         .await
