@@ -1,5 +1,6 @@
 //! The REST protocol layer: URL grammar, parameter decoding, the dispatcher and the envelope.
 
+pub mod batch;
 pub mod dispatch;
 pub mod envelope;
 pub mod params;
