@@ -38,18 +38,23 @@ fn minute_of(t: f64) -> i64 {
 pub struct Usage {
     /// Handler seconds in the live buckets.
     pub operating: f64,
-    /// When the oldest live bucket expires; with none, `start` + 600.
-    pub reset_at: i64,
+    /// When the oldest live bucket expires. `None` when there is none: the answer then shows
+    /// its own start + 600, and a direct call's start is the request's, not the handler's.
+    pub reset_at: Option<i64>,
 }
 
 impl Usage {
     /// The answer for calls the limiter does not track (sessions, the batch wrapper, a switched
-    /// off limiter).
-    pub fn untracked(start: f64) -> Usage {
-        Usage {
-            operating: 0.0,
-            reset_at: start.floor() as i64 + BUCKET_TTL as i64,
-        }
+    /// off limiter) or that left no bucket behind.
+    pub const UNTRACKED: Usage = Usage {
+        operating: 0.0,
+        reset_at: None,
+    };
+
+    /// `operating_reset_at` for an answer whose call started at `start`.
+    pub fn reset_at_or(&self, start: f64) -> i64 {
+        self.reset_at
+            .unwrap_or(start.floor() as i64 + BUCKET_TTL as i64)
     }
 }
 
@@ -108,8 +113,8 @@ impl OperatingLimiter {
             }
         }
         match windows.get(&key) {
-            Some(buckets) => usage(buckets, start, now),
-            None => Usage::untracked(start),
+            Some(buckets) => usage(buckets, now),
+            None => Usage::UNTRACKED,
         }
     }
 
@@ -136,7 +141,7 @@ fn sum_live(buckets: &[Bucket], now: f64) -> f64 {
         .sum()
 }
 
-fn usage(buckets: &[Bucket], start: f64, now: f64) -> Usage {
+fn usage(buckets: &[Bucket], now: f64) -> Usage {
     let oldest = buckets
         .iter()
         .filter(|b| b.live(now))
@@ -145,9 +150,9 @@ fn usage(buckets: &[Bucket], start: f64, now: f64) -> Usage {
     match oldest {
         Some(created) => Usage {
             operating: sum_live(buckets, now),
-            reset_at: created.floor() as i64 + BUCKET_TTL as i64,
+            reset_at: Some(created.floor() as i64 + BUCKET_TTL as i64),
         },
-        None => Usage::untracked(start),
+        None => Usage::UNTRACKED,
     }
 }
 
@@ -161,8 +166,8 @@ mod tests {
     fn fast_calls_are_not_counted() {
         let l = OperatingLimiter::new(480.0, 0.1);
         let u = l.record("apauth:1", "m", T0 + 5.5, 0.1, T0 + 5.6);
-        assert_eq!(u, Usage::untracked(T0 + 5.5));
-        assert_eq!(u.reset_at, T0 as i64 + 605);
+        assert_eq!(u, Usage::UNTRACKED);
+        assert_eq!(u.reset_at_or(T0 + 5.5), T0 as i64 + 605);
         assert_eq!(l.tracked_keys(), 0);
     }
 
@@ -172,14 +177,18 @@ mod tests {
         assert!(l.allows("a", "m", T0));
         let u = l.record("a", "m", T0, 6.0, T0 + 6.0);
         assert_eq!(u.operating, 6.0);
-        assert_eq!(u.reset_at, T0 as i64 + 600);
+        assert_eq!(u.reset_at, Some(T0 as i64 + 600));
         assert!(l.allows("a", "m", T0 + 7.0));
         l.record("a", "m", T0 + 7.0, 4.0, T0 + 11.0);
         // Exactly at the limit: still allowed.
         assert!(l.allows("a", "m", T0 + 12.0));
         let u = l.record("a", "m", T0 + 70.0, 0.5, T0 + 70.5);
         assert_eq!(u.operating, 10.5);
-        assert_eq!(u.reset_at, T0 as i64 + 600, "the oldest bucket decides");
+        assert_eq!(
+            u.reset_at,
+            Some(T0 as i64 + 600),
+            "the oldest bucket decides"
+        );
         assert!(!l.allows("a", "m", T0 + 71.0));
         // Other methods and other credentials are separate.
         assert!(l.allows("a", "other", T0 + 71.0));
@@ -189,7 +198,7 @@ mod tests {
         assert!(l.allows("a", "m", T0 + 600.0));
         let u = l.record("a", "m", T0 + 600.0, 0.0, T0 + 600.0);
         assert_eq!(u.operating, 0.5);
-        assert_eq!(u.reset_at, T0 as i64 + 670);
+        assert_eq!(u.reset_at, Some(T0 as i64 + 670));
     }
 
     #[test]

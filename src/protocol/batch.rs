@@ -269,7 +269,7 @@ mod tests {
             },
             started: 1_800_000_000.5,
             finished: 1_800_000_000.75,
-            usage: Usage::untracked(1_800_000_000.5),
+            usage: Usage::UNTRACKED,
         }
     }
 

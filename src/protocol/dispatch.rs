@@ -103,7 +103,7 @@ pub async fn execute(
     // A failed call used the server's time as much as a successful one.
     let usage = match &account {
         Some((limiter, id)) => limiter.record(id, spec.name, started, finished - started, finished),
-        None => Usage::untracked(started),
+        None => Usage::UNTRACKED,
     };
     Ok(Executed {
         out: outcome?,

@@ -69,7 +69,7 @@ impl Timing {
             finish,
             processing: done.finished - done.started,
             operating: done.usage.operating,
-            operating_reset_at: done.usage.reset_at,
+            operating_reset_at: done.usage.reset_at_or(start),
         }
     }
 
