@@ -212,7 +212,11 @@ pub async fn run_admin(config: Config, command: Command) -> anyhow::Result<()> {
             if a.json {
                 println!(
                     "{}",
-                    serde_json::json!({"user_id": a.user_id, "code": code, "url": url, "scope": scopes})
+                    serde_json::json!({
+                        "user_id": a.user_id, "code": code, "url": url, "scope": scopes,
+                        // null: the server's limits.rate values apply.
+                        "rate_per_second": a.rate_per_second, "rate_burst": a.rate_burst,
+                    })
                 );
             } else {
                 println!("{url}");

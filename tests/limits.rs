@@ -108,6 +108,20 @@ fn buckets_are_per_credential_and_bad_credentials_are_limited_too() {
 fn a_webhook_can_have_its_own_limit() {
     let s = with_limits(&[]);
     let tight = webhook_with(&s, &["--rate-burst", "3"]);
+    let printed = s.cli(&[
+        "webhook",
+        "add",
+        "--user-id",
+        "1",
+        "--scope",
+        "im",
+        "--json",
+        "--rate-burst",
+        "7",
+    ]);
+    let printed: Value = serde_json::from_slice(&printed.stdout).unwrap();
+    assert_eq!(printed["rate_burst"], 7);
+    assert_eq!(printed["rate_per_second"], Value::Null);
     assert_eq!(statuses(&s, &tight, 5), [200, 200, 200, 503, 503]);
     let unlimited = webhook_with(&s, &["--rate-per-second", "0"]);
     assert!(statuses(&s, &unlimited, 70).iter().all(|st| *st == 200));

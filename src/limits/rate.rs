@@ -32,12 +32,6 @@ pub struct RateOverride {
     pub burst: Option<u32>,
 }
 
-impl RateOverride {
-    pub fn is_default(&self) -> bool {
-        self.per_second.is_none() && self.burst.is_none()
-    }
-}
-
 type Keyed<C> = governor::RateLimiter<
     RateKey,
     DashMapStateStore<RateKey>,
