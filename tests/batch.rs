@@ -297,3 +297,28 @@ fn the_batch_call_itself_is_authenticated() {
     );
     assert!(r["result"]["a"].is_i64(), "{r}");
 }
+
+#[test]
+fn xml_transport_carries_the_five_maps() {
+    let s = Server::start();
+    let r = s.post_form(
+        &s.hook_url("batch.xml"),
+        &format!(
+            "cmd[a]={}&cmd[b]=nope",
+            enc("im.notify.system.add?USER_ID=1&MESSAGE=x")
+        ),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        r.body.starts_with("<response><result><result><a>1</a></result><result_error><b><error>ERROR_METHOD_NOT_FOUND</error>"),
+        "{}",
+        r.body
+    );
+    assert!(
+        r.body.contains(
+            "<result_total></result_total><result_next></result_next><result_time><a><start>"
+        ),
+        "{}",
+        r.body
+    );
+}
