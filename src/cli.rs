@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::app;
 use crate::auth::{oauth, password, secret};
 use crate::config::{Config, Overrides};
+use crate::limits::RateOverride;
 use crate::store::sqlite::split_scopes;
 use crate::store::{NewApp, User};
 
@@ -21,12 +22,18 @@ Keys (environment variable in brackets; nested keys use a double underscore):
   data_dir                 [IMNOTIFY_DATA_DIR]                  default ./data
   public_url               [IMNOTIFY_PUBLIC_URL]                base URL printed in webhook URLs
   require_https            [IMNOTIFY_REQUIRE_HTTPS]             default: on unless listening on loopback
-  trusted_proxies          [IMNOTIFY_TRUSTED_PROXIES]           e.g. [\"127.0.0.1\"]; their X-Forwarded-Proto is believed
+  trusted_proxies          [IMNOTIFY_TRUSTED_PROXIES]           e.g. [\"127.0.0.1\"]; their X-Forwarded-Proto/-For is believed
   tls.cert, tls.key        [IMNOTIFY_TLS__CERT, IMNOTIFY_TLS__KEY]  PEM files; serve HTTPS
   limits.attach_max_bytes  [IMNOTIFY_LIMITS__ATTACH_MAX_BYTES]  default 30720 (ATTACH_OVERSIZE above)
   limits.max_body_bytes    [IMNOTIFY_LIMITS__MAX_BODY_BYTES]    default 8388608
   limits.max_input_vars    [IMNOTIFY_LIMITS__MAX_INPUT_VARS]    default 1000 (PHP max_input_vars)
   limits.max_input_nesting [IMNOTIFY_LIMITS__MAX_INPUT_NESTING] default 64
+  limits.rate.enabled      [IMNOTIFY_LIMITS__RATE__ENABLED]     default true (QUERY_LIMIT_EXCEEDED, 503)
+  limits.rate.per_second   [IMNOTIFY_LIMITS__RATE__PER_SECOND]  default 2 (leaky-bucket drain)
+  limits.rate.burst        [IMNOTIFY_LIMITS__RATE__BURST]       default 50
+  limits.operating.enabled [IMNOTIFY_LIMITS__OPERATING__ENABLED] default true (OPERATION_TIME_LIMIT, 429)
+  limits.operating.limit_seconds       [IMNOTIFY_LIMITS__OPERATING__LIMIT_SECONDS]       default 480
+  limits.operating.min_counted_seconds [IMNOTIFY_LIMITS__OPERATING__MIN_COUNTED_SECONDS] default 0.1
   log.format               [IMNOTIFY_LOG__FORMAT]               text or json
   log.filter               [IMNOTIFY_LOG__FILTER]               default info";
 
@@ -87,9 +94,41 @@ pub struct AppAddArgs {
     /// Restrict the app to these user ids (comma-separated); others get user_access_error
     #[arg(long, value_name = "IDS", value_delimiter = ',')]
     pub allowed_users: Option<Vec<i64>>,
+    #[command(flatten)]
+    pub rate: RateArgs,
     /// Print one JSON object instead of text
     #[arg(long)]
     pub json: bool,
+}
+
+/// A credential's own request-rate limit (P8), for webhooks and applications.
+#[derive(Args, Debug)]
+pub struct RateArgs {
+    /// This credential's request-rate drain, requests per second; 0 switches its rate limit off
+    /// [default: limits.rate.per_second]
+    #[arg(long, value_name = "N")]
+    pub rate_per_second: Option<f64>,
+    /// This credential's burst: requests its bucket holds [default: limits.rate.burst]
+    #[arg(long, value_name = "N")]
+    pub rate_burst: Option<u32>,
+}
+
+impl RateArgs {
+    fn parse(&self) -> anyhow::Result<RateOverride> {
+        if self
+            .rate_per_second
+            .is_some_and(|r| !(r >= 0.0 && r.is_finite()))
+        {
+            bail!("--rate-per-second must be 0 (no limit) or a positive number");
+        }
+        if self.rate_burst == Some(0) {
+            bail!("--rate-burst must be at least 1");
+        }
+        Ok(RateOverride {
+            per_second: self.rate_per_second,
+            burst: self.rate_burst,
+        })
+    }
 }
 
 #[derive(Args, Debug)]
@@ -121,6 +160,9 @@ pub struct ServeArgs {
     /// Base URL used in printed webhook URLs [env: IMNOTIFY_PUBLIC_URL]
     #[arg(long, value_name = "URL")]
     pub public_url: Option<String>,
+    /// Switch off the rate limit and the operating-time limit (for benchmarks and load tests)
+    #[arg(long)]
+    pub no_limits: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -178,6 +220,8 @@ pub struct WebhookAddArgs {
     /// Comma-separated scopes, e.g. im or im,user
     #[arg(long, value_name = "SCOPES")]
     pub scope: String,
+    #[command(flatten)]
+    pub rate: RateArgs,
     /// Print one JSON object instead of text
     #[arg(long)]
     pub json: bool,
@@ -238,6 +282,7 @@ pub async fn run_admin(config: Config, command: Command) -> anyhow::Result<()> {
             if scopes.is_empty() {
                 bail!("--scope needs at least one scope, e.g. im");
             }
+            let rate = a.rate.parse()?;
             let client_id = oauth::new_client_id();
             let client_secret = oauth::new_client_secret();
             store
@@ -248,6 +293,7 @@ pub async fn run_admin(config: Config, command: Command) -> anyhow::Result<()> {
                     scopes: scopes.clone(),
                     redirect_uri: a.redirect_uri.clone(),
                     allowed_users: a.allowed_users.clone(),
+                    rate,
                 })
                 .await
                 .context("adding the application")?;
@@ -293,7 +339,8 @@ pub async fn run_admin(config: Config, command: Command) -> anyhow::Result<()> {
             if scopes.is_empty() {
                 bail!("--scope needs at least one scope, e.g. im");
             }
-            let code = app::create_webhook(store.as_ref(), a.user_id, &scopes)
+            let rate = a.rate.parse()?;
+            let code = app::create_webhook(store.as_ref(), a.user_id, &scopes, rate)
                 .await
                 .context("adding the webhook")?;
             let url = format!(
@@ -305,7 +352,11 @@ pub async fn run_admin(config: Config, command: Command) -> anyhow::Result<()> {
             if a.json {
                 println!(
                     "{}",
-                    serde_json::json!({"user_id": a.user_id, "code": code, "url": url, "scope": scopes})
+                    serde_json::json!({
+                        "user_id": a.user_id, "code": code, "url": url, "scope": scopes,
+                        // null: the server's limits.rate values apply.
+                        "rate_per_second": rate.per_second, "rate_burst": rate.burst,
+                    })
                 );
             } else {
                 println!("{url}");

@@ -58,6 +58,13 @@ catalogue! {
     attach_oversize => ("ATTACH_OVERSIZE", 400, "You have exceeded the maximum allowable size of attach");
     attach_error => ("ATTACH_ERROR", 400, "Incorrect attach params");
     internal => ("INTERNAL_SERVER_ERROR", 500, "Internal server error");
+    /// The leaky bucket of (client IP, credential) is full (P8).
+    query_limit_exceeded => ("QUERY_LIMIT_EXCEEDED", 503, "Too many requests");
+    /// The (credential, method) pair used more handler time than allowed in ten minutes (P9).
+    operation_time_limit => ("OPERATION_TIME_LIMIT", 429, "Method is blocked due to operation time limit.");
+    /// Inside a batch only, per command: the statuses are the documentation's, never sent.
+    batch_length_exceeded => ("ERROR_BATCH_LENGTH_EXCEEDED", 400, "Max batch length exceeded");
+    batch_method_not_allowed => ("ERROR_BATCH_METHOD_NOT_ALLOWED", 405, "Method is not allowed for batch usage");
     /// The request body (or URL, or headers) is larger than the configured limit.
     request_too_large => ("ERROR_REQUEST_TOO_LARGE", 413, "Request entity is too large");
 }
@@ -89,5 +96,7 @@ mod tests {
         assert_eq!(find("ERROR_METHOD_NOT_FOUND"), Some(404));
         assert_eq!(find("WRONG_AUTH_TYPE"), Some(403));
         assert_eq!(find("ATTACH_OVERSIZE"), Some(400));
+        assert_eq!(find("QUERY_LIMIT_EXCEEDED"), Some(503));
+        assert_eq!(find("OPERATION_TIME_LIMIT"), Some(429));
     }
 }

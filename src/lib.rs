@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod limits;
 pub mod methods;
 pub mod protocol;
 pub mod server;

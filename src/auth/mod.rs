@@ -8,6 +8,7 @@ use axum::http::{header, HeaderMap};
 
 use crate::domain::notify::Origin;
 use crate::error::ApiError;
+use crate::limits::RateOverride;
 use crate::store::Store;
 use crate::value::{Array, Value};
 
@@ -30,13 +31,47 @@ pub enum Credential {
     None,
 }
 
+impl Credential {
+    /// A fixed-size fingerprint of the credential exactly as presented, checked or not: the
+    /// rate limit's key, so that a wrong code is limited like a right one and the limiter never
+    /// holds a secret.
+    pub fn fingerprint(&self) -> [u8; 16] {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        match self {
+            Credential::Token(t) => {
+                h.update(b"token\0");
+                h.update(t.as_bytes());
+            }
+            Credential::Webhook { login, code } => {
+                h.update(b"webhook\0");
+                h.update(login.as_bytes());
+                h.update(b"\0");
+                h.update(code.as_bytes());
+            }
+            // The cookie identifies the browser; the CSRF token is the same for all its calls.
+            Credential::Session { csrf, cookie } => {
+                h.update(b"session\0");
+                h.update(cookie.as_deref().unwrap_or(csrf).as_bytes());
+            }
+            Credential::None => h.update(b"none"),
+        }
+        let digest = h.finalize();
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&digest[..16]);
+        out
+    }
+}
+
 /// An authenticated caller.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Caller {
     /// The user the call acts as: the webhook owner or the token's user.
     pub user_id: i64,
     pub kind: CallerKind,
     pub scopes: Vec<String>,
+    /// The credential's own request-rate limit, if it has one (P8).
+    pub rate: RateOverride,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +105,16 @@ impl Caller {
         self.kind == CallerKind::Session
     }
 
+    /// Whose operating-time account a call is charged to (§6.2: the auth type and the webhook's
+    /// or application's id). `None` for callers the limiter never limits, browser sessions.
+    pub fn operating_identity(&self) -> Option<String> {
+        match &self.kind {
+            CallerKind::Webhook { webhook_id } => Some(format!("apauth:{webhook_id}")),
+            CallerKind::App { client_id, .. } => Some(format!("oauth:{client_id}")),
+            CallerKind::Session => None,
+        }
+    }
+
     /// The caller as the notify rules see it. A session has no client id, like a webhook.
     pub fn origin(&self) -> Origin {
         match &self.kind {
@@ -81,6 +126,13 @@ impl Caller {
             },
             CallerKind::Webhook { .. } | CallerKind::Session => Origin::Webhook,
         }
+    }
+}
+
+/// Removes the parameters the framework consumes; a batch command's own query may carry them too.
+pub fn strip_framework_keys(params: &mut Array) {
+    for k in FRAMEWORK_KEYS {
+        params.remove(k);
     }
 }
 
@@ -131,9 +183,7 @@ pub fn extract(headers: &HeaderMap, params: &mut Array) -> Credential {
     } else {
         Credential::None
     };
-    for k in FRAMEWORK_KEYS {
-        params.remove(k);
-    }
+    strip_framework_keys(params);
     cred
 }
 
@@ -200,6 +250,7 @@ async fn session(
         kind: CallerKind::Session,
         // The pages act as the user in person, with every scope.
         scopes: crate::methods::known_scopes(),
+        rate: RateOverride::default(),
     })
 }
 
@@ -225,6 +276,7 @@ async fn webhook(store: &dyn Store, login: &str, code: &str) -> Result<Caller, A
             webhook_id: hook.id,
         },
         scopes: hook.scopes.clone(),
+        rate: hook.rate,
     })
 }
 
@@ -261,5 +313,25 @@ mod tests {
         let mut arr_auth = Array::new();
         arr_auth.insert("auth", Value::list([Value::from("x")]));
         assert_eq!(extract(&HeaderMap::new(), &mut arr_auth), Credential::None);
+    }
+
+    #[test]
+    fn fingerprints_separate_credentials() {
+        let w = |l: &str, c: &str| Credential::Webhook {
+            login: l.into(),
+            code: c.into(),
+        };
+        assert_eq!(w("1", "abc").fingerprint(), w("1", "abc").fingerprint());
+        assert_ne!(w("1", "abc").fingerprint(), w("1", "abd").fingerprint());
+        // The separator keeps ("1", "2abc") apart from ("12", "abc").
+        assert_ne!(w("1", "2abc").fingerprint(), w("12", "abc").fingerprint());
+        assert_ne!(
+            Credential::Token("x".into()).fingerprint(),
+            Credential::Session {
+                csrf: "x".into(),
+                cookie: None
+            }
+            .fingerprint()
+        );
     }
 }

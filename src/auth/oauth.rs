@@ -137,6 +137,7 @@ pub async fn authenticate(store: &dyn Store, token: &str, now: i64) -> Result<Ca
             name: grant.app.name,
         },
         scopes: grant.app.scopes,
+        rate: grant.app.rate,
     })
 }
 

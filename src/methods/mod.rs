@@ -8,6 +8,7 @@ macro_rules! method {
         $crate::protocol::dispatch::MethodSpec {
             name: $name,
             scope: $scope,
+            operating_limited: true,
             handler: |state, caller, params| {
                 futures_util::FutureExt::boxed($f(state, caller, params))
             },
@@ -15,6 +16,7 @@ macro_rules! method {
     };
 }
 
+pub mod batch;
 pub mod discovery;
 pub mod notify;
 
@@ -24,6 +26,7 @@ use crate::protocol::dispatch::MethodSpec;
 pub fn all() -> Vec<MethodSpec> {
     let mut all = discovery::methods();
     all.extend(notify::methods());
+    all.extend(batch::methods());
     all
 }
 

@@ -8,6 +8,7 @@ pub mod sqlite;
 use async_trait::async_trait;
 
 use crate::domain::notify::Draft;
+use crate::limits::RateOverride;
 
 /// A user of the notification center.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,16 +22,18 @@ pub struct User {
 }
 
 /// A webhook as the authenticator needs it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Webhook {
     pub id: i64,
     pub user_id: i64,
     pub code_hash: Vec<u8>,
     pub scopes: Vec<String>,
+    /// The webhook's own request-rate limit, if it has one.
+    pub rate: RateOverride,
 }
 
 /// A registered OAuth application.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct App {
     pub id: i64,
     pub client_id: String,
@@ -41,6 +44,8 @@ pub struct App {
     /// `None`: every user may use the app; otherwise only these.
     pub allowed_users: Option<Vec<i64>>,
     pub active: bool,
+    /// The app's own request-rate limit (P8).
+    pub rate: RateOverride,
 }
 
 impl App {
@@ -59,6 +64,7 @@ pub struct NewApp {
     pub scopes: Vec<String>,
     pub redirect_uri: String,
     pub allowed_users: Option<Vec<i64>>,
+    pub rate: RateOverride,
 }
 
 /// A new token pair; the plain tokens stay with the caller.
@@ -71,7 +77,7 @@ pub struct NewTokens {
 }
 
 /// What an access token grants.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AccessGrant {
     pub app: App,
     pub user_id: i64,
@@ -127,6 +133,7 @@ pub trait Store: Send + Sync + 'static {
         user_id: i64,
         code_hash: [u8; 32],
         scopes: &[String],
+        rate: RateOverride,
     ) -> StoreResult<i64>;
 
     async fn user_count(&self) -> StoreResult<i64>;

@@ -17,10 +17,12 @@ use super::{
     AccessGrant, App, NewApp, NewTokens, Session, Store, StoreError, StoreResult, User, Webhook,
 };
 use crate::domain::notify::Draft;
+use crate::limits::RateOverride;
 
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0001_init.sql"),
     include_str!("../../migrations/0002_oauth.sql"),
+    include_str!("../../migrations/0003_rate_limits.sql"),
 ];
 
 /// How many queued writes one transaction may take; bounds the latency of the first in line.
@@ -244,6 +246,7 @@ fn insert_webhook(
     user_id: i64,
     code_hash: &[u8; 32],
     scopes: &str,
+    rate: &RateOverride,
 ) -> StoreResult<i64> {
     let exists: bool = conn
         .query_row(
@@ -258,16 +261,19 @@ fn insert_webhook(
         )));
     }
     conn.execute(
-        "INSERT INTO webhooks (user_id, code_hash, scopes, created_at)
-         VALUES (?1, ?2, ?3, strftime('%s','now'))",
-        params![user_id, &code_hash[..], scopes],
+        "INSERT INTO webhooks (user_id, code_hash, scopes, rate_per_second, rate_burst, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, strftime('%s','now'))",
+        params![user_id, &code_hash[..], scopes, rate.per_second, rate.burst],
     )
     .map_err(backend)?;
     Ok(conn.last_insert_rowid())
 }
 
 const APP_COLUMNS: &str =
-    "a.id, a.client_id, a.secret_hash, a.name, a.scopes, a.redirect_uri, a.allowed_users, a.active";
+    "a.id, a.client_id, a.secret_hash, a.name, a.scopes, a.redirect_uri, a.allowed_users, a.active,
+     a.rate_per_second, a.rate_burst";
+/// Column index of the first value after `APP_COLUMNS` in a query that selects more.
+const APP_COLUMN_COUNT: usize = 10;
 
 fn row_to_app(r: &rusqlite::Row<'_>) -> rusqlite::Result<App> {
     let scopes: String = r.get(4)?;
@@ -282,6 +288,10 @@ fn row_to_app(r: &rusqlite::Row<'_>) -> rusqlite::Result<App> {
         allowed_users: allowed
             .map(|a| a.split(',').filter_map(|u| u.trim().parse().ok()).collect()),
         active: r.get(7)?,
+        rate: RateOverride {
+            per_second: r.get(8)?,
+            burst: r.get(9)?,
+        },
     })
 }
 
@@ -328,7 +338,7 @@ impl Store for SqliteStore {
     async fn webhooks_of(&self, user_id: i64) -> StoreResult<Vec<Webhook>> {
         self.read(move |c| {
             let mut stmt = c.prepare_cached(
-                "SELECT w.id, w.user_id, w.code_hash, w.scopes
+                "SELECT w.id, w.user_id, w.code_hash, w.scopes, w.rate_per_second, w.rate_burst
                    FROM webhooks w JOIN users u ON u.id = w.user_id
                   WHERE w.user_id = ?1 AND w.active = 1 AND u.active = 1",
             )?;
@@ -339,6 +349,12 @@ impl Store for SqliteStore {
                     user_id: r.get(1)?,
                     code_hash: r.get(2)?,
                     scopes: split_scopes(&scopes),
+                    rate: RateOverride {
+                        per_second: r.get(4)?,
+                        burst: r
+                            .get::<_, Option<i64>>(5)?
+                            .map(|b| b.clamp(0, u32::MAX as i64) as u32),
+                    },
                 })
             })?;
             rows.collect()
@@ -366,9 +382,10 @@ impl Store for SqliteStore {
         user_id: i64,
         code_hash: [u8; 32],
         scopes: &[String],
+        rate: RateOverride,
     ) -> StoreResult<i64> {
         let scopes = scopes.join(",");
-        self.write(move |c| insert_webhook(c, user_id, &code_hash, &scopes))
+        self.write(move |c| insert_webhook(c, user_id, &code_hash, &scopes, &rate))
             .await
     }
 
@@ -416,15 +433,18 @@ impl Store for SqliteStore {
                 u.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
             });
             c.execute(
-                "INSERT INTO apps (client_id, secret_hash, name, scopes, redirect_uri, allowed_users, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, strftime('%s','now'))",
+                "INSERT INTO apps (client_id, secret_hash, name, scopes, redirect_uri, allowed_users,
+                                   rate_per_second, rate_burst, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, strftime('%s','now'))",
                 params![
                     app.client_id,
                     &app.secret_hash[..],
                     app.name,
                     app.scopes.join(","),
                     app.redirect_uri,
-                    allowed
+                    allowed,
+                    app.rate.per_second,
+                    app.rate.burst
                 ],
             )
             .map_err(backend)?;
@@ -473,8 +493,8 @@ impl Store for SqliteStore {
             .query_row([&access_hash[..]], |r| {
                 Ok(AccessGrant {
                     app: row_to_app(r)?,
-                    user_id: r.get(8)?,
-                    access_expires: r.get(9)?,
+                    user_id: r.get(APP_COLUMN_COUNT)?,
+                    access_expires: r.get(APP_COLUMN_COUNT + 1)?,
                 })
             })
             .optional()
