@@ -94,6 +94,7 @@ def plan_for(client: str) -> dict:
         "TAG": f"{tag}_BAD",
         "CLIENT_ID": client_id,
     }
+    # Batch and OAuth payloads use the full form (a dict): b24pysdk's typed method takes no list.
     batch = [
         {
             "USER_ID": RECIPIENT,
@@ -102,7 +103,7 @@ def plan_for(client: str) -> dict:
             "TAG": f"{tag}_BATCH1",
             "SUB_TAG": f"{tag}_BATCH|1",
             "CLIENT_ID": client_id,
-            "ATTACH": [{"MESSAGE": f"{client} batch attach one"}],
+            "ATTACH": {"BLOCKS": [{"MESSAGE": f"{client} batch attach one"}]},
         },
         {
             "USER_ID": RECIPIENT,
@@ -111,7 +112,7 @@ def plan_for(client: str) -> dict:
             "TAG": f"{tag}_BATCH2",
             "SUB_TAG": f"{tag}_BATCH|2",
             "CLIENT_ID": client_id,
-            "ATTACH": [{"MESSAGE": f"{client} batch attach two"}],
+            "ATTACH": {"BLOCKS": [{"MESSAGE": f"{client} batch attach two"}]},
         },
     ]
     oauth = {  # OAuth calls carry no CLIENT_ID: the app's client_id namespaces the tags
@@ -120,11 +121,11 @@ def plan_for(client: str) -> dict:
         "MESSAGE_OUT": f"{client}: OAuth (e-mail)",
         "TAG": f"{tag}_OAUTH",
         "SUB_TAG": f"{tag}_OAUTH|1",
-        "ATTACH": [{"MESSAGE": f"{client} oauth attach"}],
+        "ATTACH": {"BLOCKS": [{"MESSAGE": f"{client} oauth attach"}]},
     }
     refreshed = dict(oauth, MESSAGE=f"{client}: sent after a token refresh",
                      TAG=f"{tag}_REFRESH", SUB_TAG=f"{tag}_REFRESH|1",
-                     ATTACH=[{"MESSAGE": f"{client} refresh attach"}])
+                     ATTACH={"BLOCKS": [{"MESSAGE": f"{client} refresh attach"}]})
     return {
         "notifications": [first, second],
         "bad": bad,
