@@ -139,7 +139,7 @@ def plan_for(client: str) -> dict:
 CLIENT_CASES = {
     "curl": ["webhook_example", "oauth_example"],
     "b24jssdk": ["notify", "user_id_empty", "batch", "oauth", "oauth_refresh"],
-    "b24pysdk": ["notify", "user_id_empty", "batch", "oauth"],
+    "b24pysdk": ["notify", "user_id_empty", "batch", "oauth", "oauth_refresh"],
     "fast_bitrix24": ["notify", "user_id_empty", "user_id_empty_batch", "batch", "oauth",
                       "oauth_refresh"],
     "pybitrix24": ["notify", "user_id_empty", "batch", "oauth", "oauth_refresh"],
@@ -486,7 +486,7 @@ def run_client(client: str, binary: str, certs: dict, work: Path, capture: bool)
                    NODE_PATH=os.environ.get("INTEROP_NODE_MODULES", str(DEPS / "node_modules")))
         try:
             p = subprocess.run(client_command(client), capture_output=True, text=True, env=env,
-                               timeout=120, cwd=work)
+                               timeout=60, cwd=work)
             out, err, code = p.stdout, p.stderr, p.returncode
         except subprocess.TimeoutExpired as e:
             out, err, code = (e.stdout or ""), (e.stderr or "") + "\n[timed out]", -1

@@ -3,12 +3,22 @@
 It builds https://{domain}/rest/... URLs itself, so the harness serves real TLS; `requests`
 trusts the test CA through REQUESTS_CA_BUNDLE. The domain is "localhost:PORT".
 
+Token refresh: the SDK sends it to a fixed authorisation server (a class constant of its
+BitrixOAuthRequester); there is no setting for it. Its documented extension point is the app
+class: a subclass of AbstractBitrixApp whose refresh_oauth_token() asks imnotify's /oauth/token/
+and hands the answer to the SDK's own RenewedOAuth.from_dict(), which validates every field of
+the answer (member_id, endpoints, domain, tokens, expires, expires_in, user_id, scope, status).
+
 Its typed method `client.im.notify.system.add(attach=...)` accepts only a dict (the full form),
 so the short-form ATTACH (a list) goes through the SDK's generic `BitrixToken.call_method`.
 """
 
+from datetime import datetime, timedelta, timezone
+
+import requests
 from _common import CONFIG, PLAN, case, is_id, report
-from b24pysdk import BitrixApp, BitrixToken, BitrixWebhook, Client
+from b24pysdk import AbstractBitrixApp, BitrixApp, BitrixToken, BitrixWebhook, Client
+from b24pysdk.credentials.auth import RenewedOAuth
 from b24pysdk.errors import BitrixAPIBadRequest
 
 hook = BitrixWebhook(domain=CONFIG["host"],
@@ -61,3 +71,37 @@ def oauth():
                                              client_secret=o["client_secret"]))
     nid = typed_add(Client(token), PLAN["oauth_notification"]).result
     report("oauth", is_id(nid), f"id {nid}", ids=[nid])
+
+
+class ImnotifyApp(AbstractBitrixApp):
+    """An app whose tokens are refreshed by imnotify instead of Bitrix24's central server."""
+
+    def __init__(self, client_id, client_secret, token_url):
+        self.client_id = client_id
+        self.client_secret = client_secret
+        self.token_url = token_url
+        self.answers = []
+
+    def refresh_oauth_token(self, refresh_token, **kwargs):
+        r = requests.get(self.token_url, params={
+            "grant_type": "refresh_token", "client_id": self.client_id,
+            "client_secret": self.client_secret, "refresh_token": refresh_token}, timeout=10)
+        r.raise_for_status()
+        self.answers.append(r.json())
+        return RenewedOAuth.from_dict(r.json())  # the SDK's own validation of the answer
+
+
+@case("oauth_refresh", needs_oauth=True)
+def oauth_refresh():
+    o = CONFIG["oauth"]
+    app = ImnotifyApp(o["client_id"], o["client_secret"], f"{CONFIG['base']}/oauth/token/")
+    # A token whose expiry has passed: the SDK refreshes it before the call.
+    token = BitrixToken(domain=CONFIG["host"], auth_token=o["access_token"],
+                        refresh_token=o["refresh_token"],
+                        expires=datetime.now(timezone.utc) - timedelta(minutes=1),
+                        expires_in=3600, bitrix_app=app)
+    nid = typed_add(Client(token), PLAN["refresh_notification"]).result
+    refreshed = len(app.answers) == 1 and token.refresh_token != o["refresh_token"]
+    report("oauth_refresh", is_id(nid) and refreshed,
+           f"id {nid}, refreshes {len(app.answers)}", ids=[nid],
+           new_refresh_token=token.refresh_token)

@@ -75,7 +75,13 @@ def refresh(refresh_token):
 
 @case("oauth", needs_oauth=True)
 def oauth():
+    calls = []
+
     async def token_func():
+        # fast-bitrix24 asks again after every 401 and retries without limit: stop it here.
+        calls.append(1)
+        if len(calls) > 1:
+            raise RuntimeError("the server rejected the access token (401)")
         return CONFIG["oauth"]["access_token"]
 
     b = Bitrix(f"{CONFIG['base']}/rest/", token_func=token_func, verbose=False)
@@ -93,6 +99,8 @@ def oauth_refresh():
         state["calls"] += 1
         if state["calls"] == 1:
             return "revoked-access-token"
+        if state["calls"] > 2:  # it would otherwise retry without limit
+            raise RuntimeError("the refreshed access token was rejected too")
         answer = refresh(state["refresh_token"])
         state["refresh_token"] = answer["refresh_token"]
         return answer["access_token"]
