@@ -208,20 +208,25 @@ class Server:
              "--data-dir", str(self.data), "--tls-cert", self.certs["cert"],
              "--tls-key", self.certs["key"]],
             stdout=subprocess.PIPE, stderr=log, env=self.env, text=True)
-        deadline = time.time() + 20
-        for line in self.proc.stdout:
-            if line.startswith("Webhook: "):
-                # https://localhost:PORT/rest/1/CODE/ (from public_url)
-                url = line.split(" ", 1)[1].strip()
-                parts = urllib.parse.urlparse(url).path.strip("/").split("/")
-                self.webhook = {"user_id": int(parts[1]), "code": parts[2]}
-                break
-            if time.time() > deadline:
-                break
+        found = threading.Event()
+
+        def read_stdout():
+            # On a first start the server prints its webhook (URL from public_url):
+            # "Webhook: https://localhost:PORT/rest/1/CODE/". Then keep draining stdout so the
+            # server never blocks on a full pipe.
+            for line in self.proc.stdout:
+                if line.startswith("Webhook: ") and not found.is_set():
+                    path = urllib.parse.urlparse(line.split(" ", 1)[1].strip()).path
+                    parts = path.strip("/").split("/")
+                    self.webhook = {"user_id": int(parts[1]), "code": parts[2]}
+                    found.set()
+            found.set()  # EOF: the server exited
+
+        threading.Thread(target=read_stdout, daemon=True).start()
+        found.wait(30)
         if not self.webhook:
+            self.stop()
             raise RuntimeError(f"server did not start; see {self.dir / 'server.log'}")
-        # Keep draining stdout so the server never blocks on a full pipe.
-        threading.Thread(target=lambda: [None for _ in self.proc.stdout], daemon=True).start()
 
     def stop(self):
         if self.proc and self.proc.poll() is None:
