@@ -73,10 +73,10 @@ def plan_for(client: str) -> dict:
     }
     second = {
         "USER_ID": RECIPIENT,
-        "MESSAGE": f"[b]{client}[/b]: build #42 failed",
-        "MESSAGE_OUT": f"{client}: build 42 failed (e-mail)",
-        "TAG": tag,  # the same TAG: this one replaces the first for the same recipient (D4)
-        "SUB_TAG": f"{tag}|42",
+        "MESSAGE": f"[b]{client}[/b]: deploy #7 done",
+        "MESSAGE_OUT": f"{client}: deploy 7 done (e-mail)",
+        "TAG": f"DEPLOY_{client.upper()}",  # another TAG: stays
+        "SUB_TAG": f"DEPLOY_{client.upper()}|7",
         "CLIENT_ID": client_id,
         # Full form: ID, COLOR and BLOCKS.
         "ATTACH": {
@@ -88,6 +88,20 @@ def plan_for(client: str) -> dict:
                 {"GRID": [{"NAME": "Stage", "VALUE": "tests", "DISPLAY": "LINE"}]},
             ],
         },
+    }
+    third = {
+        "USER_ID": RECIPIENT,
+        "MESSAGE": f"  [b]{client}[/b]: build #42 failed#BR#see the log  ",
+        "MESSAGE_OUT": f"{client}: build 42 failed (e-mail)",
+        "TAG": tag,  # the first's TAG: this one replaces it for the same recipient (D4)
+        "SUB_TAG": f"{tag}|42",
+        "CLIENT_ID": client_id,
+        # Short form again, with a link and a user block.
+        "ATTACH": [
+            {"MESSAGE": f"{client} attach, build 42"},
+            {"LINK": {"NAME": "Build log", "LINK": "https://ci.example.com/42"}},
+            {"USER": {"NAME": "Anna", "USER_ID": RECIPIENT}},
+        ],
     }
     bad = {  # no USER_ID at all: USER_ID_EMPTY
         "MESSAGE": f"{client}: this must be refused",
@@ -127,7 +141,7 @@ def plan_for(client: str) -> dict:
                      TAG=f"{tag}_REFRESH", SUB_TAG=f"{tag}_REFRESH|1",
                      ATTACH={"BLOCKS": [{"MESSAGE": f"{client} refresh attach"}]})
     return {
-        "notifications": [first, second],
+        "notifications": [first, second, third],
         "bad": bad,
         "batch": batch,
         "oauth_notification": oauth,
@@ -364,7 +378,7 @@ def ns(key: str) -> str:
 
 def expected_row(payload: dict, namespace_key, app_name=None) -> dict:
     """What the server must have stored for a payload (D3, D5, D6, D7)."""
-    msg = payload["MESSAGE"].strip()
+    msg = payload["MESSAGE"].replace("#BR#", "\n").strip()
     out = payload.get("MESSAGE_OUT", "").strip()
     if app_name:
         msg = f"{app_name}\n{msg}"
@@ -392,6 +406,8 @@ def attach_texts(payload: dict) -> list:
             texts.append(b["LINK"]["LINK"])
         if "GRID" in b:
             texts.extend(g["VALUE"] for g in b["GRID"])
+        if "USER" in b:
+            texts.append(b["USER"]["NAME"])
     return texts
 
 
@@ -409,16 +425,28 @@ def check_row(rows: dict, nid, payload: dict, namespace_key, app_name=None) -> l
     if payload.get("ATTACH"):
         stored = row["attach"] or ""
         try:
-            json.loads(stored)
+            values = set(strings_in(json.loads(stored)))
         except ValueError:
-            problems.append(f"row {nid}: attach is not JSON: {stored!r}")
-        for t in attach_texts(payload):
-            if json.dumps(t)[1:-1] not in stored and t not in stored:
-                problems.append(f"row {nid}: attach lacks {t!r}: {stored!r}")
+            return problems + [f"row {nid}: attach is not JSON: {stored!r}"]
+        wanted = attach_texts(payload)
         if isinstance(payload["ATTACH"], dict) and payload["ATTACH"].get("COLOR"):
-            if payload["ATTACH"]["COLOR"] not in stored:
-                problems.append(f"row {nid}: attach lacks its COLOR: {stored!r}")
+            wanted.append(payload["ATTACH"]["COLOR"])
+        for t in wanted:
+            if t not in values:
+                problems.append(f"row {nid}: attach lacks {t!r}: {stored!r}")
     return problems
+
+
+def strings_in(v):
+    """Every string inside a decoded JSON value."""
+    if isinstance(v, str):
+        yield v
+    elif isinstance(v, dict):
+        for x in v.values():
+            yield from strings_in(x)
+    elif isinstance(v, list):
+        for x in v:
+            yield from strings_in(x)
 
 
 def http_get_json(url: str, ca: str):
@@ -549,16 +577,17 @@ def verify_case(client, case, r, plan, config, rows, certs, accounted) -> list:
     ids = r.get("ids", [])
     problems = []
     if case == "notify":
-        first, second = plan["notifications"]
-        if len(ids) != 2:
-            return [f"expected 2 ids, got {ids!r}"]
-        a, b = ids
-        if isinstance(a, int) and isinstance(b, int) and not b > a:
+        first, second, third = plan["notifications"]
+        if len(ids) != 3:
+            return [f"expected 3 ids, got {ids!r}"]
+        a, b, c = ids
+        if all(isinstance(i, int) for i in ids) and not a < b < c:
             problems.append(f"ids not increasing: {ids}")
         if a in rows:
-            problems.append(f"notification {a} should have been replaced by {b} (same TAG)")
+            problems.append(f"notification {a} should have been replaced by {c} (same TAG)")
         problems += check_row(rows, b, second, hook_ns(second))
-        accounted.add(b)
+        problems += check_row(rows, c, third, hook_ns(third))
+        accounted.update((b, c))
     elif case == "batch":
         if len(ids) != len(plan["batch"]):
             return [f"expected {len(plan['batch'])} ids, got {ids!r}"]

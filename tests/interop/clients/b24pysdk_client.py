@@ -36,10 +36,13 @@ def typed_add(c, p):
 
 @case("notify")
 def notify():
-    first, second = PLAN["notifications"]
-    a = hook.call_method("im.notify.system.add", first)["result"]  # generic call (list ATTACH)
-    b = typed_add(client, second).result  # typed call (dict ATTACH)
-    report("notify", is_id(a) and is_id(b), f"ids {[a, b]}", ids=[a, b])
+    ids = []
+    for p in PLAN["notifications"]:
+        if isinstance(p["ATTACH"], dict):
+            ids.append(typed_add(client, p).result)  # the typed method (full-form ATTACH)
+        else:  # the generic call (short-form ATTACH, a list)
+            ids.append(hook.call_method("im.notify.system.add", p)["result"])
+    report("notify", all(map(is_id, ids)), f"ids {ids}", ids=ids)
 
 
 @case("user_id_empty")
