@@ -26,6 +26,11 @@ async function runCase(name, fn) {
 async function notify(b24, params) {
   const res = await b24.actions.v2.call.make({ method: 'im.notify.system.add', params })
   if (!res.isSuccess) throw new Error(`not a success: ${res.getErrorMessages().join('; ')}`)
+  // The SDK feeds `time` to its operating-limit bookkeeping; it must be Bitrix24's shape.
+  const t = res.getData().time
+  if (typeof t.start !== 'number' || typeof t.operating !== 'number' || !t.date_start) {
+    throw new Error(`odd time block ${JSON.stringify(t)}`)
+  }
   return res.getData().result
 }
 

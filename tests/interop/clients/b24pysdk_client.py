@@ -36,13 +36,18 @@ def typed_add(c, p):
 
 @case("notify")
 def notify():
-    ids = []
+    ids, times = [], []
     for p in PLAN["notifications"]:
-        if isinstance(p["ATTACH"], dict):
-            ids.append(typed_add(client, p).result)  # the typed method (full-form ATTACH)
+        if isinstance(p["ATTACH"], dict):  # the typed method (full-form ATTACH)
+            req = typed_add(client, p)
+            ids.append(req.result)
+            times.append(req.time)  # the SDK's parse of the answer's `time` block
         else:  # the generic call (short-form ATTACH, a list)
             ids.append(hook.call_method("im.notify.system.add", p)["result"])
-    report("notify", all(map(is_id, ids)), f"ids {ids}", ids=ids)
+    t = times[0]
+    time_ok = (isinstance(t.date_start, datetime) and isinstance(t.operating_reset_at, datetime)
+               and t.operating is not None and t.finish >= t.start)
+    report("notify", all(map(is_id, ids)) and time_ok, f"ids {ids}, time {t}", ids=ids)
 
 
 @case("user_id_empty")
