@@ -44,4 +44,6 @@ if [ ! -x "$IMNOTIFY_BIN" ]; then
   exit 2
 fi
 export INTEROP_NODE_MODULES="$deps/node_modules"
+# Keep the source tree clean: no __pycache__ beside the client scripts.
+export PYTHONDONTWRITEBYTECODE=1
 exec "$deps/venv/bin/python" "$here/harness.py" "$@"
