@@ -81,7 +81,8 @@ async function main() {
     const calls = plan.batch.map((p) => ['im.notify.system.add', p])
     const res = await hook.actions.v2.batch.make({ calls, options: { isHaltOnError: true } })
     if (!res.isSuccess) throw new Error(`batch failed: ${res.getErrorMessages().join('; ')}`)
-    const ids = res.getData().map((r) => r.getData().result)
+    // For a list of calls, getData() is the list of the commands' results, in order.
+    const ids = res.getData()
     report('batch', ids.every(isId), `ids ${JSON.stringify(ids)}`, { ids })
   })
 
