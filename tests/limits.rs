@@ -303,3 +303,51 @@ fn operating_is_accumulated_across_calls() {
     // Rounding to microseconds in each answer allows a few millionths of difference.
     assert!((last - sum).abs() < 1e-5, "{last} vs {sum}");
 }
+
+#[test]
+fn applications_have_their_own_rate_limit_and_operating_account() {
+    let s = with_limits(&[
+        ("IMNOTIFY_LIMITS__OPERATING__LIMIT_SECONDS", "0"),
+        ("IMNOTIFY_LIMITS__OPERATING__MIN_COUNTED_SECONDS", "0"),
+    ]);
+    let out = s.cli(&[
+        "app",
+        "add",
+        "--name",
+        "Tight",
+        "--scope",
+        "im",
+        "--rate-burst",
+        "2",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let app: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let client_id = app["client_id"].as_str().unwrap();
+    let out = s.cli(&[
+        "app",
+        "token",
+        "--client-id",
+        client_id,
+        "--user-id",
+        "1",
+        "--json",
+    ]);
+    let token: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let call = || {
+        s.post_json(
+            "/rest/im.notify.system.add",
+            &json!({"USER_ID": 1, "MESSAGE": "m", "auth": token["access_token"]}),
+        )
+    };
+    // The first call crosses the zero operating limit for this app only.
+    assert_eq!(call().status, 200);
+    call().assert_error(429, "OPERATION_TIME_LIMIT");
+    // The app's burst of 2 is used up; the server's default webhook is untouched.
+    call().assert_error(503, "QUERY_LIMIT_EXCEEDED");
+    assert_eq!(notify(&s, &s.hook).status, 200);
+}
