@@ -4,9 +4,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages the tests use: curl drives the README example. Install only what is missing.
+# Debian packages the tests use: curl drives the README example; the interop suite
+# (tests/interop) also needs node with npm, python3 with venv, and openssl. Install only what is
+# missing.
 need=()
 command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+command -v npm >/dev/null 2>&1 || need+=(npm)
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
@@ -20,6 +26,8 @@ fi
 cargo build --locked --all-targets
 # The README's quick start, exactly as a newcomer runs it.
 bash scripts/readme-example.sh
+# The real Bitrix24 clients (npm, PyPI, curl) against the binary just built.
+bash tests/interop/run.sh
 # nextest ships with this machine's toolchain; plain cargo test is the fallback.
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --locked --all-targets --no-fail-fast "$@"

@@ -8,6 +8,7 @@ use tokio::sync::watch;
 
 use crate::auth::secret;
 use crate::config::Config;
+use crate::limits::{Limiters, RateOverride};
 use crate::server;
 use crate::state::AppState;
 use crate::store::sqlite::SqliteStore;
@@ -15,6 +16,10 @@ use crate::store::{Store, User};
 
 /// Length of generated webhook codes: Bitrix24's own codes have 16 characters.
 pub const WEBHOOK_CODE_LEN: usize = 16;
+/// How often drained rate buckets and expired operating windows are forgotten. A drained bucket
+/// (at most burst / rate seconds old, 25 s by default) is indistinguishable from a new one, so
+/// the limiters hold roughly the clients of the last half minute.
+const LIMITS_SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     let store = SqliteStore::open(&config.data_dir)
@@ -27,10 +32,11 @@ pub async fn create_webhook(
     store: &dyn Store,
     user_id: i64,
     scopes: &[String],
+    rate: RateOverride,
 ) -> anyhow::Result<String> {
     let code = secret::generate(WEBHOOK_CODE_LEN);
     store
-        .add_webhook(user_id, secret::hash(&code), scopes)
+        .add_webhook(user_id, secret::hash(&code), scopes, rate)
         .await?;
     Ok(code)
 }
@@ -50,7 +56,9 @@ async fn bootstrap(store: &dyn Store) -> anyhow::Result<Option<String>> {
             is_admin: true,
         })
         .await?;
-    Ok(Some(create_webhook(store, 1, &["im".to_owned()]).await?))
+    Ok(Some(
+        create_webhook(store, 1, &["im".to_owned()], RateOverride::default()).await?,
+    ))
 }
 
 pub async fn serve(config: Config) -> anyhow::Result<()> {
@@ -71,10 +79,19 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!(addr = %bound.addr, tls = config.tls_enabled(), require_https = config.require_https(), "serving");
 
+    let limits = Arc::new(Limiters::from_config(&config.limits));
     let state = AppState {
         store: store.clone(),
         config: Arc::new(config),
+        limits: limits.clone(),
     };
+    let sweeper = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(LIMITS_SWEEP_INTERVAL);
+        loop {
+            tick.tick().await;
+            limits.sweep(crate::protocol::envelope::unix_now());
+        }
+    });
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
         shutdown_signal().await;
@@ -82,6 +99,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         let _ = tx.send(true);
     });
     bound.serve(server::router(state), rx).await;
+    sweeper.abort();
     store.flush().await;
     tracing::info!("stopped");
     Ok(())

@@ -8,9 +8,11 @@ use anyhow::{bail, Context as _};
 use clap::{Args, Parser, Subcommand};
 
 use crate::app;
+use crate::auth::{oauth, password, secret};
 use crate::config::{Config, Overrides};
+use crate::limits::RateOverride;
 use crate::store::sqlite::split_scopes;
-use crate::store::User;
+use crate::store::{NewApp, User};
 
 const CONFIG_HELP: &str = "\
 Configuration is read from built-in defaults, then the TOML file given with --config
@@ -20,12 +22,18 @@ Keys (environment variable in brackets; nested keys use a double underscore):
   data_dir                 [IMNOTIFY_DATA_DIR]                  default ./data
   public_url               [IMNOTIFY_PUBLIC_URL]                base URL printed in webhook URLs
   require_https            [IMNOTIFY_REQUIRE_HTTPS]             default: on unless listening on loopback
-  trusted_proxies          [IMNOTIFY_TRUSTED_PROXIES]           e.g. [\"127.0.0.1\"]; their X-Forwarded-Proto is believed
+  trusted_proxies          [IMNOTIFY_TRUSTED_PROXIES]           e.g. [\"127.0.0.1\"]; their X-Forwarded-Proto/-For is believed
   tls.cert, tls.key        [IMNOTIFY_TLS__CERT, IMNOTIFY_TLS__KEY]  PEM files; serve HTTPS
   limits.attach_max_bytes  [IMNOTIFY_LIMITS__ATTACH_MAX_BYTES]  default 30720 (ATTACH_OVERSIZE above)
   limits.max_body_bytes    [IMNOTIFY_LIMITS__MAX_BODY_BYTES]    default 8388608
   limits.max_input_vars    [IMNOTIFY_LIMITS__MAX_INPUT_VARS]    default 1000 (PHP max_input_vars)
   limits.max_input_nesting [IMNOTIFY_LIMITS__MAX_INPUT_NESTING] default 64
+  limits.rate.enabled      [IMNOTIFY_LIMITS__RATE__ENABLED]     default true (QUERY_LIMIT_EXCEEDED, 503)
+  limits.rate.per_second   [IMNOTIFY_LIMITS__RATE__PER_SECOND]  default 2 (leaky-bucket drain)
+  limits.rate.burst        [IMNOTIFY_LIMITS__RATE__BURST]       default 50
+  limits.operating.enabled [IMNOTIFY_LIMITS__OPERATING__ENABLED] default true (OPERATION_TIME_LIMIT, 429)
+  limits.operating.limit_seconds       [IMNOTIFY_LIMITS__OPERATING__LIMIT_SECONDS]       default 480
+  limits.operating.min_counted_seconds [IMNOTIFY_LIMITS__OPERATING__MIN_COUNTED_SECONDS] default 0.1
   log.format               [IMNOTIFY_LOG__FORMAT]               text or json
   log.filter               [IMNOTIFY_LOG__FILTER]               default info";
 
@@ -59,6 +67,79 @@ pub enum Command {
     /// Manage incoming webhooks
     #[command(subcommand)]
     Webhook(WebhookCommand),
+    /// Manage OAuth applications
+    #[command(subcommand)]
+    App(AppCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AppCommand {
+    /// Register an OAuth application and print its client_id and client_secret (shown once)
+    Add(AppAddArgs),
+    /// Install an application for a user and print a token pair, as an installation hands it over
+    Token(AppTokenArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct AppAddArgs {
+    /// Display name; system notifications from the app start with it
+    #[arg(long)]
+    pub name: String,
+    /// Comma-separated scopes, e.g. im or im,user
+    #[arg(long, value_name = "SCOPES")]
+    pub scope: String,
+    /// Where /oauth/authorize/ sends the browser with the code
+    #[arg(long, value_name = "URL", default_value = "")]
+    pub redirect_uri: String,
+    /// Restrict the app to these user ids (comma-separated); others get user_access_error
+    #[arg(long, value_name = "IDS", value_delimiter = ',')]
+    pub allowed_users: Option<Vec<i64>>,
+    #[command(flatten)]
+    pub rate: RateArgs,
+    /// Print one JSON object instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A credential's own request-rate limit (P8), for webhooks and applications.
+#[derive(Args, Debug)]
+pub struct RateArgs {
+    /// This credential's request-rate drain, requests per second; 0 switches its rate limit off
+    /// [default: limits.rate.per_second]
+    #[arg(long, value_name = "N")]
+    pub rate_per_second: Option<f64>,
+    /// This credential's burst: requests its bucket holds [default: limits.rate.burst]
+    #[arg(long, value_name = "N")]
+    pub rate_burst: Option<u32>,
+}
+
+impl RateArgs {
+    fn parse(&self) -> anyhow::Result<RateOverride> {
+        if self
+            .rate_per_second
+            .is_some_and(|r| !(r >= 0.0 && r.is_finite()))
+        {
+            bail!("--rate-per-second must be 0 (no limit) or a positive number");
+        }
+        if self.rate_burst == Some(0) {
+            bail!("--rate-burst must be at least 1");
+        }
+        Ok(RateOverride {
+            per_second: self.rate_per_second,
+            burst: self.rate_burst,
+        })
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct AppTokenArgs {
+    #[arg(long)]
+    pub client_id: String,
+    #[arg(long)]
+    pub user_id: i64,
+    /// Print one JSON object instead of text
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -79,12 +160,25 @@ pub struct ServeArgs {
     /// Base URL used in printed webhook URLs [env: IMNOTIFY_PUBLIC_URL]
     #[arg(long, value_name = "URL")]
     pub public_url: Option<String>,
+    /// Switch off the rate limit and the operating-time limit (for benchmarks and load tests)
+    #[arg(long)]
+    pub no_limits: bool,
 }
 
 #[derive(Subcommand, Debug)]
 pub enum UserCommand {
     /// Add a user who can receive notifications
     Add(UserAddArgs),
+    /// Set the password a user signs in with on the login page
+    Password(UserPasswordArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct UserPasswordArgs {
+    #[arg(long)]
+    pub id: i64,
+    #[arg(long, env = "IMNOTIFY_PASSWORD", hide_env_values = true)]
+    pub password: String,
 }
 
 #[derive(Args, Debug)]
@@ -104,6 +198,9 @@ pub struct UserAddArgs {
     /// Make the user a portal administrator
     #[arg(long)]
     pub admin: bool,
+    /// Password for the login page (stored as an Argon2 hash)
+    #[arg(long, env = "IMNOTIFY_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
     /// Print one JSON object instead of text
     #[arg(long)]
     pub json: bool,
@@ -123,6 +220,8 @@ pub struct WebhookAddArgs {
     /// Comma-separated scopes, e.g. im or im,user
     #[arg(long, value_name = "SCOPES")]
     pub scope: String,
+    #[command(flatten)]
+    pub rate: RateArgs,
     /// Print one JSON object instead of text
     #[arg(long)]
     pub json: bool,
@@ -142,6 +241,8 @@ pub async fn run_admin(config: Config, command: Command) -> anyhow::Result<()> {
             if a.id <= 0 {
                 bail!("--id must be a positive integer");
             }
+            // Hash first, so a bad password cannot leave a half-made user behind.
+            let password_hash = a.password.as_deref().map(password::hash).transpose()?;
             let user = User {
                 id: a.id,
                 name: a.name,
@@ -154,6 +255,9 @@ pub async fn run_admin(config: Config, command: Command) -> anyhow::Result<()> {
                 .add_user(user.clone())
                 .await
                 .context("adding the user")?;
+            if let Some(hash) = password_hash {
+                store.set_password(user.id, hash).await?;
+            }
             if a.json {
                 println!(
                     "{}",
@@ -166,12 +270,77 @@ pub async fn run_admin(config: Config, command: Command) -> anyhow::Result<()> {
                 println!("Added user {} ({})", user.id, user.name);
             }
         }
+        Command::User(UserCommand::Password(a)) => {
+            store
+                .set_password(a.id, password::hash(&a.password)?)
+                .await
+                .context("setting the password")?;
+            println!("Password set for user {}", a.id);
+        }
+        Command::App(AppCommand::Add(a)) => {
+            let scopes = split_scopes(&a.scope.to_lowercase());
+            if scopes.is_empty() {
+                bail!("--scope needs at least one scope, e.g. im");
+            }
+            let rate = a.rate.parse()?;
+            let client_id = oauth::new_client_id();
+            let client_secret = oauth::new_client_secret();
+            store
+                .add_app(NewApp {
+                    client_id: client_id.clone(),
+                    secret_hash: secret::hash(&client_secret),
+                    name: a.name.clone(),
+                    scopes: scopes.clone(),
+                    redirect_uri: a.redirect_uri.clone(),
+                    allowed_users: a.allowed_users.clone(),
+                    rate,
+                })
+                .await
+                .context("adding the application")?;
+            if a.json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "client_id": client_id, "client_secret": client_secret, "name": a.name,
+                        "scope": scopes, "redirect_uri": a.redirect_uri,
+                    })
+                );
+            } else {
+                println!("client_id:     {client_id}\nclient_secret: {client_secret}");
+            }
+        }
+        Command::App(AppCommand::Token(a)) => {
+            let app = store
+                .app_by_client_id(&a.client_id)
+                .await?
+                .filter(|app| app.active)
+                .with_context(|| format!("no active application {}", a.client_id))?;
+            if store.user(a.user_id).await?.filter(|u| u.active).is_none() {
+                bail!("user {} does not exist or is inactive", a.user_id);
+            }
+            let member_id = store.setting("member_id", oauth::new_member_id()).await?;
+            let portal = oauth::Portal::new(&config.base_url(config.listen), member_id);
+            let answer =
+                crate::web::oauth::install_and_mint(store.as_ref(), &app, a.user_id, &portal)
+                    .await?;
+            if a.json {
+                println!("{answer}");
+            } else {
+                println!(
+                    "access_token:  {}\nrefresh_token: {}\nexpires_in:    {}",
+                    answer["access_token"].as_str().unwrap_or_default(),
+                    answer["refresh_token"].as_str().unwrap_or_default(),
+                    answer["expires_in"]
+                );
+            }
+        }
         Command::Webhook(WebhookCommand::Add(a)) => {
             let scopes = split_scopes(&a.scope.to_lowercase());
             if scopes.is_empty() {
                 bail!("--scope needs at least one scope, e.g. im");
             }
-            let code = app::create_webhook(store.as_ref(), a.user_id, &scopes)
+            let rate = a.rate.parse()?;
+            let code = app::create_webhook(store.as_ref(), a.user_id, &scopes, rate)
                 .await
                 .context("adding the webhook")?;
             let url = format!(
@@ -183,7 +352,11 @@ pub async fn run_admin(config: Config, command: Command) -> anyhow::Result<()> {
             if a.json {
                 println!(
                     "{}",
-                    serde_json::json!({"user_id": a.user_id, "code": code, "url": url, "scope": scopes})
+                    serde_json::json!({
+                        "user_id": a.user_id, "code": code, "url": url, "scope": scopes,
+                        // null: the server's limits.rate values apply.
+                        "rate_per_second": rate.per_second, "rate_burst": rate.burst,
+                    })
                 );
             } else {
                 println!("{url}");

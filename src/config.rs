@@ -49,6 +49,51 @@ pub struct Limits {
     pub max_input_vars: usize,
     /// PHP's max_input_nesting_level for bracket arrays.
     pub max_input_nesting: usize,
+    pub rate: RateConfig,
+    pub operating: OperatingConfig,
+}
+
+/// The request-rate limit (P8): a leaky bucket per (client IP, credential).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct RateConfig {
+    pub enabled: bool,
+    /// How fast the bucket drains, in requests per second.
+    pub per_second: f64,
+    /// How many requests the bucket holds before QUERY_LIMIT_EXCEEDED.
+    pub burst: u32,
+}
+
+impl Default for RateConfig {
+    fn default() -> RateConfig {
+        // Bitrix24's standard plans (§6.1); Enterprise is 5/s with a burst of 250.
+        RateConfig {
+            enabled: true,
+            per_second: 2.0,
+            burst: 50,
+        }
+    }
+}
+
+/// The operating-time limit (P9): handler seconds per (credential, method) over ten minutes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct OperatingConfig {
+    pub enabled: bool,
+    /// OPERATION_TIME_LIMIT once the last ten minutes' handler time is strictly above this.
+    pub limit_seconds: f64,
+    /// Calls whose handler time is at most this are not counted.
+    pub min_counted_seconds: f64,
+}
+
+impl Default for OperatingConfig {
+    fn default() -> OperatingConfig {
+        OperatingConfig {
+            enabled: true,
+            limit_seconds: 480.0,
+            min_counted_seconds: 0.1,
+        }
+    }
 }
 
 impl Default for Limits {
@@ -58,6 +103,8 @@ impl Default for Limits {
             max_body_bytes: 8 * 1024 * 1024,
             max_input_vars: 1000,
             max_input_nesting: 64,
+            rate: RateConfig::default(),
+            operating: OperatingConfig::default(),
         }
     }
 }
@@ -104,6 +151,8 @@ pub struct Overrides {
     pub require_https: Option<bool>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// `--no-limits`: switches off the rate and the operating limit together.
+    pub no_limits: bool,
 }
 
 impl Config {
@@ -139,7 +188,19 @@ impl Config {
         if let Some(v) = &o.tls_key {
             fig = fig.merge(Serialized::default("tls.key", v));
         }
+        if o.no_limits {
+            fig = fig
+                .merge(Serialized::default("limits.rate.enabled", false))
+                .merge(Serialized::default("limits.operating.enabled", false));
+        }
         let config: Config = fig.extract().map_err(Box::new)?;
+        if config.limits.rate.enabled
+            && !(config.limits.rate.per_second > 0.0 && config.limits.rate.burst > 0)
+        {
+            return Err(Box::new(figment::Error::from(
+                "limits.rate.per_second and limits.rate.burst must be positive (or set limits.rate.enabled = false)".to_owned(),
+            )));
+        }
         if config.tls.cert.is_some() != config.tls.key.is_some() {
             return Err(Box::new(figment::Error::from(
                 "tls.cert and tls.key must be given together".to_owned(),
@@ -207,6 +268,26 @@ mod tests {
             let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
             let c = Config::load(Some(&example), &Overrides::default()).unwrap();
             assert_eq!(c, Config::default());
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn no_limits_switches_off_both() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("IMNOTIFY_LIMITS__OPERATING__LIMIT_SECONDS", "2.5");
+            let c = Config::load(None, &Overrides::default()).unwrap();
+            assert!(c.limits.rate.enabled && c.limits.operating.enabled);
+            assert_eq!(c.limits.operating.limit_seconds, 2.5);
+            let o = Overrides {
+                no_limits: true,
+                ..Default::default()
+            };
+            let c = Config::load(None, &o).unwrap();
+            assert!(!c.limits.rate.enabled && !c.limits.operating.enabled);
+            jail.set_env("IMNOTIFY_LIMITS__RATE__BURST", "0");
+            assert!(Config::load(None, &Overrides::default()).is_err());
             Ok(())
         });
     }

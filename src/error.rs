@@ -37,6 +37,21 @@ catalogue! {
     invalid_token => ("invalid_token", 401, "The access token provided is invalid");
     expired_token => ("expired_token", 401, "The access token provided has expired");
     https_required => ("INVALID_REQUEST", 400, "Https required.");
+    application_not_found => ("APPLICATION_NOT_FOUND", 401, "Application not found");
+    user_access_error => ("user_access_error", 403, "The user does not have access to the application.");
+    authorization_error => ("authorization_error", 401, "Unable to authorize user");
+    /// A `sessid` without a signed-in browser session.
+    session_user_not_authorized => ("access_denied", 401, "User not authorized");
+    /// A `sessid` that does not match the session's CSRF token.
+    session_failed => ("session_failed", 401, "Sessid check failed");
+    app_context_required => ("ACCESS_DENIED", 403, "Access denied! Application context required");
+    /// Token endpoint: unknown client or wrong secret.
+    invalid_client => ("invalid_client", 401, "Invalid client credentials");
+    /// Token endpoint: code or refresh token unknown, used, expired or another client's.
+    invalid_grant => ("invalid_grant", 400, "Invalid grant");
+    /// Token endpoint: a required parameter is missing.
+    invalid_request => ("invalid_request", 400, "Invalid request");
+    unsupported_grant_type => ("unsupported_grant_type", 400, "Unsupported grant type");
     wrong_auth_type => ("WRONG_AUTH_TYPE", 403, "Access for this method not allowed by session authorization.");
     user_id_empty => ("USER_ID_EMPTY", 400, "User ID can't be empty");
     message_empty => ("MESSAGE_EMPTY", 400, "Message can't be empty");
@@ -60,6 +75,13 @@ catalogue! {
     /// The source's wording.
     user_not_exists => ("USER_NOT_EXISTS", 400, "User is not exists");
     internal => ("INTERNAL_SERVER_ERROR", 500, "Internal server error");
+    /// The leaky bucket of (client IP, credential) is full (P8).
+    query_limit_exceeded => ("QUERY_LIMIT_EXCEEDED", 503, "Too many requests");
+    /// The (credential, method) pair used more handler time than allowed in ten minutes (P9).
+    operation_time_limit => ("OPERATION_TIME_LIMIT", 429, "Method is blocked due to operation time limit.");
+    /// Inside a batch only, per command: the statuses are the documentation's, never sent.
+    batch_length_exceeded => ("ERROR_BATCH_LENGTH_EXCEEDED", 400, "Max batch length exceeded");
+    batch_method_not_allowed => ("ERROR_BATCH_METHOD_NOT_ALLOWED", 405, "Method is not allowed for batch usage");
     /// The request body (or URL, or headers) is larger than the configured limit.
     request_too_large => ("ERROR_REQUEST_TOO_LARGE", 413, "Request entity is too large");
 }
@@ -94,5 +116,7 @@ mod tests {
         assert_eq!(find("ACCESS_DENIED"), Some(403));
         assert_eq!(find("PARAMS_ERROR"), Some(400));
         assert_eq!(find("LAST_ID_STRING"), Some(400));
+        assert_eq!(find("QUERY_LIMIT_EXCEEDED"), Some(503));
+        assert_eq!(find("OPERATION_TIME_LIMIT"), Some(429));
     }
 }

@@ -11,6 +11,7 @@ fn main() -> std::process::ExitCode {
             require_https: s.require_https,
             tls_cert: s.tls_cert.clone(),
             tls_key: s.tls_key.clone(),
+            no_limits: s.no_limits,
             ..Overrides::default()
         },
         _ => Overrides::default(),

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::http::{HeaderMap, HeaderValue, Request};
-use axum::routing::{any, get};
+use axum::routing::{any, get, post};
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -24,6 +24,7 @@ use tower_http::trace::TraceLayer;
 use crate::config::Config;
 use crate::protocol;
 use crate::state::AppState;
+use crate::web;
 
 /// How long a TLS handshake may take before the connection is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -51,6 +52,37 @@ impl ConnInfo {
     }
 }
 
+impl ConnInfo {
+    /// The client's address for the rate limit: the TCP peer, or, when the peer is a trusted
+    /// proxy, the nearest untrusted address in `X-Forwarded-For`. Walking from the right means a
+    /// client cannot choose its own key by sending a forged header through the proxy.
+    pub fn client_ip(&self, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAddr {
+        let peer = self.peer.ip();
+        if !trusted.contains(&peer) {
+            return peer;
+        }
+        let mut client = peer;
+        let hops = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .collect::<Vec<_>>();
+        for hop in hops.iter().rev() {
+            match hop.trim().parse::<IpAddr>() {
+                Ok(ip) => {
+                    client = ip;
+                    if !trusted.contains(&ip) {
+                        break;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        client
+    }
+}
+
 #[derive(Clone, Default)]
 struct CountingRequestId(Arc<AtomicU64>);
 
@@ -66,6 +98,12 @@ impl MakeRequestId for CountingRequestId {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/login", any(web::oauth::login))
+        .route("/logout", post(web::oauth::logout))
+        .route("/oauth/authorize", any(web::oauth::authorize))
+        .route("/oauth/authorize/", any(web::oauth::authorize))
+        .route("/oauth/token", any(web::oauth::token))
+        .route("/oauth/token/", any(web::oauth::token))
         .route("/rest", any(protocol::rest_handler))
         .route("/rest/{*path}", any(protocol::rest_handler))
         .fallback(protocol::not_found)
@@ -202,5 +240,35 @@ impl Bound {
         {
             tracing::warn!("in-flight requests did not finish in time");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_ip_believes_only_trusted_proxies() {
+        let conn = |peer: &str| ConnInfo {
+            peer: SocketAddr::new(peer.parse().unwrap(), 1234),
+            tls: false,
+        };
+        let trusted: Vec<IpAddr> = vec!["10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap()];
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            "6.6.6.6, 1.2.3.4, 10.0.0.2".parse().unwrap(),
+        );
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(conn("9.9.9.9").client_ip(&h, &trusted), ip("9.9.9.9"));
+        assert_eq!(conn("10.0.0.1").client_ip(&h, &trusted), ip("1.2.3.4"));
+        assert_eq!(
+            conn("10.0.0.1").client_ip(&HeaderMap::new(), &trusted),
+            ip("10.0.0.1")
+        );
+        h.insert("x-forwarded-for", "junk, 1.2.3.4".parse().unwrap());
+        assert_eq!(conn("10.0.0.1").client_ip(&h, &trusted), ip("1.2.3.4"));
+        h.insert("x-forwarded-for", "1.2.3.4, junk".parse().unwrap());
+        assert_eq!(conn("10.0.0.1").client_ip(&h, &trusted), ip("10.0.0.1"));
     }
 }

@@ -3,10 +3,12 @@
 use std::sync::Arc;
 
 use crate::config::Config;
+use crate::limits::Limiters;
 use crate::store::Store;
 
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<dyn Store>,
     pub config: Arc<Config>,
+    pub limits: Arc<Limiters>,
 }

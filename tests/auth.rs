@@ -83,6 +83,7 @@ fn plain_http_webhook_is_refused_when_https_is_required() {
     let s = Server::start_with(Options {
         args: vec!["--require-https".into(), "true".into()],
         envs: vec![],
+        ..Default::default()
     });
     s.post_json(&s.hook_url("im.notify.system.add"), &body())
         .assert_error(400, "INVALID_REQUEST");
@@ -107,6 +108,7 @@ fn trusted_proxy_may_vouch_for_https() {
     let s = Server::start_with(Options {
         args: vec!["--require-https".into(), "true".into()],
         envs: vec![("IMNOTIFY_TRUSTED_PROXIES".into(), "[\"127.0.0.1\"]".into())],
+        ..Default::default()
     });
     let r = s.request(
         "POST",
@@ -142,6 +144,7 @@ fn built_in_tls_serves_webhooks_when_https_is_required() {
             key.display().to_string(),
         ],
         envs: vec![],
+        ..Default::default()
     });
     assert!(s.base.starts_with("https://"), "{}", s.base);
     let root = ureq::tls::Certificate::from_pem(ck.cert.pem().as_bytes()).unwrap();

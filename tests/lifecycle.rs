@@ -880,3 +880,156 @@ fn im_notify_and_personal_add_read_back() {
         call(&s, &anna, method, json!({"USER_ID": 1})).assert_error(400, "MESSAGE_EMPTY");
     }
 }
+
+/// An OAuth application made with the admin command, and an access token for `user`.
+fn app_token(s: &Server, name: &str, user: i64) -> (String, String) {
+    let out = s.cli(&[
+        "app",
+        "add",
+        "--name",
+        name,
+        "--scope",
+        "im",
+        "--redirect-uri",
+        "https://app.example.test/cb",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let app: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let client_id = app["client_id"].as_str().unwrap().to_owned();
+    let uid = user.to_string();
+    let out = s.cli(&[
+        "app",
+        "token",
+        "--client-id",
+        &client_id,
+        "--user-id",
+        &uid,
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token: Value = serde_json::from_slice(&out.stdout).unwrap();
+    (
+        client_id,
+        token["access_token"].as_str().unwrap().to_owned(),
+    )
+}
+
+fn with_token(s: &Server, token: &str, method: &str, body: Value) -> Response {
+    let mut b = body;
+    b["auth"] = json!(token);
+    s.post_json(&format!("/rest/{method}"), &b)
+}
+
+#[test]
+fn an_application_deletes_by_tag_in_its_own_namespace() {
+    let s = Server::start();
+    s.add_user(5, &[]);
+    let anna = s.add_webhook(5, "im");
+    let (client_id, token) = app_token(&s, "Tracker", 1);
+    let (_, other_app) = app_token(&s, "Other", 1);
+
+    let sent = ok(with_token(
+        &s,
+        &token,
+        "im.notify.system.add",
+        json!({"USER_ID": 5, "MESSAGE": "Task 7 done", "TAG": "TASK_7", "SUB_TAG": "TASK|7"}),
+    ))
+    .as_i64()
+    .unwrap();
+    // Read back with the app's namespace and name prefix (D3, D6).
+    let n = &get(&s, &anna, json!({}))["notifications"][0];
+    assert_eq!(n["id"], sent);
+    let ns = {
+        use md5::{Digest, Md5};
+        hex::encode(Md5::digest(client_id.as_bytes()))[..5].to_owned()
+    };
+    assert_eq!(n["notify_tag"], format!("MP|{ns}|TASK_7"));
+    assert_eq!(n["notify_sub_tag"], format!("MP|{ns}|TASK|7"));
+    assert_eq!(n["text"], "Tracker\nTask 7 done");
+
+    // No CLIENT_ID needed; another app's namespace does not reach it, and a webhook's
+    // CLIENT_ID equal to the client id is "custom" + it, another namespace too.
+    assert_eq!(
+        ok(with_token(
+            &s,
+            &other_app,
+            "im.notify.delete",
+            json!({"TAG": "TASK_7"})
+        )),
+        true
+    );
+    assert_eq!(
+        ok(call(
+            &s,
+            &s.hook,
+            "im.notify.delete",
+            json!({"CLIENT_ID": client_id, "TAG": "TASK_7"})
+        )),
+        true
+    );
+    assert!(exists(&s, sent));
+    assert_eq!(
+        ok(with_token(
+            &s,
+            &token,
+            "im.notify.delete",
+            json!({"SUB_TAG": "TASK|7"})
+        )),
+        true
+    );
+    assert!(!exists(&s, sent));
+    with_token(&s, &token, "im.notify.delete", json!({})).assert_error(400, "PARAMS_ERROR");
+}
+
+#[test]
+fn a_browser_session_reads_its_notifications_and_deletes_only_by_id() {
+    let s = Server::start();
+    s.add_user(5, &["--password", "pw"]);
+    let (client_id, _) = app_token(&s, "Tracker", 5);
+    let mine = send(&s, json!({"USER_ID": 5, "MESSAGE": "for the page"}));
+
+    // Sign in, and take the CSRF token from the consent page (the session's sessid).
+    let enc = |v: &str| form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>();
+    let r = s.post_form("/login", &format!("login=5&password=pw&next={}", enc("/")));
+    assert_eq!(r.status, 303, "{}", r.body);
+    let cookie = r
+        .header("set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let page = s.request(
+        "GET",
+        &format!("/oauth/authorize/?client_id={client_id}"),
+        &[("Cookie", &cookie)],
+        b"",
+    );
+    let marker = "name=\"csrf\" value=\"";
+    let at = page.body.find(marker).expect("csrf field") + marker.len();
+    let csrf = page.body[at..].split('"').next().unwrap().to_owned();
+    let session = |method: &str, body: Value| {
+        s.request(
+            "POST",
+            &format!("/rest/{method}?sessid={}", enc(&csrf)),
+            &[("Cookie", &cookie), ("Content-Type", "application/json")],
+            body.to_string().as_bytes(),
+        )
+    };
+
+    assert_eq!(ids(&ok(session("im.notify.get", json!({})))), [mine]);
+    // Without ID a session gets PARAMS_ERROR, before any client id is looked for.
+    session("im.notify.delete", json!({"CLIENT_ID": "x", "TAG": "T"}))
+        .assert_error(400, "PARAMS_ERROR");
+    assert_eq!(ok(session("im.notify.delete", json!({"ID": mine}))), true);
+    assert!(!exists(&s, mine));
+}

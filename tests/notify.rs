@@ -270,6 +270,7 @@ fn attach_oversize_at_the_configured_limit() {
     let roomy = Server::start_with(Options {
         args: vec![],
         envs: vec![("IMNOTIFY_LIMITS__ATTACH_MAX_BYTES".into(), "60000".into())],
+        ..Default::default()
     });
     assert_eq!(
         add(

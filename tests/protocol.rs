@@ -294,6 +294,7 @@ fn oversized_body_gets_an_error_envelope() {
     let s = Server::start_with(common::Options {
         args: vec![],
         envs: vec![("IMNOTIFY_LIMITS__MAX_BODY_BYTES".into(), "1024".into())],
+        ..Default::default()
     });
     let big = format!("USER_ID=1&MESSAGE={}", "x".repeat(2048));
     s.post_form(&s.hook_url("im.notify.system.add"), &big)

@@ -224,3 +224,27 @@ fn a_long_id_filter_is_not_an_error() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["total"], 4);
 }
+
+#[test]
+fn batch_commands_page_with_their_own_start() {
+    let s = Server::start();
+    add_users(&s, 60);
+    let hook = s.add_webhook(1, "user,im");
+    let r = s.post_json(
+        &format!("{hook}batch"),
+        &json!({"cmd": {
+            "first": "user.get",
+            "second": "user.get?start=50",
+            "count": "im.counters.get"
+        }}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let j = r.json();
+    let results = &j["result"]["result"];
+    assert_eq!(user_ids(&results["first"]).len(), 50);
+    assert_eq!(user_ids(&results["second"]), (51..=61).collect::<Vec<_>>());
+    assert_eq!(j["result"]["result_next"]["first"], 50);
+    assert!(j["result"]["result_next"].get("second").is_none(), "{j}");
+    assert_eq!(j["result"]["result_total"]["second"], 61);
+    assert_eq!(results["count"]["TYPE"]["NOTIFY"], 0);
+}

@@ -1,11 +1,14 @@
 //! Authentication: which credential a call carries (§1.7, P3) and who the caller is.
 
+pub mod oauth;
+pub mod password;
 pub mod secret;
 
 use axum::http::{header, HeaderMap};
 
 use crate::domain::notify::Origin;
 use crate::error::ApiError;
+use crate::limits::RateOverride;
 use crate::store::Store;
 use crate::value::{Array, Value};
 
@@ -19,23 +22,71 @@ pub enum Credential {
         login: String,
         code: String,
     },
-    /// A browser session's CSRF token (`sessid` or `X-Bitrix-Csrf-Token`).
-    Session(String),
+    /// A browser session's CSRF token (`sessid` or `X-Bitrix-Csrf-Token`), with the session
+    /// cookie if the browser sent one.
+    Session {
+        csrf: String,
+        cookie: Option<String>,
+    },
     None,
 }
 
+impl Credential {
+    /// A fixed-size fingerprint of the credential exactly as presented, checked or not: the
+    /// rate limit's key, so that a wrong code is limited like a right one and the limiter never
+    /// holds a secret.
+    pub fn fingerprint(&self) -> [u8; 16] {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        match self {
+            Credential::Token(t) => {
+                h.update(b"token\0");
+                h.update(t.as_bytes());
+            }
+            Credential::Webhook { login, code } => {
+                h.update(b"webhook\0");
+                h.update(login.as_bytes());
+                h.update(b"\0");
+                h.update(code.as_bytes());
+            }
+            // The cookie identifies the browser; the CSRF token is the same for all its calls.
+            Credential::Session { csrf, cookie } => {
+                h.update(b"session\0");
+                h.update(cookie.as_deref().unwrap_or(csrf).as_bytes());
+            }
+            Credential::None => h.update(b"none"),
+        }
+        let digest = h.finalize();
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&digest[..16]);
+        out
+    }
+}
+
 /// An authenticated caller.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Caller {
     /// The user the call acts as: the webhook owner or the token's user.
     pub user_id: i64,
     pub kind: CallerKind,
     pub scopes: Vec<String>,
+    /// The credential's own request-rate limit, if it has one (P8).
+    pub rate: RateOverride,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CallerKind {
-    Webhook { webhook_id: i64 },
+    Webhook {
+        webhook_id: i64,
+    },
+    /// An OAuth application acting for `Caller::user_id`.
+    App {
+        app_id: i64,
+        client_id: String,
+        name: String,
+    },
+    /// The notification center's own pages, signed in as the user.
+    Session,
 }
 
 impl Caller {
@@ -45,15 +96,43 @@ impl Caller {
 
     pub fn insufficient_scope(&self) -> ApiError {
         match self.kind {
-            CallerKind::Webhook { .. } => ApiError::insufficient_scope_webhook(),
+            CallerKind::App { .. } => ApiError::insufficient_scope_token(),
+            _ => ApiError::insufficient_scope_webhook(),
         }
     }
 
-    /// The caller as the notify rules see it.
-    pub fn origin(&self) -> Origin {
-        match self.kind {
-            CallerKind::Webhook { .. } => Origin::Webhook,
+    pub fn is_session(&self) -> bool {
+        self.kind == CallerKind::Session
+    }
+
+    /// Whose operating-time account a call is charged to (§6.2: the auth type and the webhook's
+    /// or application's id). `None` for callers the limiter never limits, browser sessions.
+    pub fn operating_identity(&self) -> Option<String> {
+        match &self.kind {
+            CallerKind::Webhook { webhook_id } => Some(format!("apauth:{webhook_id}")),
+            CallerKind::App { client_id, .. } => Some(format!("oauth:{client_id}")),
+            CallerKind::Session => None,
         }
+    }
+
+    /// The caller as the notify rules see it. A session has no client id, like a webhook.
+    pub fn origin(&self) -> Origin {
+        match &self.kind {
+            CallerKind::App {
+                client_id, name, ..
+            } => Origin::App {
+                client_id: client_id.clone(),
+                name: name.clone(),
+            },
+            CallerKind::Webhook { .. } | CallerKind::Session => Origin::Webhook,
+        }
+    }
+}
+
+/// Removes the parameters the framework consumes; a batch command's own query may carry them too.
+pub fn strip_framework_keys(params: &mut Array) {
+    for k in FRAMEWORK_KEYS {
+        params.remove(k);
     }
 }
 
@@ -91,36 +170,51 @@ pub fn extract(headers: &HeaderMap, params: &mut Array) -> Credential {
         Credential::Token(token)
     } else if let (Some(login), Some(code)) = (scalar(params, "aplogin"), scalar(params, "ap")) {
         Credential::Webhook { login, code }
-    } else if let Some(s) = scalar(params, "sessid").or_else(|| {
+    } else if let Some(csrf) = scalar(params, "sessid").or_else(|| {
         headers
             .get("x-bitrix-csrf-token")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
     }) {
-        Credential::Session(s)
+        Credential::Session {
+            csrf,
+            cookie: session_cookie(headers),
+        }
     } else {
         Credential::None
     };
-    for k in FRAMEWORK_KEYS {
-        params.remove(k);
-    }
+    strip_framework_keys(params);
     cred
 }
 
-/// Checks a credential. `secure` says whether the call arrived over HTTPS (directly or through a
-/// trusted proxy); webhooks need it when `require_https` is on (P7).
+/// Name of the browser session cookie set by the login page.
+pub const SESSION_COOKIE: &str = "imnotify_session";
+
+/// The session cookie's value, if the request carries one.
+pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.to_owned())
+}
+
+/// Checks a credential at Unix time `now`. `secure` says whether the call arrived over HTTPS
+/// (directly or through a trusted proxy); webhooks need it when `require_https` is on (P7).
 pub async fn authenticate(
     store: &dyn Store,
     cred: Credential,
     secure: bool,
     require_https: bool,
+    now: i64,
 ) -> Result<Caller, ApiError> {
     match cred {
         Credential::None => Err(ApiError::no_auth_found()),
-        // No application has been registered on this server yet, so no token can be valid.
-        Credential::Token(_) => Err(ApiError::invalid_token()),
-        // Browser sessions belong to the notification center pages, which come later.
-        Credential::Session(_) => Err(ApiError::no_auth_found()),
+        Credential::Token(token) => oauth::authenticate(store, &token, now).await,
+        Credential::Session { csrf, cookie } => session(store, &csrf, cookie.as_deref(), now).await,
         Credential::Webhook { login, code } => {
             if require_https && !secure {
                 return Err(ApiError::https_required());
@@ -130,6 +224,36 @@ pub async fn authenticate(
     }
 }
 
+/// Logs a storage failure and hides it behind INTERNAL_SERVER_ERROR.
+pub(crate) fn internal(e: crate::store::StoreError) -> ApiError {
+    tracing::error!(error = %e, "credential lookup failed");
+    ApiError::internal()
+}
+
+async fn session(
+    store: &dyn Store,
+    csrf: &str,
+    cookie: Option<&str>,
+    now: i64,
+) -> Result<Caller, ApiError> {
+    let cookie = cookie.ok_or_else(ApiError::session_user_not_authorized)?;
+    let session = store
+        .session(secret::hash(cookie), now)
+        .await
+        .map_err(internal)?
+        .ok_or_else(ApiError::session_user_not_authorized)?;
+    if !secret::verify(csrf, &secret::hash(&session.csrf)) {
+        return Err(ApiError::session_failed());
+    }
+    Ok(Caller {
+        user_id: session.user_id,
+        kind: CallerKind::Session,
+        // The pages act as the user in person, with every scope.
+        scopes: crate::methods::known_scopes(),
+        rate: RateOverride::default(),
+    })
+}
+
 async fn webhook(store: &dyn Store, login: &str, code: &str) -> Result<Caller, ApiError> {
     // Only numeric logins exist here: users have no login names.
     let user_id: i64 = login
@@ -137,10 +261,7 @@ async fn webhook(store: &dyn Store, login: &str, code: &str) -> Result<Caller, A
         .ok()
         .filter(|id| *id > 0)
         .ok_or_else(ApiError::invalid_credentials)?;
-    let hooks = store.webhooks_of(user_id).await.map_err(|e| {
-        tracing::error!(error = %e, "webhook lookup failed");
-        ApiError::internal()
-    })?;
+    let hooks = store.webhooks_of(user_id).await.map_err(internal)?;
     // Check every candidate so the time taken does not depend on which one matched.
     let mut found = None;
     for hook in &hooks {
@@ -155,6 +276,7 @@ async fn webhook(store: &dyn Store, login: &str, code: &str) -> Result<Caller, A
             webhook_id: hook.id,
         },
         scopes: hook.scopes.clone(),
+        rate: hook.rate,
     })
 }
 
@@ -191,5 +313,25 @@ mod tests {
         let mut arr_auth = Array::new();
         arr_auth.insert("auth", Value::list([Value::from("x")]));
         assert_eq!(extract(&HeaderMap::new(), &mut arr_auth), Credential::None);
+    }
+
+    #[test]
+    fn fingerprints_separate_credentials() {
+        let w = |l: &str, c: &str| Credential::Webhook {
+            login: l.into(),
+            code: c.into(),
+        };
+        assert_eq!(w("1", "abc").fingerprint(), w("1", "abc").fingerprint());
+        assert_ne!(w("1", "abc").fingerprint(), w("1", "abd").fingerprint());
+        // The separator keeps ("1", "2abc") apart from ("12", "abc").
+        assert_ne!(w("1", "2abc").fingerprint(), w("12", "abc").fingerprint());
+        assert_ne!(
+            Credential::Token("x".into()).fingerprint(),
+            Credential::Session {
+                csrf: "x".into(),
+                cookie: None
+            }
+            .fingerprint()
+        );
     }
 }

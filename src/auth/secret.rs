@@ -18,6 +18,14 @@ pub fn generate(len: usize) -> String {
         .collect()
 }
 
+/// A new secret of `len` lowercase hex digits, the shape of Bitrix24's current OAuth tokens.
+pub fn generate_hex(len: usize) -> String {
+    let mut rng = rand::rng();
+    (0..len)
+        .map(|_| char::from_digit(rng.random_range(0..16), 16).unwrap_or('0'))
+        .collect()
+}
+
 /// The stored form of a secret.
 pub fn hash(secret: &str) -> [u8; 32] {
     Sha256::digest(secret.as_bytes()).into()

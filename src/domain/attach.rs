@@ -98,7 +98,7 @@ pub fn normalize(
         Value::Arr(a) => a,
         // Only standard JSON: Bitrix's lenient JS-literal parser (single quotes, whitespace
         // stripping, literal `\n` conversion) is deliberately not reproduced. Object key order
-        // is whatever serde_json keeps: sorted, unless its `preserve_order` feature is enabled.
+        // is kept (serde_json's `preserve_order`), as PHP's decoder keeps it.
         Value::Str(s) => match serde_json::from_str::<serde_json::Value>(s).map(Value::from_json) {
             Ok(Value::Arr(a)) => {
                 parsed = a;

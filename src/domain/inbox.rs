@@ -155,20 +155,22 @@ pub enum DeleteRequest {
     ByTag(TagField, String),
 }
 
-/// `im.notify.delete` (§4.3, D4), in the source's order: `ID` (present at all) wins; then a
-/// client id is needed, the OAuth app's or, for a webhook, `CLIENT_ID`; then `TAG`, then
-/// `SUB_TAG`.
-pub fn delete_request(params: &Array, origin: &Origin) -> Result<DeleteRequest, ApiError> {
+/// `im.notify.delete` (§4.3, D4), in the source's order: `ID` (present at all) wins; a browser
+/// session (`session`) may delete only by id; then a client id is needed, the OAuth app's or,
+/// for a webhook, `CLIENT_ID`; then `TAG`, then `SUB_TAG`.
+pub fn delete_request(
+    params: &Array,
+    origin: &Origin,
+    session: bool,
+) -> Result<DeleteRequest, ApiError> {
     let p = params.upper_case_keys();
     if let Some(id) = p.get_str("ID") {
         return Ok(DeleteRequest::Own(id.intval()));
     }
-    // An exhaustive match on purpose: a new kind of caller (browser sessions, which get
-    // PARAMS_ERROR here) must decide its rule before this compiles.
-    let namespace = match origin {
-        Origin::Webhook | Origin::App { .. } => tag_namespace(origin, &p),
+    if session {
+        return Err(ApiError::params_error());
     }
-    .ok_or_else(ApiError::access_denied_client_id)?;
+    let namespace = tag_namespace(origin, &p).ok_or_else(ApiError::access_denied_client_id)?;
     if let Some(tag) = namespaced(&namespace, p.get_str("TAG")) {
         return Ok(DeleteRequest::ByTag(TagField::Tag, tag));
     }
@@ -454,30 +456,39 @@ mod tests {
     fn delete_rules() {
         let w = Origin::Webhook;
         assert_eq!(
-            delete_request(&params(&[("ID", "".into())]), &w).unwrap(),
+            delete_request(&params(&[("ID", "".into())]), &w, false).unwrap(),
             DeleteRequest::Own(0)
         );
-        let err = delete_request(&params(&[("TAG", "T".into())]), &w).unwrap_err();
+        let err = delete_request(&params(&[("TAG", "T".into())]), &w, false).unwrap_err();
         assert_eq!((err.code, err.status), ("ACCESS_DENIED", 403));
         let with_client = params(&[("CLIENT_ID", "MY_APP".into()), ("TAG", "T".into())]);
         assert_eq!(
-            delete_request(&with_client, &w).unwrap(),
+            delete_request(&with_client, &w, false).unwrap(),
             DeleteRequest::ByTag(TagField::Tag, "MP|dc142|T".into())
         );
         let sub = params(&[("CLIENT_ID", "MY_APP".into()), ("SUB_TAG", "S".into())]);
         assert_eq!(
-            delete_request(&sub, &w).unwrap(),
+            delete_request(&sub, &w, false).unwrap(),
             DeleteRequest::ByTag(TagField::SubTag, "MP|dc142|S".into())
         );
         let none = params(&[("CLIENT_ID", "MY_APP".into()), ("TAG", "0".into())]);
-        assert_eq!(delete_request(&none, &w).unwrap_err().code, "PARAMS_ERROR");
+        assert_eq!(
+            delete_request(&none, &w, false).unwrap_err().code,
+            "PARAMS_ERROR"
+        );
         let app = Origin::App {
             client_id: "app.573ad8a0346747.09223434".into(),
             name: "Tracker".into(),
         };
         assert_eq!(
-            delete_request(&params(&[("TAG", "T1".into())]), &app).unwrap(),
+            delete_request(&params(&[("TAG", "T1".into())]), &app, false).unwrap(),
             DeleteRequest::ByTag(TagField::Tag, "MP|a4df9|T1".into())
+        );
+        let err = delete_request(&with_client, &w, true).unwrap_err();
+        assert_eq!((err.code, err.status), ("PARAMS_ERROR", 400));
+        assert_eq!(
+            delete_request(&params(&[("ID", 4.into())]), &w, true).unwrap(),
+            DeleteRequest::Own(4)
         );
     }
 

@@ -1,10 +1,6 @@
 //! The notification lifecycle (§4.2–4.11): `im.notify.get`, `.read`, `.read.list`, `.read.all`,
 //! `.delete`, `.history.search`, `.schema.get`, `.answer`, `.confirm` and `im.counters.get`.
 
-use chrono::{Local, Offset};
-use futures_util::future::BoxFuture;
-use futures_util::FutureExt;
-
 use super::{storage_failed, users::im_user_card};
 use crate::auth::Caller;
 use crate::domain::inbox::{
@@ -16,51 +12,20 @@ use crate::protocol::envelope::{rfc3339_local, Output};
 use crate::state::AppState;
 use crate::store::{Notification, NotifyChat};
 use crate::value::{Array, Value};
-
-macro_rules! handlers {
-    ($($name:ident => $body:ident;)*) => {
-        $(
-            fn $name<'a>(
-                state: &'a AppState,
-                caller: &'a Caller,
-                params: Array,
-            ) -> BoxFuture<'a, Result<Output, ApiError>> {
-                $body(state, caller, params).boxed()
-            }
-        )*
-    };
-}
-
-handlers! {
-    get_handler => get;
-    read_handler => read;
-    read_list_handler => read_list;
-    read_all_handler => read_all;
-    delete_handler => delete;
-    history_search_handler => history_search;
-    schema_get_handler => schema_get;
-    answer_handler => answer;
-    confirm_handler => confirm;
-    counters_get_handler => counters_get;
-}
+use chrono::{Local, Offset};
 
 pub fn methods() -> Vec<MethodSpec> {
-    let im = |name, handler| MethodSpec {
-        name,
-        scope: Some("im"),
-        handler,
-    };
     vec![
-        im("im.notify.get", get_handler),
-        im("im.notify.read", read_handler),
-        im("im.notify.read.list", read_list_handler),
-        im("im.notify.read.all", read_all_handler),
-        im("im.notify.delete", delete_handler),
-        im("im.notify.history.search", history_search_handler),
-        im("im.notify.schema.get", schema_get_handler),
-        im("im.notify.answer", answer_handler),
-        im("im.notify.confirm", confirm_handler),
-        im("im.counters.get", counters_get_handler),
+        method!("im.notify.get", Some("im"), get),
+        method!("im.notify.read", Some("im"), read),
+        method!("im.notify.read.list", Some("im"), read_list),
+        method!("im.notify.read.all", Some("im"), read_all),
+        method!("im.notify.delete", Some("im"), delete),
+        method!("im.notify.history.search", Some("im"), history_search),
+        method!("im.notify.schema.get", Some("im"), schema_get),
+        method!("im.notify.answer", Some("im"), answer),
+        method!("im.notify.confirm", Some("im"), confirm),
+        method!("im.counters.get", Some("im"), counters_get),
     ]
 }
 
@@ -202,7 +167,8 @@ async fn read_all(state: &AppState, caller: &Caller, _params: Array) -> Result<O
 }
 
 async fn delete(state: &AppState, caller: &Caller, params: Array) -> Result<Output, ApiError> {
-    let deleted = match inbox::delete_request(&params, &caller.origin())? {
+    let request = inbox::delete_request(&params, &caller.origin(), caller.is_session())?;
+    let deleted = match request {
         DeleteRequest::Own(id) if id <= 0 => false,
         DeleteRequest::Own(id) => state
             .store

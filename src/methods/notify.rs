@@ -1,8 +1,5 @@
 //! `im.notify`, `im.notify.system.add` and `im.notify.personal.add` (§2, §4.1).
 
-use futures_util::future::BoxFuture;
-use futures_util::FutureExt;
-
 use crate::auth::Caller;
 use crate::domain::notify::{self, Kind, NotifyLimits};
 use crate::error::ApiError;
@@ -13,52 +10,30 @@ use crate::value::{Array, Value};
 
 pub fn methods() -> Vec<MethodSpec> {
     vec![
-        MethodSpec {
-            name: "im.notify.system.add",
-            scope: Some("im"),
-            handler: system_add,
-        },
-        MethodSpec {
-            name: "im.notify.personal.add",
-            scope: Some("im"),
-            handler: personal_add,
-        },
-        MethodSpec {
-            name: "im.notify",
-            scope: Some("im"),
-            handler: generic_add,
-        },
+        method!("im.notify.system.add", Some("im"), |s, c, p| add(
+            s,
+            c,
+            p,
+            Kind::System
+        )),
+        method!("im.notify.personal.add", Some("im"), |s, c, p| add(
+            s,
+            c,
+            p,
+            Kind::Personal
+        )),
+        method!("im.notify", Some("im"), generic_add),
     ]
-}
-
-fn system_add<'a>(
-    state: &'a AppState,
-    caller: &'a Caller,
-    params: Array,
-) -> BoxFuture<'a, Result<Output, ApiError>> {
-    add(state, caller, params, Kind::System).boxed()
-}
-
-fn personal_add<'a>(
-    state: &'a AppState,
-    caller: &'a Caller,
-    params: Array,
-) -> BoxFuture<'a, Result<Output, ApiError>> {
-    add(state, caller, params, Kind::Personal).boxed()
 }
 
 /// `im.notify` picks the kind from `TYPE`, compared case-sensitively; anything but `SYSTEM` is a
 /// personal notification.
-fn generic_add<'a>(
-    state: &'a AppState,
-    caller: &'a Caller,
-    params: Array,
-) -> BoxFuture<'a, Result<Output, ApiError>> {
+async fn generic_add(state: &AppState, caller: &Caller, params: Array) -> Result<Output, ApiError> {
     let kind = match params.upper_case_keys().get_str("TYPE") {
         Some(Value::Str(t)) if t == "SYSTEM" => Kind::System,
         _ => Kind::Personal,
     };
-    add(state, caller, params, kind).boxed()
+    add(state, caller, params, kind).await
 }
 
 async fn add(
@@ -67,6 +42,9 @@ async fn add(
     params: Array,
     kind: Kind,
 ) -> Result<Output, ApiError> {
+    if caller.is_session() {
+        return Err(ApiError::wrong_auth_type());
+    }
     let now = chrono::Utc::now().timestamp();
     let limits = NotifyLimits {
         attach_max_bytes: state.config.limits.attach_max_bytes,

@@ -1,9 +1,6 @@
 //! The user directory: `user.get`, `user.current` (scope `user`) and `im.user.get` (scope `im`),
 //! which the method pages point to for finding a `USER_ID`.
 
-use futures_util::future::BoxFuture;
-use futures_util::FutureExt;
-
 use super::storage_failed;
 use crate::auth::Caller;
 use crate::domain::directory::{self, user_color};
@@ -16,46 +13,10 @@ use crate::value::{Array, Value};
 
 pub fn methods() -> Vec<MethodSpec> {
     vec![
-        MethodSpec {
-            name: "user.get",
-            scope: Some("user"),
-            handler: user_get_handler,
-        },
-        MethodSpec {
-            name: "user.current",
-            scope: Some("user"),
-            handler: user_current_handler,
-        },
-        MethodSpec {
-            name: "im.user.get",
-            scope: Some("im"),
-            handler: im_user_get_handler,
-        },
+        method!("user.get", Some("user"), |s, _c, p| user_get(s, p)),
+        method!("user.current", Some("user"), |s, c, _p| user_current(s, c)),
+        method!("im.user.get", Some("im"), im_user_get),
     ]
-}
-
-fn user_get_handler<'a>(
-    state: &'a AppState,
-    _caller: &'a Caller,
-    params: Array,
-) -> BoxFuture<'a, Result<Output, ApiError>> {
-    user_get(state, params).boxed()
-}
-
-fn user_current_handler<'a>(
-    state: &'a AppState,
-    caller: &'a Caller,
-    _params: Array,
-) -> BoxFuture<'a, Result<Output, ApiError>> {
-    user_current(state, caller).boxed()
-}
-
-fn im_user_get_handler<'a>(
-    state: &'a AppState,
-    caller: &'a Caller,
-    params: Array,
-) -> BoxFuture<'a, Result<Output, ApiError>> {
-    im_user_get(state, caller, params).boxed()
 }
 
 /// A classic list method: 50 per page from `start`, `next` while more remain, and `total`.

@@ -1,14 +1,16 @@
 //! The method registry and the one dispatcher every call goes through: lookup (before auth),
-//! authentication, scope check, handler.
+//! authentication, scope check, operating-time limit, handler. Direct calls and every command
+//! of a batch share `execute`; only the rate limit, which counts HTTP requests, is outside it.
 
 use std::sync::OnceLock;
 
 use futures_util::future::BoxFuture;
 use indexmap::IndexMap;
 
-use super::envelope::Output;
+use super::envelope::{unix_now, Output};
 use crate::auth::{self, Caller, Credential};
 use crate::error::ApiError;
+use crate::limits::operating::Usage;
 use crate::methods;
 use crate::state::AppState;
 use crate::value::{Array, Value};
@@ -20,6 +22,9 @@ pub struct MethodSpec {
     pub name: &'static str,
     /// `None` for the global scope, which every credential may call.
     pub scope: Option<&'static str>,
+    /// Whether calls are charged to the operating-time limit. Only the batch wrapper is exempt:
+    /// its commands are charged one by one (§6.2).
+    pub operating_limited: bool,
     pub handler: Handler,
 }
 
@@ -31,6 +36,11 @@ fn registry() -> &'static IndexMap<&'static str, MethodSpec> {
             .map(|spec| (spec.name, spec))
             .collect()
     })
+}
+
+/// Every registered method, in registration order.
+pub fn all_methods() -> impl Iterator<Item = &'static MethodSpec> {
+    registry().values()
 }
 
 /// Method names are registered lower-case, and lookups are made with the lower-cased name (§1.2).
@@ -67,16 +77,14 @@ pub struct Channel {
     pub secure: bool,
 }
 
-/// Authenticates and runs one call of a known method.
-pub async fn call(
-    state: &AppState,
-    spec: &MethodSpec,
-    cred: Credential,
-    channel: Channel,
-    params: Array,
-) -> Result<Output, ApiError> {
-    let caller = authenticate(state, cred, channel).await?;
-    execute(state, spec, &caller, params).await
+/// A method's answer with the facts its `time` block needs.
+#[derive(Debug, Clone)]
+pub struct Executed {
+    pub out: Output,
+    /// Handler start and end, Unix seconds.
+    pub started: f64,
+    pub finished: f64,
+    pub usage: Usage,
 }
 
 pub async fn authenticate(
@@ -89,24 +97,48 @@ pub async fn authenticate(
         cred,
         channel.secure,
         state.config.require_https(),
+        chrono::Utc::now().timestamp(),
     )
     .await
 }
 
-/// Runs a method for an authenticated caller: the scope check, then the handler. Direct calls
-/// and (later) each command of a batch both come through here.
+/// Runs a method for an authenticated caller: the scope check, the operating-time limit, then
+/// the handler, whose time is charged to the (caller, method) account afterwards. Direct calls
+/// and each command of a batch both come through here.
 pub async fn execute(
     state: &AppState,
-    spec: &MethodSpec,
+    spec: &'static MethodSpec,
     caller: &Caller,
     params: Array,
-) -> Result<Output, ApiError> {
+) -> Result<Executed, ApiError> {
     if let Some(scope) = spec.scope {
         if !caller.has_scope(scope) {
             return Err(caller.insufficient_scope());
         }
     }
-    (spec.handler)(state, caller, params).await
+    let account = match (&state.limits.operating, spec.operating_limited) {
+        (Some(limiter), true) => caller.operating_identity().map(|id| (limiter, id)),
+        _ => None,
+    };
+    let started = unix_now();
+    if let Some((limiter, id)) = &account {
+        if !limiter.allows(id, spec.name, started) {
+            return Err(ApiError::operation_time_limit());
+        }
+    }
+    let outcome = (spec.handler)(state, caller, params).await;
+    let finished = unix_now();
+    // A failed call used the server's time as much as a successful one.
+    let usage = match &account {
+        Some((limiter, id)) => limiter.record(id, spec.name, started, finished - started, finished),
+        None => Usage::UNTRACKED,
+    };
+    Ok(Executed {
+        out: outcome?,
+        started,
+        finished,
+        usage,
+    })
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{Local, TimeZone};
 
+use super::dispatch::Executed;
 use super::route::Transport;
 use crate::error::ApiError;
 use crate::value::{Array, Key, Value};
@@ -62,6 +63,18 @@ pub fn rfc3339_local(ts: f64) -> String {
 }
 
 impl Timing {
+    /// The time block of a call that started at `start` (the request's arrival for a direct
+    /// call, the command's own start inside a batch) and is answered at `finish`.
+    pub fn of(start: f64, finish: f64, done: &Executed) -> Timing {
+        Timing {
+            start,
+            finish,
+            processing: done.finished - done.started,
+            operating: done.usage.operating,
+            operating_reset_at: done.usage.reset_at_or(start),
+        }
+    }
+
     /// The `time` object, members in the order the method page shows.
     pub fn to_value(&self) -> Value {
         Value::map([

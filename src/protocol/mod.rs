@@ -1,5 +1,6 @@
 //! The REST protocol layer: URL grammar, parameter decoding, the dispatcher and the envelope.
 
+pub mod batch;
 pub mod dispatch;
 pub mod envelope;
 pub mod params;
@@ -14,6 +15,7 @@ use self::envelope::{unix_now, Timing};
 use self::route::Transport;
 use crate::auth;
 use crate::error::ApiError;
+use crate::limits::rate::RateKey;
 use crate::server::ConnInfo;
 use crate::state::AppState;
 use crate::value::Value;
@@ -75,23 +77,39 @@ pub async fn rest_handler(State(state): State<AppState>, req: Request) -> Respon
     dispatch::carry_start(&mut params);
     let cred = auth::extract(&parts.headers, &mut params);
     let conn = parts.extensions.get::<ConnInfo>().copied();
+    let trusted = &state.config.trusted_proxies;
     let channel = Channel {
-        secure: conn.is_some_and(|c| c.is_secure(&parts.headers, &state.config.trusted_proxies)),
+        secure: conn.is_some_and(|c| c.is_secure(&parts.headers, trusted)),
     };
 
-    let handler_start = unix_now();
-    let outcome = dispatch::call(&state, spec, cred, channel, params).await;
-    let finish_at = unix_now();
+    let rate_key = conn.map(|c| RateKey {
+        ip: c.client_ip(&parts.headers, trusted),
+        credential: cred.fingerprint(),
+    });
+    let authenticated = dispatch::authenticate(&state, cred, channel).await;
+    // The bucket is charged whether or not the credential is good, with the credential's own
+    // limit once it is known; a batch is one request here, however many commands it carries.
+    if let (Some(limiter), Some(key)) = (&state.limits.rate, &rate_key) {
+        let over = authenticated.as_ref().map(|c| c.rate).unwrap_or_default();
+        if !limiter.check(key, over) {
+            return finish(
+                spec.name,
+                envelope::error_response(route.transport, &ApiError::query_limit_exceeded()),
+            );
+        }
+    }
+    let outcome = match authenticated {
+        Ok(caller) => dispatch::execute(&state, spec, &caller, params).await,
+        Err(e) => Err(e),
+    };
     let resp = match outcome {
-        Ok(out) => {
-            let timing = Timing {
-                start,
-                finish: finish_at,
-                processing: finish_at - handler_start,
-                operating: 0.0,
-                operating_reset_at: start as i64 + 600,
-            };
-            envelope::respond(route.transport, 200, &envelope::success_value(out, &timing))
+        Ok(done) => {
+            let timing = Timing::of(start, unix_now(), &done);
+            envelope::respond(
+                route.transport,
+                200,
+                &envelope::success_value(done.out, &timing),
+            )
         }
         Err(e) => envelope::error_response(route.transport, &e),
     };

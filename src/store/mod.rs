@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use crate::domain::directory::UserQuery;
 use crate::domain::inbox::{Cursor, ReadRequest, SearchRequest, TagField};
 use crate::domain::notify::Draft;
+use crate::limits::RateOverride;
 
 /// A user of the notification center.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,12 +61,74 @@ pub struct NotifyChat {
 }
 
 /// A webhook as the authenticator needs it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Webhook {
     pub id: i64,
     pub user_id: i64,
     pub code_hash: Vec<u8>,
     pub scopes: Vec<String>,
+    /// The webhook's own request-rate limit, if it has one.
+    pub rate: RateOverride,
+}
+
+/// A registered OAuth application.
+#[derive(Debug, Clone, PartialEq)]
+pub struct App {
+    pub id: i64,
+    pub client_id: String,
+    pub secret_hash: Vec<u8>,
+    pub name: String,
+    pub scopes: Vec<String>,
+    pub redirect_uri: String,
+    /// `None`: every user may use the app; otherwise only these.
+    pub allowed_users: Option<Vec<i64>>,
+    pub active: bool,
+    /// The app's own request-rate limit (P8).
+    pub rate: RateOverride,
+}
+
+impl App {
+    pub fn allows(&self, user_id: i64) -> bool {
+        self.allowed_users
+            .as_ref()
+            .is_none_or(|users| users.contains(&user_id))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NewApp {
+    pub client_id: String,
+    pub secret_hash: [u8; 32],
+    pub name: String,
+    pub scopes: Vec<String>,
+    pub redirect_uri: String,
+    pub allowed_users: Option<Vec<i64>>,
+    pub rate: RateOverride,
+}
+
+/// A new token pair; the plain tokens stay with the caller.
+#[derive(Debug, Clone)]
+pub struct NewTokens {
+    pub access_hash: [u8; 32],
+    pub refresh_hash: [u8; 32],
+    pub access_expires: i64,
+    pub refresh_expires: i64,
+}
+
+/// What an access token grants.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccessGrant {
+    pub app: App,
+    pub user_id: i64,
+    pub access_expires: i64,
+}
+
+/// A signed-in browser.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub user_id: i64,
+    pub csrf: String,
+    pub expires_at: i64,
 }
 
 #[derive(Debug)]
@@ -109,6 +172,7 @@ pub trait Store: Send + Sync + 'static {
         user_id: i64,
         code_hash: [u8; 32],
         scopes: &[String],
+        rate: RateOverride,
     ) -> StoreResult<i64>;
 
     async fn user_count(&self) -> StoreResult<i64>;
@@ -153,6 +217,57 @@ pub trait Store: Send + Sync + 'static {
 
     /// A page of `user.get`, and the number of users that match the filter.
     async fn find_users(&self, query: UserQuery) -> StoreResult<(Vec<UserRecord>, i64)>;
+    /// Finds an active user by numeric id or e-mail, with the password hash, for the login page.
+    async fn user_login(&self, login: &str) -> StoreResult<Option<(User, Option<String>)>>;
+
+    async fn set_password(&self, user_id: i64, password_hash: String) -> StoreResult<()>;
+
+    async fn add_app(&self, app: NewApp) -> StoreResult<i64>;
+
+    async fn app_by_client_id(&self, client_id: &str) -> StoreResult<Option<App>>;
+
+    /// Records that `user_id` approved the app; idempotent.
+    async fn install_app(&self, app_id: i64, user_id: i64) -> StoreResult<()>;
+
+    async fn issue_tokens(&self, app_id: i64, user_id: i64, tokens: NewTokens) -> StoreResult<()>;
+
+    /// The grant behind an access token that has not been revoked (it may have expired).
+    async fn access_grant(&self, access_hash: [u8; 32]) -> StoreResult<Option<AccessGrant>>;
+
+    /// Uses a refresh token once: revokes its pair and issues `tokens` for the same user, in one
+    /// transaction. `None` when the token is unknown, used, expired or another app's.
+    async fn rotate_refresh(
+        &self,
+        app_id: i64,
+        refresh_hash: [u8; 32],
+        now: i64,
+        tokens: NewTokens,
+    ) -> StoreResult<Option<i64>>;
+
+    async fn add_code(
+        &self,
+        code_hash: [u8; 32],
+        app_id: i64,
+        user_id: i64,
+        expires_at: i64,
+    ) -> StoreResult<()>;
+
+    /// Consumes an authorization code of `app_id`: returns its user if it was valid at `now`.
+    async fn take_code(
+        &self,
+        code_hash: [u8; 32],
+        app_id: i64,
+        now: i64,
+    ) -> StoreResult<Option<i64>>;
+
+    async fn add_session(&self, id_hash: [u8; 32], session: Session) -> StoreResult<()>;
+
+    async fn session(&self, id_hash: [u8; 32], now: i64) -> StoreResult<Option<Session>>;
+
+    async fn delete_session(&self, id_hash: [u8; 32]) -> StoreResult<()>;
+
+    /// A server-wide value, created with `init` on first use.
+    async fn setting(&self, key: &str, init: String) -> StoreResult<String>;
 
     /// Waits until every queued write is committed; called on shutdown.
     async fn flush(&self);

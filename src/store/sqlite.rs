@@ -17,16 +17,22 @@ use rusqlite::{
 };
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Notification, NotifyChat, Store, StoreError, StoreResult, User, UserRecord, Webhook};
+use super::{
+    AccessGrant, App, NewApp, NewTokens, Notification, NotifyChat, Session, Store, StoreError,
+    StoreResult, User, UserRecord, Webhook,
+};
 use crate::domain::directory::{NameMatch, UserQuery, UserSort};
 use crate::domain::inbox::{
     Cursor, ReadRequest, ReadScope, SearchRequest, TagField, NOTIFY_TYPE_CONFIRM,
 };
 use crate::domain::notify::Draft;
+use crate::limits::RateOverride;
 
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0001_init.sql"),
-    include_str!("../../migrations/0002_lifecycle.sql"),
+    include_str!("../../migrations/0002_oauth.sql"),
+    include_str!("../../migrations/0003_rate_limits.sql"),
+    include_str!("../../migrations/0004_lifecycle.sql"),
 ];
 
 /// The notification columns in the order `row_to_notification` reads them.
@@ -90,49 +96,14 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub const DB_FILE: &str = "imnotify.sqlite3";
 
-enum WriteOp {
-    AddNotification {
-        draft: Draft,
-        created_at: i64,
-        reply: oneshot::Sender<StoreResult<Option<i64>>>,
-    },
-    AddUser {
-        user: User,
-        reply: oneshot::Sender<StoreResult<()>>,
-    },
-    AddWebhook {
-        user_id: i64,
-        code_hash: [u8; 32],
-        scopes: String,
-        reply: oneshot::Sender<StoreResult<i64>>,
-    },
-    MarkRead {
-        user_id: i64,
-        requests: Vec<ReadRequest>,
-        reply: oneshot::Sender<StoreResult<()>>,
-    },
-    DeleteOwn {
-        user_id: i64,
-        id: i64,
-        reply: oneshot::Sender<StoreResult<bool>>,
-    },
-    DeleteByTag {
-        field: TagField,
-        value: String,
-        reply: oneshot::Sender<StoreResult<u64>>,
-    },
-    Confirm {
-        user_id: i64,
-        id: i64,
-        reply: oneshot::Sender<StoreResult<Option<Notification>>>,
-    },
-    Flush {
-        reply: oneshot::Sender<StoreResult<()>>,
-    },
-}
+/// A write, run by the writer thread inside its own savepoint. It returns whether it succeeded
+/// (a failed write's savepoint is rolled back) and a completion that answers the caller once the
+/// group's commit has decided whether the write stands.
+type Job = Box<dyn FnOnce(&Connection) -> (bool, Completion) + Send>;
+type Completion = Box<dyn FnOnce(Option<&str>) + Send>;
 
 pub struct SqliteStore {
-    writer: mpsc::Sender<WriteOp>,
+    writer: mpsc::Sender<Job>,
     readers: Mutex<Vec<Connection>>,
     path: PathBuf,
 }
@@ -158,13 +129,27 @@ impl SqliteStore {
         })
     }
 
-    async fn write<T>(
+    /// Queues `f` for the writer and waits until its transaction is committed.
+    pub async fn write<T: Send + 'static>(
         &self,
-        make: impl FnOnce(oneshot::Sender<StoreResult<T>>) -> WriteOp,
+        f: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
         let (reply, rx) = oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            let result = f(conn);
+            let ok = result.is_ok();
+            let completion: Completion = Box::new(move |commit_error| {
+                let outcome = match commit_error {
+                    None => result,
+                    Some(e) => Err(StoreError::Backend(e.to_owned())),
+                };
+                // A caller that went away no longer needs the answer; the write itself stands.
+                let _ = reply.send(outcome);
+            });
+            (ok, completion)
+        });
         self.writer
-            .send(make(reply))
+            .send(job)
             .await
             .map_err(|_| StoreError::Backend("writer stopped".into()))?;
         rx.await
@@ -227,13 +212,13 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<WriteOp>) {
-    let mut group: Vec<WriteOp> = Vec::with_capacity(MAX_GROUP);
+fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
+    let mut group: Vec<Job> = Vec::with_capacity(MAX_GROUP);
     while let Some(first) = rx.blocking_recv() {
         group.push(first);
         while group.len() < MAX_GROUP {
             match rx.try_recv() {
-                Ok(op) => group.push(op),
+                Ok(job) => group.push(job),
                 Err(_) => break,
             }
         }
@@ -241,138 +226,30 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<WriteOp>) {
     }
 }
 
-/// The outcome of one write, held until the group's commit decides whether it stands.
-enum Outcome {
-    Notification(StoreResult<Option<i64>>),
-    Unit(StoreResult<()>),
-    Id(StoreResult<i64>),
-    Flag(StoreResult<bool>),
-    Count(StoreResult<u64>),
-    Removed(StoreResult<Option<Notification>>),
-}
-
-fn commit_group(conn: &mut Connection, group: &mut Vec<WriteOp>) {
-    let mut outcomes = Vec::with_capacity(group.len());
+fn commit_group(conn: &mut Connection, group: &mut Vec<Job>) {
+    let mut completions = Vec::with_capacity(group.len());
     let committed = (|| -> rusqlite::Result<()> {
         let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        for op in group.iter() {
+        for job in group.drain(..) {
             // A savepoint per write: one failing write must not take the others down with it.
             let sp = tx.savepoint()?;
-            let outcome = apply(&sp, op);
-            if outcome_ok(&outcome) {
+            let (ok, completion) = job(&sp);
+            completions.push(completion);
+            if ok {
                 sp.commit()?;
             }
-            outcomes.push(outcome);
         }
         tx.commit()
     })();
-    match committed {
-        Ok(()) => {
-            for (op, outcome) in group.drain(..).zip(outcomes) {
-                reply(op, outcome);
-            }
-        }
-        Err(e) => {
-            tracing::error!(error = %e, writes = group.len(), "group commit failed");
-            for op in group.drain(..) {
-                let err = || StoreError::Backend(e.to_string());
-                let outcome = match &op {
-                    WriteOp::AddNotification { .. } => Outcome::Notification(Err(err())),
-                    WriteOp::AddWebhook { .. } => Outcome::Id(Err(err())),
-                    WriteOp::DeleteOwn { .. } => Outcome::Flag(Err(err())),
-                    WriteOp::Confirm { .. } => Outcome::Removed(Err(err())),
-                    WriteOp::DeleteByTag { .. } => Outcome::Count(Err(err())),
-                    WriteOp::AddUser { .. } | WriteOp::MarkRead { .. } | WriteOp::Flush { .. } => {
-                        Outcome::Unit(Err(err()))
-                    }
-                };
-                reply(op, outcome);
-            }
-        }
-    }
-}
-
-fn outcome_ok(o: &Outcome) -> bool {
-    match o {
-        Outcome::Notification(r) => r.is_ok(),
-        Outcome::Unit(r) => r.is_ok(),
-        Outcome::Id(r) => r.is_ok(),
-        Outcome::Flag(r) => r.is_ok(),
-        Outcome::Count(r) => r.is_ok(),
-        Outcome::Removed(r) => r.is_ok(),
-    }
-}
-
-fn reply(op: WriteOp, outcome: Outcome) {
-    // A caller that went away (its request was cancelled) no longer needs the answer; the write
-    // itself stands.
-    match (op, outcome) {
-        (WriteOp::AddNotification { reply, .. }, Outcome::Notification(r)) => {
-            let _ = reply.send(r);
-        }
-        (WriteOp::AddUser { reply, .. }, Outcome::Unit(r))
-        | (WriteOp::MarkRead { reply, .. }, Outcome::Unit(r))
-        | (WriteOp::Flush { reply }, Outcome::Unit(r)) => {
-            let _ = reply.send(r);
-        }
-        (WriteOp::DeleteOwn { reply, .. }, Outcome::Flag(r)) => {
-            let _ = reply.send(r);
-        }
-        (WriteOp::Confirm { reply, .. }, Outcome::Removed(r)) => {
-            let _ = reply.send(r);
-        }
-        (WriteOp::DeleteByTag { reply, .. }, Outcome::Count(r)) => {
-            let _ = reply.send(r);
-        }
-        (WriteOp::AddWebhook { reply, .. }, Outcome::Id(r)) => {
-            let _ = reply.send(r);
-        }
-        _ => unreachable!("outcome kind always matches its write"),
-    }
-}
-
-fn apply(conn: &Connection, op: &WriteOp) -> Outcome {
-    match op {
-        WriteOp::AddNotification {
-            draft, created_at, ..
-        } => Outcome::Notification(insert_notification(conn, draft, *created_at).map_err(backend)),
-        WriteOp::AddUser { user, .. } => Outcome::Unit(insert_user(conn, user)),
-        WriteOp::AddWebhook {
-            user_id,
-            code_hash,
-            scopes,
-            ..
-        } => Outcome::Id(insert_webhook(conn, *user_id, code_hash, scopes)),
-        WriteOp::MarkRead {
-            user_id, requests, ..
-        } => Outcome::Unit(
-            requests
-                .iter()
-                .try_for_each(|r| mark_read(conn, *user_id, r))
-                .map_err(backend),
-        ),
-        WriteOp::DeleteOwn { user_id, id, .. } => Outcome::Flag(
-            conn.prepare_cached(sql::DELETE_OWN)
-                .and_then(|mut s| s.execute(params![id, user_id]))
-                .map(|n| n > 0)
-                .map_err(backend),
-        ),
-        WriteOp::DeleteByTag { field, value, .. } => {
-            let stmt = match field {
-                TagField::Tag => sql::DELETE_TAG,
-                TagField::SubTag => sql::DELETE_SUB_TAG,
-            };
-            Outcome::Count(
-                conn.prepare_cached(stmt)
-                    .and_then(|mut s| s.execute([value]))
-                    .map(|n| n as u64)
-                    .map_err(backend),
-            )
-        }
-        WriteOp::Confirm { user_id, id, .. } => {
-            Outcome::Removed(confirm(conn, *user_id, *id).map_err(backend))
-        }
-        WriteOp::Flush { .. } => Outcome::Unit(Ok(())),
+    let error = committed.err().map(|e| {
+        tracing::error!(error = %e, writes = completions.len(), "group commit failed");
+        e.to_string()
+    });
+    // Jobs that never ran (BEGIN failed) were dropped with `group`, which drops their reply
+    // senders: those callers see "writer dropped the request".
+    group.clear();
+    for completion in completions {
+        completion(error.as_deref());
     }
 }
 
@@ -482,6 +359,7 @@ fn insert_webhook(
     user_id: i64,
     code_hash: &[u8; 32],
     scopes: &str,
+    rate: &RateOverride,
 ) -> StoreResult<i64> {
     let exists: bool = conn
         .query_row(
@@ -496,12 +374,60 @@ fn insert_webhook(
         )));
     }
     conn.execute(
-        "INSERT INTO webhooks (user_id, code_hash, scopes, created_at)
-         VALUES (?1, ?2, ?3, strftime('%s','now'))",
-        params![user_id, &code_hash[..], scopes],
+        "INSERT INTO webhooks (user_id, code_hash, scopes, rate_per_second, rate_burst, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, strftime('%s','now'))",
+        params![user_id, &code_hash[..], scopes, rate.per_second, rate.burst],
     )
     .map_err(backend)?;
     Ok(conn.last_insert_rowid())
+}
+
+const APP_COLUMNS: &str =
+    "a.id, a.client_id, a.secret_hash, a.name, a.scopes, a.redirect_uri, a.allowed_users, a.active,
+     a.rate_per_second, a.rate_burst";
+/// Column index of the first value after `APP_COLUMNS` in a query that selects more.
+const APP_COLUMN_COUNT: usize = 10;
+
+fn row_to_app(r: &rusqlite::Row<'_>) -> rusqlite::Result<App> {
+    let scopes: String = r.get(4)?;
+    let allowed: Option<String> = r.get(6)?;
+    Ok(App {
+        id: r.get(0)?,
+        client_id: r.get(1)?,
+        secret_hash: r.get(2)?,
+        name: r.get(3)?,
+        scopes: split_scopes(&scopes),
+        redirect_uri: r.get(5)?,
+        allowed_users: allowed
+            .map(|a| a.split(',').filter_map(|u| u.trim().parse().ok()).collect()),
+        active: r.get(7)?,
+        rate: RateOverride {
+            per_second: r.get(8)?,
+            burst: r.get(9)?,
+        },
+    })
+}
+
+fn insert_tokens(
+    conn: &Connection,
+    app_id: i64,
+    user_id: i64,
+    t: &NewTokens,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO oauth_tokens
+            (app_id, user_id, access_hash, refresh_hash, access_expires, refresh_expires, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, strftime('%s','now'))",
+    )?
+    .execute(params![
+        app_id,
+        user_id,
+        &t.access_hash[..],
+        &t.refresh_hash[..],
+        t.access_expires,
+        t.refresh_expires
+    ])?;
+    Ok(())
 }
 
 fn row_to_notification(r: &rusqlite::Row<'_>) -> rusqlite::Result<Notification> {
@@ -645,18 +571,14 @@ fn row_to_user(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
 #[async_trait]
 impl Store for SqliteStore {
     async fn add_notification(&self, draft: Draft, created_at: i64) -> StoreResult<Option<i64>> {
-        self.write(|reply| WriteOp::AddNotification {
-            draft,
-            created_at,
-            reply,
-        })
-        .await
+        self.write(move |c| insert_notification(c, &draft, created_at).map_err(backend))
+            .await
     }
 
     async fn webhooks_of(&self, user_id: i64) -> StoreResult<Vec<Webhook>> {
         self.read(move |c| {
             let mut stmt = c.prepare_cached(
-                "SELECT w.id, w.user_id, w.code_hash, w.scopes
+                "SELECT w.id, w.user_id, w.code_hash, w.scopes, w.rate_per_second, w.rate_burst
                    FROM webhooks w JOIN users u ON u.id = w.user_id
                   WHERE w.user_id = ?1 AND w.active = 1 AND u.active = 1",
             )?;
@@ -667,6 +589,12 @@ impl Store for SqliteStore {
                     user_id: r.get(1)?,
                     code_hash: r.get(2)?,
                     scopes: split_scopes(&scopes),
+                    rate: RateOverride {
+                        per_second: r.get(4)?,
+                        burst: r
+                            .get::<_, Option<i64>>(5)?
+                            .map(|b| b.clamp(0, u32::MAX as i64) as u32),
+                    },
                 })
             })?;
             rows.collect()
@@ -675,7 +603,7 @@ impl Store for SqliteStore {
     }
 
     async fn add_user(&self, user: User) -> StoreResult<()> {
-        self.write(|reply| WriteOp::AddUser { user, reply }).await
+        self.write(move |c| insert_user(c, &user)).await
     }
 
     async fn user(&self, id: i64) -> StoreResult<Option<User>> {
@@ -694,20 +622,251 @@ impl Store for SqliteStore {
         user_id: i64,
         code_hash: [u8; 32],
         scopes: &[String],
+        rate: RateOverride,
     ) -> StoreResult<i64> {
         let scopes = scopes.join(",");
-        self.write(|reply| WriteOp::AddWebhook {
-            user_id,
-            code_hash,
-            scopes,
-            reply,
-        })
-        .await
+        self.write(move |c| insert_webhook(c, user_id, &code_hash, &scopes, &rate))
+            .await
     }
 
     async fn user_count(&self) -> StoreResult<i64> {
         self.read(|c| c.query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0)))
             .await
+    }
+
+    async fn user_login(&self, login: &str) -> StoreResult<Option<(User, Option<String>)>> {
+        let login = login.trim().to_owned();
+        self.read(move |c| {
+            let by_id: Option<i64> = login.parse().ok();
+            c.prepare_cached(
+                "SELECT id, name, last_name, email, active, is_admin, password_hash FROM users
+                  WHERE active = 1 AND (id = ?1 OR (email <> '' AND lower(email) = lower(?2)))
+                  ORDER BY id LIMIT 1",
+            )?
+            .query_row(params![by_id, login], |r| Ok((row_to_user(r)?, r.get(6)?)))
+            .optional()
+        })
+        .await
+    }
+
+    async fn set_password(&self, user_id: i64, password_hash: String) -> StoreResult<()> {
+        self.write(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE users SET password_hash = ?2 WHERE id = ?1",
+                    params![user_id, password_hash],
+                )
+                .map_err(backend)?;
+            if n == 0 {
+                return Err(StoreError::Conflict(format!(
+                    "user {user_id} does not exist"
+                )));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn add_app(&self, app: NewApp) -> StoreResult<i64> {
+        self.write(move |c| {
+            let allowed = app.allowed_users.as_ref().map(|u| {
+                u.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
+            });
+            c.execute(
+                "INSERT INTO apps (client_id, secret_hash, name, scopes, redirect_uri, allowed_users,
+                                   rate_per_second, rate_burst, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, strftime('%s','now'))",
+                params![
+                    app.client_id,
+                    &app.secret_hash[..],
+                    app.name,
+                    app.scopes.join(","),
+                    app.redirect_uri,
+                    allowed,
+                    app.rate.per_second,
+                    app.rate.burst
+                ],
+            )
+            .map_err(backend)?;
+            Ok(c.last_insert_rowid())
+        })
+        .await
+    }
+
+    async fn app_by_client_id(&self, client_id: &str) -> StoreResult<Option<App>> {
+        let client_id = client_id.to_owned();
+        self.read(move |c| {
+            c.prepare_cached(&format!(
+                "SELECT {APP_COLUMNS} FROM apps a WHERE a.client_id = ?1"
+            ))?
+            .query_row([client_id], row_to_app)
+            .optional()
+        })
+        .await
+    }
+
+    async fn install_app(&self, app_id: i64, user_id: i64) -> StoreResult<()> {
+        self.write(move |c| {
+            c.execute(
+                "INSERT OR IGNORE INTO app_installs (app_id, user_id, installed_at)
+                 VALUES (?1, ?2, strftime('%s','now'))",
+                params![app_id, user_id],
+            )
+            .map(|_| ())
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn issue_tokens(&self, app_id: i64, user_id: i64, tokens: NewTokens) -> StoreResult<()> {
+        self.write(move |c| insert_tokens(c, app_id, user_id, &tokens).map_err(backend))
+            .await
+    }
+
+    async fn access_grant(&self, access_hash: [u8; 32]) -> StoreResult<Option<AccessGrant>> {
+        self.read(move |c| {
+            c.prepare_cached(&format!(
+                "SELECT {APP_COLUMNS}, t.user_id, t.access_expires
+                   FROM oauth_tokens t JOIN apps a ON a.id = t.app_id
+                  WHERE t.access_hash = ?1 AND t.revoked = 0"
+            ))?
+            .query_row([&access_hash[..]], |r| {
+                Ok(AccessGrant {
+                    app: row_to_app(r)?,
+                    user_id: r.get(APP_COLUMN_COUNT)?,
+                    access_expires: r.get(APP_COLUMN_COUNT + 1)?,
+                })
+            })
+            .optional()
+        })
+        .await
+    }
+
+    async fn rotate_refresh(
+        &self,
+        app_id: i64,
+        refresh_hash: [u8; 32],
+        now: i64,
+        tokens: NewTokens,
+    ) -> StoreResult<Option<i64>> {
+        self.write(move |c| {
+            // The UPDATE both checks and spends the token, so two concurrent refreshes with the
+            // same token cannot both succeed.
+            let user: Option<i64> = c
+                .prepare_cached(
+                    "UPDATE oauth_tokens SET revoked = 1
+                      WHERE refresh_hash = ?1 AND app_id = ?2 AND revoked = 0 AND refresh_expires > ?3
+                     RETURNING user_id",
+                )
+                .and_then(|mut st| {
+                    st.query_row(params![&refresh_hash[..], app_id, now], |r| r.get(0))
+                        .optional()
+                })
+                .map_err(backend)?;
+            if let Some(user_id) = user {
+                insert_tokens(c, app_id, user_id, &tokens).map_err(backend)?;
+            }
+            Ok(user)
+        })
+        .await
+    }
+
+    async fn add_code(
+        &self,
+        code_hash: [u8; 32],
+        app_id: i64,
+        user_id: i64,
+        expires_at: i64,
+    ) -> StoreResult<()> {
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO oauth_codes (code_hash, app_id, user_id, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                params![&code_hash[..], app_id, user_id, expires_at],
+            )
+            .map(|_| ())
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn take_code(
+        &self,
+        code_hash: [u8; 32],
+        app_id: i64,
+        now: i64,
+    ) -> StoreResult<Option<i64>> {
+        self.write(move |c| {
+            let row: Option<(i64, i64, i64)> = c
+                .query_row(
+                    "DELETE FROM oauth_codes WHERE code_hash = ?1 RETURNING app_id, user_id, expires_at",
+                    [&code_hash[..]],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()
+                .map_err(backend)?;
+            Ok(row.and_then(|(app, user, expires)| (app == app_id && expires > now).then_some(user)))
+        })
+        .await
+    }
+
+    async fn add_session(&self, id_hash: [u8; 32], session: Session) -> StoreResult<()> {
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO sessions (id_hash, user_id, csrf, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    &id_hash[..],
+                    session.user_id,
+                    session.csrf,
+                    session.expires_at
+                ],
+            )
+            .map(|_| ())
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn session(&self, id_hash: [u8; 32], now: i64) -> StoreResult<Option<Session>> {
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT s.user_id, s.csrf, s.expires_at FROM sessions s JOIN users u ON u.id = s.user_id
+                  WHERE s.id_hash = ?1 AND s.expires_at > ?2 AND u.active = 1",
+            )?
+            .query_row(params![&id_hash[..], now], |r| {
+                Ok(Session {
+                    user_id: r.get(0)?,
+                    csrf: r.get(1)?,
+                    expires_at: r.get(2)?,
+                })
+            })
+            .optional()
+        })
+        .await
+    }
+
+    async fn delete_session(&self, id_hash: [u8; 32]) -> StoreResult<()> {
+        self.write(move |c| {
+            c.execute("DELETE FROM sessions WHERE id_hash = ?1", [&id_hash[..]])
+                .map(|_| ())
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn setting(&self, key: &str, init: String) -> StoreResult<String> {
+        let key = key.to_owned();
+        self.write(move |c| {
+            c.execute(
+                "INSERT OR IGNORE INTO settings (key, value) VALUES (?1, ?2)",
+                params![key, init],
+            )
+            .map_err(backend)?;
+            c.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
+                r.get(0)
+            })
+            .map_err(backend)
+        })
+        .await
     }
 
     async fn notify_chat(&self, user_id: i64) -> StoreResult<Option<NotifyChat>> {
@@ -798,30 +957,41 @@ impl Store for SqliteStore {
     }
 
     async fn mark_read(&self, user_id: i64, requests: Vec<ReadRequest>) -> StoreResult<()> {
-        self.write(|reply| WriteOp::MarkRead {
-            user_id,
-            requests,
-            reply,
+        self.write(move |c| {
+            requests
+                .iter()
+                .try_for_each(|r| mark_read(c, user_id, r))
+                .map_err(backend)
         })
         .await
     }
 
     async fn delete_own(&self, user_id: i64, id: i64) -> StoreResult<bool> {
-        self.write(|reply| WriteOp::DeleteOwn { user_id, id, reply })
-            .await
+        self.write(move |c| {
+            c.prepare_cached(sql::DELETE_OWN)
+                .and_then(|mut s| s.execute(params![id, user_id]))
+                .map(|n| n > 0)
+                .map_err(backend)
+        })
+        .await
     }
 
     async fn delete_by_tag(&self, field: TagField, value: String) -> StoreResult<u64> {
-        self.write(|reply| WriteOp::DeleteByTag {
-            field,
-            value,
-            reply,
+        let stmt = match field {
+            TagField::Tag => sql::DELETE_TAG,
+            TagField::SubTag => sql::DELETE_SUB_TAG,
+        };
+        self.write(move |c| {
+            c.prepare_cached(stmt)
+                .and_then(|mut s| s.execute([value]))
+                .map(|n| n as u64)
+                .map_err(backend)
         })
         .await
     }
 
     async fn confirm(&self, user_id: i64, id: i64) -> StoreResult<Option<Notification>> {
-        self.write(|reply| WriteOp::Confirm { user_id, id, reply })
+        self.write(move |c| confirm(c, user_id, id).map_err(backend))
             .await
     }
 
@@ -873,7 +1043,7 @@ impl Store for SqliteStore {
     }
 
     async fn flush(&self) {
-        let _ = self.write(|reply| WriteOp::Flush { reply }).await;
+        let _ = self.write(|_| Ok(())).await;
     }
 }
 

@@ -27,6 +27,9 @@ pub struct Server {
 pub struct Options {
     pub args: Vec<String>,
     pub envs: Vec<(String, String)>,
+    /// Run with the rate and operating limits on. Off by default: most tests send many quick
+    /// calls with one credential and are about something else.
+    pub limits: bool,
 }
 
 impl Server {
@@ -45,6 +48,9 @@ impl Server {
             extra_args: opts.args,
             envs: opts.envs,
         };
+        if !opts.limits {
+            s.extra_args.push("--no-limits".to_owned());
+        }
         s.launch(true);
         s
     }

@@ -1,0 +1,38 @@
+//! Passwords for the login page, hashed with Argon2id: unlike generated codes they are chosen by
+//! people and may be guessable, so they need a slow, salted hash.
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+
+pub fn hash(password: &str) -> anyhow::Result<String> {
+    let salt_bytes: [u8; 16] = rand::random();
+    let salt = SaltString::encode_b64(&salt_bytes)
+        .map_err(|e| anyhow::anyhow!("encoding the salt: {e}"))?;
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| anyhow::anyhow!("hashing the password: {e}"))
+}
+
+/// Verification is constant-time inside the argon2 crate.
+pub fn verify(password: &str, stored: &str) -> bool {
+    PasswordHash::new(stored)
+        .map(|h| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &h)
+                .is_ok()
+        })
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn round_trip() {
+        let h = super::hash("correct horse").unwrap();
+        assert!(h.starts_with("$argon2id$"));
+        assert!(super::verify("correct horse", &h));
+        assert!(!super::verify("wrong horse", &h));
+        assert!(!super::verify("correct horse", "not a hash"));
+    }
+}

@@ -1,0 +1,357 @@
+//! `/login`, `/logout`, `/oauth/authorize/` and `/oauth/token/` (§7.1, P11).
+
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use super::{current_session, esc, now, page, portal, redirect, safe_next, SESSION_TTL};
+use crate::auth::oauth::{self as rules, Portal};
+use crate::auth::{internal, password, secret, SESSION_COOKIE};
+use crate::error::ApiError;
+use crate::protocol::params::{parse_str, DecodeLimits};
+use crate::server::ConnInfo;
+use crate::state::AppState;
+use crate::store::{App, Session};
+use crate::value::{Array, Value};
+
+/// Query and urlencoded body, body winning, with PHP's rules.
+async fn form(req: Request, max_body: usize) -> (Method, HeaderMap, Option<ConnInfo>, Array) {
+    let (parts, body) = req.into_parts();
+    let limits = DecodeLimits::default();
+    let mut params = parse_str(parts.uri.query().unwrap_or_default(), &limits);
+    if parts.method == Method::POST {
+        let body: Bytes = axum::body::to_bytes(body, max_body)
+            .await
+            .unwrap_or_default();
+        params.overlay(parse_str(&String::from_utf8_lossy(&body), &limits));
+    }
+    let conn = parts.extensions.get::<ConnInfo>().copied();
+    (parts.method, parts.headers, conn, params)
+}
+
+fn text(p: &Array, key: &str) -> String {
+    p.get_str(key)
+        .filter(|v| v.is_scalar())
+        .map(Value::to_php_string)
+        .unwrap_or_default()
+}
+
+fn error_page(e: &ApiError) -> Response {
+    tracing::warn!(code = e.code, "oauth page error");
+    page(
+        StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        "Something went wrong",
+        &format!("<p class=\"error\">{}</p>", esc(&e.description)),
+    )
+}
+
+fn login_form(next: &str, error: Option<&str>) -> String {
+    let error = error
+        .map(|e| format!("<p class=\"error\">{}</p>", esc(e)))
+        .unwrap_or_default();
+    format!(
+        "{error}<form method=\"post\" action=\"/login\">\
+<input type=\"hidden\" name=\"next\" value=\"{next}\">\
+<label>User id or e-mail <input name=\"login\" autocomplete=\"username\" required></label>\
+<label>Password <input name=\"password\" type=\"password\" autocomplete=\"current-password\" required></label>\
+<button type=\"submit\">Sign in</button></form>",
+        next = esc(next)
+    )
+}
+
+/// `GET /login` shows the form; `POST /login` signs in and sets the session cookie.
+pub async fn login(State(state): State<AppState>, req: Request) -> Response {
+    let (method, headers, conn, p) = form(req, state.config.limits.max_body_bytes).await;
+    let next = safe_next(&text(&p, "next")).to_owned();
+    if method != Method::POST {
+        return page(StatusCode::OK, "Sign in", &login_form(&next, None));
+    }
+    let login = text(&p, "login");
+    let pw = text(&p, "password");
+    let found = match state.store.user_login(&login).await {
+        Ok(f) => f,
+        Err(e) => return error_page(&internal(e)),
+    };
+    let user = found.and_then(|(user, hash)| {
+        let hash = hash?;
+        password::verify(&pw, &hash).then_some(user)
+    });
+    let Some(user) = user else {
+        return page(
+            StatusCode::UNAUTHORIZED,
+            "Sign in",
+            &login_form(&next, Some("Wrong user or password.")),
+        );
+    };
+    let cookie = secret::generate(43);
+    let session = Session {
+        user_id: user.id,
+        csrf: secret::generate(32),
+        expires_at: now() + SESSION_TTL,
+    };
+    if let Err(e) = state
+        .store
+        .add_session(secret::hash(&cookie), session)
+        .await
+    {
+        return error_page(&internal(e));
+    }
+    let secure = conn.is_some_and(|c| c.is_secure(&headers, &state.config.trusted_proxies));
+    let mut resp = redirect(&next);
+    let attrs = if secure { "; Secure" } else { "" };
+    let set = format!(
+        "{SESSION_COOKIE}={cookie}; Path=/; HttpOnly; SameSite=Lax; Max-Age={SESSION_TTL}{attrs}"
+    );
+    if let Ok(v) = HeaderValue::from_str(&set) {
+        resp.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    resp
+}
+
+/// `POST /logout`: ends the session.
+pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(cookie) = crate::auth::session_cookie(&headers) {
+        if let Err(e) = state.store.delete_session(secret::hash(&cookie)).await {
+            return error_page(&internal(e));
+        }
+    }
+    let mut resp = redirect("/login");
+    resp.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static("imnotify_session=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0"),
+    );
+    resp
+}
+
+/// Finds the app a page or token request names.
+async fn app(state: &AppState, client_id: &str) -> Result<Option<App>, ApiError> {
+    if client_id.is_empty() {
+        return Ok(None);
+    }
+    Ok(state
+        .store
+        .app_by_client_id(client_id)
+        .await
+        .map_err(internal)?
+        .filter(|a| a.active))
+}
+
+/// `/oauth/authorize/`: GET shows the consent page to a signed-in user, POST records the
+/// approval and redirects to the app with a 30-second code.
+pub async fn authorize(State(state): State<AppState>, req: Request) -> Response {
+    let path_and_query = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
+    let (method, headers, conn, p) = form(req, state.config.limits.max_body_bytes).await;
+    let result = async {
+        let Some((_, session)) = current_session(&state, &headers).await? else {
+            let next: String = form_urlencoded::byte_serialize(path_and_query.as_bytes()).collect();
+            return Ok(redirect(&format!("/login?next={next}")));
+        };
+        let client_id = text(&p, "client_id");
+        let Some(app) = app(&state, &client_id).await? else {
+            return Ok(page(
+                StatusCode::BAD_REQUEST,
+                "Unknown application",
+                "<p class=\"error\">No active application has this client_id.</p>",
+            ));
+        };
+        if !app.allows(session.user_id) {
+            return Err(ApiError::user_access_error());
+        }
+        let state_param = text(&p, "state");
+        if method != Method::POST {
+            return Ok(consent_page(&app, &state_param, &session));
+        }
+        // The form carries the session's CSRF token: another site cannot approve for the user.
+        if !secret::verify(&text(&p, "csrf"), &secret::hash(&session.csrf)) {
+            return Err(ApiError::session_failed());
+        }
+        if text(&p, "approve").is_empty() {
+            return Ok(page(
+                StatusCode::OK,
+                "Access denied",
+                "<p>You did not allow the application.</p>",
+            ));
+        }
+        state
+            .store
+            .install_app(app.id, session.user_id)
+            .await
+            .map_err(internal)?;
+        let code = secret::generate_hex(32);
+        state
+            .store
+            .add_code(
+                secret::hash(&code),
+                app.id,
+                session.user_id,
+                now() + rules::CODE_TTL,
+            )
+            .await
+            .map_err(internal)?;
+        let portal = portal(&state, &headers, conn).await?;
+        Ok(approval_redirect(&app, &portal, &code, &state_param))
+    }
+    .await;
+    result.unwrap_or_else(|e| error_page(&e))
+}
+
+fn consent_page(app: &App, state_param: &str, session: &Session) -> Response {
+    let scopes = app.scopes.join(", ");
+    page(
+        StatusCode::OK,
+        "Allow access?",
+        &format!(
+            "<p><b>{name}</b> asks to act for you (user {user}) with the scopes: {scopes}.</p>\
+<form method=\"post\" action=\"/oauth/authorize/\">\
+<input type=\"hidden\" name=\"client_id\" value=\"{client}\">\
+<input type=\"hidden\" name=\"state\" value=\"{st}\">\
+<input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+<button type=\"submit\" name=\"approve\" value=\"Y\">Allow</button>\
+<button type=\"submit\" name=\"deny\" value=\"Y\">Deny</button></form>",
+            name = esc(&app.name),
+            user = session.user_id,
+            scopes = esc(&scopes),
+            client = esc(&app.client_id),
+            st = esc(state_param),
+            csrf = esc(&session.csrf),
+        ),
+    )
+}
+
+/// Sends the browser back to the app with what Bitrix24 sends: code, state, domain, member_id,
+/// scope and server_domain. Without a registered redirect URI the code is shown instead.
+fn approval_redirect(app: &App, portal: &Portal, code: &str, state_param: &str) -> Response {
+    let query: String = form_urlencoded::Serializer::new(String::new())
+        .append_pair("code", code)
+        .append_pair("state", state_param)
+        .append_pair("domain", &portal.domain)
+        .append_pair("member_id", &portal.member_id)
+        .append_pair("scope", &app.scopes.join(","))
+        .append_pair("server_domain", &portal.domain)
+        .finish();
+    if app.redirect_uri.is_empty() {
+        return page(
+            StatusCode::OK,
+            "Application approved",
+            &format!(
+                "<p>Authorization code (valid 30 s): <code id=\"code\">{}</code></p>",
+                esc(code)
+            ),
+        );
+    }
+    let sep = if app.redirect_uri.contains('?') {
+        '&'
+    } else {
+        '?'
+    };
+    let mut resp = StatusCode::FOUND.into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("{}{sep}{query}", app.redirect_uri)) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp
+}
+
+fn json_response(status: u16, body: serde_json::Value) -> Response {
+    let mut resp = (
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        body.to_string(),
+    )
+        .into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    resp
+}
+
+fn oauth_error(e: &ApiError) -> Response {
+    json_response(
+        e.status,
+        serde_json::json!({"error": e.code, "error_description": e.description}),
+    )
+}
+
+/// `/oauth/token/`: the `authorization_code` and `refresh_token` grants, by GET or POST.
+pub async fn token(State(state): State<AppState>, req: Request) -> Response {
+    let (_, headers, conn, p) = form(req, state.config.limits.max_body_bytes).await;
+    let result = async {
+        let grant_type = text(&p, "grant_type");
+        if grant_type.is_empty() {
+            return Err(ApiError::invalid_request());
+        }
+        if grant_type != "authorization_code" && grant_type != "refresh_token" {
+            return Err(ApiError::unsupported_grant_type());
+        }
+        let app = app(&state, &text(&p, "client_id"))
+            .await?
+            .ok_or_else(ApiError::invalid_client)?;
+        if !secret::verify(&text(&p, "client_secret"), &app.secret_hash) {
+            return Err(ApiError::invalid_client());
+        }
+        let now = now();
+        let minted = rules::mint(now);
+        let user_id = if grant_type == "authorization_code" {
+            let code = text(&p, "code");
+            if code.is_empty() {
+                return Err(ApiError::invalid_request());
+            }
+            let user_id = state
+                .store
+                .take_code(secret::hash(&code), app.id, now)
+                .await
+                .map_err(internal)?
+                .ok_or_else(ApiError::invalid_grant)?;
+            state
+                .store
+                .issue_tokens(app.id, user_id, minted.stored.clone())
+                .await
+                .map_err(internal)?;
+            user_id
+        } else {
+            let refresh = text(&p, "refresh_token");
+            if refresh.is_empty() {
+                return Err(ApiError::invalid_request());
+            }
+            state
+                .store
+                .rotate_refresh(app.id, secret::hash(&refresh), now, minted.stored.clone())
+                .await
+                .map_err(internal)?
+                .ok_or_else(ApiError::invalid_grant)?
+        };
+        let portal = portal(&state, &headers, conn).await?;
+        Ok(rules::token_answer(&minted, &portal, user_id, &app.scopes))
+    }
+    .await;
+    match result {
+        Ok(answer) => json_response(200, answer),
+        Err(e) => oauth_error(&e),
+    }
+}
+
+/// Mints a token pair for `user_id` without the browser flow, as an installation hands them over
+/// (`imnotify app token`).
+pub async fn install_and_mint(
+    state_store: &dyn crate::store::Store,
+    app: &App,
+    user_id: i64,
+    portal: &Portal,
+) -> anyhow::Result<serde_json::Value> {
+    state_store.install_app(app.id, user_id).await?;
+    let minted = rules::mint(now());
+    state_store
+        .issue_tokens(app.id, user_id, minted.stored.clone())
+        .await?;
+    Ok(rules::token_answer(&minted, portal, user_id, &app.scopes))
+}

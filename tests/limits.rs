@@ -1,0 +1,353 @@
+//! The rate limit (P8) and the operating-time limit (P9) against the real binary.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Options, Response, Server};
+use serde_json::{json, Value};
+
+fn with_limits(envs: &[(&str, &str)]) -> Server {
+    Server::start_with(Options {
+        limits: true,
+        envs: envs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..Default::default()
+    })
+}
+
+fn notify(s: &Server, hook: &str) -> Response {
+    s.post_json(
+        &format!("{hook}im.notify.system.add"),
+        &json!({"USER_ID": 1, "MESSAGE": "m"}),
+    )
+}
+
+fn statuses(s: &Server, hook: &str, n: usize) -> Vec<u16> {
+    (0..n).map(|_| notify(s, hook).status).collect()
+}
+
+/// A webhook of user 1 made with extra `webhook add` flags.
+fn webhook_with(s: &Server, flags: &[&str]) -> String {
+    let mut args = vec![
+        "webhook",
+        "add",
+        "--user-id",
+        "1",
+        "--scope",
+        "im",
+        "--json",
+    ];
+    args.extend_from_slice(flags);
+    let out = s.cli(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    format!("/rest/1/{}/", v["code"].as_str().unwrap())
+}
+
+#[test]
+fn default_settings_allow_a_burst_of_fifty_then_refuse_until_drained() {
+    let s = with_limits(&[]);
+    let began = Instant::now();
+    let got = statuses(&s, &s.hook, 80);
+    let elapsed = began.elapsed().as_secs_f64();
+    let ok = got.iter().filter(|st| **st == 200).count();
+    eprintln!("80 calls in {elapsed:.3} s: {ok} succeeded; {got:?}");
+    assert!(got[..50].iter().all(|st| *st == 200), "{got:?}");
+    // At 2/s, a token drains every half second while the calls are being made.
+    let drained = (elapsed * 2.0).ceil() as usize;
+    assert!(ok <= 50 + drained, "{ok} in {elapsed} s: {got:?}");
+    assert!(got[79] == 503 || drained > 1, "{got:?}");
+    assert!(got.iter().all(|st| *st == 200 || *st == 503), "{got:?}");
+    let refused = notify(&s, &s.hook);
+    refused.assert_error(503, "QUERY_LIMIT_EXCEEDED");
+    assert_eq!(refused.json()["error_description"], "Too many requests");
+
+    // One second drains two requests' worth, and no more.
+    std::thread::sleep(Duration::from_millis(1000));
+    let began = Instant::now();
+    let after = statuses(&s, &s.hook, 5);
+    let drained = (began.elapsed().as_secs_f64() * 2.0).ceil() as usize;
+    let ok_after = after.iter().filter(|st| **st == 200).count();
+    eprintln!("after 1 s: {after:?}");
+    assert_eq!(&after[..2], [200, 200], "{after:?}");
+    assert!(ok_after <= 2 + drained, "{after:?}");
+    assert!(after.contains(&503), "{after:?}");
+}
+
+#[test]
+fn buckets_are_per_credential_and_bad_credentials_are_limited_too() {
+    let s = with_limits(&[("IMNOTIFY_LIMITS__RATE__BURST", "5")]);
+    let other = s.add_webhook(1, "im");
+    assert_eq!(
+        statuses(&s, &s.hook, 7),
+        [200, 200, 200, 200, 200, 503, 503]
+    );
+    // Another credential from the same address has its own bucket.
+    assert_eq!(notify(&s, &other).status, 200);
+    // A wrong code is answered, then refused like any other caller.
+    let wrong = statuses(&s, "/rest/1/wrongcode/", 7);
+    assert_eq!(wrong, [403, 403, 403, 403, 403, 503, 503]);
+    // No credential at all is a credential too.
+    let none: Vec<u16> = (0..7)
+        .map(|_| {
+            s.post_json("/rest/im.notify.system.add", &json!({"USER_ID": 1}))
+                .status
+        })
+        .collect();
+    assert_eq!(none, [401, 401, 401, 401, 401, 503, 503]);
+}
+
+#[test]
+fn a_webhook_can_have_its_own_limit() {
+    let s = with_limits(&[]);
+    let tight = webhook_with(&s, &["--rate-burst", "3"]);
+    let printed = s.cli(&[
+        "webhook",
+        "add",
+        "--user-id",
+        "1",
+        "--scope",
+        "im",
+        "--json",
+        "--rate-burst",
+        "7",
+    ]);
+    let printed: Value = serde_json::from_slice(&printed.stdout).unwrap();
+    assert_eq!(printed["rate_burst"], 7);
+    assert_eq!(printed["rate_per_second"], Value::Null);
+    assert_eq!(statuses(&s, &tight, 5), [200, 200, 200, 503, 503]);
+    let unlimited = webhook_with(&s, &["--rate-per-second", "0"]);
+    assert!(statuses(&s, &unlimited, 70).iter().all(|st| *st == 200));
+    // A faster drain: 20/s refills a burst of 2 in 100 ms.
+    let fast = webhook_with(&s, &["--rate-per-second", "20", "--rate-burst", "2"]);
+    assert_eq!(statuses(&s, &fast, 3), [200, 200, 503]);
+    std::thread::sleep(Duration::from_millis(150));
+    assert_eq!(statuses(&s, &fast, 3), [200, 200, 503]);
+    // Bad values are refused by the command.
+    let out = s.cli(&[
+        "webhook",
+        "add",
+        "--user-id",
+        "1",
+        "--scope",
+        "im",
+        "--rate-burst",
+        "0",
+    ]);
+    assert!(!out.status.success());
+}
+
+#[test]
+fn a_batch_counts_once() {
+    let s = with_limits(&[("IMNOTIFY_LIMITS__RATE__BURST", "2")]);
+    let cmds: Vec<String> = (0..10)
+        .map(|i| format!("im.notify.system.add?USER_ID=1&MESSAGE=b{i}"))
+        .collect();
+    for _ in 0..2 {
+        let r = s.post_json(&s.hook_url("batch"), &json!({"cmd": cmds}));
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.json()["result"]["result"].as_array().unwrap().len(), 10);
+    }
+    s.post_json(&s.hook_url("batch"), &json!({"cmd": cmds}))
+        .assert_error(503, "QUERY_LIMIT_EXCEEDED");
+}
+
+#[test]
+fn forwarded_for_is_believed_only_from_trusted_proxies() {
+    let call = |s: &Server, xff: &str| {
+        s.request(
+            "POST",
+            &s.hook_url("im.notify.system.add"),
+            &[
+                ("Content-Type", "application/json"),
+                ("X-Forwarded-For", xff),
+            ],
+            br#"{"USER_ID":1,"MESSAGE":"m"}"#,
+        )
+        .status
+    };
+    let s = with_limits(&[
+        ("IMNOTIFY_LIMITS__RATE__BURST", "2"),
+        ("IMNOTIFY_TRUSTED_PROXIES", "[\"127.0.0.1\"]"),
+    ]);
+    assert_eq!(call(&s, "1.1.1.1"), 200);
+    assert_eq!(call(&s, "9.9.9.9, 1.1.1.1"), 200, "the nearest hop counts");
+    assert_eq!(call(&s, "1.1.1.1"), 503);
+    assert_eq!(call(&s, "2.2.2.2"), 200);
+
+    let untrusted = with_limits(&[("IMNOTIFY_LIMITS__RATE__BURST", "2")]);
+    assert_eq!(call(&untrusted, "1.1.1.1"), 200);
+    assert_eq!(call(&untrusted, "2.2.2.2"), 200);
+    assert_eq!(call(&untrusted, "3.3.3.3"), 503, "the header is ignored");
+}
+
+#[test]
+fn no_limits_and_separate_switches() {
+    // The harness default is `serve --no-limits`.
+    let s = Server::start();
+    assert!(statuses(&s, &s.hook, 80).iter().all(|st| *st == 200));
+
+    let s = with_limits(&[
+        ("IMNOTIFY_LIMITS__RATE__ENABLED", "false"),
+        ("IMNOTIFY_LIMITS__OPERATING__LIMIT_SECONDS", "0"),
+        ("IMNOTIFY_LIMITS__OPERATING__MIN_COUNTED_SECONDS", "0"),
+    ]);
+    assert_eq!(notify(&s, &s.hook).status, 200);
+    notify(&s, &s.hook).assert_error(429, "OPERATION_TIME_LIMIT");
+
+    let s = with_limits(&[
+        ("IMNOTIFY_LIMITS__RATE__BURST", "2"),
+        ("IMNOTIFY_LIMITS__OPERATING__ENABLED", "false"),
+        ("IMNOTIFY_LIMITS__OPERATING__LIMIT_SECONDS", "0"),
+        ("IMNOTIFY_LIMITS__OPERATING__MIN_COUNTED_SECONDS", "0"),
+    ]);
+    assert_eq!(statuses(&s, &s.hook, 3), [200, 200, 503]);
+}
+
+#[test]
+fn time_block_reports_operating_at_default_settings() {
+    let s = with_limits(&[]);
+    let r = notify(&s, &s.hook);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let t = &r.json()["time"];
+    // A fast call is under the 0.1 s floor: nothing is charged.
+    assert_eq!(t["operating"], json!(0.0));
+    let start = t["start"].as_f64().unwrap();
+    assert_eq!(
+        t["operating_reset_at"].as_i64().unwrap(),
+        start as i64 + 600
+    );
+}
+
+#[test]
+fn operating_limit_blocks_the_method_after_the_crossing_call() {
+    // Limit 0 and every call counted: the first call crosses the limit and still completes.
+    let s = with_limits(&[
+        ("IMNOTIFY_LIMITS__OPERATING__LIMIT_SECONDS", "0"),
+        ("IMNOTIFY_LIMITS__OPERATING__MIN_COUNTED_SECONDS", "0"),
+    ]);
+    let other = s.add_webhook(1, "im");
+    let r = notify(&s, &s.hook);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let t = r.json()["time"].clone();
+    let operating = t["operating"].as_f64().unwrap();
+    let processing = t["processing"].as_f64().unwrap();
+    assert!(operating > 0.0, "{t}");
+    assert!((operating - processing).abs() < 2e-6, "{t}");
+    // The bucket was created by this call: it expires 600 s after the call's start.
+    let start = t["start"].as_f64().unwrap();
+    let reset = t["operating_reset_at"].as_i64().unwrap();
+    assert!((reset - (start as i64 + 600)).abs() <= 1, "{t}");
+
+    let blocked = notify(&s, &s.hook);
+    blocked.assert_error(429, "OPERATION_TIME_LIMIT");
+    assert_eq!(
+        blocked.json()["error_description"],
+        "Method is blocked due to operation time limit."
+    );
+    // Per method: im.notify has its own account. Per credential: the other webhook too.
+    let generic = s.post_json(
+        &s.hook_url("im.notify"),
+        &json!({"TO": 1, "MESSAGE": "m", "TYPE": "SYSTEM"}),
+    );
+    assert_eq!(generic.status, 200, "{}", generic.body);
+    assert_eq!(notify(&s, &other).status, 200);
+
+    // The batch wrapper is not limited; its commands are, each in result_error.
+    let r = s.post_json(
+        &s.hook_url("batch"),
+        &json!({"cmd": {
+            "a": "im.notify.system.add?USER_ID=1&MESSAGE=x",
+            "b": "im.notify.personal.add?USER_ID=1&MESSAGE=y",
+            "c": "im.notify.personal.add?USER_ID=1&MESSAGE=z",
+        }}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let j = r.json();
+    assert_eq!(j["time"]["operating"], json!(0.0), "{}", r.body);
+    let res = &j["result"];
+    assert_eq!(res["result_error"]["a"]["error"], "OPERATION_TIME_LIMIT");
+    // personal.add had no account yet: b runs (and crosses the limit), c is refused.
+    assert!(res["result"]["b"].is_i64(), "{res}");
+    assert!(res["result_time"]["b"]["operating"].as_f64().unwrap() > 0.0);
+    assert_eq!(res["result_error"]["c"]["error"], "OPERATION_TIME_LIMIT");
+    // Batch sub-commands and direct calls share one account.
+    s.post_json(
+        &s.hook_url("im.notify.personal.add"),
+        &json!({"USER_ID": 1, "MESSAGE": "m"}),
+    )
+    .assert_error(429, "OPERATION_TIME_LIMIT");
+}
+
+#[test]
+fn operating_is_accumulated_across_calls() {
+    // A generous limit with every call counted: operating grows with each call.
+    let s = with_limits(&[
+        ("IMNOTIFY_LIMITS__OPERATING__LIMIT_SECONDS", "480"),
+        ("IMNOTIFY_LIMITS__OPERATING__MIN_COUNTED_SECONDS", "0"),
+    ]);
+    let mut sum = 0.0;
+    let mut last = 0.0;
+    for _ in 0..5 {
+        let t = notify(&s, &s.hook).json()["time"].clone();
+        sum += t["processing"].as_f64().unwrap();
+        last = t["operating"].as_f64().unwrap();
+    }
+    // Rounding to microseconds in each answer allows a few millionths of difference.
+    assert!((last - sum).abs() < 1e-5, "{last} vs {sum}");
+}
+
+#[test]
+fn applications_have_their_own_rate_limit_and_operating_account() {
+    let s = with_limits(&[
+        ("IMNOTIFY_LIMITS__OPERATING__LIMIT_SECONDS", "0"),
+        ("IMNOTIFY_LIMITS__OPERATING__MIN_COUNTED_SECONDS", "0"),
+    ]);
+    let out = s.cli(&[
+        "app",
+        "add",
+        "--name",
+        "Tight",
+        "--scope",
+        "im",
+        "--rate-burst",
+        "2",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let app: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let client_id = app["client_id"].as_str().unwrap();
+    let out = s.cli(&[
+        "app",
+        "token",
+        "--client-id",
+        client_id,
+        "--user-id",
+        "1",
+        "--json",
+    ]);
+    let token: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let call = || {
+        s.post_json(
+            "/rest/im.notify.system.add",
+            &json!({"USER_ID": 1, "MESSAGE": "m", "auth": token["access_token"]}),
+        )
+    };
+    // The first call crosses the zero operating limit for this app only.
+    assert_eq!(call().status, 200);
+    call().assert_error(429, "OPERATION_TIME_LIMIT");
+    // The app's burst of 2 is used up; the server's default webhook is untouched.
+    call().assert_error(503, "QUERY_LIMIT_EXCEEDED");
+    assert_eq!(notify(&s, &s.hook).status, 200);
+}
