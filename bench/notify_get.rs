@@ -29,7 +29,8 @@ impl Drop for Running {
 
 fn start(bin: &Path, data: &Path, listen: &str) -> Running {
     let mut child = Command::new(bin)
-        .args(["serve", "--listen", listen, "--data-dir"])
+        // The rate limit (2 requests/s by default) would refuse a benchmark's quick calls.
+        .args(["serve", "--no-limits", "--listen", listen, "--data-dir"])
         .arg(data)
         .env("IMNOTIFY_LOG__FILTER", "warn")
         .stdout(Stdio::piped())
