@@ -57,6 +57,23 @@ catalogue! {
     message_empty => ("MESSAGE_EMPTY", 400, "Message can't be empty");
     attach_oversize => ("ATTACH_OVERSIZE", 400, "You have exceeded the maximum allowable size of attach");
     attach_error => ("ATTACH_ERROR", 400, "Incorrect attach params");
+    last_id_and_last_type => ("LAST_ID_AND_LAST_TYPE", 400, "Parameters LAST_ID and LAST_TYPE should be used together.");
+    last_id_string => ("LAST_ID_STRING", 400, "Last notification ID can't be string");
+    /// im.notify.delete without anything to delete by.
+    params_error => ("PARAMS_ERROR", 400, "Incorrect params");
+    params_error_ids => ("PARAMS_ERROR", 400, "No IDS param or it is not an array");
+    /// im.notify.delete by tag when neither an OAuth client id nor `CLIENT_ID` names the namespace.
+    access_denied_client_id => ("ACCESS_DENIED", 403, "Access denied! Client ID not specified");
+    /// The source's spelling ("less then"), which clients may match on (§9 #16).
+    search_text_error => ("SEARCH_TEXT_ERROR", 400, "SEARCH_TEXT can't be less then 3 symbols");
+    id_error => ("ID_ERROR", 400, "Notification ID can't be empty");
+    answer_text_error => ("ANSWER_TEXT_ERROR", 400, "ANSWER_TEXT can't be empty");
+    /// Two spaces, as in the source.
+    notify_value_error => ("NOTIFY_VALUE_ERROR", 400, "Notification Value  can't be empty");
+    /// im.user.get with an `ID` that is not a positive number.
+    user_id_empty_im => ("ID_EMPTY", 400, "User ID can't be empty");
+    /// The source's wording.
+    user_not_exists => ("USER_NOT_EXISTS", 400, "User is not exists");
     internal => ("INTERNAL_SERVER_ERROR", 500, "Internal server error");
     /// The leaky bucket of (client IP, credential) is full (P8).
     query_limit_exceeded => ("QUERY_LIMIT_EXCEEDED", 503, "Too many requests");
@@ -96,6 +113,9 @@ mod tests {
         assert_eq!(find("ERROR_METHOD_NOT_FOUND"), Some(404));
         assert_eq!(find("WRONG_AUTH_TYPE"), Some(403));
         assert_eq!(find("ATTACH_OVERSIZE"), Some(400));
+        assert_eq!(find("ACCESS_DENIED"), Some(403));
+        assert_eq!(find("PARAMS_ERROR"), Some(400));
+        assert_eq!(find("LAST_ID_STRING"), Some(400));
         assert_eq!(find("QUERY_LIMIT_EXCEEDED"), Some(503));
         assert_eq!(find("OPERATION_TIME_LIMIT"), Some(429));
     }

@@ -2,4 +2,6 @@
 //! performs I/O or knows about HTTP or SQL.
 
 pub mod attach;
+pub mod directory;
+pub mod inbox;
 pub mod notify;

@@ -80,6 +80,8 @@ async fn run_command(
         params::parse_str(query, limits)
     };
     let mut command_params = results.resolve(parsed);
+    // A command's own `start` pages it, as a direct call's does.
+    dispatch::carry_start(&mut command_params);
     auth::strip_framework_keys(&mut command_params);
     dispatch::execute(state, spec, caller, command_params)
         .await

@@ -18,7 +18,9 @@ macro_rules! method {
 
 pub mod batch;
 pub mod discovery;
+pub mod inbox;
 pub mod notify;
+pub mod users;
 
 use crate::protocol::dispatch::MethodSpec;
 
@@ -26,8 +28,16 @@ use crate::protocol::dispatch::MethodSpec;
 pub fn all() -> Vec<MethodSpec> {
     let mut all = discovery::methods();
     all.extend(notify::methods());
+    all.extend(inbox::methods());
+    all.extend(users::methods());
     all.extend(batch::methods());
     all
+}
+
+/// A storage failure: logged with its cause, answered as a bare 500.
+pub(crate) fn storage_failed(e: crate::store::StoreError) -> crate::error::ApiError {
+    tracing::error!(error = %e, "storage failed");
+    crate::error::ApiError::internal()
 }
 
 /// Every scope some method needs, sorted: what `scope` with `full` lists, and what a browser

@@ -13,7 +13,7 @@ use crate::error::ApiError;
 use crate::limits::operating::Usage;
 use crate::methods;
 use crate::state::AppState;
-use crate::value::Array;
+use crate::value::{Array, Value};
 
 pub type Handler =
     for<'a> fn(&'a AppState, &'a Caller, Array) -> BoxFuture<'a, Result<Output, ApiError>>;
@@ -46,6 +46,28 @@ pub fn all_methods() -> impl Iterator<Item = &'static MethodSpec> {
 /// Method names are registered lower-case, and lookups are made with the lower-cased name (§1.2).
 pub fn lookup(method: &str) -> Option<&'static MethodSpec> {
     registry().get(method)
+}
+
+/// Where the list offset `start` travels from the framework to a list method's handler.
+///
+/// The real server takes `start` out of the parameters and hands it to the handler as a separate
+/// argument (§1.6). Here it stays in the parameter array, already `intval`-ed, under a key no
+/// method reads as a parameter, so that the handler signature (and every handler, and `batch`,
+/// which feeds each command's parameters through `execute`) stays as it is.
+pub const START_KEY: &str = "@start";
+
+/// Moves `start` to [`START_KEY`]. A caller-sent `@start` is dropped first, so the offset always
+/// comes from `start`.
+pub fn carry_start(params: &mut Array) {
+    params.remove(START_KEY);
+    if let Some(start) = params.remove("start") {
+        params.insert(START_KEY, Value::Int(start.intval()));
+    }
+}
+
+/// The offset a list method was called with; 0 when `start` was not given.
+pub fn start_offset(params: &Array) -> i64 {
+    params.get_str(START_KEY).map(Value::intval).unwrap_or(0)
 }
 
 /// Transport facts about the request that authentication needs.
@@ -117,4 +139,24 @@ pub async fn execute(
         finished,
         usage,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_is_carried_as_an_integer() {
+        let mut p = Array::new();
+        p.insert("start", Value::from("100abc"));
+        p.insert(START_KEY, Value::Int(7));
+        carry_start(&mut p);
+        assert_eq!(start_offset(&p), 100);
+        assert!(!p.contains_key("start"));
+
+        let mut forged = Array::new();
+        forged.insert(START_KEY, Value::Int(7));
+        carry_start(&mut forged);
+        assert_eq!(start_offset(&forged), 0);
+    }
 }

@@ -52,6 +52,8 @@ fn micros(x: f64) -> f64 {
     (x * 1e6).round() / 1e6
 }
 
+/// RFC 3339 with the server's UTC offset, whole seconds: the form of every date Bitrix24 emits
+/// (the `time` block, notification dates, user dates).
 pub fn rfc3339_local(ts: f64) -> String {
     let secs = ts.floor() as i64;
     match Local.timestamp_opt(secs, 0).single() {

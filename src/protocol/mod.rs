@@ -74,6 +74,7 @@ pub async fn rest_handler(State(state): State<AppState>, req: Request) -> Respon
         params.insert("aplogin", Value::Str(login));
         params.insert("ap", Value::Str(code));
     }
+    dispatch::carry_start(&mut params);
     let cred = auth::extract(&parts.headers, &mut params);
     let conn = parts.extensions.get::<ConnInfo>().copied();
     let trusted = &state.config.trusted_proxies;

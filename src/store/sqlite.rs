@@ -10,11 +10,20 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{
+    params, params_from_iter, Connection, ErrorCode, OpenFlags, OptionalExtension,
+    TransactionBehavior,
+};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    AccessGrant, App, NewApp, NewTokens, Session, Store, StoreError, StoreResult, User, Webhook,
+    AccessGrant, App, NewApp, NewTokens, Notification, NotifyChat, Session, Store, StoreError,
+    StoreResult, User, UserRecord, Webhook,
+};
+use crate::domain::directory::{NameMatch, UserQuery, UserSort};
+use crate::domain::inbox::{
+    Cursor, ReadRequest, ReadScope, SearchRequest, TagField, NOTIFY_TYPE_CONFIRM,
 };
 use crate::domain::notify::Draft;
 use crate::limits::RateOverride;
@@ -23,7 +32,60 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0001_init.sql"),
     include_str!("../../migrations/0002_oauth.sql"),
     include_str!("../../migrations/0003_rate_limits.sql"),
+    include_str!("../../migrations/0004_lifecycle.sql"),
 ];
+
+/// The notification columns in the order `row_to_notification` reads them.
+macro_rules! notification_columns {
+    () => {
+        "id, user_id, author_id, notify_type, module, event, text, tag, sub_tag, attach, buttons, \
+         is_read, created_at"
+    };
+}
+
+/// The statements of the notification readers and writers. They are public so that the
+/// performance test can check their query plans against a large database: each must be served
+/// by an index, never by a scan of the notifications table.
+pub mod sql {
+    /// The counters of im.notify.get and im.counters.get: kept up to date by triggers.
+    pub const CHAT: &str = "SELECT id, total, unread FROM notify_chats WHERE user_id = ?1";
+    /// The confirmation stage of im.notify.get (`notify_type = 1` selects its partial index).
+    pub const PAGE_CONFIRM: &str = concat!(
+        "SELECT ",
+        notification_columns!(),
+        " FROM notifications WHERE user_id = ?1 AND notify_type = 1 AND id < ?2 \
+          ORDER BY id DESC LIMIT ?3"
+    );
+    /// The normal stage of im.notify.get.
+    pub const PAGE_NORMAL: &str = concat!(
+        "SELECT ",
+        notification_columns!(),
+        " FROM notifications WHERE user_id = ?1 AND notify_type <> 1 AND id < ?2 \
+          ORDER BY id DESC LIMIT ?3"
+    );
+    pub const ONE: &str = concat!(
+        "SELECT ",
+        notification_columns!(),
+        " FROM notifications WHERE id = ?1 AND user_id = ?2"
+    );
+    pub const TAG_OF: &str = "SELECT tag FROM notifications WHERE id = ?1 AND user_id = ?2";
+    pub const MARK_ONE: &str = "UPDATE notifications SET is_read = ?3 \
+         WHERE id = ?1 AND user_id = ?2 AND notify_type <> 1";
+    /// "This one and all newer", read: only unread rows, through their partial index.
+    pub const READ_FROM: &str = "UPDATE notifications SET is_read = 1 \
+         WHERE user_id = ?1 AND is_read = 0 AND id >= ?2 AND notify_type <> 1";
+    pub const UNREAD_FROM: &str = "UPDATE notifications SET is_read = 0 \
+         WHERE user_id = ?1 AND id >= ?2 AND is_read = 1 AND notify_type <> 1";
+    pub const MARK_TAG: &str = "UPDATE notifications SET is_read = ?3 \
+         WHERE user_id = ?1 AND tag = ?2 AND is_read <> ?3 AND notify_type <> 1";
+    pub const READ_ALL: &str = "UPDATE notifications SET is_read = 1 \
+         WHERE user_id = ?1 AND is_read = 0 AND notify_type <> 1";
+    pub const DELETE_OWN: &str = "DELETE FROM notifications WHERE id = ?1 AND user_id = ?2";
+    pub const DELETE_TAG: &str = "DELETE FROM notifications WHERE tag = ?1";
+    pub const DELETE_SUB_TAG: &str = "DELETE FROM notifications WHERE sub_tag = ?1";
+    pub const CONFIRM: &str =
+        "DELETE FROM notifications WHERE id = ?1 AND user_id = ?2 AND notify_type = 1";
+}
 
 /// How many queued writes one transaction may take; bounds the latency of the first in line.
 const MAX_GROUP: usize = 512;
@@ -191,6 +253,57 @@ fn commit_group(conn: &mut Connection, group: &mut Vec<Job>) {
     }
 }
 
+fn confirm(conn: &Connection, user_id: i64, id: i64) -> rusqlite::Result<Option<Notification>> {
+    let found = conn
+        .prepare_cached(sql::ONE)?
+        .query_row(params![id, user_id], row_to_notification)
+        .optional()?
+        .filter(|n| n.notify_type == NOTIFY_TYPE_CONFIRM);
+    if found.is_some() {
+        conn.prepare_cached(sql::CONFIRM)?
+            .execute(params![id, user_id])?;
+    }
+    Ok(found)
+}
+
+/// One read or unread toggle, only ever among the caller's notifications, never on
+/// confirm-type ones (§4.4). As in the newest source, marking read works from any id (the
+/// caller's rows from that id up), while marking unread needs the id to be one of the caller's.
+fn mark_read(conn: &Connection, user_id: i64, req: &ReadRequest) -> rusqlite::Result<()> {
+    let (id, and_newer) = match req.scope {
+        ReadScope::All => {
+            conn.prepare_cached(sql::READ_ALL)?.execute([user_id])?;
+            return Ok(());
+        }
+        ReadScope::Only(id) => (id, false),
+        ReadScope::AndNewer(id) => (id, true),
+    };
+    let tag: Option<Option<String>> = conn
+        .prepare_cached(sql::TAG_OF)?
+        .query_row(params![id, user_id], |r| r.get(0))
+        .optional()?;
+    if tag.is_none() && !req.read {
+        return Ok(());
+    }
+    let read = req.read as i64;
+    if !and_newer {
+        conn.prepare_cached(sql::MARK_ONE)?
+            .execute(params![id, user_id, read])?;
+    } else if req.read {
+        conn.prepare_cached(sql::READ_FROM)?
+            .execute(params![user_id, id])?;
+    } else {
+        conn.prepare_cached(sql::UNREAD_FROM)?
+            .execute(params![user_id, id])?;
+    }
+    // Notifications that share the tag are one event for the user: toggled together.
+    if let Some(Some(tag)) = tag {
+        conn.prepare_cached(sql::MARK_TAG)?
+            .execute(params![user_id, tag, read])?;
+    }
+    Ok(())
+}
+
 fn insert_notification(
     conn: &Connection,
     d: &Draft,
@@ -315,6 +428,133 @@ fn insert_tokens(
         t.refresh_expires
     ])?;
     Ok(())
+}
+
+fn row_to_notification(r: &rusqlite::Row<'_>) -> rusqlite::Result<Notification> {
+    Ok(Notification {
+        id: r.get(0)?,
+        user_id: r.get(1)?,
+        author_id: r.get(2)?,
+        notify_type: r.get(3)?,
+        module: r.get(4)?,
+        event: r.get(5)?,
+        text: r.get(6)?,
+        tag: r.get(7)?,
+        sub_tag: r.get(8)?,
+        attach: r.get(9)?,
+        buttons: r.get(10)?,
+        read: r.get(11)?,
+        created_at: r.get(12)?,
+    })
+}
+
+fn page(
+    c: &Connection,
+    stmt: &str,
+    user_id: i64,
+    before: i64,
+    limit: usize,
+) -> rusqlite::Result<Vec<Notification>> {
+    c.prepare_cached(stmt)?
+        .query_map(params![user_id, before, limit as i64], row_to_notification)?
+        .collect()
+}
+
+const USER_COLUMNS: &str = "id, name, last_name, email, active, is_admin, created_at";
+
+fn row_to_user_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserRecord> {
+    Ok(UserRecord {
+        user: row_to_user(r)?,
+        created_at: r.get(6)?,
+    })
+}
+
+/// An id list as one parameter, for `IN (SELECT value FROM json_each(?))`: a caller's list can
+/// be longer than SQLite's limit on bound parameters.
+fn id_list(ids: &[i64]) -> SqlValue {
+    SqlValue::Text(format!(
+        "[{}]",
+        ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
+    ))
+}
+
+/// The WHERE clause of a history search, without the cursor, and its arguments.
+fn search_filter(user_id: i64, q: &SearchRequest) -> (String, Vec<SqlValue>) {
+    let mut clause = String::from("user_id = ?");
+    let mut args = vec![SqlValue::Integer(user_id)];
+    if let Some(text) = &q.text {
+        let escaped = text
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
+        clause.push_str(" AND text LIKE ? ESCAPE '\\'");
+        args.push(SqlValue::Text(format!("%{escaped}%")));
+    }
+    if !q.types.is_empty() {
+        let alternatives: Vec<&str> = q
+            .types
+            .iter()
+            .map(|(module, event)| {
+                args.push(SqlValue::Text(module.clone()));
+                match event {
+                    Some(e) => {
+                        args.push(SqlValue::Text(e.clone()));
+                        "(module = ? AND event = ?)"
+                    }
+                    None => "module = ?",
+                }
+            })
+            .collect();
+        clause.push_str(&format!(" AND ({})", alternatives.join(" OR ")));
+    }
+    if let Some(from) = q.date_from {
+        clause.push_str(" AND created_at >= ?");
+        args.push(SqlValue::Integer(from));
+    }
+    if let Some(to) = q.date_to {
+        clause.push_str(" AND created_at < ?");
+        args.push(SqlValue::Integer(to));
+    }
+    if !q.authors.is_empty() {
+        clause.push_str(" AND author_id IN (SELECT value FROM json_each(?))");
+        args.push(id_list(&q.authors));
+    }
+    if let Some(tag) = &q.group_tag {
+        clause.push_str(" AND tag = ?");
+        args.push(SqlValue::Text(tag.clone()));
+    }
+    (clause, args)
+}
+
+/// The WHERE clause of `user.get` and its arguments.
+fn user_filter(q: &UserQuery) -> (String, Vec<SqlValue>) {
+    let f = &q.filter;
+    let mut clause = String::from("1");
+    let mut args = Vec::new();
+    if let Some(ids) = &f.ids {
+        clause.push_str(" AND id IN (SELECT value FROM json_each(?))");
+        args.push(id_list(ids));
+    }
+    if let Some(email) = &f.email {
+        clause.push_str(" AND email = ? COLLATE NOCASE");
+        args.push(SqlValue::Text(email.clone()));
+    }
+    if let Some(active) = f.active {
+        clause.push_str(" AND active = ?");
+        args.push(SqlValue::Integer(active as i64));
+    }
+    match &f.name {
+        Some(NameMatch::Exact(n)) => {
+            clause.push_str(" AND name = ?");
+            args.push(SqlValue::Text(n.clone()));
+        }
+        Some(NameMatch::Like(p)) => {
+            clause.push_str(" AND name LIKE ?");
+            args.push(SqlValue::Text(p.clone()));
+        }
+        None => {}
+    }
+    (clause, args)
 }
 
 fn row_to_user(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
@@ -625,6 +865,179 @@ impl Store for SqliteStore {
                 r.get(0)
             })
             .map_err(backend)
+        })
+        .await
+    }
+
+    async fn notify_chat(&self, user_id: i64) -> StoreResult<Option<NotifyChat>> {
+        self.read(move |c| {
+            c.prepare_cached(sql::CHAT)?
+                .query_row([user_id], |r| {
+                    Ok(NotifyChat {
+                        chat_id: r.get(0)?,
+                        total: r.get(1)?,
+                        unread: r.get(2)?,
+                    })
+                })
+                .optional()
+        })
+        .await
+    }
+
+    async fn notification_page(
+        &self,
+        user_id: i64,
+        cursor: Cursor,
+        limit: usize,
+    ) -> StoreResult<Vec<Notification>> {
+        self.read(move |c| {
+            let mut out = Vec::with_capacity(limit);
+            let normal_before = match cursor {
+                Cursor::Start | Cursor::Confirm(_) => {
+                    let before = match cursor {
+                        Cursor::Confirm(id) => id,
+                        _ => i64::MAX,
+                    };
+                    out = page(c, sql::PAGE_CONFIRM, user_id, before, limit)?;
+                    i64::MAX
+                }
+                Cursor::Normal(id) => id,
+            };
+            if out.len() < limit {
+                let rest = page(
+                    c,
+                    sql::PAGE_NORMAL,
+                    user_id,
+                    normal_before,
+                    limit - out.len(),
+                )?;
+                out.extend(rest);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn notification(&self, user_id: i64, id: i64) -> StoreResult<Option<Notification>> {
+        self.read(move |c| {
+            c.prepare_cached(sql::ONE)?
+                .query_row(params![id, user_id], row_to_notification)
+                .optional()
+        })
+        .await
+    }
+
+    async fn search_notifications(
+        &self,
+        user_id: i64,
+        query: SearchRequest,
+    ) -> StoreResult<(Vec<Notification>, Option<i64>)> {
+        self.read(move |c| {
+            let (clause, args) = search_filter(user_id, &query);
+            let total = if query.first_page() {
+                let count = format!("SELECT COUNT(*) FROM notifications WHERE {clause}");
+                Some(c.query_row(&count, params_from_iter(args.iter()), |r| r.get(0))?)
+            } else {
+                None
+            };
+            let mut page_args = args;
+            page_args.push(SqlValue::Integer(query.before.unwrap_or(i64::MAX)));
+            page_args.push(SqlValue::Integer(query.limit as i64));
+            let select = format!(
+                "SELECT {} FROM notifications WHERE {clause} AND id < ? ORDER BY id DESC LIMIT ?",
+                notification_columns!()
+            );
+            let rows = c
+                .prepare(&select)?
+                .query_map(params_from_iter(page_args.iter()), row_to_notification)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok((rows, total))
+        })
+        .await
+    }
+
+    async fn mark_read(&self, user_id: i64, requests: Vec<ReadRequest>) -> StoreResult<()> {
+        self.write(move |c| {
+            requests
+                .iter()
+                .try_for_each(|r| mark_read(c, user_id, r))
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn delete_own(&self, user_id: i64, id: i64) -> StoreResult<bool> {
+        self.write(move |c| {
+            c.prepare_cached(sql::DELETE_OWN)
+                .and_then(|mut s| s.execute(params![id, user_id]))
+                .map(|n| n > 0)
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn delete_by_tag(&self, field: TagField, value: String) -> StoreResult<u64> {
+        let stmt = match field {
+            TagField::Tag => sql::DELETE_TAG,
+            TagField::SubTag => sql::DELETE_SUB_TAG,
+        };
+        self.write(move |c| {
+            c.prepare_cached(stmt)
+                .and_then(|mut s| s.execute([value]))
+                .map(|n| n as u64)
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn confirm(&self, user_id: i64, id: i64) -> StoreResult<Option<Notification>> {
+        self.write(move |c| confirm(c, user_id, id).map_err(backend))
+            .await
+    }
+
+    async fn users_by_id(&self, ids: Vec<i64>) -> StoreResult<Vec<UserRecord>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.read(move |c| {
+            let select = format!(
+                "SELECT {USER_COLUMNS} FROM users \
+                 WHERE id IN (SELECT value FROM json_each(?1)) ORDER BY id"
+            );
+            c.prepare_cached(&select)?
+                .query_map([id_list(&ids)], row_to_user_record)?
+                .collect()
+        })
+        .await
+    }
+
+    async fn find_users(&self, query: UserQuery) -> StoreResult<(Vec<UserRecord>, i64)> {
+        self.read(move |c| {
+            let (clause, args) = user_filter(&query);
+            let total: i64 = c.query_row(
+                &format!("SELECT COUNT(*) FROM users WHERE {clause}"),
+                params_from_iter(args.iter()),
+                |r| r.get(0),
+            )?;
+            let column = match query.sort {
+                UserSort::Id => "id",
+                UserSort::Name => "name",
+                UserSort::LastName => "last_name",
+                UserSort::Email => "email",
+            };
+            let direction = if query.descending { "DESC" } else { "ASC" };
+            let select = format!(
+                "SELECT {USER_COLUMNS} FROM users WHERE {clause} \
+                 ORDER BY {column} {direction}, id {direction} LIMIT ? OFFSET ?"
+            );
+            let mut page_args = args;
+            page_args.push(SqlValue::Integer(query.limit as i64));
+            page_args.push(SqlValue::Integer(query.offset as i64));
+            let rows = c
+                .prepare(&select)?
+                .query_map(params_from_iter(page_args.iter()), row_to_user_record)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok((rows, total))
         })
         .await
     }
