@@ -48,7 +48,6 @@ pub fn known_scopes() -> Vec<String> {
         .filter_map(|m| m.scope)
         .map(str::to_owned)
         .collect();
-    scopes.push("user".to_owned());
     scopes.sort();
     scopes.dedup();
     scopes
