@@ -9,6 +9,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod methods;
+pub mod metrics;
 pub mod protocol;
 pub mod server;
 pub mod state;

@@ -5,9 +5,11 @@
 //! (`synchronous=FULL`, so the WAL is fsynced), and only then answers the callers. Reads use a
 //! small pool of separate connections, which WAL mode lets run beside the writer.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
@@ -32,6 +34,13 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub const DB_FILE: &str = "imnotify.sqlite3";
 
+/// How long a cached webhook lookup is trusted. Writes made through this store invalidate the
+/// cache at once; this bounds how long a change made by another process (an admin command on
+/// the same data dir) can go unseen.
+const WEBHOOK_CACHE_TTL: Duration = Duration::from_secs(1);
+/// Past this many users the cache starts over rather than grow without bound.
+const WEBHOOK_CACHE_MAX: usize = 10_000;
+
 /// A write, run by the writer thread inside its own savepoint. It returns whether it succeeded
 /// (a failed write's savepoint is rolled back) and a completion that answers the caller once the
 /// group's commit has decided whether the write stands.
@@ -42,6 +51,18 @@ pub struct SqliteStore {
     writer: mpsc::Sender<Job>,
     readers: Mutex<Vec<Connection>>,
     path: PathBuf,
+    /// Bumped after every committed write except notification inserts, the only writes that
+    /// cannot change who may call. A cached lookup older than the current epoch is not used.
+    auth_epoch: Arc<AtomicU64>,
+    /// `webhooks_of` by user id: authenticating a webhook call otherwise costs a trip to the
+    /// blocking pool and a query on every request.
+    webhook_cache: Mutex<HashMap<i64, CachedWebhooks>>,
+}
+
+struct CachedWebhooks {
+    epoch: u64,
+    read_at: Instant,
+    hooks: Vec<Webhook>,
 }
 
 impl SqliteStore {
@@ -62,19 +83,44 @@ impl SqliteStore {
             writer: tx,
             readers: Mutex::new(Vec::new()),
             path,
+            auth_epoch: Arc::new(AtomicU64::new(0)),
+            webhook_cache: Mutex::new(HashMap::new()),
         })
     }
 
-    /// Queues `f` for the writer and waits until its transaction is committed.
+    /// Queues `f` for the writer and waits until its transaction is committed. Any write may
+    /// touch users, webhooks or apps, so once it is committed the credential cache is void.
     pub async fn write<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        self.write_job(f, Some(self.auth_epoch.clone())).await
+    }
+
+    /// `write` for jobs known not to change credentials (notification inserts): the cache
+    /// stays valid.
+    async fn write_keeping_auth<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        self.write_job(f, None).await
+    }
+
+    async fn write_job<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+        invalidates: Option<Arc<AtomicU64>>,
     ) -> StoreResult<T> {
         let (reply, rx) = oneshot::channel();
         let job: Job = Box::new(move |conn| {
             let result = f(conn);
             let ok = result.is_ok();
             let completion: Completion = Box::new(move |commit_error| {
+                // Before the caller hears back, so a caller that changed a credential never
+                // sees the old one accepted afterwards.
+                if let Some(epoch) = invalidates {
+                    epoch.fetch_add(1, Ordering::SeqCst);
+                }
                 let outcome = match commit_error {
                     None => result,
                     Some(e) => Err(StoreError::Backend(e.to_owned())),
@@ -90,6 +136,28 @@ impl SqliteStore {
             .map_err(|_| StoreError::Backend("writer stopped".into()))?;
         rx.await
             .map_err(|_| StoreError::Backend("writer dropped the request".into()))?
+    }
+
+    /// The query behind `webhooks_of`.
+    async fn read_webhooks(&self, user_id: i64) -> StoreResult<Vec<Webhook>> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT w.id, w.user_id, w.code_hash, w.scopes
+                   FROM webhooks w JOIN users u ON u.id = w.user_id
+                  WHERE w.user_id = ?1 AND w.active = 1 AND u.active = 1",
+            )?;
+            let rows = stmt.query_map([user_id], |r| {
+                let scopes: String = r.get(3)?;
+                Ok(Webhook {
+                    id: r.get(0)?,
+                    user_id: r.get(1)?,
+                    code_hash: r.get(2)?,
+                    scopes: split_scopes(&scopes),
+                })
+            })?;
+            rows.collect()
+        })
+        .await
     }
 
     async fn read<T: Send + 'static>(
@@ -163,6 +231,7 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
 }
 
 fn commit_group(conn: &mut Connection, group: &mut Vec<Job>) {
+    crate::metrics::record_commit_batch(group.len());
     let mut completions = Vec::with_capacity(group.len());
     let committed = (|| -> rusqlite::Result<()> {
         let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -321,29 +390,46 @@ fn row_to_user(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
 #[async_trait]
 impl Store for SqliteStore {
     async fn add_notification(&self, draft: Draft, created_at: i64) -> StoreResult<Option<i64>> {
-        self.write(move |c| insert_notification(c, &draft, created_at).map_err(backend))
-            .await
+        self.write_keeping_auth(move |c| {
+            insert_notification(c, &draft, created_at).map_err(backend)
+        })
+        .await
     }
 
     async fn webhooks_of(&self, user_id: i64) -> StoreResult<Vec<Webhook>> {
-        self.read(move |c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT w.id, w.user_id, w.code_hash, w.scopes
-                   FROM webhooks w JOIN users u ON u.id = w.user_id
-                  WHERE w.user_id = ?1 AND w.active = 1 AND u.active = 1",
-            )?;
-            let rows = stmt.query_map([user_id], |r| {
-                let scopes: String = r.get(3)?;
-                Ok(Webhook {
-                    id: r.get(0)?,
-                    user_id: r.get(1)?,
-                    code_hash: r.get(2)?,
-                    scopes: split_scopes(&scopes),
-                })
-            })?;
-            rows.collect()
-        })
-        .await
+        self.read_webhooks(user_id).await
+    }
+
+    async fn cached_webhooks_of(&self, user_id: i64) -> StoreResult<Vec<Webhook>> {
+        // Read before the query: a write committed while the query runs makes this entry stale.
+        let epoch = self.auth_epoch.load(Ordering::SeqCst);
+        if let Some(hit) = self
+            .webhook_cache
+            .lock()
+            .expect("webhook cache poisoned")
+            .get(&user_id)
+            .filter(|e| e.epoch == epoch && e.read_at.elapsed() < WEBHOOK_CACHE_TTL)
+        {
+            return Ok(hit.hooks.clone());
+        }
+        let read_at = Instant::now();
+        let hooks = self.read_webhooks(user_id).await?;
+        // Unknown users are not cached, so guessing user ids cannot fill the map.
+        if !hooks.is_empty() {
+            let mut cache = self.webhook_cache.lock().expect("webhook cache poisoned");
+            if cache.len() >= WEBHOOK_CACHE_MAX {
+                cache.clear();
+            }
+            cache.insert(
+                user_id,
+                CachedWebhooks {
+                    epoch,
+                    read_at,
+                    hooks: hooks.clone(),
+                },
+            );
+        }
+        Ok(hooks)
     }
 
     async fn add_user(&self, user: User) -> StoreResult<()> {
@@ -611,6 +697,10 @@ impl Store for SqliteStore {
 
     async fn flush(&self) {
         let _ = self.write(|_| Ok(())).await;
+    }
+
+    fn writer_queue_depth(&self) -> usize {
+        self.writer.max_capacity() - self.writer.capacity()
     }
 }
 
