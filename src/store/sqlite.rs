@@ -27,6 +27,9 @@ const MIGRATIONS: &[&str] = &[
 
 /// How many queued writes one transaction may take; bounds the latency of the first in line.
 const MAX_GROUP: usize = 512;
+/// How long the writer waits for more writes before committing a group, when the previous group
+/// showed concurrent callers.
+const GATHER_WAIT: Duration = Duration::from_micros(250);
 /// How many writes may wait for the writer before callers are made to wait their turn.
 const QUEUE_DEPTH: usize = 8192;
 /// Admin commands write to the same file while the server runs; they wait rather than fail.
@@ -254,15 +257,29 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
 
 fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
     let mut group: Vec<Job> = Vec::with_capacity(MAX_GROUP);
+    let mut last_group = 0;
     while let Some(first) = rx.blocking_recv() {
         group.push(first);
-        while group.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(job) => group.push(job),
-                Err(_) => break,
-            }
+        drain(&mut rx, &mut group);
+        if last_group > 1 && group.len() < MAX_GROUP {
+            // Under load, callers whose requests are being parsed right now would otherwise
+            // miss this commit and pay for one of their own: a short wait gathers them, and
+            // each commit saved is an fsync and two thread switches saved. A lone request
+            // (the previous group had one write) is committed at once.
+            std::thread::sleep(GATHER_WAIT);
+            drain(&mut rx, &mut group);
         }
+        last_group = group.len();
         commit_group(&mut conn, &mut group);
+    }
+}
+
+fn drain(rx: &mut mpsc::Receiver<Job>, group: &mut Vec<Job>) {
+    while group.len() < MAX_GROUP {
+        match rx.try_recv() {
+            Ok(job) => group.push(job),
+            Err(_) => break,
+        }
     }
 }
 
