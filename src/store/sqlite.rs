@@ -764,3 +764,72 @@ pub fn split_scopes(s: &str) -> Vec<String> {
         .map(str::to_owned)
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn admin(id: i64) -> User {
+        User {
+            id,
+            name: "U".into(),
+            last_name: String::new(),
+            email: String::new(),
+            active: true,
+            is_admin: false,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn webhook_cache_sees_writes_through_the_store_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        store.add_user(admin(1)).await.unwrap();
+        store
+            .add_webhook(1, [1; 32], &["im".to_owned()])
+            .await
+            .unwrap();
+        assert_eq!(store.cached_webhooks_of(1).await.unwrap().len(), 1);
+
+        // A second webhook is visible to the very next cached lookup, well within the TTL.
+        store
+            .add_webhook(1, [2; 32], &["im".to_owned()])
+            .await
+            .unwrap();
+        let hooks = store.cached_webhooks_of(1).await.unwrap();
+        assert_eq!(hooks.len(), 2);
+
+        // The path notification inserts take leaves the cached entry valid.
+        let epoch = store.auth_epoch.load(Ordering::SeqCst);
+        store.write_keeping_auth(|_| Ok(())).await.unwrap();
+        assert_eq!(store.auth_epoch.load(Ordering::SeqCst), epoch);
+        // Any other write voids it.
+        store.flush().await;
+        assert_eq!(store.auth_epoch.load(Ordering::SeqCst), epoch + 1);
+        assert_eq!(store.cached_webhooks_of(1).await.unwrap(), hooks);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn webhook_cache_notices_changes_from_other_connections_within_its_ttl() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        store.add_user(admin(1)).await.unwrap();
+        store
+            .add_webhook(1, [1; 32], &["im".to_owned()])
+            .await
+            .unwrap();
+        assert_eq!(store.cached_webhooks_of(1).await.unwrap().len(), 1);
+
+        // What an admin command in another process does: its own connection, its own commit.
+        let other = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        other.busy_timeout(BUSY_TIMEOUT).unwrap();
+        other
+            .execute("UPDATE webhooks SET active = 0 WHERE user_id = 1", [])
+            .unwrap();
+
+        // The uncached lookup sees it at once; the cached one at the latest after the TTL.
+        assert!(store.webhooks_of(1).await.unwrap().is_empty());
+        tokio::time::sleep(WEBHOOK_CACHE_TTL + Duration::from_millis(50)).await;
+        assert!(store.cached_webhooks_of(1).await.unwrap().is_empty());
+    }
+}
