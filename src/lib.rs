@@ -10,6 +10,7 @@ pub mod domain;
 pub mod error;
 pub mod limits;
 pub mod methods;
+pub mod metrics;
 pub mod protocol;
 pub mod server;
 pub mod state;

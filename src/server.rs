@@ -98,6 +98,7 @@ impl MakeRequestId for CountingRequestId {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .route("/login", any(web::oauth::login))
         .route("/logout", post(web::oauth::logout))
         .route("/oauth/authorize", any(web::oauth::authorize))
@@ -127,6 +128,18 @@ async fn healthz() -> impl axum::response::IntoResponse {
     (
         [(axum::http::header::CONTENT_TYPE, "application/json")],
         "{\"status\":\"ok\"}",
+    )
+}
+
+async fn metrics(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> impl axum::response::IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            crate::metrics::CONTENT_TYPE,
+        )],
+        crate::metrics::render(state.store.writer_queue_depth()),
     )
 }
 

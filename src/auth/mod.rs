@@ -261,23 +261,37 @@ async fn webhook(store: &dyn Store, login: &str, code: &str) -> Result<Caller, A
         .ok()
         .filter(|id| *id > 0)
         .ok_or_else(ApiError::invalid_credentials)?;
-    let hooks = store.webhooks_of(user_id).await.map_err(internal)?;
-    // Check every candidate so the time taken does not depend on which one matched.
-    let mut found = None;
-    for hook in &hooks {
-        if secret::verify(code, &hook.code_hash) {
-            found = Some(hook);
+    let mut hooks = store.cached_webhooks_of(user_id).await.map_err(internal)?;
+    let hook = match matching(&hooks, code) {
+        Some(i) => hooks.swap_remove(i),
+        None => {
+            // The cache may predate a webhook added by an admin command: ask the database
+            // before refusing.
+            let mut fresh = store.webhooks_of(user_id).await.map_err(internal)?;
+            let i = matching(&fresh, code).ok_or_else(ApiError::invalid_credentials)?;
+            fresh.swap_remove(i)
         }
-    }
-    let hook = found.ok_or_else(ApiError::invalid_credentials)?;
+    };
     Ok(Caller {
         user_id: hook.user_id,
         kind: CallerKind::Webhook {
             webhook_id: hook.id,
         },
-        scopes: hook.scopes.clone(),
+        scopes: hook.scopes,
         rate: hook.rate,
     })
+}
+
+/// The webhook whose code this is. Every candidate is checked so the time taken does not depend
+/// on which one matched.
+fn matching(hooks: &[crate::store::Webhook], code: &str) -> Option<usize> {
+    let mut found = None;
+    for (i, hook) in hooks.iter().enumerate() {
+        if secret::verify(code, &hook.code_hash) {
+            found = Some(i);
+        }
+    }
+    found
 }
 
 #[cfg(test)]

@@ -6,6 +6,8 @@ pub mod envelope;
 pub mod params;
 pub mod route;
 
+use std::time::Instant;
+
 use axum::extract::{Request, State};
 use axum::http::{header, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -16,18 +18,25 @@ use self::route::Transport;
 use crate::auth;
 use crate::error::ApiError;
 use crate::limits::rate::RateKey;
+use crate::metrics::{self, UNKNOWN_METHOD};
 use crate::server::ConnInfo;
 use crate::state::AppState;
 use crate::value::Value;
 
 /// `/rest/...`: every REST call, webhook or not, in either transport.
 pub async fn rest_handler(State(state): State<AppState>, req: Request) -> Response {
+    let started = Instant::now();
     let start = unix_now();
     let (parts, body) = req.into_parts();
     let rest_path = parts.uri.path().strip_prefix("/rest").unwrap_or_default();
 
     let Some(route) = route::parse(rest_path) else {
-        return envelope::error_response(Transport::Json, &ApiError::method_not_found());
+        return finish(
+            UNKNOWN_METHOD,
+            UNKNOWN_METHOD,
+            started,
+            envelope::error_response(Transport::Json, &ApiError::method_not_found()),
+        );
     };
     if parts.method == Method::OPTIONS {
         // A browser's CORS preflight: answer it instead of running the method without parameters.
@@ -39,6 +48,8 @@ pub async fn rest_handler(State(state): State<AppState>, req: Request) -> Respon
     let Some(spec) = dispatch::lookup(&route.method) else {
         return finish(
             &route.method,
+            UNKNOWN_METHOD,
+            started,
             envelope::error_response(route.transport, &ApiError::method_not_found()),
         );
     };
@@ -49,6 +60,8 @@ pub async fn rest_handler(State(state): State<AppState>, req: Request) -> Respon
         Err(_) => {
             return finish(
                 spec.name,
+                spec.name,
+                started,
                 envelope::error_response(route.transport, &ApiError::request_too_large()),
             )
         }
@@ -94,6 +107,8 @@ pub async fn rest_handler(State(state): State<AppState>, req: Request) -> Respon
         if !limiter.check(key, over) {
             return finish(
                 spec.name,
+                spec.name,
+                started,
                 envelope::error_response(route.transport, &ApiError::query_limit_exceeded()),
             );
         }
@@ -113,12 +128,15 @@ pub async fn rest_handler(State(state): State<AppState>, req: Request) -> Respon
         }
         Err(e) => envelope::error_response(route.transport, &e),
     };
-    finish(spec.name, resp)
+    finish(spec.name, spec.name, started, resp)
 }
 
 /// Logs the outcome by method name only: paths carry webhook codes and queries carry tokens.
-fn finish(method: &str, resp: Response) -> Response {
-    tracing::info!(method, status = resp.status().as_u16(), "rest call");
+/// `metric_method` is a registered name or `unknown`, never the caller's text.
+fn finish(method: &str, metric_method: &'static str, started: Instant, resp: Response) -> Response {
+    let status = resp.status().as_u16();
+    metrics::record_call(metric_method, status, started.elapsed());
+    tracing::info!(method, status, "rest call");
     resp
 }
 

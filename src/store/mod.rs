@@ -162,6 +162,13 @@ pub trait Store: Send + Sync + 'static {
     /// The active webhooks of an active user.
     async fn webhooks_of(&self, user_id: i64) -> StoreResult<Vec<Webhook>>;
 
+    /// `webhooks_of`, possibly from a cache that may lag a change made by another process by a
+    /// bounded time. Use it to accept a credential, and `webhooks_of` before refusing one: a
+    /// webhook just added from the command line must work at once.
+    async fn cached_webhooks_of(&self, user_id: i64) -> StoreResult<Vec<Webhook>> {
+        self.webhooks_of(user_id).await
+    }
+
     async fn add_user(&self, user: User) -> StoreResult<()>;
 
     async fn user(&self, id: i64) -> StoreResult<Option<User>>;
@@ -271,4 +278,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Waits until every queued write is committed; called on shutdown.
     async fn flush(&self);
+
+    /// How many writes are queued for the backend's writer and not yet taken (for `/metrics`).
+    fn writer_queue_depth(&self) -> usize {
+        0
+    }
 }

@@ -5,9 +5,11 @@
 //! (`synchronous=FULL`, so the WAL is fsynced), and only then answers the callers. Reads use a
 //! small pool of separate connections, which WAL mode lets run beside the writer.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use rusqlite::types::Value as SqlValue;
@@ -89,12 +91,31 @@ pub mod sql {
 
 /// How many queued writes one transaction may take; bounds the latency of the first in line.
 const MAX_GROUP: usize = 512;
+/// How long the writer waits for more writes before committing a group, when the previous group
+/// showed concurrent callers.
+const GATHER_WAIT: Duration = Duration::from_micros(250);
 /// How many writes may wait for the writer before callers are made to wait their turn.
 const QUEUE_DEPTH: usize = 8192;
 /// Admin commands write to the same file while the server runs; they wait rather than fail.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the checkpointer copies committed WAL frames into the database file.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
+/// The writer checkpoints by itself only past this many WAL pages (SQLite's default is 1000),
+/// a backstop in case the checkpointer falls behind: a checkpoint on the writer thread makes
+/// every caller in the group wait for it.
+const WRITER_AUTOCHECKPOINT_PAGES: i64 = 16_384;
+/// Page cache of the writer connection in KiB (SQLite's default is 2 MB): enough for the
+/// interior and right-edge pages of the notification indexes on a large database.
+const WRITER_CACHE_KIB: i64 = 16 * 1024;
 
 pub const DB_FILE: &str = "imnotify.sqlite3";
+
+/// How long a cached webhook lookup is trusted. Writes made through this store invalidate the
+/// cache at once; this bounds how long a change made by another process (an admin command on
+/// the same data dir) can go unseen.
+const WEBHOOK_CACHE_TTL: Duration = Duration::from_secs(1);
+/// Past this many users the cache starts over rather than grow without bound.
+const WEBHOOK_CACHE_MAX: usize = 10_000;
 
 /// A write, run by the writer thread inside its own savepoint. It returns whether it succeeded
 /// (a failed write's savepoint is rolled back) and a completion that answers the caller once the
@@ -106,6 +127,20 @@ pub struct SqliteStore {
     writer: mpsc::Sender<Job>,
     readers: Mutex<Vec<Connection>>,
     path: PathBuf,
+    /// Bumped after every committed write except notification inserts, the only writes that
+    /// cannot change who may call. A cached lookup older than the current epoch is not used.
+    auth_epoch: Arc<AtomicU64>,
+    /// `webhooks_of` by user id: authenticating a webhook call otherwise costs a trip to the
+    /// blocking pool and a query on every request.
+    webhook_cache: Mutex<HashMap<i64, CachedWebhooks>>,
+    /// The checkpointer thread runs while this lives.
+    _checkpointer: Arc<()>,
+}
+
+struct CachedWebhooks {
+    epoch: u64,
+    read_at: Instant,
+    hooks: Vec<Webhook>,
 }
 
 impl SqliteStore {
@@ -117,28 +152,65 @@ impl SqliteStore {
         let path = data_dir.join(DB_FILE);
         let mut conn = open_connection(&path, false).map_err(backend)?;
         migrate(&mut conn).map_err(backend)?;
+        conn.pragma_update(None, "wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES)
+            .map_err(backend)?;
+        conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)
+            .map_err(backend)?;
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || writer_loop(conn, rx))
             .map_err(|e| StoreError::Backend(format!("starting writer: {e}")))?;
+        let alive = Arc::new(());
+        let checkpoint_conn = open_connection(&path, false).map_err(backend)?;
+        let watch = Arc::downgrade(&alive);
+        std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || checkpoint_loop(checkpoint_conn, watch))
+            .map_err(|e| StoreError::Backend(format!("starting checkpointer: {e}")))?;
         Ok(SqliteStore {
             writer: tx,
             readers: Mutex::new(Vec::new()),
             path,
+            auth_epoch: Arc::new(AtomicU64::new(0)),
+            webhook_cache: Mutex::new(HashMap::new()),
+            _checkpointer: alive,
         })
     }
 
-    /// Queues `f` for the writer and waits until its transaction is committed.
+    /// Queues `f` for the writer and waits until its transaction is committed. Any write may
+    /// touch users, webhooks or apps, so once it is committed the credential cache is void.
     pub async fn write<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        self.write_job(f, Some(self.auth_epoch.clone())).await
+    }
+
+    /// `write` for jobs known not to change credentials (notification inserts): the cache
+    /// stays valid.
+    async fn write_keeping_auth<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        self.write_job(f, None).await
+    }
+
+    async fn write_job<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+        invalidates: Option<Arc<AtomicU64>>,
     ) -> StoreResult<T> {
         let (reply, rx) = oneshot::channel();
         let job: Job = Box::new(move |conn| {
             let result = f(conn);
             let ok = result.is_ok();
             let completion: Completion = Box::new(move |commit_error| {
+                // Before the caller hears back, so a caller that changed a credential never
+                // sees the old one accepted afterwards.
+                if let Some(epoch) = invalidates {
+                    epoch.fetch_add(1, Ordering::SeqCst);
+                }
                 let outcome = match commit_error {
                     None => result,
                     Some(e) => Err(StoreError::Backend(e.to_owned())),
@@ -154,6 +226,34 @@ impl SqliteStore {
             .map_err(|_| StoreError::Backend("writer stopped".into()))?;
         rx.await
             .map_err(|_| StoreError::Backend("writer dropped the request".into()))?
+    }
+
+    /// The query behind `webhooks_of`.
+    async fn read_webhooks(&self, user_id: i64) -> StoreResult<Vec<Webhook>> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT w.id, w.user_id, w.code_hash, w.scopes, w.rate_per_second, w.rate_burst
+                   FROM webhooks w JOIN users u ON u.id = w.user_id
+                  WHERE w.user_id = ?1 AND w.active = 1 AND u.active = 1",
+            )?;
+            let rows = stmt.query_map([user_id], |r| {
+                let scopes: String = r.get(3)?;
+                Ok(Webhook {
+                    id: r.get(0)?,
+                    user_id: r.get(1)?,
+                    code_hash: r.get(2)?,
+                    scopes: split_scopes(&scopes),
+                    rate: RateOverride {
+                        per_second: r.get(4)?,
+                        burst: r
+                            .get::<_, Option<i64>>(5)?
+                            .map(|b| b.clamp(0, u32::MAX as i64) as u32),
+                    },
+                })
+            })?;
+            rows.collect()
+        })
+        .await
     }
 
     async fn read<T: Send + 'static>(
@@ -201,6 +301,19 @@ fn open_connection(path: &Path, read_only: bool) -> rusqlite::Result<Connection>
     Ok(conn)
 }
 
+/// Moves checkpoints off the writer: with SQLite's default, the commit that crosses 1000 WAL
+/// pages also copies them into the database file and fsyncs it, and every caller of that group
+/// waits for it. A passive checkpoint here runs beside the writer and never blocks it; the WAL
+/// stays fsynced at every commit, so durability is unchanged.
+fn checkpoint_loop(conn: Connection, alive: std::sync::Weak<()>) {
+    while alive.strong_count() > 0 {
+        std::thread::sleep(CHECKPOINT_INTERVAL);
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(error = %e, "background checkpoint failed");
+        }
+    }
+}
+
 fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
@@ -214,19 +327,34 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
 
 fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
     let mut group: Vec<Job> = Vec::with_capacity(MAX_GROUP);
+    let mut last_group = 0;
     while let Some(first) = rx.blocking_recv() {
         group.push(first);
-        while group.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(job) => group.push(job),
-                Err(_) => break,
-            }
+        drain(&mut rx, &mut group);
+        if last_group > 1 && group.len() < MAX_GROUP {
+            // Under load, callers whose requests are being parsed right now would otherwise
+            // miss this commit and pay for one of their own: a short wait gathers them, and
+            // each commit saved is an fsync and two thread switches saved. A lone request
+            // (the previous group had one write) is committed at once.
+            std::thread::sleep(GATHER_WAIT);
+            drain(&mut rx, &mut group);
         }
+        last_group = group.len();
         commit_group(&mut conn, &mut group);
     }
 }
 
+fn drain(rx: &mut mpsc::Receiver<Job>, group: &mut Vec<Job>) {
+    while group.len() < MAX_GROUP {
+        match rx.try_recv() {
+            Ok(job) => group.push(job),
+            Err(_) => break,
+        }
+    }
+}
+
 fn commit_group(conn: &mut Connection, group: &mut Vec<Job>) {
+    crate::metrics::record_commit_batch(group.len());
     let mut completions = Vec::with_capacity(group.len());
     let committed = (|| -> rusqlite::Result<()> {
         let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -571,35 +699,46 @@ fn row_to_user(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
 #[async_trait]
 impl Store for SqliteStore {
     async fn add_notification(&self, draft: Draft, created_at: i64) -> StoreResult<Option<i64>> {
-        self.write(move |c| insert_notification(c, &draft, created_at).map_err(backend))
-            .await
+        self.write_keeping_auth(move |c| {
+            insert_notification(c, &draft, created_at).map_err(backend)
+        })
+        .await
     }
 
     async fn webhooks_of(&self, user_id: i64) -> StoreResult<Vec<Webhook>> {
-        self.read(move |c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT w.id, w.user_id, w.code_hash, w.scopes, w.rate_per_second, w.rate_burst
-                   FROM webhooks w JOIN users u ON u.id = w.user_id
-                  WHERE w.user_id = ?1 AND w.active = 1 AND u.active = 1",
-            )?;
-            let rows = stmt.query_map([user_id], |r| {
-                let scopes: String = r.get(3)?;
-                Ok(Webhook {
-                    id: r.get(0)?,
-                    user_id: r.get(1)?,
-                    code_hash: r.get(2)?,
-                    scopes: split_scopes(&scopes),
-                    rate: RateOverride {
-                        per_second: r.get(4)?,
-                        burst: r
-                            .get::<_, Option<i64>>(5)?
-                            .map(|b| b.clamp(0, u32::MAX as i64) as u32),
-                    },
-                })
-            })?;
-            rows.collect()
-        })
-        .await
+        self.read_webhooks(user_id).await
+    }
+
+    async fn cached_webhooks_of(&self, user_id: i64) -> StoreResult<Vec<Webhook>> {
+        // Read before the query: a write committed while the query runs makes this entry stale.
+        let epoch = self.auth_epoch.load(Ordering::SeqCst);
+        if let Some(hit) = self
+            .webhook_cache
+            .lock()
+            .expect("webhook cache poisoned")
+            .get(&user_id)
+            .filter(|e| e.epoch == epoch && e.read_at.elapsed() < WEBHOOK_CACHE_TTL)
+        {
+            return Ok(hit.hooks.clone());
+        }
+        let read_at = Instant::now();
+        let hooks = self.read_webhooks(user_id).await?;
+        // Unknown users are not cached, so guessing user ids cannot fill the map.
+        if !hooks.is_empty() {
+            let mut cache = self.webhook_cache.lock().expect("webhook cache poisoned");
+            if cache.len() >= WEBHOOK_CACHE_MAX {
+                cache.clear();
+            }
+            cache.insert(
+                user_id,
+                CachedWebhooks {
+                    epoch,
+                    read_at,
+                    hooks: hooks.clone(),
+                },
+            );
+        }
+        Ok(hooks)
     }
 
     async fn add_user(&self, user: User) -> StoreResult<()> {
@@ -1045,6 +1184,10 @@ impl Store for SqliteStore {
     async fn flush(&self) {
         let _ = self.write(|_| Ok(())).await;
     }
+
+    fn writer_queue_depth(&self) -> usize {
+        self.writer.max_capacity() - self.writer.capacity()
+    }
 }
 
 pub fn split_scopes(s: &str) -> Vec<String> {
@@ -1053,4 +1196,73 @@ pub fn split_scopes(s: &str) -> Vec<String> {
         .filter(|s| !s.is_empty())
         .map(str::to_owned)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn admin(id: i64) -> User {
+        User {
+            id,
+            name: "U".into(),
+            last_name: String::new(),
+            email: String::new(),
+            active: true,
+            is_admin: false,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn webhook_cache_sees_writes_through_the_store_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        store.add_user(admin(1)).await.unwrap();
+        store
+            .add_webhook(1, [1; 32], &["im".to_owned()], RateOverride::default())
+            .await
+            .unwrap();
+        assert_eq!(store.cached_webhooks_of(1).await.unwrap().len(), 1);
+
+        // A second webhook is visible to the very next cached lookup, well within the TTL.
+        store
+            .add_webhook(1, [2; 32], &["im".to_owned()], RateOverride::default())
+            .await
+            .unwrap();
+        let hooks = store.cached_webhooks_of(1).await.unwrap();
+        assert_eq!(hooks.len(), 2);
+
+        // The path notification inserts take leaves the cached entry valid.
+        let epoch = store.auth_epoch.load(Ordering::SeqCst);
+        store.write_keeping_auth(|_| Ok(())).await.unwrap();
+        assert_eq!(store.auth_epoch.load(Ordering::SeqCst), epoch);
+        // Any other write voids it.
+        store.flush().await;
+        assert_eq!(store.auth_epoch.load(Ordering::SeqCst), epoch + 1);
+        assert_eq!(store.cached_webhooks_of(1).await.unwrap(), hooks);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn webhook_cache_notices_changes_from_other_connections_within_its_ttl() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        store.add_user(admin(1)).await.unwrap();
+        store
+            .add_webhook(1, [1; 32], &["im".to_owned()], RateOverride::default())
+            .await
+            .unwrap();
+        assert_eq!(store.cached_webhooks_of(1).await.unwrap().len(), 1);
+
+        // What an admin command in another process does: its own connection, its own commit.
+        let other = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        other.busy_timeout(BUSY_TIMEOUT).unwrap();
+        other
+            .execute("UPDATE webhooks SET active = 0 WHERE user_id = 1", [])
+            .unwrap();
+
+        // The uncached lookup sees it at once; the cached one at the latest after the TTL.
+        assert!(store.webhooks_of(1).await.unwrap().is_empty());
+        tokio::time::sleep(WEBHOOK_CACHE_TTL + Duration::from_millis(50)).await;
+        assert!(store.cached_webhooks_of(1).await.unwrap().is_empty());
+    }
 }

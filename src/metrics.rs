@@ -1,0 +1,108 @@
+//! Prometheus metrics, served at `GET /metrics` in the OpenMetrics text format.
+//!
+//! One process-wide registry: the REST handler and the SQLite writer thread record into it
+//! without being handed a reference, and the writer runs outside any request.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// The media type of `prometheus_client`'s text encoding.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The label set of the per-call metrics. `method` is a registered method name or `unknown`, so
+/// that a caller cannot grow the number of series by inventing method names.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    method: &'static str,
+    status: u16,
+}
+
+/// The label `method` takes for a call whose method is not registered.
+pub const UNKNOWN_METHOD: &str = "unknown";
+
+struct Metrics {
+    registry: Registry,
+    requests: Family<CallLabels, Counter>,
+    latency: Family<CallLabels, Histogram, fn() -> Histogram>,
+    writer_queue_depth: Gauge,
+    commit_batch: Histogram,
+}
+
+fn latency_histogram() -> Histogram {
+    // 100 µs to about 3.3 s, doubling: a group commit with fsync sits in the low milliseconds.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+}
+
+fn metrics() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(|| {
+        let mut registry = Registry::with_prefix("imnotify");
+        let requests = Family::<CallLabels, Counter>::default();
+        registry.register(
+            "rest_requests",
+            "REST calls answered, by method and HTTP status",
+            requests.clone(),
+        );
+        let latency: Family<CallLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "rest_request_duration_seconds",
+            "Time from receiving a REST call to its answer, by method and HTTP status",
+            latency.clone(),
+        );
+        let writer_queue_depth = Gauge::default();
+        // There is no e-mail outbox yet; the writer queue is where acknowledged-to-be work waits.
+        registry.register(
+            "storage_writer_queue_depth",
+            "Writes waiting for the SQLite writer thread, sampled when /metrics is read",
+            writer_queue_depth.clone(),
+        );
+        // 1 to 512 (the writer's group limit), doubling.
+        let commit_batch = Histogram::new(exponential_buckets(1.0, 2.0, 10));
+        registry.register(
+            "storage_commit_batch_size",
+            "Writes committed together in one SQLite transaction",
+            commit_batch.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            latency,
+            writer_queue_depth,
+            commit_batch,
+        }
+    })
+}
+
+/// Records one answered REST call.
+pub fn record_call(method: &'static str, status: u16, elapsed: Duration) {
+    let m = metrics();
+    let labels = CallLabels { method, status };
+    m.requests.get_or_create(&labels).inc();
+    m.latency
+        .get_or_create(&labels)
+        .observe(elapsed.as_secs_f64());
+}
+
+/// Records the size of one committed group.
+pub fn record_commit_batch(writes: usize) {
+    metrics().commit_batch.observe(writes as f64);
+}
+
+/// The exposition text, with the writer queue depth sampled now.
+pub fn render(writer_queue_depth: usize) -> String {
+    let m = metrics();
+    m.writer_queue_depth
+        .set(i64::try_from(writer_queue_depth).unwrap_or(i64::MAX));
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut out, &m.registry);
+    out
+}

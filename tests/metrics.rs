@@ -1,0 +1,79 @@
+//! `/metrics`: the counters that operators watch move with the calls that are made.
+
+mod common;
+
+use common::Server;
+use serde_json::json;
+
+/// The value of the sample whose name and labels are exactly `series`, or 0 when the series
+/// does not exist yet (a label set appears on its first use).
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().unwrap())
+        })
+        .unwrap_or(0.0)
+}
+
+fn scrape(s: &Server) -> String {
+    let r = s.get("/metrics");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        r.header("content-type")
+            .is_some_and(|c| c.starts_with("application/openmetrics-text")),
+        "{:?}",
+        r.headers
+    );
+    r.body
+}
+
+const ADD_OK: &str = r#"imnotify_rest_requests_total{method="im.notify.system.add",status="200"}"#;
+const ADD_BAD: &str = r#"imnotify_rest_requests_total{method="im.notify.system.add",status="400"}"#;
+const UNKNOWN: &str = r#"imnotify_rest_requests_total{method="unknown",status="404"}"#;
+const ADD_OK_LATENCY: &str =
+    r#"imnotify_rest_request_duration_seconds_count{method="im.notify.system.add",status="200"}"#;
+const BATCH_COUNT: &str = "imnotify_storage_commit_batch_size_count";
+const BATCH_SUM: &str = "imnotify_storage_commit_batch_size_sum";
+
+#[test]
+fn counters_move_with_calls() {
+    let s = Server::start();
+    let before = scrape(&s);
+
+    for i in 0..3 {
+        s.notify(json!({"USER_ID": 1, "MESSAGE": format!("metrics {i}")}));
+    }
+    s.post_json(&s.hook_url("im.notify.system.add"), &json!({"USER_ID": 1}))
+        .assert_error(400, "MESSAGE_EMPTY");
+    s.get(&s.hook_url("no.such.method"))
+        .assert_error(404, "ERROR_METHOD_NOT_FOUND");
+
+    let after = scrape(&s);
+    assert_eq!(sample(&after, ADD_OK) - sample(&before, ADD_OK), 3.0);
+    assert_eq!(sample(&after, ADD_BAD) - sample(&before, ADD_BAD), 1.0);
+    assert_eq!(sample(&after, UNKNOWN) - sample(&before, UNKNOWN), 1.0);
+    assert_eq!(
+        sample(&after, ADD_OK_LATENCY) - sample(&before, ADD_OK_LATENCY),
+        3.0
+    );
+    // Three stored notifications went through the writer, in one to three groups.
+    let groups = sample(&after, BATCH_COUNT) - sample(&before, BATCH_COUNT);
+    let writes = sample(&after, BATCH_SUM) - sample(&before, BATCH_SUM);
+    assert!((1.0..=3.0).contains(&groups), "{after}");
+    assert!(writes >= 3.0, "{after}");
+    // Nothing is waiting for the writer once every call has been answered.
+    assert_eq!(sample(&after, "imnotify_storage_writer_queue_depth"), 0.0);
+    assert!(after.contains("# TYPE imnotify_storage_writer_queue_depth gauge"));
+}
+
+#[test]
+fn unknown_method_names_do_not_become_labels() {
+    let s = Server::start();
+    s.get(&s.hook_url("made.up.name"))
+        .assert_error(404, "ERROR_METHOD_NOT_FOUND");
+    let text = scrape(&s);
+    assert!(!text.contains("made.up.name"), "{text}");
+    assert_eq!(sample(&text, UNKNOWN), 1.0);
+}
