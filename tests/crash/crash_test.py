@@ -239,6 +239,7 @@ def check(db_path, ledger):
         want = {k: r[k] for k in got}
         if got != want:
             failures.append("id %d differs: sent %r, stored %r" % (r["id"], want, got))
+            continue
         if r["attach"] and ("attach " + r["marker"]) not in row[6]:
             failures.append("id %d: the attachment is not the one sent" % r["id"])
 
@@ -266,6 +267,46 @@ def check(db_path, ledger):
         "unanswered": len(unanswered),
         "rows": len(rows),
     }
+
+
+def self_test(db_path, ledger, work):
+    """Shows the checker can fail: on a copy of the database, drop one acknowledged row that no
+    later add could have replaced, and add a second row under a used (recipient, tag)."""
+    copy = os.path.join(work, "selftest.sqlite3")
+    # The backup API copies what the WAL holds too; a file copy would not.
+    src = sqlite3.connect("file:%s?mode=ro" % db_path, uri=True)
+    dst = sqlite3.connect(copy)
+    src.backup(dst)
+    src.close()
+    dst.close()
+    victim = next(
+        (r for r in ledger.sent.values() if r["id"] is not None and r["tag"] is None), None
+    )
+    tagged = next((r for r in ledger.sent.values() if r["tag"] is not None), None)
+    if victim is None or tagged is None:
+        return ["self-test: the run had no untagged or no tagged add to tamper with"]
+    db = sqlite3.connect(copy)
+    db.execute("DELETE FROM notifications WHERE id = ?", (victim["id"],))
+    db.execute(
+        "INSERT INTO notifications (user_id, notify_type, text, tag, created_at) "
+        "VALUES (?, 4, 'crash tampered', ?, 0)",
+        (tagged["recipient"], tagged["tag"]),
+    )
+    db.execute(
+        "INSERT INTO notifications (user_id, notify_type, text, tag, created_at) "
+        "VALUES (?, 4, 'crash tampered 2', ?, 0)",
+        (tagged["recipient"], tagged["tag"]),
+    )
+    db.commit()
+    db.close()
+    failures, stats = check(copy, ledger)
+    os.remove(copy)
+    lost = stats["lost"] == 1 and any(str(victim["id"]) in f for f in failures)
+    dup = any("holds" in f for f in failures)
+    phantom = any("never sent" in f for f in failures)
+    if lost and dup and phantom:
+        return []
+    return ["self-test: the checker missed tampering (lost %r, dup %r, phantom %r)" % (lost, dup, phantom)]
 
 
 def main():
@@ -322,6 +363,7 @@ def main():
             t.join()
 
     failures, stats = check(os.path.join(data_dir, "imnotify.sqlite3"), ledger)
+    failures += self_test(os.path.join(data_dir, "imnotify.sqlite3"), ledger, work)
     for m, status, body in ledger.rejected:
         failures.append("request %s rejected with %d: %s" % (m, status, body))
     print(
