@@ -20,15 +20,23 @@ fn any() -> Json {
 fn params_schema(method: &str) -> Json {
     let notify = || {
         json!({
-            "USER_ID": {"description": "Recipient; read with PHP intval, so \"12abc\" is 12."},
+            "USER_ID": {"type": "integer", "minimum": 1,
+                        "description": "Recipient. Read with PHP intval, so \"12abc\" is 12 too."},
             "TO": {"description": "Alias of USER_ID that overrides it."},
-            "MESSAGE": {"type": "string", "description": "Text with BB codes; #BR# is a line break."},
+            "MESSAGE": {"type": "string", "minLength": 1,
+                        "description": "Text with BB codes; #BR# is a line break."},
             "MESSAGE_OUT": {"type": "string", "description": "Text for e-mail and push."},
             "TAG": {"description": "Replaces the recipient's earlier notification with the same tag (D4)."},
             "SUB_TAG": any(),
             "CLIENT_ID": {"description": "Webhook calls: the tag namespace (D3)."},
             "ATTACH": {"description": "Rich attachment (§2.6): short or full form, or a JSON string."},
         })
+    };
+    let required = match method {
+        "im.notify.system.add" | "im.notify.personal.add" | "im.notify" => {
+            json!(["USER_ID", "MESSAGE"])
+        }
+        _ => json!([]),
     };
     let properties = match method {
         "im.notify.system.add" | "im.notify.personal.add" => notify(),
@@ -41,7 +49,12 @@ fn params_schema(method: &str) -> Json {
         "method.get" => json!({"name": {"type": "string"}}),
         _ => json!({}),
     };
-    json!({"type": "object", "properties": properties, "additionalProperties": true})
+    let mut schema =
+        json!({"type": "object", "properties": properties, "additionalProperties": true});
+    if required.as_array().is_some_and(|r| !r.is_empty()) {
+        schema["required"] = required;
+    }
+    schema
 }
 
 fn responses() -> Json {
