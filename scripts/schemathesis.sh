@@ -51,6 +51,7 @@ status=0
   --workers 2 \
   --request-timeout 20 \
   --seed 1 \
+  --generation-database none \
   --no-color \
   --report junit --report-dir "$work/report" || status=$?
 if grep -q "panicked" "$work/server.log"; then
