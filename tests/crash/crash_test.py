@@ -54,6 +54,7 @@ class Server:
 
     def start(self):
         cmd = [self.binary, "serve", "--listen", "127.0.0.1:0", "--data-dir", self.data_dir]
+        cmd += self.serve_args()
         env = dict(os.environ)
         env.pop("IMNOTIFY_DATA_DIR", None)
         self.proc = subprocess.Popen(
@@ -73,6 +74,16 @@ class Server:
                 break
         # Keep draining stdout so the server never blocks on a full pipe.
         threading.Thread(target=self.proc.stdout.read, daemon=True).start()
+
+    def serve_args(self):
+        """The load is far above a Bitrix24 plan's rate limit on purpose: where the server has
+        limits (`serve --no-limits`), they are switched off, as this test is about durability."""
+        if not hasattr(self, "_serve_args"):
+            help_text = subprocess.run(
+                [self.binary, "serve", "--help"], capture_output=True, text=True
+            ).stdout
+            self._serve_args = ["--no-limits"] if "--no-limits" in help_text else []
+        return self._serve_args
 
     def cli(self, *args):
         subprocess.run(
