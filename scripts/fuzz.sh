@@ -18,6 +18,9 @@ if ! cargo fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
   cargo install cargo-fuzz --locked --version "$CARGO_FUZZ_VERSION"
 fi
 export RUSTC_BOOTSTRAP=1
+# The instrumented build of every dependency takes minutes; a target directory outside the
+# clone lets a later run (CI clones afresh) reuse it. It is only a cache: missing, it is rebuilt.
+target_dir="${FUZZ_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/imnotify-fuzz-target}"
 
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
@@ -25,7 +28,7 @@ if [ ${#targets[@]} -eq 0 ]; then
 fi
 # One build of every target before the clock starts; -a keeps debug assertions (overflow checks)
 # on in the optimised build, so arithmetic bugs panic instead of wrapping.
-nice -n 10 cargo fuzz build -a
+nice -n 10 cargo fuzz build -a --target-dir "$target_dir"
 
 
 for t in "${targets[@]}"; do
@@ -33,7 +36,7 @@ for t in "${targets[@]}"; do
   log="fuzz/corpus/$t.log"
   echo "fuzz: $t for ${secs}s"
   # -timeout: an input that takes over 10 s is a hang, reported as a crash.
-  if ! nice -n 10 cargo fuzz run -a "$t" "fuzz/corpus/$t" "fuzz/seeds/$t" -- \
+  if ! nice -n 10 cargo fuzz run -a --target-dir "$target_dir" "$t" "fuzz/corpus/$t" "fuzz/seeds/$t" -- \
       -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
       >"$log" 2>&1; then
     tail -n 40 "$log"
