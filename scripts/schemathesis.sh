@@ -4,6 +4,7 @@
 # that break the schema (status, content type, headers, body).
 #
 #   scripts/schemathesis.sh [MAX_EXAMPLES_PER_OPERATION]    default 25
+#   SCHEMATHESIS_JUNIT=FILE keeps the JUnit report.
 #
 # The server gets a fresh data directory. Calls to /rest/{method} carry a Bearer token of an app
 # with every scope, so the methods run for real; the webhook form is called with generated user
@@ -57,7 +58,28 @@ status=0
   --seed 1 \
   --generation-database none \
   --no-color \
-  --report junit --report-dir "$work/report" || status=$?
+  --report junit --report-junit-path "$work/junit.xml" || status=$?
+# schemathesis exits non-zero for a failed check and for an error inside the tool alike. One
+# tool error is known and not about the API: CPython before 3.11.8 can raise "AST constructor
+# recursion depth mismatch" (CPython gh-106905) when Hypothesis parses source to describe a
+# lambda. When that is the only problem, the run passes with a warning; any failed check
+# (5xx, schema violation) or any other error still fails it.
+if [ "$status" != 0 ] && [ -f "$work/junit.xml" ]; then
+  python3 - "$work/junit.xml" <<'PY' && status=0
+import sys
+import xml.etree.ElementTree as ET
+
+root = ET.parse(sys.argv[1]).getroot()
+failures = [c for c in root.iter("testcase") if c.find("failure") is not None]
+errors = [e for c in root.iter("testcase") for e in c.findall("error")]
+known = "AST constructor recursion depth mismatch"
+unknown = [e for e in errors if known not in (e.get("message", "") + (e.text or ""))]
+if failures or unknown or not errors:
+    sys.exit(1)
+print("schemathesis: WARNING: %d tool error(s) from CPython gh-106905 ignored" % len(errors))
+PY
+fi
+[ -n "${SCHEMATHESIS_JUNIT:-}" ] && cp "$work/junit.xml" "$SCHEMATHESIS_JUNIT"
 if grep -q "panicked" "$work/server.log"; then
   grep -m5 "panicked" "$work/server.log" >&2
   status=1
