@@ -87,8 +87,8 @@ fn operation(spec: &MethodSpec, webhook: bool, post: bool) -> Json {
     if !webhook {
         op["security"] = json!([{"bearer": []}, {"auth": []}]);
     }
+    let schema = params_schema(spec.name);
     if post {
-        let schema = params_schema(spec.name);
         op["requestBody"] = json!({
             "required": false,
             "content": {
@@ -96,8 +96,38 @@ fn operation(spec: &MethodSpec, webhook: bool, post: bool) -> Json {
                 "application/x-www-form-urlencoded": {"schema": schema},
             }
         });
+    } else {
+        op["parameters"] = query_parameters(&schema);
     }
     op
+}
+
+/// The same parameters in the query string, for GET. Only scalar ones: bracket arrays such as
+/// `ATTACH[0][MESSAGE]` have no faithful OpenAPI spelling.
+fn query_parameters(schema: &Json) -> Json {
+    let required = schema["required"].as_array().cloned().unwrap_or_default();
+    let params: Vec<Json> = schema["properties"]
+        .as_object()
+        .map(|props| {
+            props
+                .iter()
+                .filter(|(name, _)| *name != "ATTACH")
+                .map(|(name, prop)| {
+                    let mut prop = prop.clone();
+                    if prop.get("type").is_none() {
+                        prop["type"] = json!("string");
+                    }
+                    json!({
+                        "name": name,
+                        "in": "query",
+                        "required": required.contains(&json!(name)),
+                        "schema": prop,
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Json::Array(params)
 }
 
 fn webhook_parameters() -> Json {
