@@ -245,13 +245,18 @@ impl Bound {
             match &self.tls {
                 None => {
                     let first_byte = self.first_byte_timeout();
+                    let mut stopping = shutdown.clone();
                     tokio::spawn(async move {
                         // hyper's header timeout starts only once the HTTP version is known,
                         // which takes a first byte: a client that never sends one is dropped here.
+                        // Shutdown waits for every watcher, so it also ends this wait.
                         let mut probe = [0u8; 1];
-                        match tokio::time::timeout(first_byte, stream.peek(&mut probe)).await {
-                            Ok(Ok(n)) if n > 0 => {}
-                            _ => return,
+                        tokio::select! {
+                            r = tokio::time::timeout(first_byte, stream.peek(&mut probe)) => match r {
+                                Ok(Ok(n)) if n > 0 => {}
+                                _ => return,
+                            },
+                            _ = stopping.wait_for(|s| *s) => return,
                         }
                         let conn =
                             builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
