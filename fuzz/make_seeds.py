@@ -93,6 +93,19 @@ def main():
             + [b"\x01" + f.encode() for f in attach_forms]
             + [b"\x02" + a.encode() for a in attach_values]
         ),
+        # path ? query, as the REST handler sees them (P1, §1.1, §1.7).
+        "route": [
+            p.encode()
+            for p in [
+                "/im.notify.system.add",
+                "/5/k2q8w0d7r1m5x9zt/im.notify.system.add.json?auth=x",
+                "/1/code/IM.NOTIFY.xml",
+                "//im.notify/?access_token=t&sessid=s",
+                "/api/x/y",
+                "/1/c/m.json.xml?aplogin=1&ap=c&auth[]=1",
+                "/.json",
+            ]
+        ],
         # selector byte: even = text normalisation, odd = value serialisers.
         "text_and_json": (
             [b"\x00" + t.encode() for t in ["a#BR#b[BR]c[br]d", "  \x00 x \n", "é" * 30]]
