@@ -34,3 +34,13 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --locked --all-targets --no-fail-fast "$@"
 fi
+
+# Reliability and security checks (issue 7), in their short CI forms. Each installs what it
+# needs from crates.io or PyPI. RELIABILITY_QUICK=1 skips them for a fast local loop.
+if [ "${RELIABILITY_QUICK:-0}" != 1 ]; then
+  bash scripts/audit.sh
+  bash scripts/crash-test.sh --kills 3
+  bash scripts/schemathesis.sh 25
+  # Last, so that its "N passed, N failed" line closes the output.
+  bash scripts/fuzz-smoke.sh
+fi

@@ -34,6 +34,11 @@ Keys (environment variable in brackets; nested keys use a double underscore):
   limits.operating.enabled [IMNOTIFY_LIMITS__OPERATING__ENABLED] default true (OPERATION_TIME_LIMIT, 429)
   limits.operating.limit_seconds       [IMNOTIFY_LIMITS__OPERATING__LIMIT_SECONDS]       default 480
   limits.operating.min_counted_seconds [IMNOTIFY_LIMITS__OPERATING__MIN_COUNTED_SECONDS] default 0.1
+  limits.max_header_bytes  [IMNOTIFY_LIMITS__MAX_HEADER_BYTES]  default 65536 (431 above)
+  limits.max_headers       [IMNOTIFY_LIMITS__MAX_HEADERS]       default 100 (431 above)
+  limits.max_url_bytes     [IMNOTIFY_LIMITS__MAX_URL_BYTES]     default 8192 (414 above)
+  limits.header_read_timeout_secs [IMNOTIFY_LIMITS__HEADER_READ_TIMEOUT_SECS] default 10; also the idle timeout
+  limits.body_read_timeout_secs   [IMNOTIFY_LIMITS__BODY_READ_TIMEOUT_SECS]   default 30 (408 above)
   log.format               [IMNOTIFY_LOG__FORMAT]               text or json
   log.filter               [IMNOTIFY_LOG__FILTER]               default info";
 

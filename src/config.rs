@@ -49,6 +49,18 @@ pub struct Limits {
     pub max_input_vars: usize,
     /// PHP's max_input_nesting_level for bracket arrays.
     pub max_input_nesting: usize,
+    /// Largest request head (request line plus headers). HTTP/1 requests over it get 431 from
+    /// the HTTP layer itself; hyper cannot go below 8192.
+    pub max_header_bytes: usize,
+    /// Most header fields in one request (HTTP/1: 431 above it).
+    pub max_headers: usize,
+    /// Longest path plus query string; longer gets ERROR_REQUEST_TOO_LARGE (414).
+    pub max_url_bytes: usize,
+    /// Seconds a client has to send a whole request head. The same clock runs while a kept-alive
+    /// connection waits for its next request, so it is also the idle timeout (slowloris).
+    pub header_read_timeout_secs: u64,
+    /// Seconds a client has to send a whole request body; slower gets REQUEST_TIMEOUT (408).
+    pub body_read_timeout_secs: u64,
     pub rate: RateConfig,
     pub operating: OperatingConfig,
 }
@@ -105,6 +117,11 @@ impl Default for Limits {
             max_input_nesting: 64,
             rate: RateConfig::default(),
             operating: OperatingConfig::default(),
+            max_header_bytes: 64 * 1024,
+            max_headers: 100,
+            max_url_bytes: 8 * 1024,
+            header_read_timeout_secs: 10,
+            body_read_timeout_secs: 30,
         }
     }
 }

@@ -84,6 +84,10 @@ catalogue! {
     batch_method_not_allowed => ("ERROR_BATCH_METHOD_NOT_ALLOWED", 405, "Method is not allowed for batch usage");
     /// The request body (or URL, or headers) is larger than the configured limit.
     request_too_large => ("ERROR_REQUEST_TOO_LARGE", 413, "Request entity is too large");
+    /// The path plus query string is longer than `limits.max_url_bytes`.
+    url_too_long => ("ERROR_REQUEST_TOO_LARGE", 414, "Request URI is too long");
+    /// The body did not arrive within `limits.body_read_timeout_secs`.
+    request_timeout => ("REQUEST_TIMEOUT", 408, "The request body was not received in time");
 }
 
 impl std::fmt::Display for ApiError {

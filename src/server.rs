@@ -6,23 +6,27 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Request};
 use axum::routing::{any, get, post};
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
 use tower_http::trace::TraceLayer;
 
-use crate::config::Config;
+use crate::config::{Config, Limits};
+use crate::error::ApiError;
 use crate::protocol;
+use crate::protocol::route::Transport;
 use crate::state::AppState;
 use crate::web;
 
@@ -99,6 +103,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
         .route("/login", any(web::oauth::login))
         .route("/logout", post(web::oauth::logout))
         .route("/oauth/authorize", any(web::oauth::authorize))
@@ -108,7 +113,13 @@ pub fn router(state: AppState) -> Router {
         .route("/rest", any(protocol::rest_handler))
         .route("/rest/{*path}", any(protocol::rest_handler))
         .fallback(protocol::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limit_url_length,
+        ))
         .with_state(state)
+        // Inside the trace layer, so that the span records the 500 it produces.
+        .layer(CatchPanicLayer::custom(panic_response))
         .layer(
             // The span names the request id but not the URI: paths carry webhook codes.
             TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
@@ -122,6 +133,55 @@ pub fn router(state: AppState) -> Router {
         )
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(CountingRequestId::default()))
+}
+
+/// Over-long URLs are refused before routing, with an envelope rather than hyper's bare 414, so
+/// that a REST client sees an `error` code it can read.
+async fn limit_url_length(
+    State(state): State<AppState>,
+    req: Request<axum::body::Body>,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+    if len > state.config.limits.max_url_bytes {
+        tracing::info!(len, "url too long");
+        return protocol::envelope::error_response(Transport::Json, &ApiError::url_too_long());
+    }
+    next.run(req).await
+}
+
+/// A handler that panics answers 500 with the error envelope; the connection and the server
+/// carry on. The panic message itself went to stderr through the panic hook; it is not echoed.
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    tracing::error!("handler panicked");
+    protocol::envelope::error_response(Transport::Json, &ApiError::internal())
+}
+
+/// The HTTP layer's protections against oversized heads and slow clients (slowloris).
+fn connection_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(limits.header_read_timeout_secs.max(1)))
+        // hyper panics below 8192.
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .max_headers(limits.max_headers);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        // A peer that stops answering pings is dropped rather than held open.
+        .keep_alive_interval(Duration::from_secs(limits.header_read_timeout_secs.max(1)))
+        .keep_alive_timeout(Duration::from_secs(limits.header_read_timeout_secs.max(1)));
+    builder
+}
+
+async fn openapi() -> impl axum::response::IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        protocol::openapi::served(),
+    )
 }
 
 async fn healthz() -> impl axum::response::IntoResponse {
@@ -148,6 +208,7 @@ async fn metrics(
 pub struct Bound {
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
+    limits: Limits,
     pub addr: SocketAddr,
 }
 
@@ -163,6 +224,7 @@ pub async fn bind(config: &Config) -> anyhow::Result<Bound> {
     Ok(Bound {
         listener,
         tls,
+        limits: config.limits.clone(),
         addr,
     })
 }
@@ -189,11 +251,15 @@ fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> anyhow::Result
 }
 
 impl Bound {
+    fn first_byte_timeout(&self) -> Duration {
+        Duration::from_secs(self.limits.header_read_timeout_secs.max(1))
+    }
+
     /// Serves until `shutdown` turns true, then stops accepting and waits for in-flight
     /// requests to finish.
     pub async fn serve(self, app: Router, mut shutdown: watch::Receiver<bool>) {
         let graceful = GracefulShutdown::new();
-        let builder = auto::Builder::new(TokioExecutor::new());
+        let builder = connection_builder(&self.limits);
         loop {
             let (stream, peer) = tokio::select! {
                 r = self.listener.accept() => match r {
@@ -222,11 +288,23 @@ impl Bound {
             let watcher = graceful.watcher();
             match &self.tls {
                 None => {
-                    let conn =
-                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    let conn = watcher.watch(conn.into_owned());
+                    let first_byte = self.first_byte_timeout();
+                    let mut stopping = shutdown.clone();
                     tokio::spawn(async move {
-                        let _ = conn.await;
+                        // hyper's header timeout starts only once the HTTP version is known,
+                        // which takes a first byte: a client that never sends one is dropped here.
+                        // Shutdown waits for every watcher, so it also ends this wait.
+                        let mut probe = [0u8; 1];
+                        tokio::select! {
+                            r = tokio::time::timeout(first_byte, stream.peek(&mut probe)) => match r {
+                                Ok(Ok(n)) if n > 0 => {}
+                                _ => return,
+                            },
+                            _ = stopping.wait_for(|s| *s) => return,
+                        }
+                        let conn =
+                            builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                        let _ = watcher.watch(conn.into_owned()).await;
                     });
                 }
                 Some(acceptor) => {

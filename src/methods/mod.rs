@@ -24,6 +24,11 @@ pub mod users;
 
 use crate::protocol::dispatch::MethodSpec;
 
+/// Set to `1` to register `test.panic`, a method whose handler panics. Test-only: it exists so
+/// that the integration tests can show a panicking handler becomes a 500 envelope and the server
+/// keeps serving. Never set it in production.
+pub const TEST_PANIC_ENV: &str = "IMNOTIFY_TEST_PANIC_METHOD";
+
 /// Every method this server answers.
 pub fn all() -> Vec<MethodSpec> {
     let mut all = discovery::methods();
@@ -31,6 +36,14 @@ pub fn all() -> Vec<MethodSpec> {
     all.extend(inbox::methods());
     all.extend(users::methods());
     all.extend(batch::methods());
+    if std::env::var_os(TEST_PANIC_ENV).is_some_and(|v| v == "1") {
+        all.push(MethodSpec {
+            name: "test.panic",
+            scope: None,
+            operating_limited: false,
+            handler: |_, _, _| Box::pin(async { panic!("test.panic was called") }),
+        });
+    }
     all
 }
 

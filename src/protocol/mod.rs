@@ -3,6 +3,7 @@
 pub mod batch;
 pub mod dispatch;
 pub mod envelope;
+pub mod openapi;
 pub mod params;
 pub mod route;
 
@@ -55,14 +56,28 @@ pub async fn rest_handler(State(state): State<AppState>, req: Request) -> Respon
     };
 
     let limits = &state.config.limits;
-    let body = match axum::body::to_bytes(body, limits.max_body_bytes).await {
-        Ok(b) => b,
-        Err(_) => {
+    // A total deadline for the body: hyper's header timeout does not cover a client that
+    // trickles the body a byte at a time.
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(limits.body_read_timeout_secs.max(1)),
+        axum::body::to_bytes(body, limits.max_body_bytes),
+    );
+    let body = match read.await {
+        Ok(Ok(b)) => b,
+        Ok(Err(_)) => {
             return finish(
                 spec.name,
                 spec.name,
                 started,
                 envelope::error_response(route.transport, &ApiError::request_too_large()),
+            )
+        }
+        Err(_) => {
+            return finish(
+                spec.name,
+                spec.name,
+                started,
+                envelope::error_response(route.transport, &ApiError::request_timeout()),
             )
         }
     };

@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use super::{current_session, esc, now, page, portal, redirect, safe_next, SESSION_TTL};
 use crate::auth::oauth::{self as rules, Portal};
 use crate::auth::{internal, password, secret, SESSION_COOKIE};
+use crate::config::Limits;
 use crate::error::ApiError;
 use crate::protocol::params::{parse_str, DecodeLimits};
 use crate::server::ConnInfo;
@@ -16,13 +17,19 @@ use crate::store::{App, Session};
 use crate::value::{Array, Value};
 
 /// Query and urlencoded body, body winning, with PHP's rules.
-async fn form(req: Request, max_body: usize) -> (Method, HeaderMap, Option<ConnInfo>, Array) {
+/// A body that is too large or too slow counts as empty, so the page or endpoint answers its own
+/// missing-parameter error.
+async fn form(req: Request, limits: &Limits) -> (Method, HeaderMap, Option<ConnInfo>, Array) {
     let (parts, body) = req.into_parts();
+    let max_body = limits.max_body_bytes;
+    let deadline = std::time::Duration::from_secs(limits.body_read_timeout_secs.max(1));
     let limits = DecodeLimits::default();
     let mut params = parse_str(parts.uri.query().unwrap_or_default(), &limits);
     if parts.method == Method::POST {
-        let body: Bytes = axum::body::to_bytes(body, max_body)
+        let body: Bytes = tokio::time::timeout(deadline, axum::body::to_bytes(body, max_body))
             .await
+            .ok()
+            .and_then(Result::ok)
             .unwrap_or_default();
         params.overlay(parse_str(&String::from_utf8_lossy(&body), &limits));
     }
@@ -62,7 +69,7 @@ fn login_form(next: &str, error: Option<&str>) -> String {
 
 /// `GET /login` shows the form; `POST /login` signs in and sets the session cookie.
 pub async fn login(State(state): State<AppState>, req: Request) -> Response {
-    let (method, headers, conn, p) = form(req, state.config.limits.max_body_bytes).await;
+    let (method, headers, conn, p) = form(req, &state.config.limits).await;
     let next = safe_next(&text(&p, "next")).to_owned();
     if method != Method::POST {
         return page(StatusCode::OK, "Sign in", &login_form(&next, None));
@@ -145,7 +152,7 @@ pub async fn authorize(State(state): State<AppState>, req: Request) -> Response 
         .path_and_query()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_default();
-    let (method, headers, conn, p) = form(req, state.config.limits.max_body_bytes).await;
+    let (method, headers, conn, p) = form(req, &state.config.limits).await;
     let result = async {
         let Some((_, session)) = current_session(&state, &headers).await? else {
             let next: String = form_urlencoded::byte_serialize(path_and_query.as_bytes()).collect();
@@ -284,7 +291,7 @@ fn oauth_error(e: &ApiError) -> Response {
 
 /// `/oauth/token/`: the `authorization_code` and `refresh_token` grants, by GET or POST.
 pub async fn token(State(state): State<AppState>, req: Request) -> Response {
-    let (_, headers, conn, p) = form(req, state.config.limits.max_body_bytes).await;
+    let (_, headers, conn, p) = form(req, &state.config.limits).await;
     let result = async {
         let grant_type = text(&p, "grant_type");
         if grant_type.is_empty() {
