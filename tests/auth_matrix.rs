@@ -156,24 +156,8 @@ fn every_credential_kind_against_every_method() {
         .unwrap();
 
     // A browser session of user 2 and its CSRF token, from the consent page.
-    let login = s.post_form("/login", "login=2&password=pw-of-user-2&next=/");
-    assert_eq!(login.status, 303, "{}", login.body);
-    let cookie = login
-        .header("set-cookie")
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
-    let page = s.request(
-        "GET",
-        &format!("/oauth/authorize/?client_id={im_app}"),
-        &[("Cookie", &cookie)],
-        b"",
-    );
-    let marker = "name=\"csrf\" value=\"";
-    let at = page.body.find(marker).expect("csrf field") + marker.len();
-    let csrf = page.body[at..].split('"').next().unwrap().to_owned();
+    let cookie = s.sign_in("2", "pw-of-user-2");
+    let csrf = s.consent_csrf(&im_app, &cookie);
 
     // What a good credential holding only `held` gets: past the scope check when the method is
     // global or in that scope, insufficient_scope otherwise.

@@ -998,25 +998,9 @@ fn a_browser_session_reads_its_notifications_and_deletes_only_by_id() {
     let mine = send(&s, json!({"USER_ID": 5, "MESSAGE": "for the page"}));
 
     // Sign in, and take the CSRF token from the consent page (the session's sessid).
+    let cookie = s.sign_in("5", "pw");
+    let csrf = s.consent_csrf(&client_id, &cookie);
     let enc = |v: &str| form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>();
-    let r = s.post_form("/login", &format!("login=5&password=pw&next={}", enc("/")));
-    assert_eq!(r.status, 303, "{}", r.body);
-    let cookie = r
-        .header("set-cookie")
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
-    let page = s.request(
-        "GET",
-        &format!("/oauth/authorize/?client_id={client_id}"),
-        &[("Cookie", &cookie)],
-        b"",
-    );
-    let marker = "name=\"csrf\" value=\"";
-    let at = page.body.find(marker).expect("csrf field") + marker.len();
-    let csrf = page.body[at..].split('"').next().unwrap().to_owned();
     let session = |method: &str, body: Value| {
         s.request(
             "POST",

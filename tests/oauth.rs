@@ -84,36 +84,6 @@ fn enc(s: &str) -> String {
         .collect()
 }
 
-/// Signs in through the login form and returns the session cookie.
-fn sign_in(s: &Server, login: &str, password: &str) -> String {
-    let r = s.post_form(
-        "/login",
-        &format!("login={}&password={}&next=/", enc(login), enc(password)),
-    );
-    assert_eq!(r.status, 303, "{}", r.body);
-    let set = r.header("set-cookie").expect("session cookie");
-    assert!(set.contains("HttpOnly"));
-    set.split(';').next().unwrap().to_owned()
-}
-
-fn csrf_from(page: &str) -> String {
-    let at =
-        page.find("name=\"csrf\" value=\"").expect("csrf field") + "name=\"csrf\" value=\"".len();
-    page[at..].split('"').next().unwrap().to_owned()
-}
-
-/// Opens the consent page as a signed-in browser and returns the form's CSRF token.
-fn consent_csrf(s: &Server, app: &App, cookie: &str) -> String {
-    let page = s.request(
-        "GET",
-        &format!("/oauth/authorize/?client_id={}", app.client_id),
-        &[("Cookie", cookie)],
-        b"",
-    );
-    assert_eq!(page.status, 200, "{}", page.body);
-    csrf_from(&page.body)
-}
-
 fn token_request(s: &Server, body: &str) -> Response {
     s.post_form("/oauth/token/", body)
 }
@@ -138,13 +108,13 @@ fn full_code_flow_with_refresh_rotation() {
         s.post_form("/login", "login=5&password=nope&next=/").status,
         401
     );
-    let cookie = sign_in(&s, "5", "s3cret pass");
+    let cookie = s.sign_in("5", "s3cret pass");
 
     // The consent page, then approval.
     let page = s.request("GET", &authorize, &[("Cookie", &cookie)], b"");
     assert_eq!(page.status, 200);
     assert!(page.body.contains("Tracker"));
-    let csrf = csrf_from(&page.body);
+    let csrf = common::csrf_from(&page.body);
     // Without the CSRF token the approval is refused.
     let forged = s.request(
         "POST",
@@ -407,8 +377,8 @@ fn expired_authorization_code_is_refused() {
     let s = Server::start();
     s.add_user(5, &["--password", "pw"]);
     let app = add_app(&s, "A", "im", &[]);
-    let cookie = sign_in(&s, "5", "pw");
-    let csrf = consent_csrf(&s, &app, &cookie);
+    let cookie = s.sign_in("5", "pw");
+    let csrf = s.consent_csrf(&app.client_id, &cookie);
     let approved = s.request(
         "POST",
         "/oauth/authorize/",
@@ -438,8 +408,8 @@ fn session_auth_is_recognised_and_refused_for_adding() {
     let s = Server::start();
     s.add_user(5, &["--password", "pw"]);
     let app = add_app(&s, "A", "im", &[]);
-    let cookie = sign_in(&s, "5", "pw");
-    let csrf = consent_csrf(&s, &app, &cookie);
+    let cookie = s.sign_in("5", "pw");
+    let csrf = s.consent_csrf(&app.client_id, &cookie);
     let body = br#"{"USER_ID":5,"MESSAGE":"m"}"#;
     let with = |headers: &[(&str, &str)], path: &str| {
         let mut h = vec![("Content-Type", "application/json")];

@@ -252,6 +252,33 @@ impl Server {
         )
     }
 
+    /// Signs in through the login form and returns the session cookie (`name=value`).
+    pub fn sign_in(&self, login: &str, password: &str) -> String {
+        let form: String = form_urlencoded::Serializer::new(String::new())
+            .append_pair("login", login)
+            .append_pair("password", password)
+            .append_pair("next", "/")
+            .finish();
+        let r = self.post_form("/login", &form);
+        assert_eq!(r.status, 303, "{}", r.body);
+        let set = r.header("set-cookie").expect("session cookie");
+        assert!(set.contains("HttpOnly"), "{set}");
+        set.split(';').next().unwrap().to_owned()
+    }
+
+    /// The CSRF token that the consent page of `client_id` shows a signed-in browser: the
+    /// session's `sessid`.
+    pub fn consent_csrf(&self, client_id: &str, cookie: &str) -> String {
+        let page = self.request(
+            "GET",
+            &format!("/oauth/authorize/?client_id={client_id}"),
+            &[("Cookie", cookie)],
+            b"",
+        );
+        assert_eq!(page.status, 200, "{}", page.body);
+        csrf_from(&page.body)
+    }
+
     /// The webhook URL path for a method.
     pub fn hook_url(&self, method: &str) -> String {
         format!("{}{method}", self.hook)
@@ -341,6 +368,13 @@ impl Response {
             self.body
         );
     }
+}
+
+/// The value of the consent form's hidden `csrf` field.
+pub fn csrf_from(page: &str) -> String {
+    let marker = "name=\"csrf\" value=\"";
+    let at = page.find(marker).expect("csrf field") + marker.len();
+    page[at..].split('"').next().unwrap().to_owned()
 }
 
 fn dechunk(mut s: &str) -> String {
