@@ -323,6 +323,12 @@ pub async fn run_admin(config: Config, command: Command) -> anyhow::Result<()> {
             if store.user(a.user_id).await?.filter(|u| u.active).is_none() {
                 bail!("user {} does not exist or is inactive", a.user_id);
             }
+            if !app.allows(a.user_id) {
+                bail!(
+                    "application {} is restricted to other users (--allowed-users)",
+                    a.client_id
+                );
+            }
             let member_id = store.setting("member_id", oauth::new_member_id()).await?;
             let portal = oauth::Portal::new(&config.base_url(config.listen), member_id);
             let answer =

@@ -143,10 +143,17 @@ fn every_credential_kind_against_every_method() {
     let inactive_hook = s.add_webhook(3, "im");
     let (im_app, im_secret) = add_app(&s, "Im App", "im", &[]);
     let (user_app, user_secret) = add_app(&s, "User App", "user", &[]);
-    let (only2_app, only2_secret) = add_app(&s, "Only Two", "im", &["--allowed-users", "2"]);
+    let (only2_app, only2_secret) = add_app(&s, "Only Two", "im", &["--allowed-users", "1,2"]);
     let (good, good_refresh) = token(&s, &im_app, 1);
     let (narrow, narrow_refresh) = token(&s, &user_app, 1);
     let (not_allowed, not_allowed_refresh) = token(&s, &only2_app, 1);
+    // The administrator narrows the app to user 2 after user 1 installed it.
+    s.db()
+        .execute(
+            "UPDATE apps SET allowed_users = '2' WHERE client_id = ?1",
+            [&only2_app],
+        )
+        .unwrap();
     let (expired, expired_refresh) = token(&s, &im_app, 2);
     s.db()
         .execute(

@@ -300,7 +300,29 @@ fn token_errors() {
     s.add_user(2, &[]);
     let im = add_app(&s, "Im", "im", &[]);
     let user_only = add_app(&s, "Users", "user", &[]);
-    let restricted = add_app(&s, "Restricted", "im", &["--allowed-users", "1"]);
+    let restricted = add_app(&s, "Restricted", "im", &["--allowed-users", "1,2"]);
+    let token_of_2 = app_token(&s, &restricted, 2)["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The administrator narrows the app to user 1 after user 2 installed it; a new token for
+    // user 2 is refused up front.
+    s.db()
+        .execute(
+            "UPDATE apps SET allowed_users = '1' WHERE client_id = ?1",
+            [&restricted.client_id],
+        )
+        .unwrap();
+    let refused = s.cli(&[
+        "app",
+        "token",
+        "--client-id",
+        &restricted.client_id,
+        "--user-id",
+        "2",
+    ]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("restricted"));
     let t = app_token(&s, &im, 1);
     let access = t["access_token"].as_str().unwrap();
     let body = json!({"USER_ID": 1, "MESSAGE": "m"});
@@ -320,15 +342,8 @@ fn token_errors() {
         .as_str()
         .unwrap()
         .contains("access token"));
-    call(
-        &s,
-        "im.notify.system.add",
-        app_token(&s, &restricted, 2)["access_token"]
-            .as_str()
-            .unwrap(),
-        body.clone(),
-    )
-    .assert_error(403, "user_access_error");
+    call(&s, "im.notify.system.add", &token_of_2, body.clone())
+        .assert_error(403, "user_access_error");
     assert_eq!(
         call(
             &s,
