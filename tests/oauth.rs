@@ -535,3 +535,14 @@ fn discovery_methods() {
     assert_eq!(hook["result"]["SCOPE"], json!(["im"]));
     assert!(hook["result"]["LICENSE"].is_string());
 }
+
+#[test]
+fn oversized_token_and_login_bodies_are_refused() {
+    let s = Server::start_with(common::Options {
+        envs: vec![("IMNOTIFY_LIMITS__MAX_BODY_BYTES".into(), "1024".into())],
+        ..Default::default()
+    });
+    let big = format!("grant_type=refresh_token&padding={}", "x".repeat(4096));
+    token_request(&s, &big).assert_error(413, "ERROR_REQUEST_TOO_LARGE");
+    assert_eq!(s.post_form("/login", &big).status, 413);
+}

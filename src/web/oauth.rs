@@ -16,10 +16,11 @@ use crate::state::AppState;
 use crate::store::{App, Session};
 use crate::value::{Array, Value};
 
-/// Query and urlencoded body, body winning, with PHP's rules.
-/// A body that is too large or too slow counts as empty, so the page or endpoint answers its own
-/// missing-parameter error.
-async fn form(req: Request, limits: &Limits) -> (Method, HeaderMap, Option<ConnInfo>, Array) {
+type Form = (Method, HeaderMap, Option<ConnInfo>, Array);
+
+/// Query and urlencoded body, body winning, with PHP's rules. A body that is too large or too
+/// slow is refused with the REST layer's errors (413, 408) rather than read as empty.
+async fn form(req: Request, limits: &Limits) -> Result<Form, ApiError> {
     let (parts, body) = req.into_parts();
     let max_body = limits.max_body_bytes;
     let deadline = std::time::Duration::from_secs(limits.body_read_timeout_secs.max(1));
@@ -28,13 +29,12 @@ async fn form(req: Request, limits: &Limits) -> (Method, HeaderMap, Option<ConnI
     if parts.method == Method::POST {
         let body: Bytes = tokio::time::timeout(deadline, axum::body::to_bytes(body, max_body))
             .await
-            .ok()
-            .and_then(Result::ok)
-            .unwrap_or_default();
+            .map_err(|_| ApiError::request_timeout())?
+            .map_err(|_| ApiError::request_too_large())?;
         params.overlay(parse_str(&String::from_utf8_lossy(&body), &limits));
     }
     let conn = parts.extensions.get::<ConnInfo>().copied();
-    (parts.method, parts.headers, conn, params)
+    Ok((parts.method, parts.headers, conn, params))
 }
 
 fn text(p: &Array, key: &str) -> String {
@@ -69,7 +69,10 @@ fn login_form(next: &str, error: Option<&str>) -> String {
 
 /// `GET /login` shows the form; `POST /login` signs in and sets the session cookie.
 pub async fn login(State(state): State<AppState>, req: Request) -> Response {
-    let (method, headers, conn, p) = form(req, &state.config.limits).await;
+    let (method, headers, conn, p) = match form(req, &state.config.limits).await {
+        Ok(f) => f,
+        Err(e) => return error_page(&e),
+    };
     let next = safe_next(&text(&p, "next")).to_owned();
     if method != Method::POST {
         return page(StatusCode::OK, "Sign in", &login_form(&next, None));
@@ -152,7 +155,10 @@ pub async fn authorize(State(state): State<AppState>, req: Request) -> Response 
         .path_and_query()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_default();
-    let (method, headers, conn, p) = form(req, &state.config.limits).await;
+    let (method, headers, conn, p) = match form(req, &state.config.limits).await {
+        Ok(f) => f,
+        Err(e) => return error_page(&e),
+    };
     let result = async {
         let Some((_, session)) = current_session(&state, &headers).await? else {
             let next: String = form_urlencoded::byte_serialize(path_and_query.as_bytes()).collect();
@@ -291,7 +297,10 @@ fn oauth_error(e: &ApiError) -> Response {
 
 /// `/oauth/token/`: the `authorization_code` and `refresh_token` grants, by GET or POST.
 pub async fn token(State(state): State<AppState>, req: Request) -> Response {
-    let (_, headers, conn, p) = form(req, &state.config.limits).await;
+    let (_, headers, conn, p) = match form(req, &state.config.limits).await {
+        Ok(f) => f,
+        Err(e) => return oauth_error(&e),
+    };
     let result = async {
         let grant_type = text(&p, "grant_type");
         if grant_type.is_empty() {
