@@ -281,7 +281,8 @@ fn link_target(p: &Array, out: &mut Array) -> Option<()> {
     url(p, "LINK").map(|_| ())
 }
 
-fn link_item(p: &Array) -> Option<Array> {
+/// What LINK and RICH_LINK items share: the target, the one-line NAME and a URL-like LINK.
+fn link_head(p: &Array) -> Option<Array> {
     let mut out = Array::new();
     link_target(p, &mut out)?;
     if let Some(name) = present(p, "NAME").and_then(scalar_text) {
@@ -292,6 +293,11 @@ fn link_item(p: &Array) -> Option<Array> {
     if let Some(link) = url(p, "LINK") {
         out.insert("LINK", Value::from(link));
     }
+    Some(out)
+}
+
+fn link_item(p: &Array) -> Option<Array> {
+    let mut out = link_head(p)?;
     for key in ["DESC", "HTML"] {
         if let Some(text) = present(p, key).and_then(scalar_text) {
             out.insert(key, Value::Str(text));
@@ -311,14 +317,7 @@ fn link_item(p: &Array) -> Option<Array> {
 }
 
 fn rich_link_item(p: &Array) -> Option<Array> {
-    let mut out = Array::new();
-    link_target(p, &mut out)?;
-    if let Some(name) = present(p, "NAME").and_then(scalar_text) {
-        out.insert("NAME", Value::Str(one_line(&name)));
-    }
-    if let Some(link) = url(p, "LINK") {
-        out.insert("LINK", Value::from(link));
-    }
+    let mut out = link_head(p)?;
     for key in ["DESC", "HTML"] {
         if let Some(text) = present(p, key).and_then(scalar_text) {
             out.insert(key, Value::Str(one_line(&text)));
