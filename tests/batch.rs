@@ -167,10 +167,7 @@ fn at_most_fifty_commands_run() {
         errors["52"],
         json!({"error": "ERROR_BATCH_LENGTH_EXCEEDED", "error_description": "Max batch length exceeded"})
     );
-    let stored: i64 = s
-        .db()
-        .query_row("SELECT COUNT(*) FROM notifications", [], |r| r.get(0))
-        .unwrap();
+    let stored: i64 = s.notification_count();
     assert_eq!(stored, 50);
 }
 

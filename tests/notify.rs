@@ -78,10 +78,7 @@ fn validation_errors() {
     // USER_ID is checked first.
     add(&s, json!({})).assert_error(400, "USER_ID_EMPTY");
     // Nothing was stored by any of these.
-    let n: i64 = s
-        .db()
-        .query_row("SELECT COUNT(*) FROM notifications", [], |r| r.get(0))
-        .unwrap();
+    let n = s.notification_count();
     assert_eq!(n, 0);
 }
 
@@ -123,10 +120,7 @@ fn unknown_or_inactive_recipient_gives_false() {
         assert_eq!(j["result"], json!(false), "{j}");
         assert!(j["time"].is_object());
     }
-    let n: i64 = s
-        .db()
-        .query_row("SELECT COUNT(*) FROM notifications", [], |r| r.get(0))
-        .unwrap();
+    let n = s.notification_count();
     assert_eq!(n, 0);
 }
 
@@ -330,10 +324,7 @@ fn concurrent_writes_are_all_acknowledged_and_stored() {
     sorted.sort();
     sorted.dedup();
     assert_eq!(sorted.len(), 200, "ids are unique");
-    let n: i64 = s
-        .db()
-        .query_row("SELECT COUNT(*) FROM notifications", [], |r| r.get(0))
-        .unwrap();
+    let n = s.notification_count();
     assert_eq!(n, 200);
 }
 

@@ -190,6 +190,13 @@ impl Server {
         rusqlite::Connection::open(self.data_dir().join("imnotify.sqlite3")).unwrap()
     }
 
+    /// How many notifications the database holds, for tests that check nothing was stored.
+    pub fn notification_count(&self) -> i64 {
+        self.db()
+            .query_row("SELECT COUNT(*) FROM notifications", [], |r| r.get(0))
+            .unwrap()
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
