@@ -44,7 +44,7 @@ fn existing_notifications_get_chats_and_counters() {
             .unwrap();
         assert_eq!(store.notify_chat(2).await.unwrap().unwrap().unread, 0);
         store
-            .delete_by_tag(TagField::Tag, "MP|x|T".into())
+            .delete_by_tag(TagField::Tag, "MP|x|T".into(), "hook:1:x".into())
             .await
             .unwrap();
         let two = store.notify_chat(2).await.unwrap().unwrap();

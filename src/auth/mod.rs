@@ -124,7 +124,9 @@ impl Caller {
                 client_id: client_id.clone(),
                 name: name.clone(),
             },
-            CallerKind::Webhook { .. } | CallerKind::Session => Origin::Webhook,
+            CallerKind::Webhook { .. } | CallerKind::Session => Origin::Webhook {
+                owner: self.user_id,
+            },
         }
     }
 }

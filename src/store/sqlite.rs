@@ -35,6 +35,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0002_oauth.sql"),
     include_str!("../../migrations/0003_rate_limits.sql"),
     include_str!("../../migrations/0004_lifecycle.sql"),
+    // 0005 belongs to another branch; the list is positional, so it goes before this one.
+    include_str!("../../migrations/0006_tag_origin.sql"),
 ];
 
 /// The notification columns in the order `row_to_notification` reads them.
@@ -70,7 +72,8 @@ pub mod sql {
         notification_columns!(),
         " FROM notifications WHERE id = ?1 AND user_id = ?2"
     );
-    pub const TAG_OF: &str = "SELECT tag FROM notifications WHERE id = ?1 AND user_id = ?2";
+    pub const TAG_OF: &str =
+        "SELECT tag, tag_origin FROM notifications WHERE id = ?1 AND user_id = ?2";
     pub const MARK_ONE: &str = "UPDATE notifications SET is_read = ?3 \
          WHERE id = ?1 AND user_id = ?2 AND notify_type <> 1";
     /// "This one and all newer", read: only unread rows, through their partial index.
@@ -78,13 +81,21 @@ pub mod sql {
          WHERE user_id = ?1 AND is_read = 0 AND id >= ?2 AND notify_type <> 1";
     pub const UNREAD_FROM: &str = "UPDATE notifications SET is_read = 0 \
          WHERE user_id = ?1 AND id >= ?2 AND is_read = 1 AND notify_type <> 1";
+    /// Same-tag siblings are those of the same tag origin too (README "Tag origin").
     pub const MARK_TAG: &str = "UPDATE notifications SET is_read = ?3 \
-         WHERE user_id = ?1 AND tag = ?2 AND is_read <> ?3 AND notify_type <> 1";
+         WHERE user_id = ?1 AND tag = ?2 AND tag_origin = ?4 AND is_read <> ?3 AND notify_type <> 1";
+    /// Tag replace on add (D4): the recipient's rows with this tag from this origin, or stored
+    /// before origins were recorded (`legacy`, migration 0006).
+    pub const REPLACE_TAG: &str = "DELETE FROM notifications \
+         WHERE user_id = ?1 AND tag = ?2 AND tag_origin IN (?3, 'legacy')";
     pub const READ_ALL: &str = "UPDATE notifications SET is_read = 1 \
          WHERE user_id = ?1 AND is_read = 0 AND notify_type <> 1";
     pub const DELETE_OWN: &str = "DELETE FROM notifications WHERE id = ?1 AND user_id = ?2";
-    pub const DELETE_TAG: &str = "DELETE FROM notifications WHERE tag = ?1";
-    pub const DELETE_SUB_TAG: &str = "DELETE FROM notifications WHERE sub_tag = ?1";
+    /// Delete by TAG for every recipient, only the caller's origin's rows (and `legacy` ones).
+    pub const DELETE_TAG: &str =
+        "DELETE FROM notifications WHERE tag = ?1 AND tag_origin IN (?2, 'legacy')";
+    pub const DELETE_SUB_TAG: &str =
+        "DELETE FROM notifications WHERE sub_tag = ?1 AND tag_origin IN (?2, 'legacy')";
     pub const CONFIRM: &str =
         "DELETE FROM notifications WHERE id = ?1 AND user_id = ?2 AND notify_type = 1";
 }
@@ -406,9 +417,9 @@ fn mark_read(conn: &Connection, user_id: i64, req: &ReadRequest) -> rusqlite::Re
         ReadScope::Only(id) => (id, false),
         ReadScope::AndNewer(id) => (id, true),
     };
-    let tag: Option<Option<String>> = conn
+    let tag: Option<(Option<String>, Option<String>)> = conn
         .prepare_cached(sql::TAG_OF)?
-        .query_row(params![id, user_id], |r| r.get(0))
+        .query_row(params![id, user_id], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     if tag.is_none() && !req.read {
         return Ok(());
@@ -425,9 +436,9 @@ fn mark_read(conn: &Connection, user_id: i64, req: &ReadRequest) -> rusqlite::Re
             .execute(params![user_id, id])?;
     }
     // Notifications that share the tag are one event for the user: toggled together.
-    if let Some(Some(tag)) = tag {
+    if let Some((Some(tag), origin)) = tag {
         conn.prepare_cached(sql::MARK_TAG)?
-            .execute(params![user_id, tag, read])?;
+            .execute(params![user_id, tag, read, origin])?;
     }
     Ok(())
 }
@@ -445,13 +456,14 @@ fn insert_notification(
         return Ok(None);
     }
     if let Some(tag) = &d.tag {
-        conn.prepare_cached("DELETE FROM notifications WHERE user_id = ?1 AND tag = ?2")?
-            .execute(params![d.recipient, tag])?;
+        conn.prepare_cached(sql::REPLACE_TAG)?
+            .execute(params![d.recipient, tag, d.tag_origin])?;
     }
     conn.prepare_cached(
         "INSERT INTO notifications
-            (user_id, author_id, notify_type, text, text_out, tag, sub_tag, attach, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            (user_id, author_id, notify_type, text, text_out, tag, sub_tag, attach, created_at,
+             tag_origin)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?
     .execute(params![
         d.recipient,
@@ -462,7 +474,8 @@ fn insert_notification(
         d.tag,
         d.sub_tag,
         d.attach,
-        created_at
+        created_at,
+        d.tag_origin
     ])?;
     Ok(Some(conn.last_insert_rowid()))
 }
@@ -1115,14 +1128,19 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn delete_by_tag(&self, field: TagField, value: String) -> StoreResult<u64> {
+    async fn delete_by_tag(
+        &self,
+        field: TagField,
+        value: String,
+        origin: String,
+    ) -> StoreResult<u64> {
         let stmt = match field {
             TagField::Tag => sql::DELETE_TAG,
             TagField::SubTag => sql::DELETE_SUB_TAG,
         };
         self.write(move |c| {
             c.prepare_cached(stmt)
-                .and_then(|mut s| s.execute([value]))
+                .and_then(|mut s| s.execute([value, origin]))
                 .map(|n| n as u64)
                 .map_err(backend)
         })
