@@ -7,6 +7,7 @@ use anyhow::Context as _;
 use tokio::sync::watch;
 
 use crate::auth::secret;
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::limits::{Limiters, RateOverride};
 use crate::server;
@@ -82,17 +83,19 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
     }
     tracing::info!(addr = %bound.addr, tls = config.tls_enabled(), require_https = config.require_https(), "serving");
 
-    let limits = Arc::new(Limiters::from_config(&config.limits));
+    let clock = Clock::system();
+    let limits = Arc::new(Limiters::from_config(&config.limits, &clock));
     let state = AppState {
         store: store.clone(),
         config: Arc::new(config),
         limits: limits.clone(),
+        clock: clock.clone(),
     };
     let sweeper = tokio::spawn(async move {
         let mut tick = tokio::time::interval(LIMITS_SWEEP_INTERVAL);
         loop {
             tick.tick().await;
-            limits.sweep(crate::protocol::envelope::unix_now());
+            limits.sweep(clock.now());
         }
     });
     let (tx, rx) = watch::channel(false);

@@ -16,10 +16,6 @@ use crate::store::Session;
 /// How long a browser stays signed in.
 pub const SESSION_TTL: i64 = 7 * 24 * 3600;
 
-pub fn now() -> i64 {
-    chrono::Utc::now().timestamp()
-}
-
 /// The portal as this request sees it: `public_url` when configured; otherwise the `Host` the
 /// client used if it passes [`allowed_host`], else the listen address. The Host header is the
 /// client's text: unchecked, it would put any URL into `domain` and `client_endpoint`.
@@ -74,7 +70,7 @@ pub async fn current_session(
     };
     let session = state
         .store
-        .session(secret::hash(&cookie), now())
+        .session(secret::hash(&cookie), state.clock.unix())
         .await
         .map_err(internal)?;
     Ok(session.map(|s| (cookie, s)))
