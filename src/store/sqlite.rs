@@ -83,7 +83,7 @@ pub mod sql {
          WHERE user_id = ?1 AND id >= ?2 AND is_read = 1 AND notify_type <> 1";
     /// Same-tag siblings are those of the same tag origin too (README "Tag origin").
     pub const MARK_TAG: &str = "UPDATE notifications SET is_read = ?3 \
-         WHERE user_id = ?1 AND tag = ?2 AND tag_origin = ?4 AND is_read <> ?3 AND notify_type <> 1";
+         WHERE user_id = ?1 AND tag = ?2 AND tag_origin IS ?4 AND is_read <> ?3 AND notify_type <> 1";
     /// Tag replace on add (D4): the recipient's rows with this tag from this origin, or stored
     /// before origins were recorded (`legacy`, migration 0006).
     pub const REPLACE_TAG: &str = "DELETE FROM notifications \
