@@ -223,3 +223,105 @@ fn the_shape_check_sees_a_missing_key() {
     assert_eq!(docs[0].command, "./target/release/imnotify a --json");
     assert_eq!(docs[0].sample.as_deref(), Some("{\"k\":1}"));
 }
+
+/// A quick-start call: the method, its JSON body and the answer the README shows for it.
+struct QuickCall {
+    line: usize,
+    method: String,
+    body: Value,
+    answer: Option<Value>,
+}
+
+/// The `curl` lines of the quick start (the first-start webhook of user 1), in order, each with
+/// the answer shown under it: a `# {...}` line, or the `json` block that follows. `{...}` in a
+/// shown answer stands for an elided `time` block.
+fn quick_start_calls(readme: &str) -> Vec<QuickCall> {
+    const HOOK: &str = "http://127.0.0.1:8080/rest/1/k2q8w0d7r1m5x9zt/";
+    let parse = |text: &str| -> Value {
+        serde_json::from_str(&text.replace("{...}", "{}"))
+            .unwrap_or_else(|e| panic!("a README answer is not JSON ({e}): {text}"))
+    };
+    let lines: Vec<&str> = readme.lines().collect();
+    let mut calls: Vec<QuickCall> = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let t = lines[i].trim();
+        if let (true, Some(at)) = (t.starts_with("curl "), t.find(HOOK)) {
+            let method = t[at + HOOK.len()..]
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            let body = match t.split_once("-d '") {
+                Some((_, rest)) => parse(rest.split('\'').next().unwrap_or("{}")),
+                None => serde_json::json!({}),
+            };
+            calls.push(QuickCall {
+                line: i + 1,
+                method,
+                body,
+                answer: None,
+            });
+        } else if let (Some(sample), Some(last)) = (t.strip_prefix("# {"), calls.last_mut()) {
+            last.answer
+                .get_or_insert_with(|| parse(&format!("{{{sample}")));
+        } else if t == "```json" {
+            if let Some(last) = calls.last_mut().filter(|c| c.answer.is_none()) {
+                last.answer = lines.get(i + 1).map(|l| parse(l.trim()));
+            }
+        }
+        i += 1;
+    }
+    calls
+}
+
+/// Drops what differs from run to run: dates.
+fn without_dates(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            map.remove("date");
+            map.values_mut().for_each(without_dates);
+        }
+        Value::Array(items) => items.iter_mut().for_each(without_dates),
+        _ => {}
+    }
+}
+
+/// The quick start's calls, run in order against a fresh server, answer what the README shows:
+/// among them the notification sent without `CLIENT_ID` has lost its TAG and the one with it
+/// kept it, namespaced (D3), and the read-back shows both.
+#[test]
+fn readme_quick_start_answers_are_the_real_ones() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("reading README.md");
+    let calls = quick_start_calls(&readme);
+    let methods: Vec<&str> = calls.iter().map(|c| c.method.as_str()).collect();
+    for expected in [
+        "im.notify.system.add",
+        "im.notify.get",
+        "im.notify.read",
+        "im.notify.read.all",
+    ] {
+        assert!(
+            methods.contains(&expected),
+            "the quick start shows no {expected}: {methods:?}"
+        );
+    }
+    let s = Server::start();
+    let mut checked = 0;
+    for call in &calls {
+        let r = s.post_json(&format!("{}{}", s.hook, call.method), &call.body);
+        assert_eq!(r.status, 200, "README.md:{}: {}", call.line, r.body);
+        let Some(answer) = &call.answer else { continue };
+        let (mut want, mut got) = (answer["result"].clone(), r.json()["result"].clone());
+        without_dates(&mut want);
+        without_dates(&mut got);
+        assert_eq!(
+            want, got,
+            "README.md:{}: {} answers otherwise than shown",
+            call.line, call.method
+        );
+        checked += 1;
+    }
+    assert!(checked >= 4, "only {checked} answers were checked");
+}
