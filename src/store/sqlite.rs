@@ -1721,6 +1721,32 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn retention_goes_in_chunks_and_stops_at_the_first_young_notification() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        store.add_user(admin(1)).await.unwrap();
+        let other = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        other.busy_timeout(BUSY_TIMEOUT).unwrap();
+        // Created at 10, 20, ... 60; the one at 30 was read.
+        for t in [10, 20, 30, 40, 50, 60] {
+            other
+                .execute(
+                    "INSERT INTO notifications (user_id, notify_type, text, is_read, created_at)
+                     VALUES (1, 4, 'x', ?1 = 30, ?1)",
+                    [t],
+                )
+                .unwrap();
+        }
+        // Before 35: a full chunk of two, then one more beside a young one, which ends the run.
+        assert_eq!(store.expire_notifications(35, 2).await.unwrap(), 2);
+        assert_eq!(store.expire_notifications(35, 2).await.unwrap(), 1);
+        assert_eq!(store.expire_notifications(35, 2).await.unwrap(), 0);
+        let chat = store.notify_chat(1).await.unwrap().unwrap();
+        assert_eq!((chat.total, chat.unread), (3, 3), "the counters followed");
+        assert_eq!(store.expire_notifications(1000, 100).await.unwrap(), 3);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn webhook_cache_notices_changes_from_other_connections_within_its_ttl() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path()).unwrap();
