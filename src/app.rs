@@ -7,6 +7,7 @@ use anyhow::Context as _;
 use tokio::sync::watch;
 
 use crate::auth::secret;
+use crate::clock::Clock;
 use crate::config::{Config, RetentionConfig};
 use crate::limits::{Limiters, RateOverride};
 use crate::server;
@@ -34,11 +35,6 @@ pub fn open_store(config: &Config, at_start: bool) -> anyhow::Result<Arc<dyn Sto
     let store = SqliteStore::open_with(&config.data_dir, &options)
         .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
     Ok(Arc::new(store))
-}
-
-/// The time the background tasks go by, in Unix seconds.
-fn now() -> i64 {
-    crate::protocol::envelope::unix_now() as i64
 }
 
 /// One retention run: removes the notifications older than `retention.days`, a chunk per
@@ -134,21 +130,24 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!(addr = %bound.addr, tls = config.tls_enabled(), require_https = config.require_https(), "serving");
 
-    let limits = Arc::new(Limiters::from_config(&config.limits));
+    let clock = Clock::system();
+    let limits = Arc::new(Limiters::from_config(&config.limits, &clock));
     let state = AppState {
         store: store.clone(),
         config: Arc::new(config),
         limits: limits.clone(),
+        clock: clock.clone(),
     };
     let sweeper = tokio::spawn(async move {
         let mut tick = tokio::time::interval(LIMITS_SWEEP_INTERVAL);
         loop {
             tick.tick().await;
-            limits.sweep(crate::protocol::envelope::unix_now());
+            limits.sweep(clock.now());
         }
     });
     let retention = state.config.retention.clone();
     let retention_store = store.clone();
+    let retention_clock = state.clock.clone();
     let retention_task = tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(
             retention.interval_secs.max(1),
@@ -156,7 +155,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            run_retention(retention_store.as_ref(), &retention, now()).await;
+            run_retention(retention_store.as_ref(), &retention, retention_clock.unix()).await;
         }
     });
     let (tx, rx) = watch::channel(false);

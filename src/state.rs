@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::limits::Limiters;
 use crate::store::Store;
@@ -11,4 +12,6 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub config: Arc<Config>,
     pub limits: Arc<Limiters>,
+    /// The one clock (see `clock`): every time a handler answers or stores comes from here.
+    pub clock: Clock,
 }

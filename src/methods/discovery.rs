@@ -4,7 +4,7 @@
 use crate::auth::{internal, Caller, CallerKind};
 use crate::error::ApiError;
 use crate::protocol::dispatch::{self, MethodSpec};
-use crate::protocol::envelope::{rfc3339_local, unix_now, Output};
+use crate::protocol::envelope::{rfc3339_local, Output};
 use crate::state::AppState;
 use crate::value::{Array, Value};
 
@@ -24,8 +24,8 @@ pub fn methods() -> Vec<MethodSpec> {
 
 type Answer = Result<Output, ApiError>;
 
-async fn server_time(_: &AppState, _: &Caller, _: Array) -> Answer {
-    Ok(Value::Str(rfc3339_local(unix_now())).into())
+async fn server_time(state: &AppState, _: &Caller, _: Array) -> Answer {
+    Ok(Value::Str(rfc3339_local(state.clock.now())).into())
 }
 
 async fn profile(state: &AppState, caller: &Caller, _: Array) -> Answer {

@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use futures_util::future::BoxFuture;
 use indexmap::IndexMap;
 
-use super::envelope::{unix_now, Output};
+use super::envelope::Output;
 use crate::auth::{self, Caller, Credential};
 use crate::error::ApiError;
 use crate::limits::operating::Usage;
@@ -97,7 +97,7 @@ pub async fn authenticate(
         cred,
         channel.secure,
         state.config.require_https(),
-        chrono::Utc::now().timestamp(),
+        state.clock.unix(),
     )
     .await
 }
@@ -120,14 +120,14 @@ pub async fn execute(
         (Some(limiter), true) => caller.operating_identity().map(|id| (limiter, id)),
         _ => None,
     };
-    let started = unix_now();
+    let started = state.clock.now();
     if let Some((limiter, id)) = &account {
         if !limiter.allows(id, spec.name, started) {
             return Err(ApiError::operation_time_limit());
         }
     }
     let outcome = (spec.handler)(state, caller, params).await;
-    let finished = unix_now();
+    let finished = state.clock.now();
     // A failed call used the server's time as much as a successful one.
     let usage = match &account {
         Some((limiter, id)) => limiter.record(id, spec.name, started, finished - started, finished),

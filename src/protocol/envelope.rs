@@ -40,13 +40,6 @@ pub struct Timing {
     pub operating_reset_at: i64,
 }
 
-pub fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
-
 /// Rounds to microseconds, the precision the real server reports.
 fn micros(x: f64) -> f64 {
     (x * 1e6).round() / 1e6

@@ -14,7 +14,7 @@ use axum::http::{header, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use self::dispatch::Channel;
-use self::envelope::{unix_now, Timing};
+use self::envelope::Timing;
 use self::route::Transport;
 use crate::auth;
 use crate::error::ApiError;
@@ -27,7 +27,7 @@ use crate::value::Value;
 /// `/rest/...`: every REST call, webhook or not, in either transport.
 pub async fn rest_handler(State(state): State<AppState>, req: Request) -> Response {
     let started = Instant::now();
-    let start = unix_now();
+    let start = state.clock.now();
     let (parts, body) = req.into_parts();
     let rest_path = parts.uri.path().strip_prefix("/rest").unwrap_or_default();
 
@@ -134,7 +134,7 @@ pub async fn rest_handler(State(state): State<AppState>, req: Request) -> Respon
     };
     let resp = match outcome {
         Ok(done) => {
-            let timing = Timing::of(start, unix_now(), &done);
+            let timing = Timing::of(start, state.clock.now(), &done);
             envelope::respond(
                 route.transport,
                 200,
