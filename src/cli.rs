@@ -517,7 +517,7 @@ pub async fn run_admin(config: Config, command: Command) -> anyhow::Result<()> {
             if scopes.is_empty() {
                 bail!("--scope needs at least one scope, e.g. im");
             }
-            oauth::check_scopes(&scopes, &crate::methods::known_scopes())
+            oauth::check_scopes(&scopes, &crate::auth::known_scopes())
                 .map_err(|e| anyhow::anyhow!("--scope: {e}"))?;
             oauth::check_redirect_uri(&a.redirect_uri)
                 .map_err(|e| anyhow::anyhow!("--redirect-uri: {e}"))?;

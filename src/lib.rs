@@ -7,6 +7,7 @@ pub mod auth;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod conn;
 pub mod domain;
 pub mod error;
 pub mod limits;

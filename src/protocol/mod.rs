@@ -17,10 +17,10 @@ use self::dispatch::Channel;
 use self::envelope::Timing;
 use self::route::Transport;
 use crate::auth;
+use crate::conn::ConnInfo;
 use crate::error::ApiError;
 use crate::limits::rate::RateKey;
 use crate::metrics::{self, UNKNOWN_METHOD};
-use crate::server::ConnInfo;
 use crate::state::AppState;
 use crate::value::Value;
 
@@ -46,7 +46,7 @@ pub async fn rest_handler(State(state): State<AppState>, req: Request) -> Respon
         return resp;
     }
     // The method is looked up before any credential is checked (§1.2, P1).
-    let Some(spec) = dispatch::lookup(&route.method) else {
+    let Some(spec) = state.methods.lookup(&route.method) else {
         return finish(
             &route.method,
             UNKNOWN_METHOD,

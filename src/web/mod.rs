@@ -8,8 +8,8 @@ use axum::response::{IntoResponse, Response};
 use crate::auth::oauth::Portal;
 use crate::auth::{internal, session_cookie};
 use crate::auth::{oauth as rules, secret};
+use crate::conn::ConnInfo;
 use crate::error::ApiError;
-use crate::server::ConnInfo;
 use crate::state::AppState;
 use crate::store::Session;
 

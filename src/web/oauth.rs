@@ -9,9 +9,9 @@ use super::{current_session, esc, page, portal, redirect, safe_next, SESSION_TTL
 use crate::auth::oauth::{self as rules, Portal};
 use crate::auth::{internal, password, secret, SESSION_COOKIE};
 use crate::config::Limits;
+use crate::conn::ConnInfo;
 use crate::error::ApiError;
 use crate::protocol::params::{parse_str, DecodeLimits};
-use crate::server::ConnInfo;
 use crate::state::AppState;
 use crate::store::{App, Session};
 use crate::value::{Array, Value};
