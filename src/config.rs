@@ -30,7 +30,46 @@ pub struct Config {
     pub allowed_hosts: Vec<String>,
     pub tls: TlsConfig,
     pub limits: Limits,
+    pub retention: RetentionConfig,
+    pub storage: StorageConfig,
     pub log: LogConfig,
+}
+
+/// How long notifications are kept. Bitrix24's im module removes notifications older than 60
+/// days with an agent that runs every two hours (`Bitrix\Im\Notify::cleanNotifyAgent`); these
+/// are its values.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct RetentionConfig {
+    /// Notifications older than this many days are removed; 0 keeps them for ever.
+    pub days: u32,
+    /// Seconds between two runs of the retention task (the first runs at start).
+    pub interval_secs: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> RetentionConfig {
+        RetentionConfig {
+            days: 60,
+            interval_secs: 7200,
+        }
+    }
+}
+
+/// Checks of the data directory.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct StorageConfig {
+    /// Run `PRAGMA quick_check` when `serve` starts. It reads the whole database (2 s for 270 MB,
+    /// a million notifications, on a busy 2-core machine); switch it off for very large
+    /// databases on slow disks.
+    pub quick_check: bool,
+}
+
+impl Default for StorageConfig {
+    fn default() -> StorageConfig {
+        StorageConfig { quick_check: true }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -65,6 +104,9 @@ pub struct Limits {
     pub header_read_timeout_secs: u64,
     /// Seconds a client has to send a whole request body; slower gets REQUEST_TIMEOUT (408).
     pub body_read_timeout_secs: u64,
+    /// Most notifications stored per recipient; past it, each new one removes the oldest read
+    /// ones, then the oldest unread. 0: no cap.
+    pub max_notifications_per_user: u64,
     pub rate: RateConfig,
     pub operating: OperatingConfig,
 }
@@ -126,6 +168,7 @@ impl Default for Limits {
             max_url_bytes: 8 * 1024,
             header_read_timeout_secs: 10,
             body_read_timeout_secs: 30,
+            max_notifications_per_user: 10_000,
         }
     }
 }
@@ -159,6 +202,8 @@ impl Default for Config {
             allowed_hosts: Vec::new(),
             tls: TlsConfig::default(),
             limits: Limits::default(),
+            retention: RetentionConfig::default(),
+            storage: StorageConfig::default(),
             log: LogConfig::default(),
         }
     }

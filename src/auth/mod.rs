@@ -254,7 +254,7 @@ async fn session(
         .await
         .map_err(internal)?
         .ok_or_else(ApiError::session_user_not_authorized)?;
-    if !secret::verify(csrf, &secret::hash(&session.csrf)) {
+    if !secret::verify(csrf, &secret::hash(&secret::session_csrf(cookie))) {
         return Err(ApiError::session_failed());
     }
     Ok(Caller {

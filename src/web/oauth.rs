@@ -192,7 +192,6 @@ pub async fn login(State(state): State<AppState>, req: Request) -> Response {
     let cookie = secret::generate(43);
     let session = Session {
         user_id: user.id,
-        csrf: secret::generate(32),
         expires_at: state.clock.unix() + SESSION_TTL,
     };
     if let Err(e) = state
@@ -262,7 +261,7 @@ pub async fn authorize(State(state): State<AppState>, req: Request) -> Response 
         return https_required_page();
     }
     let result = async {
-        let Some((_, session)) = current_session(&state, &headers).await? else {
+        let Some((cookie, session)) = current_session(&state, &headers).await? else {
             let next: String = form_urlencoded::byte_serialize(path_and_query.as_bytes()).collect();
             return Ok(redirect(&format!("/login?next={next}")));
         };
@@ -279,10 +278,11 @@ pub async fn authorize(State(state): State<AppState>, req: Request) -> Response 
         }
         let state_param = text(&p, "state");
         if method != Method::POST {
-            return Ok(consent_page(&app, &state_param, &session));
+            return Ok(consent_page(&app, &state_param, &session, &cookie));
         }
         // The form carries the session's CSRF token: another site cannot approve for the user.
-        if !secret::verify(&text(&p, "csrf"), &secret::hash(&session.csrf)) {
+        let csrf = secret::session_csrf(&cookie);
+        if !secret::verify(&text(&p, "csrf"), &secret::hash(&csrf)) {
             return Err(ApiError::session_failed());
         }
         if text(&p, "approve").is_empty() {
@@ -315,7 +315,7 @@ pub async fn authorize(State(state): State<AppState>, req: Request) -> Response 
     result.unwrap_or_else(|e| error_page(&e))
 }
 
-fn consent_page(app: &App, state_param: &str, session: &Session) -> Response {
+fn consent_page(app: &App, state_param: &str, session: &Session, cookie: &str) -> Response {
     let scopes = app.scopes.join(", ");
     page(
         StatusCode::OK,
@@ -333,7 +333,7 @@ fn consent_page(app: &App, state_param: &str, session: &Session) -> Response {
             scopes = esc(&scopes),
             client = esc(&app.client_id),
             st = esc(state_param),
-            csrf = esc(&session.csrf),
+            csrf = esc(&secret::session_csrf(cookie)),
         ),
     )
 }
@@ -349,6 +349,10 @@ fn approval_redirect(app: &App, portal: &Portal, code: &str, state_param: &str) 
         .append_pair("scope", &app.scopes.join(","))
         .append_pair("server_domain", &portal.domain)
         .finish();
+    if rules::check_redirect_uri(&app.redirect_uri).is_err() {
+        // Registered by a version that did not check: never send a browser there.
+        return error_page(&ApiError::invalid_request());
+    }
     if app.redirect_uri.is_empty() {
         return page(
             StatusCode::OK,
@@ -427,18 +431,12 @@ pub async fn token(State(state): State<AppState>, req: Request) -> Response {
             if code.is_empty() {
                 return Err(ApiError::invalid_request());
             }
-            let user_id = state
-                .store
-                .take_code(secret::hash(&code), app.id, now)
-                .await
-                .map_err(internal)?
-                .ok_or_else(ApiError::invalid_grant)?;
             state
                 .store
-                .issue_tokens(app.id, user_id, minted.stored.clone())
+                .exchange_code(secret::hash(&code), app.id, now, minted.stored.clone())
                 .await
-                .map_err(internal)?;
-            user_id
+                .map_err(internal)?
+                .ok_or_else(ApiError::invalid_grant)?
         } else {
             let refresh = text(&p, "refresh_token");
             if refresh.is_empty() {
