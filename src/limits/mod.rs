@@ -3,10 +3,17 @@
 //!
 //! Both are in-memory. Like Bitrix24's, they forget their state when the server restarts.
 
+pub mod abuse;
 pub mod operating;
 pub mod rate;
 
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
 use crate::config::Limits as LimitsConfig;
+
+pub use self::abuse::{Backoff, IpGate};
 
 pub use self::operating::OperatingLimiter;
 pub use self::rate::{RateLimiter, RateOverride};
@@ -15,6 +22,40 @@ pub use self::rate::{RateLimiter, RateOverride};
 pub struct Limiters {
     pub rate: Option<RateLimiter>,
     pub operating: Option<OperatingLimiter>,
+    /// Per client IP, before the body (issue 10); on with the rate limit.
+    pub ip_gate: Option<IpGate>,
+    /// Always on: login throttling and the password-hash bound are not Bitrix24 limits that
+    /// `--no-limits` (for tests and benchmarks) should switch off.
+    pub login: LoginLimits,
+}
+
+/// Failed logins: a few free per account and per address, then an exponential lock-out.
+pub const LOGIN_FREE_PER_ACCOUNT: u32 = 5;
+pub const LOGIN_FREE_PER_IP: u32 = 20;
+pub const LOGIN_BACKOFF_BASE: Duration = Duration::from_secs(1);
+pub const LOGIN_BACKOFF_CEILING: Duration = Duration::from_secs(15 * 60);
+
+pub struct LoginLimits {
+    /// Keyed by a digest of the login as typed, lower-cased, so that unknown logins are
+    /// throttled exactly like known ones and the table holds no login names.
+    pub account: Backoff<[u8; 16]>,
+    pub ip: Backoff<IpAddr>,
+    /// Places for password checks running at once.
+    pub hashing: Arc<tokio::sync::Semaphore>,
+}
+
+impl LoginLimits {
+    pub fn new(concurrency: usize) -> LoginLimits {
+        LoginLimits {
+            account: Backoff::new(
+                LOGIN_FREE_PER_ACCOUNT,
+                LOGIN_BACKOFF_BASE,
+                LOGIN_BACKOFF_CEILING,
+            ),
+            ip: Backoff::new(LOGIN_FREE_PER_IP, LOGIN_BACKOFF_BASE, LOGIN_BACKOFF_CEILING),
+            hashing: Arc::new(tokio::sync::Semaphore::new(concurrency.max(1))),
+        }
+    }
 }
 
 impl Limiters {
@@ -27,6 +68,14 @@ impl Limiters {
             operating: c.operating.enabled.then(|| {
                 OperatingLimiter::new(c.operating.limit_seconds, c.operating.min_counted_seconds)
             }),
+            ip_gate: c.rate.enabled.then(|| {
+                IpGate::new(
+                    c.max_in_flight_per_ip,
+                    c.failed_auth_per_second,
+                    c.failed_auth_burst,
+                )
+            }),
+            login: LoginLimits::new(c.password_hash_concurrency),
         }
     }
 
@@ -34,6 +83,8 @@ impl Limiters {
         Limiters {
             rate: None,
             operating: None,
+            ip_gate: None,
+            login: LoginLimits::new(4),
         }
     }
 
@@ -46,5 +97,11 @@ impl Limiters {
         if let Some(o) = &self.operating {
             o.sweep(now);
         }
+        let instant = abuse::now();
+        if let Some(g) = &self.ip_gate {
+            g.sweep(instant);
+        }
+        self.login.account.sweep(instant);
+        self.login.ip.sweep(instant);
     }
 }

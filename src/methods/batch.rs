@@ -33,10 +33,7 @@ fn run<'a>(
 
 async fn run_batch(state: &AppState, caller: &Caller, params: Array) -> Result<Output, ApiError> {
     let request = batch::parse(&params);
-    let limits = DecodeLimits {
-        max_input_vars: state.config.limits.max_input_vars,
-        max_nesting: state.config.limits.max_input_nesting,
-    };
+    let limits = DecodeLimits::from_config(&state.config.limits);
     let mut results = Results::default();
     for (key, command) in request.commands {
         let outcome = match command {
