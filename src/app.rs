@@ -79,6 +79,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!(addr = %bound.addr, tls = config.tls_enabled(), require_https = config.require_https(), "serving");
 
+    // Made now, so that the first unknown login does not pay for it and stand out by its time.
+    tokio::task::spawn_blocking(crate::auth::password::dummy_hash);
     let limits = Arc::new(Limiters::from_config(&config.limits));
     let state = AppState {
         store: store.clone(),
