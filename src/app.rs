@@ -79,9 +79,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!(addr = %bound.addr, tls = config.tls_enabled(), require_https = config.require_https(), "serving");
 
-    // Made now, so that the first unknown login does not pay for it and stand out by its time.
-    tokio::task::spawn_blocking(crate::auth::password::dummy_hash);
     let limits = Arc::new(Limiters::from_config(&config.limits));
+    // Made now, so that the first unknown login does not pay for it and stand out by its time.
+    let warm = limits.clone();
+    tokio::spawn(async move {
+        warm.login.pool.run(crate::auth::password::dummy_hash).await;
+    });
     let state = AppState {
         store: store.clone(),
         config: Arc::new(config),

@@ -1101,11 +1101,21 @@ mod tests {
         let out = normalize(&many, 1, DEFAULT_MAX_BYTES, &mut StdRng::seed_from_u64(0));
         assert_eq!(out, Err(AttachError::Oversize));
         let json = format!("[{}]", vec![r#"{"MESSAGE":"x"}"#; cap].join(","));
-        let out = normalize(&Value::Str(json), 1, DEFAULT_MAX_BYTES, &mut StdRng::seed_from_u64(0));
+        let out = normalize(
+            &Value::Str(json),
+            1,
+            DEFAULT_MAX_BYTES,
+            &mut StdRng::seed_from_u64(0),
+        );
         assert_eq!(out, Err(AttachError::Oversize));
         // Commas inside texts are not values.
         let commas = format!(r#"[{{"MESSAGE":"{}"}}]"#, ",".repeat(cap * 2));
-        let out = normalize(&Value::Str(commas), 1, 1 << 20, &mut StdRng::seed_from_u64(0));
+        let out = normalize(
+            &Value::Str(commas),
+            1,
+            1 << 20,
+            &mut StdRng::seed_from_u64(0),
+        );
         assert!(out.unwrap().is_some());
     }
 

@@ -70,15 +70,13 @@ impl IpGate {
     /// `failures_per_second` ≤ 0 or `burst` 0 switches the failure bucket off; `max_in_flight`
     /// 0 switches the in-flight cap off.
     pub fn new(max_in_flight: usize, failures_per_second: f64, burst: u32) -> IpGate {
-        let (period, capacity) = if failures_per_second > 0.0
-            && failures_per_second.is_finite()
-            && burst > 0
-        {
-            let period = Duration::from_secs_f64(1.0 / failures_per_second);
-            (period, period * burst)
-        } else {
-            (Duration::ZERO, Duration::ZERO)
-        };
+        let (period, capacity) =
+            if failures_per_second > 0.0 && failures_per_second.is_finite() && burst > 0 {
+                let period = Duration::from_secs_f64(1.0 / failures_per_second);
+                (period, period * burst)
+            } else {
+                (Duration::ZERO, Duration::ZERO)
+            };
         IpGate {
             max_in_flight,
             period,
@@ -98,7 +96,8 @@ impl IpGate {
         let e = map.entry(ip).or_default();
         if let Some(tat) = e.failures_tat {
             // A full bucket: the next failure would not fit.
-            if !self.capacity.is_zero() && tat.saturating_duration_since(now) + self.period > self.capacity
+            if !self.capacity.is_zero()
+                && tat.saturating_duration_since(now) + self.period > self.capacity
             {
                 return Err(Refusal::Failures);
             }

@@ -40,8 +40,60 @@ pub struct LoginLimits {
     /// throttled exactly like known ones and the table holds no login names.
     pub account: Backoff<[u8; 16]>,
     pub ip: Backoff<IpAddr>,
-    /// Places for password checks running at once.
+    /// Places for password checks running at once: one per thread of `pool`.
     pub hashing: Arc<tokio::sync::Semaphore>,
+    /// The threads that run password checks. A fixed set rather than tokio's blocking pool, so
+    /// the 19 MiB each check allocates is reused by the same few threads (and malloc arenas)
+    /// instead of being left behind in whichever of up to 512 threads ran it.
+    pub pool: HashPool,
+}
+
+type HashJob = Box<dyn FnOnce() + Send>;
+
+/// A fixed set of threads that run jobs from one queue.
+pub struct HashPool {
+    jobs: std::sync::Mutex<std::sync::mpsc::Sender<HashJob>>,
+}
+
+impl HashPool {
+    pub fn new(threads: usize) -> HashPool {
+        let (tx, rx) = std::sync::mpsc::channel::<HashJob>();
+        let rx = Arc::new(std::sync::Mutex::new(rx));
+        for i in 0..threads.max(1) {
+            let rx = rx.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("password-{i}"))
+                .spawn(move || loop {
+                    let job = match rx.lock() {
+                        Ok(rx) => rx.recv(),
+                        Err(_) => return,
+                    };
+                    match job {
+                        Ok(job) => job(),
+                        Err(_) => return,
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "starting a password thread failed");
+            }
+        }
+        HashPool {
+            jobs: std::sync::Mutex::new(tx),
+        }
+    }
+
+    /// Runs `f` on a pool thread and waits for it; `None` if the pool is gone.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Option<T> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: HashJob = Box::new(move || {
+            let _ = tx.send(f());
+        });
+        self.jobs.lock().ok()?.send(job).ok()?;
+        rx.await.ok()
+    }
 }
 
 impl LoginLimits {
@@ -54,6 +106,7 @@ impl LoginLimits {
             ),
             ip: Backoff::new(LOGIN_FREE_PER_IP, LOGIN_BACKOFF_BASE, LOGIN_BACKOFF_CEILING),
             hashing: Arc::new(tokio::sync::Semaphore::new(concurrency.max(1))),
+            pool: HashPool::new(concurrency),
         }
     }
 }

@@ -42,8 +42,16 @@ async fn run_batch(state: &AppState, caller: &Caller, params: Array) -> Result<O
         let outcome = match command {
             Command::TooMany => Err(ApiError::batch_length_exceeded()),
             Command::Call { method, query } => {
-                run_command(state, caller, &method, &query, &results, &limits, &mut budget)
-                    .await?
+                run_command(
+                    state,
+                    caller,
+                    &method,
+                    &query,
+                    &results,
+                    &limits,
+                    &mut budget,
+                )
+                .await?
             }
         };
         match outcome {

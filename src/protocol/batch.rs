@@ -118,8 +118,7 @@ impl Results {
     /// (`processBatchStructure`). Keys are left alone. No budget: see [`Results::resolve_within`].
     pub fn resolve(&self, params: Array) -> Array {
         let mut budget = usize::MAX;
-        self.resolve_within(params, &mut budget)
-            .unwrap_or_default()
+        self.resolve_within(params, &mut budget).unwrap_or_default()
     }
 
     /// [`Results::resolve`], charging each reference the size of what it stands for

@@ -127,19 +127,16 @@ pub async fn rest_handler(State(state): State<AppState>, req: Request) -> Respon
 
     let presented = cred.fingerprint();
     let authenticated = dispatch::authenticate(&state, cred, channel).await;
-    // An authenticated caller's bucket is its canonical identity (the webhook, the app and
-    // user), however the credential was spelled; a failure's is the credential as presented
-    // from that address, and the address's failure bucket is charged too.
-    let rate_key = match &authenticated {
-        Ok(caller) => Some(RateKey {
-            ip: std::net::Ipv4Addr::UNSPECIFIED.into(),
-            credential: caller.rate_identity(),
-        }),
-        Err(_) => client_ip.map(|ip| RateKey {
-            ip,
-            credential: presented,
-        }),
-    };
+    // The bucket is (client IP, who): for an authenticated caller its canonical identity (the
+    // webhook, the app and user), however the credential was spelled; for a failure the
+    // credential as presented, and the address's failure bucket is charged too.
+    let rate_key = client_ip.map(|ip| RateKey {
+        ip,
+        credential: match &authenticated {
+            Ok(caller) => caller.rate_identity(),
+            Err(_) => presented,
+        },
+    });
     if let (Err(_), Some(gate), Some(ip)) = (&authenticated, &state.limits.ip_gate, client_ip) {
         gate.failed(ip, abuse::now());
     }

@@ -213,7 +213,10 @@ fn decode_raw_body(content_type: &str, body: &[u8], limits: &DecodeLimits) -> Ar
         };
         let text = php_trim(text);
         if !json_within_budget(text.as_bytes(), limits) {
-            tracing::info!(bytes = body.len(), "json body over the input budget: no parameters");
+            tracing::info!(
+                bytes = body.len(),
+                "json body over the input budget: no parameters"
+            );
             return Array::new();
         }
         return match serde_json::from_str(text).map(Value::from_json) {
@@ -240,8 +243,12 @@ fn decode_raw_body(content_type: &str, body: &[u8], limits: &DecodeLimits) -> Ar
 pub fn json_within_budget(text: &[u8], limits: &DecodeLimits) -> bool {
     let max_depth = limits.max_nesting.saturating_add(1);
     let max_nodes = limits.max_json_nodes();
-    let (mut depth, mut commas, mut opens) = (0usize, 0usize, 0usize);
+    // Every value but the top one follows either a comma or the bracket of a container that is
+    // not empty, so the values number `commas + filled + 1`; both only grow as the scan goes.
+    let (mut depth, mut commas, mut filled) = (0usize, 0usize, 0usize);
     let (mut in_string, mut escaped) = (false, false);
+    // Just after `[` or `{`: whether that container gets a first value is not known yet.
+    let mut opened = false;
     for &b in text {
         if in_string {
             if escaped {
@@ -253,14 +260,21 @@ pub fn json_within_budget(text: &[u8], limits: &DecodeLimits) -> bool {
             }
             continue;
         }
+        if matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
+            continue;
+        }
+        if opened && !matches!(b, b']' | b'}') {
+            filled += 1;
+        }
+        opened = false;
         match b {
             b'"' => in_string = true,
             b'[' | b'{' => {
                 depth += 1;
-                opens += 1;
                 if depth > max_depth {
                     return false;
                 }
+                opened = true;
             }
             b']' | b'}' => depth = depth.saturating_sub(1),
             b',' => {
@@ -269,9 +283,9 @@ pub fn json_within_budget(text: &[u8], limits: &DecodeLimits) -> bool {
                     return false;
                 }
             }
-            _ => continue,
+            _ => {}
         }
-        if commas + opens + 1 > max_nodes {
+        if commas + filled + 1 > max_nodes {
             return false;
         }
     }
@@ -439,19 +453,41 @@ mod tests {
         let l = lim(3, 2);
         // Three leaves, depth 3 (nesting 2): within.
         let ok = br#"{"a":1,"b":{"c":[2]}}"#;
-        assert_eq!(dump(&decode_with(&l, true, "", JSON, ok)), "a=Int(1)&b[c][#0]=Int(2)");
+        assert_eq!(
+            dump(&decode_with(&l, true, "", JSON, ok)),
+            "a=Int(1)&b[c][#0]=Int(2)"
+        );
         // Four leaves.
-        assert_eq!(dump(&decode_with(&l, true, "q=1", JSON, br#"[1,2,3,4]"#)), "q=1");
+        assert_eq!(
+            dump(&decode_with(&l, true, "q=1", JSON, br#"[1,2,3,4]"#)),
+            "q=1"
+        );
         // Depth 4.
-        assert_eq!(dump(&decode_with(&l, true, "", JSON, br#"{"a":[[[1]]]}"#)), "");
+        assert_eq!(
+            dump(&decode_with(&l, true, "", JSON, br#"{"a":[[[1]]]}"#)),
+            ""
+        );
         // Commas and brackets inside strings do not count.
         let strings = br#"{"a":"[[[[,,,,]]]]","b":"\",[{"}"#;
         assert_eq!(decode_with(&l, true, "", JSON, strings).len(), 2);
-        // The node budget: 3 × 4 + 2 = 14 nodes; nested single-child arrays are nodes too.
-        let many = format!("[{}1{}]", "[".repeat(1), "]".repeat(1)).repeat(1);
-        assert!(json_within_budget(many.as_bytes(), &l));
+        // The node budget: 3 × 4 + 2 = 14 values; single-child arrays count as values too.
+        let chain = |n: usize| format!("{}1{}", "[".repeat(n), "]".repeat(n));
+        let l = lim(3, 64);
+        assert_eq!(l.max_json_nodes(), 76);
+        assert!(json_within_budget(
+            format!("[{},1]", chain(64)).as_bytes(),
+            &l
+        ));
+        let two = format!("[{},{}]", chain(37), chain(37));
+        assert!(!json_within_budget(two.as_bytes(), &l), "77 values");
+        let two = format!("[{},{}]", chain(37), chain(36));
+        assert!(json_within_budget(two.as_bytes(), &l), "76 values");
+        let l = lim(3, 2);
         let flood = format!("[{}]", vec!["[]"; 100_000].join(","));
-        assert!(!json_within_budget(flood.as_bytes(), &DecodeLimits::default()));
+        assert!(!json_within_budget(
+            flood.as_bytes(),
+            &DecodeLimits::default()
+        ));
         let wide = "[[1],[1],[1]]";
         assert!(json_within_budget(wide.as_bytes(), &l));
         assert!(!json_within_budget(wide.as_bytes(), &lim(3, 0)));

@@ -1,8 +1,8 @@
 //! Checking a login form's password without letting the check be a weapon (issue 10 §1–2):
 //!
-//! - Argon2id (19 MiB, tens of milliseconds) runs on the blocking pool, never on an async
-//!   worker, and at most `limits.password_hash_concurrency` at once; past that the answer is
-//!   429 at once instead of a queue.
+//! - Argon2id (19 MiB, tens of milliseconds) runs on a fixed set of
+//!   `limits.password_hash_concurrency` threads (`limits::HashPool`), never on an async worker;
+//!   when every one is busy the answer is 429 at once instead of a queue.
 //! - Failed logins are throttled per account (the login as typed, lower-cased) and per client
 //!   IP with an exponential lock-out (`limits::LoginLimits`); a locked key answers 429 without
 //!   hashing.
@@ -60,15 +60,17 @@ pub async fn check(
         Some((user, Some(hash))) => (Some(user), hash),
         _ => (None, password::dummy_hash().to_owned()),
     };
-    let matched = tokio::task::spawn_blocking(move || {
-        let _permit = permit;
-        password::verify(&pw, &hash)
-    })
-    .await
-    .map_err(|e| {
-        tracing::error!(error = %e, "password check task failed");
-        ApiError::internal()
-    })?;
+    let matched = limits
+        .pool
+        .run(move || {
+            let _permit = permit;
+            password::verify(&pw, &hash)
+        })
+        .await
+        .ok_or_else(|| {
+            tracing::error!("the password threads are gone");
+            ApiError::internal()
+        })?;
     match user {
         Some(user) if matched => {
             limits.account.succeeded(&key);
