@@ -2,6 +2,7 @@
 //! performs I/O or knows about HTTP or SQL.
 
 pub mod attach;
+pub mod bbcode;
 pub mod directory;
 pub mod inbox;
 pub mod notify;

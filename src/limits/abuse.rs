@@ -8,19 +8,15 @@
 //! - [`Backoff`]: failed logins per key (account, client IP). A few are free; past them each
 //!   further failure doubles the time the key is locked out, up to a ceiling.
 //!
-//! Both are in memory, like the other limiters, and forget idle keys in [`IpGate::sweep`] /
+//! Times are `Clock::monotonic` readings (a `Duration` since the clock's start), passed in by
+//! the caller, so tests can move them. Both are in memory, like the other limiters, and forget idle keys in [`IpGate::sweep`] /
 //! [`Backoff::sweep`]. Both are bounded in size: past `MAX_KEYS` entries a new key is refused
 //! (the gate) or the table is swept first (the backoff).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
-/// The one place this module reads the clock, so a shared clock can replace it in one line.
-pub fn now() -> Instant {
-    Instant::now()
-}
+use std::time::Duration;
 
 /// Most client addresses either table tracks at once.
 const MAX_KEYS: usize = 100_000;
@@ -29,7 +25,7 @@ const MAX_KEYS: usize = 100_000;
 struct IpEntry {
     in_flight: usize,
     /// GCRA's theoretical arrival time of the failure bucket; `None` when drained.
-    failures_tat: Option<Instant>,
+    failures_tat: Option<Duration>,
 }
 
 /// Why [`IpGate::admit`] refused.
@@ -86,7 +82,7 @@ impl IpGate {
     }
 
     /// Admits one request from `ip`, or says why not. O(1), no allocation past the entry.
-    pub fn admit(&self, ip: IpAddr, now: Instant) -> Result<Ticket, Refusal> {
+    pub fn admit(&self, ip: IpAddr, now: Duration) -> Result<Ticket, Refusal> {
         let mut map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         if map.len() >= MAX_KEYS && !map.contains_key(&ip) {
             // Under a spread-out flood the table does not grow past its bound; known clients
@@ -96,9 +92,7 @@ impl IpGate {
         let e = map.entry(ip).or_default();
         if let Some(tat) = e.failures_tat {
             // A full bucket: the next failure would not fit.
-            if !self.capacity.is_zero()
-                && tat.saturating_duration_since(now) + self.period > self.capacity
-            {
+            if !self.capacity.is_zero() && tat.saturating_sub(now) + self.period > self.capacity {
                 return Err(Refusal::Failures);
             }
         }
@@ -113,7 +107,7 @@ impl IpGate {
     }
 
     /// Charges one failed authentication to `ip`.
-    pub fn failed(&self, ip: IpAddr, now: Instant) {
+    pub fn failed(&self, ip: IpAddr, now: Duration) {
         if self.capacity.is_zero() {
             return;
         }
@@ -127,7 +121,7 @@ impl IpGate {
     }
 
     /// Forgets addresses with nothing in flight and a drained bucket.
-    pub fn sweep(&self, now: Instant) {
+    pub fn sweep(&self, now: Duration) {
         let mut map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         map.retain(|_, e| e.in_flight > 0 || e.failures_tat.is_some_and(|t| t > now));
     }
@@ -141,8 +135,8 @@ impl IpGate {
 #[derive(Debug, Clone, Copy)]
 struct BackoffEntry {
     failures: u32,
-    locked_until: Option<Instant>,
-    last: Instant,
+    locked_until: Option<Duration>,
+    last: Duration,
 }
 
 /// Failed attempts per key with an exponential lock-out: `free` failures cost nothing; the
@@ -166,18 +160,18 @@ impl<K: std::hash::Hash + Eq + Clone> Backoff<K> {
     }
 
     /// `Some(wait)` while `key` is locked out.
-    pub fn locked(&self, key: &K, now: Instant) -> Option<Duration> {
+    pub fn locked(&self, key: &K, now: Duration) -> Option<Duration> {
         let map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         let until = map.get(key)?.locked_until?;
         (until > now).then(|| until - now)
     }
 
     /// Records a failure; returns the lock-out it starts, if any.
-    pub fn failed(&self, key: K, now: Instant) -> Option<Duration> {
+    pub fn failed(&self, key: K, now: Duration) -> Option<Duration> {
         let mut map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         if map.len() >= MAX_KEYS && !map.contains_key(&key) {
             let ceiling = self.ceiling;
-            map.retain(|_, e| now.saturating_duration_since(e.last) < ceiling);
+            map.retain(|_, e| now.saturating_sub(e.last) < ceiling);
         }
         let e = map.entry(key).or_insert(BackoffEntry {
             failures: 0,
@@ -200,12 +194,12 @@ impl<K: std::hash::Hash + Eq + Clone> Backoff<K> {
             .remove(key);
     }
 
-    pub fn sweep(&self, now: Instant) {
+    pub fn sweep(&self, now: Duration) {
         let ceiling = self.ceiling;
         self.entries
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .retain(|_, e| now.saturating_duration_since(e.last) < ceiling);
+            .retain(|_, e| now.saturating_sub(e.last) < ceiling);
     }
 }
 
@@ -220,7 +214,7 @@ mod tests {
     #[test]
     fn failures_fill_the_bucket_then_drain() {
         let g = IpGate::new(0, 2.0, 3);
-        let t0 = now();
+        let t0 = Duration::from_secs(100);
         for _ in 0..3 {
             drop(g.admit(ip(1), t0).unwrap());
             g.failed(ip(1), t0);
@@ -237,7 +231,7 @@ mod tests {
     #[test]
     fn in_flight_is_capped_per_address() {
         let g = IpGate::new(2, 0.0, 0);
-        let t = now();
+        let t = Duration::from_secs(100);
         let a = g.admit(ip(1), t).unwrap();
         let _b = g.admit(ip(1), t).unwrap();
         assert_eq!(g.admit(ip(1), t).err(), Some(Refusal::InFlight));
@@ -248,7 +242,7 @@ mod tests {
     #[test]
     fn backoff_doubles_and_clears() {
         let b = Backoff::new(2, Duration::from_secs(1), Duration::from_secs(5));
-        let t = now();
+        let t = Duration::from_secs(100);
         assert_eq!(b.failed("u", t), None);
         assert_eq!(b.failed("u", t), None);
         assert_eq!(b.locked(&"u", t), None);

@@ -11,6 +11,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::clock::Clock;
 use crate::config::Limits as LimitsConfig;
 
 pub use self::abuse::{Backoff, IpGate};
@@ -24,6 +25,8 @@ pub struct Limiters {
     pub operating: Option<OperatingLimiter>,
     /// Per client IP, before the body (issue 10); on with the rate limit.
     pub ip_gate: Option<IpGate>,
+    /// Read for the abuse limits' times (`Clock::monotonic`).
+    pub clock: Clock,
     /// Always on: login throttling and the password-hash bound are not Bitrix24 limits that
     /// `--no-limits` (for tests and benchmarks) should switch off.
     pub login: LoginLimits,
@@ -112,12 +115,13 @@ impl LoginLimits {
 }
 
 impl Limiters {
-    pub fn from_config(c: &LimitsConfig) -> Limiters {
+    /// The rate limiter reads `clock`, so advancing it drains the buckets.
+    pub fn from_config(c: &LimitsConfig, clock: &Clock) -> Limiters {
         Limiters {
             rate: c
                 .rate
                 .enabled
-                .then(|| RateLimiter::new(c.rate.per_second, c.rate.burst)),
+                .then(|| RateLimiter::with_clock(c.rate.per_second, c.rate.burst, clock.clone())),
             operating: c.operating.enabled.then(|| {
                 OperatingLimiter::new(c.operating.limit_seconds, c.operating.min_counted_seconds)
             }),
@@ -129,6 +133,7 @@ impl Limiters {
                 )
             }),
             login: LoginLimits::new(c.password_hash_concurrency),
+            clock: clock.clone(),
         }
     }
 
@@ -138,6 +143,7 @@ impl Limiters {
             operating: None,
             ip_gate: None,
             login: LoginLimits::new(4),
+            clock: Clock::system(),
         }
     }
 
@@ -150,7 +156,7 @@ impl Limiters {
         if let Some(o) = &self.operating {
             o.sweep(now);
         }
-        let instant = abuse::now();
+        let instant = self.clock.monotonic();
         if let Some(g) = &self.ip_gate {
             g.sweep(instant);
         }

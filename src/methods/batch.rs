@@ -82,7 +82,7 @@ async fn run_command(
     limits: &DecodeLimits,
     budget: &mut usize,
 ) -> Result<Result<Executed, ApiError>, ApiError> {
-    let (spec, command_params) = match prepare(method, query, results, limits, budget) {
+    let (spec, command_params) = match prepare(state, method, query, results, limits, budget) {
         None => return Err(ApiError::batch_answer_too_large()),
         Some(Err(e)) => return Ok(Err(e)),
         Some(Ok(p)) => p,
@@ -98,24 +98,25 @@ async fn run_command(
         }))
 }
 
-type Prepared = Result<(&'static dispatch::MethodSpec, Array), ApiError>;
+type Prepared<'a> = Result<(&'a dispatch::MethodSpec, Array), ApiError>;
 
 /// The command's method and resolved parameters, or the command's own error; the outer `None`
 /// means the references passed the batch's budget, which fails the whole batch.
-fn prepare(
+fn prepare<'a>(
+    state: &'a AppState,
     method: &str,
     query: &str,
     results: &Results,
     limits: &DecodeLimits,
     budget: &mut usize,
-) -> Option<Prepared> {
+) -> Option<Prepared<'a>> {
     // Registered names are lower-case, so the real server's second try with the original
     // spelling could never find anything more here (§1.2).
     let name = method.to_lowercase();
     if batch::NOT_IN_BATCH.contains(&name.as_str()) {
         return Some(Err(ApiError::batch_method_not_allowed()));
     }
-    let Some(spec) = dispatch::lookup(&name) else {
+    let Some(spec) = state.methods.lookup(&name) else {
         return Some(Err(ApiError::method_not_found()));
     };
     // PHP tests the query for truth before parsing it, so "0" is no parameters at all.

@@ -12,7 +12,6 @@ use crate::protocol::envelope::{rfc3339_local, Output};
 use crate::state::AppState;
 use crate::store::{Notification, NotifyChat};
 use crate::value::{Array, Value};
-use chrono::{Local, Offset};
 
 pub fn methods() -> Vec<MethodSpec> {
     vec![
@@ -193,7 +192,7 @@ async fn history_search(
     caller: &Caller,
     params: Array,
 ) -> Result<Output, ApiError> {
-    let local = Local::now().offset().fix();
+    let local = state.clock.local_offset();
     let req = inbox::search_request(&params, local)?;
     let store = &state.store;
     let chat = store

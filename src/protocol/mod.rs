@@ -14,21 +14,20 @@ use axum::http::{header, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use self::dispatch::Channel;
-use self::envelope::{unix_now, Timing};
+use self::envelope::Timing;
 use self::route::Transport;
 use crate::auth;
+use crate::conn::ConnInfo;
 use crate::error::ApiError;
-use crate::limits::abuse;
 use crate::limits::rate::RateKey;
 use crate::metrics::{self, UNKNOWN_METHOD};
-use crate::server::ConnInfo;
 use crate::state::AppState;
 use crate::value::Value;
 
 /// `/rest/...`: every REST call, webhook or not, in either transport.
 pub async fn rest_handler(State(state): State<AppState>, req: Request) -> Response {
     let started = Instant::now();
-    let start = unix_now();
+    let start = state.clock.now();
     let (parts, body) = req.into_parts();
     let rest_path = parts.uri.path().strip_prefix("/rest").unwrap_or_default();
 
@@ -47,7 +46,7 @@ pub async fn rest_handler(State(state): State<AppState>, req: Request) -> Respon
         return resp;
     }
     // The method is looked up before any credential is checked (§1.2, P1).
-    let Some(spec) = dispatch::lookup(&route.method) else {
+    let Some(spec) = state.methods.lookup(&route.method) else {
         return finish(
             &route.method,
             UNKNOWN_METHOD,
@@ -63,7 +62,7 @@ pub async fn rest_handler(State(state): State<AppState>, req: Request) -> Respon
     // Before the body is paid for (issue 10): an address with too many requests in flight, or
     // whose failed authentications filled its bucket, is refused on its headers alone.
     let _ticket = match (&state.limits.ip_gate, client_ip) {
-        (Some(gate), Some(ip)) => match gate.admit(ip, abuse::now()) {
+        (Some(gate), Some(ip)) => match gate.admit(ip, state.clock.monotonic()) {
             Ok(t) => Some(t),
             Err(_) => {
                 return finish(
@@ -138,7 +137,7 @@ pub async fn rest_handler(State(state): State<AppState>, req: Request) -> Respon
         },
     });
     if let (Err(_), Some(gate), Some(ip)) = (&authenticated, &state.limits.ip_gate, client_ip) {
-        gate.failed(ip, abuse::now());
+        gate.failed(ip, state.clock.monotonic());
     }
     // The bucket is charged whether or not the credential is good, with the credential's own
     // limit once it is known; a batch is one request here, however many commands it carries.
@@ -159,7 +158,7 @@ pub async fn rest_handler(State(state): State<AppState>, req: Request) -> Respon
     };
     let resp = match outcome {
         Ok(done) => {
-            let timing = Timing::of(start, unix_now(), &done);
+            let timing = Timing::of(start, state.clock.now(), &done);
             envelope::respond(
                 route.transport,
                 200,

@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use crate::auth::{internal, password};
 use crate::error::ApiError;
-use crate::limits::abuse;
 use crate::state::AppState;
 use crate::store::User;
 
@@ -44,7 +43,7 @@ pub async fn check(
 ) -> Result<Check, ApiError> {
     let limits = &state.limits.login;
     let key = account_key(login);
-    let now = abuse::now();
+    let now = state.clock.monotonic();
     let locked = [
         limits.account.locked(&key, now),
         ip.and_then(|ip| limits.ip.locked(&ip, now)),
@@ -77,7 +76,7 @@ pub async fn check(
             Ok(Check::Accepted(user))
         }
         _ => {
-            let now = abuse::now();
+            let now = state.clock.monotonic();
             limits.account.failed(key, now);
             if let Some(ip) = ip {
                 limits.ip.failed(ip, now);
