@@ -198,7 +198,21 @@ def json_attack(server, scale):
 
 def login_attack(server, scale):
     server.cli("user", "add", "--id", "2", "--name", "U", "--password", "right horse battery")
-    form = urllib.parse.urlencode({"login": "2", "password": "wrong", "next": "/"}).encode()
+    # Newer builds want the login form's CSRF token and cookie; older ones ignore them.
+    s = socket.create_connection(server.addr)
+    s.sendall(b"GET /login HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    page = b""
+    while chunk := s.recv(65536):
+        page += chunk
+    s.close()
+    csrf = re.search(rb'name="csrf" value="([^"]*)"', page)
+    cookie = re.search(rb"Set-Cookie: ([^=;]+=[^;\r]*)", page, re.I)
+    fields = {"login": "2", "password": "wrong", "next": "/"}
+    headers = [("Content-Type", "application/x-www-form-urlencoded")]
+    if csrf and cookie:
+        fields["csrf"] = csrf.group(1).decode()
+        headers.append(("Cookie", cookie.group(1).decode()))
+    form = urllib.parse.urlencode(fields).encode()
     conns = max(4, int(200 * scale))
     deadline = time.monotonic() + 10
     times = []
@@ -207,8 +221,7 @@ def login_attack(server, scale):
     def client():
         while time.monotonic() < deadline:
             try:
-                st, _, t = http(server.addr, "POST", "/login", form,
-                                [("Content-Type", "application/x-www-form-urlencoded")],
+                st, _, t = http(server.addr, "POST", "/login", form, headers,
                                 src="127.0.0.2", timeout=60)
             except OSError:
                 st, t = 0, 0.0

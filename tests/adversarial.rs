@@ -381,16 +381,22 @@ fn attach_is_bounded_before_normalising() {
 fn password_hashing_is_bounded_and_throttled() {
     let s = Server::start();
     s.add_user(2, &["--password", "right horse battery"]);
+    // One form token serves every post: it is the login CSRF cookie's pair, not the address's.
+    let (csrf, cookie) = s.login_token();
     let form = |login: &str, pw: &str| {
         let body: String = form_urlencoded::Serializer::new(String::new())
             .append_pair("login", login)
             .append_pair("password", pw)
             .append_pair("next", "/")
+            .append_pair("csrf", &csrf)
             .finish();
         request_bytes(
             "POST",
             "/login",
-            &[("Content-Type", "application/x-www-form-urlencoded")],
+            &[
+                ("Content-Type", "application/x-www-form-urlencoded"),
+                ("Cookie", &cookie),
+            ],
             body.as_bytes(),
         )
     };

@@ -23,7 +23,7 @@ use super::{
     AccessGrant, App, NewApp, NewTokens, Notification, NotifyChat, Session, Store, StoreError,
     StoreResult, User, UserRecord, Webhook,
 };
-use crate::domain::directory::{NameMatch, UserQuery, UserSort};
+use crate::domain::directory::{FilterOp, FilterValue, UserField, UserQuery, UserSort};
 use crate::domain::inbox::{
     Cursor, ReadRequest, ReadScope, SearchRequest, TagField, NOTIFY_TYPE_CONFIRM,
 };
@@ -35,6 +35,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0002_oauth.sql"),
     include_str!("../../migrations/0003_rate_limits.sql"),
     include_str!("../../migrations/0004_lifecycle.sql"),
+    // 0005 belongs to another branch; the list is positional, so it goes before this one.
+    include_str!("../../migrations/0006_tag_origin.sql"),
 ];
 
 /// The notification columns in the order `row_to_notification` reads them.
@@ -70,7 +72,8 @@ pub mod sql {
         notification_columns!(),
         " FROM notifications WHERE id = ?1 AND user_id = ?2"
     );
-    pub const TAG_OF: &str = "SELECT tag FROM notifications WHERE id = ?1 AND user_id = ?2";
+    pub const TAG_OF: &str =
+        "SELECT tag, tag_origin FROM notifications WHERE id = ?1 AND user_id = ?2";
     pub const MARK_ONE: &str = "UPDATE notifications SET is_read = ?3 \
          WHERE id = ?1 AND user_id = ?2 AND notify_type <> 1";
     /// "This one and all newer", read: only unread rows, through their partial index.
@@ -78,13 +81,21 @@ pub mod sql {
          WHERE user_id = ?1 AND is_read = 0 AND id >= ?2 AND notify_type <> 1";
     pub const UNREAD_FROM: &str = "UPDATE notifications SET is_read = 0 \
          WHERE user_id = ?1 AND id >= ?2 AND is_read = 1 AND notify_type <> 1";
+    /// Same-tag siblings are those of the same tag origin too (README "Tag origin").
     pub const MARK_TAG: &str = "UPDATE notifications SET is_read = ?3 \
-         WHERE user_id = ?1 AND tag = ?2 AND is_read <> ?3 AND notify_type <> 1";
+         WHERE user_id = ?1 AND tag = ?2 AND tag_origin IS ?4 AND is_read <> ?3 AND notify_type <> 1";
+    /// Tag replace on add (D4): the recipient's rows with this tag from this origin, or stored
+    /// before origins were recorded (`legacy`, migration 0006).
+    pub const REPLACE_TAG: &str = "DELETE FROM notifications \
+         WHERE user_id = ?1 AND tag = ?2 AND tag_origin IN (?3, 'legacy')";
     pub const READ_ALL: &str = "UPDATE notifications SET is_read = 1 \
          WHERE user_id = ?1 AND is_read = 0 AND notify_type <> 1";
     pub const DELETE_OWN: &str = "DELETE FROM notifications WHERE id = ?1 AND user_id = ?2";
-    pub const DELETE_TAG: &str = "DELETE FROM notifications WHERE tag = ?1";
-    pub const DELETE_SUB_TAG: &str = "DELETE FROM notifications WHERE sub_tag = ?1";
+    /// Delete by TAG for every recipient, only the caller's origin's rows (and `legacy` ones).
+    pub const DELETE_TAG: &str =
+        "DELETE FROM notifications WHERE tag = ?1 AND tag_origin IN (?2, 'legacy')";
+    pub const DELETE_SUB_TAG: &str =
+        "DELETE FROM notifications WHERE sub_tag = ?1 AND tag_origin IN (?2, 'legacy')";
     pub const CONFIRM: &str =
         "DELETE FROM notifications WHERE id = ?1 AND user_id = ?2 AND notify_type = 1";
 }
@@ -418,9 +429,9 @@ fn mark_read(conn: &Connection, user_id: i64, req: &ReadRequest) -> rusqlite::Re
         ReadScope::Only(id) => (id, false),
         ReadScope::AndNewer(id) => (id, true),
     };
-    let tag: Option<Option<String>> = conn
+    let tag: Option<(Option<String>, Option<String>)> = conn
         .prepare_cached(sql::TAG_OF)?
-        .query_row(params![id, user_id], |r| r.get(0))
+        .query_row(params![id, user_id], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     if tag.is_none() && !req.read {
         return Ok(());
@@ -437,9 +448,9 @@ fn mark_read(conn: &Connection, user_id: i64, req: &ReadRequest) -> rusqlite::Re
             .execute(params![user_id, id])?;
     }
     // Notifications that share the tag are one event for the user: toggled together.
-    if let Some(Some(tag)) = tag {
+    if let Some((Some(tag), origin)) = tag {
         conn.prepare_cached(sql::MARK_TAG)?
-            .execute(params![user_id, tag, read])?;
+            .execute(params![user_id, tag, read, origin])?;
     }
     Ok(())
 }
@@ -457,13 +468,14 @@ fn insert_notification(
         return Ok(None);
     }
     if let Some(tag) = &d.tag {
-        conn.prepare_cached("DELETE FROM notifications WHERE user_id = ?1 AND tag = ?2")?
-            .execute(params![d.recipient, tag])?;
+        conn.prepare_cached(sql::REPLACE_TAG)?
+            .execute(params![d.recipient, tag, d.tag_origin])?;
     }
     conn.prepare_cached(
         "INSERT INTO notifications
-            (user_id, author_id, notify_type, text, text_out, tag, sub_tag, attach, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            (user_id, author_id, notify_type, text, text_out, tag, sub_tag, attach, created_at,
+             tag_origin)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?
     .execute(params![
         d.recipient,
@@ -474,7 +486,8 @@ fn insert_notification(
         d.tag,
         d.sub_tag,
         d.attach,
-        created_at
+        created_at,
+        d.tag_origin
     ])?;
     Ok(Some(conn.last_insert_rowid()))
 }
@@ -666,33 +679,89 @@ fn search_filter(user_id: i64, q: &SearchRequest) -> (String, Vec<SqlValue>) {
     (clause, args)
 }
 
-/// The WHERE clause of `user.get` and its arguments.
+/// The WHERE clause of `user.get` and its arguments. Column names come from the field enum,
+/// never from the caller; every value is a bound argument.
 fn user_filter(q: &UserQuery) -> (String, Vec<SqlValue>) {
-    let f = &q.filter;
     let mut clause = String::from("1");
     let mut args = Vec::new();
-    if let Some(ids) = &f.ids {
-        clause.push_str(" AND id IN (SELECT value FROM json_each(?))");
-        args.push(id_list(ids));
-    }
-    if let Some(email) = &f.email {
-        clause.push_str(" AND email = ? COLLATE NOCASE");
-        args.push(SqlValue::Text(email.clone()));
-    }
-    if let Some(active) = f.active {
-        clause.push_str(" AND active = ?");
-        args.push(SqlValue::Integer(active as i64));
-    }
-    match &f.name {
-        Some(NameMatch::Exact(n)) => {
-            clause.push_str(" AND name = ?");
-            args.push(SqlValue::Text(n.clone()));
+    for c in &q.filter.conditions {
+        let (column, collate) = match c.field {
+            UserField::Id => ("id", ""),
+            UserField::Name => ("name", ""),
+            UserField::LastName => ("last_name", ""),
+            // E-mail addresses compare without regard to ASCII case.
+            UserField::Email => ("email", " COLLATE NOCASE"),
+            UserField::Active => ("active", ""),
+        };
+        let compare = |op: FilterOp| match op {
+            FilterOp::Greater => Some(">"),
+            FilterOp::GreaterOrEqual => Some(">="),
+            FilterOp::Less => Some("<"),
+            FilterOp::LessOrEqual => Some("<="),
+            _ => None,
+        };
+        match (&c.value, c.op) {
+            (FilterValue::Flag(active), op) => {
+                let wanted = if op == FilterOp::NotEqual {
+                    !active
+                } else {
+                    *active
+                };
+                clause.push_str(" AND active = ?");
+                args.push(SqlValue::Integer(wanted as i64));
+            }
+            (FilterValue::Id(id), op) => {
+                if let Some(cmp) = compare(op) {
+                    clause.push_str(&format!(" AND id {cmp} ?"));
+                    args.push(SqlValue::Integer(*id));
+                }
+            }
+            (FilterValue::Ids(ids), op) => {
+                let not = if op == FilterOp::NotEqual { "NOT " } else { "" };
+                clause.push_str(&format!(" AND id {not}IN (SELECT value FROM json_each(?))"));
+                args.push(id_list(ids));
+            }
+            (FilterValue::Texts(texts), op) => match op {
+                FilterOp::Plain if texts.iter().any(|t| t.contains('%')) => {
+                    // A caller's own wildcards: any of the patterns.
+                    let any = vec![format!("{column} LIKE ?"); texts.len()].join(" OR ");
+                    clause.push_str(&format!(" AND ({any})"));
+                    args.extend(texts.iter().cloned().map(SqlValue::Text));
+                }
+                FilterOp::Plain | FilterOp::Equal | FilterOp::NotEqual => {
+                    let not = if op == FilterOp::NotEqual { "NOT " } else { "" };
+                    clause.push_str(&format!(
+                        " AND {column}{collate} {not}IN (SELECT value FROM json_each(?))"
+                    ));
+                    args.push(SqlValue::Text(
+                        serde_json::to_string(texts).unwrap_or_else(|_| "[]".into()),
+                    ));
+                }
+                FilterOp::Contains | FilterOp::NotContains => {
+                    let like =
+                        vec![format!("{column} LIKE ? ESCAPE '\\'"); texts.len()].join(" OR ");
+                    let not = if op == FilterOp::NotContains {
+                        "NOT "
+                    } else {
+                        ""
+                    };
+                    clause.push_str(&format!(" AND {not}({like})"));
+                    args.extend(texts.iter().map(|t| {
+                        let escaped = t
+                            .replace('\\', "\\\\")
+                            .replace('%', "\\%")
+                            .replace('_', "\\_");
+                        SqlValue::Text(format!("%{escaped}%"))
+                    }));
+                }
+                op => {
+                    if let (Some(cmp), Some(t)) = (compare(op), texts.first()) {
+                        clause.push_str(&format!(" AND {column}{collate} {cmp} ?"));
+                        args.push(SqlValue::Text(t.clone()));
+                    }
+                }
+            },
         }
-        Some(NameMatch::Like(p)) => {
-            clause.push_str(" AND name LIKE ?");
-            args.push(SqlValue::Text(p.clone()));
-        }
-        None => {}
     }
     (clause, args)
 }
@@ -1127,14 +1196,19 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn delete_by_tag(&self, field: TagField, value: String) -> StoreResult<u64> {
+    async fn delete_by_tag(
+        &self,
+        field: TagField,
+        value: String,
+        origin: String,
+    ) -> StoreResult<u64> {
         let stmt = match field {
             TagField::Tag => sql::DELETE_TAG,
             TagField::SubTag => sql::DELETE_SUB_TAG,
         };
         self.write(move |c| {
             c.prepare_cached(stmt)
-                .and_then(|mut s| s.execute([value]))
+                .and_then(|mut s| s.execute([value, origin]))
                 .map(|n| n as u64)
                 .map_err(backend)
         })
