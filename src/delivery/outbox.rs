@@ -189,7 +189,8 @@ async fn round(
 /// Deletes events older than `events.retention_hours` and finished outbox rows older than
 /// `email.keep_hours`, a bounded chunk per statement so that the writer is never held long.
 pub async fn prune(store: Arc<dyn Store>, events: EventsConfig, email: EmailConfig) {
-    let mut tick = tokio::time::interval(PRUNE_EVERY);
+    // Not at start: the first minute is the server's own.
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + PRUNE_EVERY, PRUNE_EVERY);
     loop {
         tick.tick().await;
         let now = super::now_unix();
