@@ -374,7 +374,10 @@ pub async fn run_admin(config: Config, command: Command) -> anyhow::Result<()> {
             }
         }
         Command::Outbox(OutboxCommand::Retry(a)) => {
-            if !store.retry_mail(a.id, crate::delivery::now_unix()).await? {
+            if !store
+                .retry_mail(a.id, crate::clock::Clock::system().unix())
+                .await?
+            {
                 bail!("no outbox row {}", a.id);
             }
             println!("Outbox row {} is pending again", a.id);
@@ -435,9 +438,14 @@ pub async fn run_admin(config: Config, command: Command) -> anyhow::Result<()> {
             }
             let member_id = store.setting("member_id", oauth::new_member_id()).await?;
             let portal = oauth::Portal::new(&config.base_url(config.listen), member_id);
-            let answer =
-                crate::web::oauth::install_and_mint(store.as_ref(), &app, a.user_id, &portal)
-                    .await?;
+            let answer = crate::web::oauth::install_and_mint(
+                store.as_ref(),
+                &app,
+                a.user_id,
+                &portal,
+                &crate::clock::Clock::system(),
+            )
+            .await?;
             if a.json {
                 println!("{answer}");
             } else {

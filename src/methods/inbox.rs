@@ -3,7 +3,6 @@
 
 use super::{storage_failed, users::im_user_card};
 use crate::auth::Caller;
-use crate::delivery::event::notification_value;
 use crate::domain::inbox::{
     self, DeleteRequest, ReadRequest, ReadScope, NOTIFY_EVENT, NOTIFY_MODULE,
 };
@@ -11,9 +10,9 @@ use crate::error::ApiError;
 use crate::protocol::dispatch::MethodSpec;
 use crate::protocol::envelope::Output;
 use crate::state::AppState;
+use crate::store::event::notification_value;
 use crate::store::{Notification, NotifyChat};
 use crate::value::{Array, Value};
-use chrono::{Local, Offset};
 
 pub fn methods() -> Vec<MethodSpec> {
     vec![
@@ -149,7 +148,7 @@ async fn history_search(
     caller: &Caller,
     params: Array,
 ) -> Result<Output, ApiError> {
-    let local = Local::now().offset().fix();
+    let local = state.clock.local_offset();
     let req = inbox::search_request(&params, local)?;
     let store = &state.store;
     let chat = store

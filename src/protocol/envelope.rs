@@ -3,30 +3,12 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use chrono::{Local, TimeZone};
 
 use super::dispatch::Executed;
 use super::route::Transport;
 use crate::error::ApiError;
+pub use crate::state::Output;
 use crate::value::{Array, Key, Value};
-
-/// What a method handler returns: `result`, plus `next`/`total` for list methods.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct Output {
-    pub result: Value,
-    pub next: Option<i64>,
-    pub total: Option<i64>,
-}
-
-impl From<Value> for Output {
-    fn from(result: Value) -> Output {
-        Output {
-            result,
-            next: None,
-            total: None,
-        }
-    }
-}
 
 /// The timing of one call, in Unix seconds.
 #[derive(Debug, Clone, Copy)]
@@ -40,27 +22,13 @@ pub struct Timing {
     pub operating_reset_at: i64,
 }
 
-pub fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
-
 /// Rounds to microseconds, the precision the real server reports.
 fn micros(x: f64) -> f64 {
     (x * 1e6).round() / 1e6
 }
 
-/// RFC 3339 with the server's UTC offset, whole seconds: the form of every date Bitrix24 emits
-/// (the `time` block, notification dates, user dates).
-pub fn rfc3339_local(ts: f64) -> String {
-    let secs = ts.floor() as i64;
-    match Local.timestamp_opt(secs, 0).single() {
-        Some(t) => t.format("%Y-%m-%dT%H:%M:%S%:z").to_string(),
-        None => String::new(),
-    }
-}
+/// Dates in Bitrix24's form; defined beside the clock so that the store's event log uses it too.
+pub use crate::clock::rfc3339_local;
 
 impl Timing {
     /// The time block of a call that started at `start` (the request's arrival for a direct

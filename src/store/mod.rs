@@ -3,14 +3,16 @@
 //! The trait is the seam for a second backend (PostgreSQL). Every write that the server
 //! acknowledges goes through `add_notification`, which returns only after the row is durable.
 
+pub mod event;
+pub mod hub;
 pub mod sqlite;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::delivery::event::Event;
-use crate::delivery::hub::Hub;
+use self::event::Event;
+use self::hub::Hub;
 use crate::domain::directory::UserQuery;
 use crate::domain::inbox::{Cursor, ReadRequest, SearchRequest, TagField};
 use crate::domain::notify::Draft;

@@ -19,12 +19,13 @@ use rusqlite::{
 };
 use tokio::sync::{mpsc, oneshot};
 
+use super::event::{self, Event, Kind, MAX_IDS_PER_EVENT};
+use super::hub::{Hub, HubLimits};
 use super::{
     AccessGrant, App, DueMail, MailText, MailUpdate, NewApp, NewTokens, Notification, NotifyChat,
     OutboxRow, Recipient, Session, Store, StoreError, StoreResult, User, UserRecord, Webhook,
 };
-use crate::delivery::event::{self, Event, Kind, MAX_IDS_PER_EVENT};
-use crate::delivery::hub::{Hub, HubLimits};
+use crate::clock::Clock;
 use crate::domain::directory::{NameMatch, UserQuery, UserSort};
 use crate::domain::inbox::{
     self, Cursor, ReadRequest, ReadScope, SearchRequest, TagField, NOTIFY_EVENT, NOTIFY_MODULE,
@@ -150,18 +151,26 @@ const WEBHOOK_CACHE_MAX: usize = 10_000;
 /// group's commit has decided whether the write stands.
 type Job = Box<dyn FnOnce(&Connection, &mut Events) -> (bool, Completion) + Send>;
 type Completion = Box<dyn FnOnce(Option<&str>) + Send>;
-/// The events a write recorded in its savepoint; the hub gets them once the group commits.
-pub type Events = Vec<Arc<Event>>;
+/// The events the writes of a group recorded in their savepoints; the hub gets them once the
+/// group commits.
+pub struct Events {
+    list: Vec<Arc<Event>>,
+    /// The group's time (Unix seconds, from the application clock): the events' `created_at`.
+    now: i64,
+}
 
 /// What the deployment chooses about delivery when it opens the store.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Clone, Default)]
 pub struct DeliveryOptions {
     /// `Some(email.delay_seconds)` when SMTP is configured: notifications to mailable
     /// recipients get an outbox row, due this many seconds after they were added (D10).
     /// `None`: e-mail is off and nothing is queued.
     pub mail_delay: Option<i64>,
     pub hub: HubLimits,
+    /// The application clock; event times come from it.
+    pub clock: Clock,
 }
+
 
 pub struct SqliteStore {
     writer: mpsc::Sender<Job>,
@@ -206,9 +215,10 @@ impl SqliteStore {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let hub = Hub::new(delivery.hub);
         let writer_hub = hub.clone();
+        let clock = delivery.clock.clone();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx, writer_hub))
+            .spawn(move || writer_loop(conn, rx, writer_hub, clock))
             .map_err(|e| StoreError::Backend(format!("starting writer: {e}")))?;
         let alive = Arc::new(());
         let checkpoint_conn = open_connection(&path, false).map_err(backend)?;
@@ -377,7 +387,7 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>, hub: Arc<Hub>) {
+fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>, hub: Arc<Hub>, clock: Clock) {
     let mut group: Vec<Job> = Vec::with_capacity(MAX_GROUP);
     let mut last_group = 0;
     while let Some(first) = rx.blocking_recv() {
@@ -392,7 +402,7 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>, hub: Arc<Hub>)
             drain(&mut rx, &mut group);
         }
         last_group = group.len();
-        commit_group(&mut conn, &mut group, &hub);
+        commit_group(&mut conn, &mut group, &hub, &clock);
     }
 }
 
@@ -405,23 +415,26 @@ fn drain(rx: &mut mpsc::Receiver<Job>, group: &mut Vec<Job>) {
     }
 }
 
-fn commit_group(conn: &mut Connection, group: &mut Vec<Job>, hub: &Hub) {
+fn commit_group(conn: &mut Connection, group: &mut Vec<Job>, hub: &Hub, clock: &Clock) {
     crate::metrics::record_commit_batch(group.len());
     let mut completions = Vec::with_capacity(group.len());
-    let mut events: Events = Vec::new();
+    let mut events = Events {
+        list: Vec::new(),
+        now: clock.unix(),
+    };
     let committed = (|| -> rusqlite::Result<()> {
         let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         for job in group.drain(..) {
             // A savepoint per write: one failing write must not take the others down with it.
             let sp = tx.savepoint()?;
-            let mark = events.len();
+            let mark = events.list.len();
             let (ok, completion) = job(&sp, &mut events);
             completions.push(completion);
             if ok {
                 sp.commit()?;
             } else {
                 // Rolled back with the savepoint: they never happened.
-                events.truncate(mark);
+                events.list.truncate(mark);
             }
         }
         tx.commit()
@@ -429,7 +442,7 @@ fn commit_group(conn: &mut Connection, group: &mut Vec<Job>, hub: &Hub) {
     // After the commit and never before; before the callers hear back, so a client that sees
     // its REST answer finds the event already on its way. `publish` never blocks.
     if committed.is_ok() {
-        hub.publish(&events);
+        hub.publish(&events.list);
     }
     let error = committed.err().map(|e| {
         tracing::error!(error = %e, writes = completions.len(), "group commit failed");
@@ -455,13 +468,8 @@ fn record(
     conn.prepare_cached(
         "INSERT INTO events (user_id, kind, payload, created_at) VALUES (?1, ?2, ?3, ?4)",
     )?
-    .execute(params![
-        user_id,
-        kind.name(),
-        payload,
-        crate::delivery::now_unix()
-    ])?;
-    events.push(Arc::new(Event {
+    .execute(params![user_id, kind.name(), payload, events.now])?;
+    events.list.push(Arc::new(Event {
         id: conn.last_insert_rowid(),
         user_id,
         kind,
