@@ -36,12 +36,12 @@ use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, Stream};
 
 use crate::auth::{self, Caller, CallerKind, Credential};
+use crate::conn::ConnInfo;
 use crate::error::ApiError;
 use crate::limits::rate::RateKey;
 use crate::protocol::dispatch::{self, Channel};
 use crate::protocol::envelope;
 use crate::protocol::route::Transport;
-use crate::server::ConnInfo;
 use crate::state::AppState;
 use crate::store::event::Event;
 use crate::store::hub::{Hub, Slot, Subscription};

@@ -171,7 +171,6 @@ pub struct DeliveryOptions {
     pub clock: Clock,
 }
 
-
 pub struct SqliteStore {
     writer: mpsc::Sender<Job>,
     readers: Mutex<Vec<Connection>>,
