@@ -107,11 +107,12 @@ pub mod sql {
     /// even when nothing is old enough (no scan of the table).
     pub const PRUNE_EVENTS: &str = "DELETE FROM events \
          WHERE id IN (SELECT id FROM events ORDER BY id LIMIT ?2) AND created_at < ?1";
-    /// The e-mail worker's work list.
+    /// The e-mail worker's work list: pending rows through their partial index, in due order.
+    /// The index is named: without statistics the planner would take `outbox_by_state` and sort.
     pub const DUE_MAILS: &str = "SELECT o.id, o.notification_id, o.user_id, o.tag, o.sender_name, \
                 o.attempts, n.id IS NOT NULL AND n.is_read = 0, n.text, n.text_out, n.created_at, \
                 u.active = 1 AND u.email <> '' AND u.email_notifications = 1, u.email, u.name \
-           FROM outbox o \
+           FROM outbox o INDEXED BY outbox_due \
            LEFT JOIN notifications n ON n.id = o.notification_id \
            LEFT JOIN users u ON u.id = o.user_id \
           WHERE o.state = 'pending' AND o.due_at <= ?1 \
