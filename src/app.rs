@@ -85,11 +85,14 @@ async fn bootstrap(store: &dyn Store) -> anyhow::Result<Option<String>> {
     ))
 }
 
-pub async fn serve(config: Config) -> anyhow::Result<()> {
+pub async fn serve(mut config: Config) -> anyhow::Result<()> {
     let clock = Clock::system();
     let store = open_store_with(&config, clock.clone())?;
     let first_code = bootstrap(store.as_ref()).await?;
     let bound = server::bind(&config).await?;
+    // From here on `listen` is the bound address (port 0 resolved): the Host allow-list and the
+    // fallback portal URL are made from it.
+    config.listen = bound.addr;
     let base = config.base_url(bound.addr);
 
     // Stdout carries what a person (or a test) needs to start calling; logs go to stderr.

@@ -42,6 +42,12 @@ async fn profile(state: &AppState, caller: &Caller, _: Array) -> Answer {
         ("LAST_NAME", Value::Str(user.last_name)),
         ("PERSONAL_GENDER", Value::from("")),
         ("TIME_ZONE", Value::from("")),
+        // The user's offset from the server (0: users have no time zone here) plus the
+        // server's own from UTC, in seconds, as the current getProfile source adds them.
+        (
+            "TIME_ZONE_OFFSET",
+            Value::Int(state.clock.local_offset().local_minus_utc().into()),
+        ),
     ])
     .into())
 }

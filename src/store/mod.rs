@@ -281,8 +281,15 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes one of the recipient's notifications; `false` when there was none.
     async fn delete_own(&self, user_id: i64, id: i64) -> StoreResult<bool>;
 
-    /// Deletes every notification of every recipient with this stored tag or sub-tag (D4).
-    async fn delete_by_tag(&self, field: TagField, value: String) -> StoreResult<u64>;
+    /// Deletes every notification of every recipient with this stored tag or sub-tag (D4) that
+    /// came from `origin` (`domain::notify::tag_origin`; rows stored before origins were
+    /// recorded match any origin).
+    async fn delete_by_tag(
+        &self,
+        field: TagField,
+        value: String,
+        origin: String,
+    ) -> StoreResult<u64>;
 
     /// Deletes the recipient's confirm-type notification once answered with `value`, and
     /// returns it; `None` when there is no such notification. Records `notifyDelete` and

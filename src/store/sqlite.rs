@@ -26,7 +26,7 @@ use super::{
     OutboxRow, Recipient, Session, Store, StoreError, StoreResult, User, UserRecord, Webhook,
 };
 use crate::clock::Clock;
-use crate::domain::directory::{NameMatch, UserQuery, UserSort};
+use crate::domain::directory::{FilterOp, FilterValue, UserField, UserQuery, UserSort};
 use crate::domain::inbox::{
     self, Cursor, ReadRequest, ReadScope, SearchRequest, TagField, NOTIFY_EVENT, NOTIFY_MODULE,
     NOTIFY_TYPE_CONFIRM,
@@ -39,6 +39,9 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0002_oauth.sql"),
     include_str!("../../migrations/0003_rate_limits.sql"),
     include_str!("../../migrations/0004_lifecycle.sql"),
+    // 0005 belongs to another branch; the list is positional, so it goes before this one.
+    include_str!("../../migrations/0006_tag_origin.sql"),
+    // 0007 and 0008 belong to other branches too, and go before this one.
     include_str!("../../migrations/0009_delivery.sql"),
 ];
 
@@ -75,7 +78,8 @@ pub mod sql {
         notification_columns!(),
         " FROM notifications WHERE id = ?1 AND user_id = ?2"
     );
-    pub const TAG_OF: &str = "SELECT tag FROM notifications WHERE id = ?1 AND user_id = ?2";
+    pub const TAG_OF: &str =
+        "SELECT tag, tag_origin FROM notifications WHERE id = ?1 AND user_id = ?2";
     // Each toggle returns the ids it changed: they become the notifyRead/notifyUnread event.
     pub const MARK_ONE: &str = "UPDATE notifications SET is_read = ?3 \
          WHERE id = ?1 AND user_id = ?2 AND notify_type <> 1 AND is_read <> ?3 RETURNING id";
@@ -84,20 +88,24 @@ pub mod sql {
          WHERE user_id = ?1 AND is_read = 0 AND id >= ?2 AND notify_type <> 1 RETURNING id";
     pub const UNREAD_FROM: &str = "UPDATE notifications SET is_read = 0 \
          WHERE user_id = ?1 AND id >= ?2 AND is_read = 1 AND notify_type <> 1 RETURNING id";
+    /// Same-tag siblings are those of the same tag origin too (README "Tag origin").
     pub const MARK_TAG: &str = "UPDATE notifications SET is_read = ?3 \
-         WHERE user_id = ?1 AND tag = ?2 AND is_read <> ?3 AND notify_type <> 1 RETURNING id";
+         WHERE user_id = ?1 AND tag = ?2 AND tag_origin IS ?4 AND is_read <> ?3 AND notify_type <> 1 \
+         RETURNING id";
+    /// Tag replace on add (D4): the recipient's rows with this tag from this origin, or stored
+    /// before origins were recorded (`legacy`, migration 0006). Returns what notifyDelete reports.
+    pub const REPLACE_TAG: &str = "DELETE FROM notifications \
+         WHERE user_id = ?1 AND tag = ?2 AND tag_origin IN (?3, 'legacy') RETURNING id, notify_type";
     pub const READ_ALL: &str = "UPDATE notifications SET is_read = 1 \
          WHERE user_id = ?1 AND is_read = 0 AND notify_type <> 1 RETURNING id";
     // Deletes return what notifyDelete reports: ids and their types (and recipients).
     pub const DELETE_OWN: &str =
         "DELETE FROM notifications WHERE id = ?1 AND user_id = ?2 RETURNING notify_type";
-    pub const DELETE_TAG: &str =
-        "DELETE FROM notifications WHERE tag = ?1 RETURNING id, user_id, notify_type";
-    pub const DELETE_SUB_TAG: &str =
-        "DELETE FROM notifications WHERE sub_tag = ?1 RETURNING id, user_id, notify_type";
-    /// A TAG replace (D4): the recipient's notifications with the new one's stored tag.
-    pub const REPLACE_TAG: &str =
-        "DELETE FROM notifications WHERE user_id = ?1 AND tag = ?2 RETURNING id, notify_type";
+    /// Delete by TAG for every recipient, only the caller's origin's rows (and `legacy` ones).
+    pub const DELETE_TAG: &str = "DELETE FROM notifications \
+         WHERE tag = ?1 AND tag_origin IN (?2, 'legacy') RETURNING id, user_id, notify_type";
+    pub const DELETE_SUB_TAG: &str = "DELETE FROM notifications \
+         WHERE sub_tag = ?1 AND tag_origin IN (?2, 'legacy') RETURNING id, user_id, notify_type";
     pub const CONFIRM: &str =
         "DELETE FROM notifications WHERE id = ?1 AND user_id = ?2 AND notify_type = 1";
     /// A user's events after an id, oldest first: the replay of a resuming stream.
@@ -517,10 +525,13 @@ fn delete_returning(
     events: &mut Events,
     stmt: &str,
     value: &str,
+    origin: &str,
 ) -> rusqlite::Result<u64> {
     let rows: Vec<(i64, i64, i64)> = conn
         .prepare_cached(stmt)?
-        .query_map([value], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .query_map(params![value, origin], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?
         .collect::<rusqlite::Result<_>>()?;
     let mut by_user: std::collections::BTreeMap<i64, Vec<(i64, i64)>> = Default::default();
     for (id, user, notify_type) in &rows {
@@ -606,9 +617,9 @@ fn mark_read(conn: &Connection, user_id: i64, req: &ReadRequest) -> rusqlite::Re
         ReadScope::Only(id) => (id, false),
         ReadScope::AndNewer(id) => (id, true),
     };
-    let tag: Option<Option<String>> = conn
+    let tag: Option<(Option<String>, Option<String>)> = conn
         .prepare_cached(sql::TAG_OF)?
-        .query_row(params![id, user_id], |r| r.get(0))
+        .query_row(params![id, user_id], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     if tag.is_none() && !req.read {
         return Ok(Vec::new());
@@ -631,10 +642,10 @@ fn mark_read(conn: &Connection, user_id: i64, req: &ReadRequest) -> rusqlite::Re
         )?
     };
     // Notifications that share the tag are one event for the user: toggled together.
-    if let Some(Some(tag)) = tag {
+    if let Some((Some(tag), origin)) = tag {
         changed.extend(returned_ids(
             &mut conn.prepare_cached(sql::MARK_TAG)?,
-            params![user_id, tag, read],
+            params![user_id, tag, read, origin],
         )?);
     }
     Ok(changed)
@@ -701,14 +712,17 @@ fn insert_notification(
         // A TAG replace is a delete and then an add, as Bitrix24 announces it.
         let replaced: Vec<(i64, i64)> = conn
             .prepare_cached(sql::REPLACE_TAG)?
-            .query_map(params![d.recipient, tag], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .query_map(params![d.recipient, tag, d.tag_origin], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?
             .collect::<rusqlite::Result<_>>()?;
         record_deletes(conn, events, d.recipient, &replaced)?;
     }
     conn.prepare_cached(
         "INSERT INTO notifications
-            (user_id, author_id, notify_type, text, text_out, tag, sub_tag, attach, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            (user_id, author_id, notify_type, text, text_out, tag, sub_tag, attach, created_at,
+             tag_origin)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?
     .execute(params![
         d.recipient,
@@ -719,7 +733,8 @@ fn insert_notification(
         d.tag,
         d.sub_tag,
         d.attach,
-        created_at
+        created_at,
+        d.tag_origin
     ])?;
     let id = conn.last_insert_rowid();
     let (chat_id, counter) = chat_counter(conn, d.recipient)?;
@@ -949,33 +964,89 @@ fn search_filter(user_id: i64, q: &SearchRequest) -> (String, Vec<SqlValue>) {
     (clause, args)
 }
 
-/// The WHERE clause of `user.get` and its arguments.
+/// The WHERE clause of `user.get` and its arguments. Column names come from the field enum,
+/// never from the caller; every value is a bound argument.
 fn user_filter(q: &UserQuery) -> (String, Vec<SqlValue>) {
-    let f = &q.filter;
     let mut clause = String::from("1");
     let mut args = Vec::new();
-    if let Some(ids) = &f.ids {
-        clause.push_str(" AND id IN (SELECT value FROM json_each(?))");
-        args.push(id_list(ids));
-    }
-    if let Some(email) = &f.email {
-        clause.push_str(" AND email = ? COLLATE NOCASE");
-        args.push(SqlValue::Text(email.clone()));
-    }
-    if let Some(active) = f.active {
-        clause.push_str(" AND active = ?");
-        args.push(SqlValue::Integer(active as i64));
-    }
-    match &f.name {
-        Some(NameMatch::Exact(n)) => {
-            clause.push_str(" AND name = ?");
-            args.push(SqlValue::Text(n.clone()));
+    for c in &q.filter.conditions {
+        let (column, collate) = match c.field {
+            UserField::Id => ("id", ""),
+            UserField::Name => ("name", ""),
+            UserField::LastName => ("last_name", ""),
+            // E-mail addresses compare without regard to ASCII case.
+            UserField::Email => ("email", " COLLATE NOCASE"),
+            UserField::Active => ("active", ""),
+        };
+        let compare = |op: FilterOp| match op {
+            FilterOp::Greater => Some(">"),
+            FilterOp::GreaterOrEqual => Some(">="),
+            FilterOp::Less => Some("<"),
+            FilterOp::LessOrEqual => Some("<="),
+            _ => None,
+        };
+        match (&c.value, c.op) {
+            (FilterValue::Flag(active), op) => {
+                let wanted = if op == FilterOp::NotEqual {
+                    !active
+                } else {
+                    *active
+                };
+                clause.push_str(" AND active = ?");
+                args.push(SqlValue::Integer(wanted as i64));
+            }
+            (FilterValue::Id(id), op) => {
+                if let Some(cmp) = compare(op) {
+                    clause.push_str(&format!(" AND id {cmp} ?"));
+                    args.push(SqlValue::Integer(*id));
+                }
+            }
+            (FilterValue::Ids(ids), op) => {
+                let not = if op == FilterOp::NotEqual { "NOT " } else { "" };
+                clause.push_str(&format!(" AND id {not}IN (SELECT value FROM json_each(?))"));
+                args.push(id_list(ids));
+            }
+            (FilterValue::Texts(texts), op) => match op {
+                FilterOp::Plain if texts.iter().any(|t| t.contains('%')) => {
+                    // A caller's own wildcards: any of the patterns.
+                    let any = vec![format!("{column} LIKE ?"); texts.len()].join(" OR ");
+                    clause.push_str(&format!(" AND ({any})"));
+                    args.extend(texts.iter().cloned().map(SqlValue::Text));
+                }
+                FilterOp::Plain | FilterOp::Equal | FilterOp::NotEqual => {
+                    let not = if op == FilterOp::NotEqual { "NOT " } else { "" };
+                    clause.push_str(&format!(
+                        " AND {column}{collate} {not}IN (SELECT value FROM json_each(?))"
+                    ));
+                    args.push(SqlValue::Text(
+                        serde_json::to_string(texts).unwrap_or_else(|_| "[]".into()),
+                    ));
+                }
+                FilterOp::Contains | FilterOp::NotContains => {
+                    let like =
+                        vec![format!("{column} LIKE ? ESCAPE '\\'"); texts.len()].join(" OR ");
+                    let not = if op == FilterOp::NotContains {
+                        "NOT "
+                    } else {
+                        ""
+                    };
+                    clause.push_str(&format!(" AND {not}({like})"));
+                    args.extend(texts.iter().map(|t| {
+                        let escaped = t
+                            .replace('\\', "\\\\")
+                            .replace('%', "\\%")
+                            .replace('_', "\\_");
+                        SqlValue::Text(format!("%{escaped}%"))
+                    }));
+                }
+                op => {
+                    if let (Some(cmp), Some(t)) = (compare(op), texts.first()) {
+                        clause.push_str(&format!(" AND {column}{collate} {cmp} ?"));
+                        args.push(SqlValue::Text(t.clone()));
+                    }
+                }
+            },
         }
-        Some(NameMatch::Like(p)) => {
-            clause.push_str(" AND name LIKE ?");
-            args.push(SqlValue::Text(p.clone()));
-        }
-        None => {}
     }
     (clause, args)
 }
@@ -1415,13 +1486,18 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn delete_by_tag(&self, field: TagField, value: String) -> StoreResult<u64> {
+    async fn delete_by_tag(
+        &self,
+        field: TagField,
+        value: String,
+        origin: String,
+    ) -> StoreResult<u64> {
         let stmt = match field {
             TagField::Tag => sql::DELETE_TAG,
             TagField::SubTag => sql::DELETE_SUB_TAG,
         };
         self.write_keeping_auth(move |c, events| {
-            delete_returning(c, events, stmt, &value).map_err(backend)
+            delete_returning(c, events, stmt, &value, &origin).map_err(backend)
         })
         .await
     }
