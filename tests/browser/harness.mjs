@@ -106,3 +106,26 @@ export async function badge(page) {
 export async function waitItem(page, id, timeout = 5000) {
   await page.waitForSelector(`#n-${id}`, { state: 'attached', timeout });
 }
+
+/** A loopback HTTP server with a few SVG pictures, so the screenshot shows real images. */
+export async function imageServer() {
+  const { createServer } = await import('node:http');
+  const svg = (w, h, a, b, label) => `<svg xmlns="http://www.w3.org/2000/svg" width="${w}" height="${h}">` +
+    `<defs><linearGradient id="g" x1="0" y1="0" x2="1" y2="1"><stop offset="0" stop-color="${a}"/>` +
+    `<stop offset="1" stop-color="${b}"/></linearGradient></defs><rect width="100%" height="100%" fill="url(#g)"/>` +
+    `<text x="50%" y="55%" font-family="sans-serif" font-size="${Math.round(h / 5)}" fill="#fff" text-anchor="middle">${label}</text></svg>`;
+  const pics = {
+    '/avatar.svg': svg(64, 64, '#ff8a65', '#d84315', 'AK'),
+    '/photo.svg': svg(480, 240, '#4ba5c3', '#3e4fa3', 'photo'),
+    '/preview.svg': svg(320, 160, '#64a513', '#2e7d32', 'preview'),
+    '/icon.svg': svg(32, 32, '#8474c8', '#4a148c', '★'),
+    '/inline.svg': svg(200, 100, '#e39b00', '#c62828', 'img'),
+  };
+  const srv = createServer((req, res) => {
+    const body = pics[req.url.split('?')[0]];
+    res.writeHead(body ? 200 : 404, { 'content-type': 'image/svg+xml' });
+    res.end(body || '');
+  });
+  await new Promise((r) => srv.listen(0, '127.0.0.1', r));
+  return { base: `http://127.0.0.1:${srv.address().port}`, close: () => new Promise((r) => srv.close(r)) };
+}
