@@ -28,6 +28,8 @@ cargo build --locked --all-targets
 bash scripts/readme-example.sh
 # The real Bitrix24 clients (npm, PyPI, curl) against the binary just built.
 bash tests/interop/run.sh
+# The notification center in Debian's chromium (installs chromium and playwright-core).
+bash scripts/browser-test.sh
 # nextest ships with this machine's toolchain; plain cargo test is the fallback.
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --locked --all-targets --no-fail-fast "$@"

@@ -66,11 +66,16 @@ export async function launch() {
 export async function signedIn(browser, server, contextOptions = {}) {
   const context = await browser.newContext({ locale: 'en-US', ...contextOptions });
   const page = await context.newPage();
+  await signIn(page, server);
+  return { context, page };
+}
+
+/** Signs a page in as user 1 through the login form; ends on the center. */
+export async function signIn(page, server) {
   await page.goto(`${server.base}/`);
   await page.fill('input[name=login]', '1');
   await page.fill('input[name=password]', PASSWORD);
   await Promise.all([page.waitForURL(`${server.base}/`), page.click('button[type=submit]')]);
-  return { context, page };
 }
 
 /**
