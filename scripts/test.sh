@@ -22,6 +22,9 @@ if [ ${#need[@]} -gt 0 ]; then
   fi
 fi
 
+# The SMTP server of the e-mail tests (aiosmtpd from PyPI, in a venv of its own).
+bash scripts/smtp-deps.sh
+
 # One build of every target, in the debug profile, then the tests.
 cargo build --locked --all-targets
 # The README's quick start, exactly as a newcomer runs it.

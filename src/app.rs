@@ -8,10 +8,12 @@ use tokio::sync::watch;
 
 use crate::auth::secret;
 use crate::config::Config;
+use crate::delivery::hub::HubLimits;
+use crate::delivery::{mail, outbox};
 use crate::limits::{Limiters, RateOverride};
 use crate::server;
 use crate::state::AppState;
-use crate::store::sqlite::SqliteStore;
+use crate::store::sqlite::{DeliveryOptions, SqliteStore};
 use crate::store::{Store, User};
 
 /// Length of generated webhook codes: Bitrix24's own codes have 16 characters.
@@ -22,7 +24,15 @@ pub const WEBHOOK_CODE_LEN: usize = 16;
 const LIMITS_SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
-    let store = SqliteStore::open(&config.data_dir)
+    let delivery = DeliveryOptions {
+        // Without SMTP nothing is queued (issue 12: "Without smtp.host, e-mail is off").
+        mail_delay: config.smtp.enabled().then_some(config.email.delay_seconds),
+        hub: HubLimits {
+            per_user: config.events.max_streams_per_user,
+            total: config.events.max_streams,
+        },
+    };
+    let store = SqliteStore::open_with(&config.data_dir, delivery)
         .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
     Ok(Arc::new(store))
 }
@@ -79,6 +89,38 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!(addr = %bound.addr, tls = config.tls_enabled(), require_https = config.require_https(), "serving");
 
+    let mut background = vec![tokio::spawn(outbox::prune(
+        store.clone(),
+        config.events.clone(),
+        config.email.clone(),
+    ))];
+    if config.smtp.enabled() {
+        let settings = mail::MailSettings {
+            from: config
+                .smtp
+                .from
+                .as_deref()
+                .unwrap_or_default()
+                .parse()
+                .context("smtp.from is not a mailbox")?,
+            base_url: base.clone(),
+            key: store
+                .setting(mail::KEY_SETTING, secret::generate_hex(64))
+                .await?,
+        };
+        let transport = outbox::transport(&config.smtp).context("smtp settings")?;
+        background.push(tokio::spawn(outbox::run(
+            store.clone(),
+            transport,
+            settings,
+            config.email.clone(),
+        )));
+        tracing::info!(
+            delay_seconds = config.email.delay_seconds,
+            "e-mail for MESSAGE_OUT is on"
+        );
+    }
+
     let limits = Arc::new(Limiters::from_config(&config.limits));
     let state = AppState {
         store: store.clone(),
@@ -93,13 +135,19 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         }
     });
     let (tx, rx) = watch::channel(false);
+    let hub = store.hub();
     tokio::spawn(async move {
         shutdown_signal().await;
         tracing::info!("shutting down: draining in-flight requests");
+        // Event streams end now; their clients resume from the log on the next start.
+        hub.close();
         let _ = tx.send(true);
     });
     bound.serve(server::router(state), rx).await;
     sweeper.abort();
+    for task in background {
+        task.abort();
+    }
     store.flush().await;
     tracing::info!("stopped");
     Ok(())

@@ -24,6 +24,7 @@ use tower_http::request_id::{
 use tower_http::trace::TraceLayer;
 
 use crate::config::{Config, Limits};
+use crate::delivery;
 use crate::error::ApiError;
 use crate::protocol;
 use crate::protocol::route::Transport;
@@ -116,6 +117,11 @@ pub fn router(state: AppState) -> Router {
         .route("/center/lang", post(web::center::set_lang))
         .route("/assets/center.js", get(web::center::script))
         .route("/assets/center.css", get(web::center::style))
+        .route("/events", get(delivery::sse::events))
+        .route(
+            "/unsubscribe",
+            get(delivery::mail::unsubscribe_page).post(delivery::mail::unsubscribe),
+        )
         .route("/rest", any(protocol::rest_handler))
         .route("/rest/{*path}", any(protocol::rest_handler))
         .fallback(protocol::not_found)
