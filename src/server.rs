@@ -115,6 +115,7 @@ pub fn router(state: AppState) -> Router {
         .route("/center/item/{id}", get(web::center::item))
         .route("/center/action", post(web::center::action))
         .route("/center/lang", post(web::center::set_lang))
+        .route("/center/email", post(web::center::set_email))
         .route("/assets/center.js", get(web::center::script))
         .route("/assets/center.css", get(web::center::style))
         .route("/events", get(delivery::sse::events))

@@ -174,3 +174,46 @@ fn the_language_follows_accept_language_and_the_switch() {
     let r = page(&s, &both, "/", &[("Accept-Language", "ru")]);
     assert!(r.body.contains("<html lang=\"en\">"));
 }
+
+#[test]
+fn the_settings_panel_switches_e_mail_off_and_on() {
+    let s = Server::start();
+    let cookie = signed_in(&s);
+    let setting = || -> i64 {
+        s.db()
+            .query_row(
+                "SELECT email_notifications FROM users WHERE id = 1",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    let before = setting();
+    let body = page(&s, &cookie, "/", &[]).body;
+    let csrf = csrf_from(&body);
+    let next = if before == 1 { "off" } else { "on" };
+    assert!(
+        body.contains(&format!("name=\"email\" value=\"{next}\"")),
+        "{body}"
+    );
+    let post = |csrf: &str, value: &str| {
+        s.request(
+            "POST",
+            "/center/email",
+            &[
+                ("Cookie", &cookie),
+                ("Content-Type", "application/x-www-form-urlencoded"),
+            ],
+            format!("csrf={csrf}&email={value}").as_bytes(),
+        )
+    };
+    assert_eq!(post("forged", next).status, 401);
+    assert_eq!(setting(), before);
+    assert_eq!(post(&csrf, next).status, 303);
+    assert_eq!(setting(), 1 - before);
+    let body = page(&s, &cookie, "/", &[]).body;
+    assert!(body.contains(&format!(
+        "name=\"email\" value=\"{}\"",
+        if next == "off" { "on" } else { "off" }
+    )));
+}

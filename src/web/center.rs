@@ -277,6 +277,11 @@ async fn render_index(
         .map(|u| format!("{} {}", u.name, u.last_name).trim().to_owned())
         .unwrap_or_default();
     let names = Names::load(state, &items).await?;
+    let email_on = store
+        .email_notifications(user_id)
+        .await
+        .map_err(internal)?
+        .unwrap_or(false);
     let now = now();
     let csrf = esc(&session.csrf);
 
@@ -339,6 +344,9 @@ aria-label=\"{unread} {t_unread}\"{badge_hidden}>{unread}</span></h1>\
 <form method=\"post\" action=\"/center/lang\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
 <label>{language} <select name=\"lang\">{langs}</select></label> <button type=\"submit\">{apply}</button></form>\
 <p><button type=\"button\" id=\"desktop\">{desktop_enable}</button> <span id=\"desktop-state\"></span></p>\
+<form method=\"post\" action=\"/center/email\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+<input type=\"hidden\" name=\"email\" value=\"{email_next}\">\
+<p>{email_label}: <strong id=\"email-state\">{email_state}</strong> <button type=\"submit\" id=\"email-toggle\">{email_button}</button></p></form>\
 </div></details></div>\
 <div id=\"live\" class=\"sr-only\" aria-live=\"polite\"></div>\
 <p id=\"empty\" class=\"empty\"{empty_hidden}>{empty}</p>\
@@ -367,6 +375,10 @@ aria-label=\"{unread} {t_unread}\"{badge_hidden}>{unread}</span></h1>\
         apply = esc(t.apply),
         desktop_enable = esc(t.desktop_enable),
         empty = esc(t.empty),
+        email_label = esc(t.email_notifications),
+        email_state = esc(if email_on { t.on } else { t.off }),
+        email_next = if email_on { "off" } else { "on" },
+        email_button = esc(if email_on { t.turn_off } else { t.turn_on }),
     ))
 }
 
@@ -828,6 +840,41 @@ pub async fn set_lang(State(state): State<AppState>, req: Request) -> Response {
         resp.headers_mut().insert(header::SET_COOKIE, v);
     }
     resp
+}
+
+/// `POST /center/email`: the settings panel's e-mail switch (D13), `email=on|off`.
+pub async fn set_email(State(state): State<AppState>, req: Request) -> Response {
+    let (_, headers, _, p) = match super::oauth::form(req, &state.config.limits).await {
+        Ok(f) => f,
+        Err(e) => return error_response(&e),
+    };
+    let session = match current_session(&state, &headers).await {
+        Ok(Some((_, s))) => s,
+        Ok(None) => return redirect("/login?next=/"),
+        Err(e) => return error_response(&e),
+    };
+    let field = |k: &str| {
+        p.get_str(k)
+            .filter(|v| v.is_scalar())
+            .map(Value::to_php_string)
+            .unwrap_or_default()
+    };
+    if !secret::verify(&field("csrf"), &secret::hash(&session.csrf)) {
+        return error_response(&ApiError::session_failed());
+    }
+    let on = match field("email").as_str() {
+        "on" => true,
+        "off" => false,
+        _ => return error_response(&ApiError::params_error()),
+    };
+    match state
+        .store
+        .set_email_notifications(session.user_id, on)
+        .await
+    {
+        Ok(_) => redirect("/"),
+        Err(e) => error_response(&internal(e)),
+    }
 }
 
 #[cfg(test)]

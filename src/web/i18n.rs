@@ -96,6 +96,10 @@ pub struct Texts {
     pub days_ago: &'static str,
     pub file: &'static str,
     pub email_notifications: &'static str,
+    pub on: &'static str,
+    pub off: &'static str,
+    pub turn_on: &'static str,
+    pub turn_off: &'static str,
 }
 
 pub static EN: Texts = Texts {
@@ -134,6 +138,10 @@ pub static EN: Texts = Texts {
     days_ago: "{n} d ago",
     file: "File",
     email_notifications: "E-mail notifications",
+    on: "on",
+    off: "off",
+    turn_on: "Turn on",
+    turn_off: "Turn off",
 };
 
 pub static RU: Texts = Texts {
@@ -172,6 +180,10 @@ pub static RU: Texts = Texts {
     days_ago: "{n} дн назад",
     file: "Файл",
     email_notifications: "Уведомления по e-mail",
+    on: "включены",
+    off: "выключены",
+    turn_on: "Включить",
+    turn_off: "Выключить",
 };
 
 impl Texts {
