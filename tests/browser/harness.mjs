@@ -17,11 +17,11 @@ export const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--
   '--disable-component-update', '--disable-sync', '--no-first-run'];
 
 /** Starts imnotify on a free port with a fresh data dir; user 1 gets a password. */
-export async function startServer() {
+export async function startServer(env = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'imnotify-browser-'));
   const child = spawn(BIN, ['serve', '--listen', '127.0.0.1:0', '--data-dir', dir], {
     stdio: ['ignore', 'pipe', 'ignore'],
-    env: { ...process.env, IMNOTIFY_DATA_DIR: '' },
+    env: { ...process.env, IMNOTIFY_DATA_DIR: '', ...env },
   });
   const lines = createInterface({ input: child.stdout });
   let base, hook;
