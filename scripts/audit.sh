@@ -15,8 +15,11 @@ if [ -z "${AUDIT_DB:-}" ] && [ "${AUDIT_FETCH:-0}" != 1 ]; then
   [ "${AUDIT_REQUIRED:-0}" = 1 ] && exit 1
   exit 0
 fi
-if ! cargo audit --version 2>/dev/null | grep -q "$CARGO_AUDIT_VERSION"; then
-  if ! cargo install cargo-audit --locked --version "$CARGO_AUDIT_VERSION"; then
+# Installed under the clone (.tools/cargo), not into ~/.cargo/bin, and run by its path.
+tools=.tools/cargo
+cargo_audit=("$tools/bin/cargo-audit" audit)
+if ! "${cargo_audit[@]}" --version 2>/dev/null | grep -q "$CARGO_AUDIT_VERSION"; then
+  if ! cargo install cargo-audit --locked --version "$CARGO_AUDIT_VERSION" --root "$tools"; then
     echo "audit: SKIPPED: cargo-audit could not be installed from crates.io" >&2
     exit 0
   fi
@@ -24,7 +27,7 @@ fi
 db="${AUDIT_DB:-${CARGO_HOME:-$HOME/.cargo}/advisory-db}"
 args=(--db "$db")
 [ -n "${AUDIT_DB:-}" ] && args+=(--no-fetch --stale)
-if ! out=$(timeout 120 cargo audit "${args[@]}" 2>&1); then
+if ! out=$(timeout 120 "${cargo_audit[@]}" "${args[@]}" 2>&1); then
   if grep -qiE "fetch|network|resolve|connect|couldn't|could not|git" <<<"$out" && [ ! -d "$db/crates" ]; then
     echo "$out" | tail -n 5 >&2
     echo "audit: SKIPPED: the RustSec advisory database could not be fetched" >&2

@@ -14,8 +14,13 @@ cd "$(dirname "$0")/.."
 secs="${1:-60}"
 shift || true
 CARGO_FUZZ_VERSION=0.13.2
-if ! cargo fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
-  cargo install cargo-fuzz --locked --version "$CARGO_FUZZ_VERSION"
+# Installed under the clone (.tools/cargo, ignored by git), like the other tools the scripts
+# need, not into ~/.cargo/bin; it is run by its path, because cargo would prefer a
+# ~/.cargo/bin/cargo-fuzz of another version to one on PATH.
+tools=.tools/cargo
+cargo_fuzz=("$tools/bin/cargo-fuzz" fuzz)
+if ! "${cargo_fuzz[@]}" --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
+  cargo install cargo-fuzz --locked --version "$CARGO_FUZZ_VERSION" --root "$tools"
 fi
 export RUSTC_BOOTSTRAP=1
 # The instrumented build of every dependency takes minutes; a target directory outside the
@@ -24,11 +29,11 @@ target_dir="${FUZZ_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/imnotify-fuzz-tar
 
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  mapfile -t targets < <(cargo fuzz list)
+  mapfile -t targets < <("${cargo_fuzz[@]}" list)
 fi
 # One build of every target before the clock starts; -a keeps debug assertions (overflow checks)
 # on in the optimised build, so arithmetic bugs panic instead of wrapping.
-nice -n 10 cargo fuzz build -a --target-dir "$target_dir"
+nice -n 10 "${cargo_fuzz[@]}" build -a --target-dir "$target_dir"
 
 
 for t in "${targets[@]}"; do
@@ -36,7 +41,7 @@ for t in "${targets[@]}"; do
   log="fuzz/corpus/$t.log"
   echo "fuzz: $t for ${secs}s"
   # -timeout: an input that takes over 10 s is a hang, reported as a crash.
-  if ! nice -n 10 cargo fuzz run -a --target-dir "$target_dir" "$t" "fuzz/corpus/$t" "fuzz/seeds/$t" -- \
+  if ! nice -n 10 "${cargo_fuzz[@]}" run -a --target-dir "$target_dir" "$t" "fuzz/corpus/$t" "fuzz/seeds/$t" -- \
       -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
       >"$log" 2>&1; then
     tail -n 40 "$log"

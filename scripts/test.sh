@@ -22,30 +22,86 @@ if [ ${#need[@]} -gt 0 ]; then
   fi
 fi
 
+# Each stage runs even when an earlier one failed (except after a failed build, which leaves
+# nothing to test), and the run ends with one summary block: every stage, pass or fail, its
+# count and its time. The exit status is non-zero if any stage failed.
+summary=()
+failed=0
+logdir=$(mktemp -d)
+trap 'rm -rf "$logdir"' EXIT
+
+# The count a stage reports: the last "N passed, M failed" its output prints (nextest's
+# "N tests run: ..." included), or the sum of cargo test's "test result" lines.
+count_of() {
+  local log=$1 line
+  line=$(grep -aE '[0-9]+ (tests run|passed)' "$log" | grep -avE '^\s*(PASS|FAIL|SKIP) ' | tail -n 1 || true)
+  if grep -aq 'SKIPPED' "$log"; then
+    echo "skipped"
+  elif grep -aq '^test result:' "$log"; then
+    awk '/^test result:/ {for (i = 1; i <= NF; i++) {if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i}}
+         END {printf "%d passed, %d failed", p, f}' "$log"
+  elif [ -n "$line" ]; then
+    grep -aoE '[0-9]+ (tests run: )?[0-9]* ?passed.*' <<<"$line" | sed -E 's/^[0-9]+ tests run: //; s/\x1b\[[0-9;]*m//g' | head -c 80
+  else
+    echo "-"
+  fi
+}
+
+stage() {
+  local name=$1
+  shift
+  local log="$logdir/${name// /_}.log" began=$SECONDS status
+  echo "=== $name"
+  if "$@" 2>&1 | tee "$log"; then status=pass; else status=FAIL; failed=1; fi
+  summary+=("$(printf '%-22s %-5s %6ss  %s' "$name" "$status" "$((SECONDS - began))" "$(count_of "$log")")")
+  [ "$status" = pass ]
+}
+
+print_summary() {
+  echo
+  echo "=== summary"
+  printf '%-22s %-5s %7s  %s\n' stage result time count
+  printf '%s\n' "${summary[@]}"
+  if [ "$failed" = 0 ]; then echo "all stages passed"; else echo "SOME STAGES FAILED"; fi
+}
+
+run_tests() {
+  # nextest ships with this machine's toolchain; plain cargo test is the fallback.
+  if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --locked --all-targets --no-fail-fast "$@"
+  else
+    cargo test --locked --all-targets --no-fail-fast "$@"
+  fi
+}
+
 # The SMTP server of the e-mail tests (aiosmtpd from PyPI, in a venv of its own).
 bash scripts/smtp-deps.sh
 
 # One build of every target, in the debug profile, then the tests.
-cargo build --locked --all-targets
-# The README's quick start, exactly as a newcomer runs it.
-bash scripts/readme-example.sh
-# The real Bitrix24 clients (npm, PyPI, curl) against the binary just built.
-bash tests/interop/run.sh
-# The notification center in Debian's chromium (installs chromium and playwright-core).
-bash scripts/browser-test.sh
-# nextest ships with this machine's toolchain; plain cargo test is the fallback.
-if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --locked --all-targets --no-fail-fast "$@"
-else
-  cargo test --locked --all-targets --no-fail-fast "$@"
+if ! stage build cargo build --locked --all-targets; then
+  print_summary
+  exit 1
 fi
+# Our own house rules: no stray files at the root (see scripts/pre-commit.sh).
+stage "pre-commit" bash scripts/pre-commit.sh || true
+# The README's quick start, exactly as a newcomer runs it.
+stage "readme example" bash scripts/readme-example.sh || true
+# The real Bitrix24 clients (npm, PyPI, curl) against the binary just built.
+stage interop bash tests/interop/run.sh || true
+stage tests run_tests "$@" || true
+# The notification center in Debian's chromium (installs chromium and playwright-core).
+stage browser bash scripts/browser-test.sh || true
 
 # Reliability and security checks (issue 7), in their short CI forms. Each installs what it
-# needs from crates.io or PyPI. RELIABILITY_QUICK=1 skips them for a fast local loop.
+# needs from crates.io or PyPI (cargo tools under .tools/cargo). RELIABILITY_QUICK=1 skips
+# them for a fast local loop.
 if [ "${RELIABILITY_QUICK:-0}" != 1 ]; then
-  bash scripts/audit.sh
-  bash scripts/crash-test.sh --kills 3
-  bash scripts/schemathesis.sh 25
-  # Last, so that its "N passed, N failed" line closes the output.
-  bash scripts/fuzz-smoke.sh
+  stage audit bash scripts/audit.sh || true
+  stage "crash test" bash scripts/crash-test.sh --kills 3 || true
+  stage schemathesis bash scripts/schemathesis.sh 25 || true
+  stage fuzz bash scripts/fuzz-smoke.sh || true
+else
+  summary+=("$(printf '%-22s %-5s' "reliability checks" skip)  (RELIABILITY_QUICK=1)")
 fi
+print_summary
+exit "$failed"

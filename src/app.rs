@@ -7,12 +7,14 @@ use anyhow::Context as _;
 use tokio::sync::watch;
 
 use crate::auth::secret;
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::delivery::hub::HubLimits;
 use crate::delivery::{mail, outbox};
 use crate::limits::{Limiters, RateOverride};
+use crate::methods;
 use crate::server;
-use crate::state::AppState;
+use crate::state::{AppState, Registry};
 use crate::store::sqlite::{DeliveryOptions, SqliteStore};
 use crate::store::{Store, User};
 
@@ -22,6 +24,12 @@ pub const WEBHOOK_CODE_LEN: usize = 16;
 /// (at most burst / rate seconds old, 25 s by default) is indistinguishable from a new one, so
 /// the limiters hold roughly the clients of the last half minute.
 const LIMITS_SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The method registry: every handler of `methods`, assembled here, above both `methods` and
+/// the `protocol` layer that runs them.
+pub fn registry() -> Registry {
+    Registry::new(methods::all())
+}
 
 pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     let delivery = DeliveryOptions {
@@ -121,17 +129,20 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         );
     }
 
-    let limits = Arc::new(Limiters::from_config(&config.limits));
+    let clock = Clock::system();
+    let limits = Arc::new(Limiters::from_config(&config.limits, &clock));
     let state = AppState {
         store: store.clone(),
         config: Arc::new(config),
         limits: limits.clone(),
+        clock: clock.clone(),
+        methods: Arc::new(registry()),
     };
     let sweeper = tokio::spawn(async move {
         let mut tick = tokio::time::interval(LIMITS_SWEEP_INTERVAL);
         loop {
             tick.tick().await;
-            limits.sweep(crate::protocol::envelope::unix_now());
+            limits.sweep(clock.now());
         }
     });
     let (tx, rx) = watch::channel(false);
@@ -167,5 +178,55 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::openapi::served;
+    use serde_json::Value as Json;
+
+    #[test]
+    fn every_registered_method_has_both_paths() {
+        let doc: Json = serde_json::from_str(served(&registry())).unwrap();
+        assert_eq!(doc["openapi"], "3.0.3");
+        let paths = doc["paths"].as_object().unwrap();
+        let mut n = 0;
+        for spec in registry().iter() {
+            n += 1;
+            let rest = &paths[&format!("/rest/{}", spec.name)];
+            assert!(
+                rest["post"]["responses"]["200"].is_object(),
+                "{}",
+                spec.name
+            );
+            assert!(rest["get"]["security"].is_array(), "{}", spec.name);
+            let hook = &paths[&format!("/rest/{{user_id}}/{{webhook_code}}/{}", spec.name)];
+            assert!(hook["post"].is_object(), "{}", spec.name);
+        }
+        assert!(n > 0);
+        assert_eq!(paths.len(), 2 * n, "no path for an unregistered method");
+    }
+
+    #[test]
+    fn references_resolve_and_operation_ids_are_unique() {
+        let doc: Json = serde_json::from_str(served(&registry())).unwrap();
+        let methods = registry();
+        let text = served(&methods);
+        for name in ["Success", "Error", "Time"] {
+            assert!(doc["components"]["schemas"][name].is_object());
+        }
+        let refs = text.matches("\"$ref\":\"#/components/schemas/").count();
+        assert!(refs > 0);
+        let mut ids = std::collections::HashSet::new();
+        for item in doc["paths"].as_object().unwrap().values() {
+            for (m, op) in item.as_object().unwrap() {
+                if m == "parameters" {
+                    continue;
+                }
+                assert!(ids.insert(op["operationId"].as_str().unwrap().to_owned()));
+            }
+        }
     }
 }

@@ -435,9 +435,14 @@ pub async fn run_admin(config: Config, command: Command) -> anyhow::Result<()> {
             }
             let member_id = store.setting("member_id", oauth::new_member_id()).await?;
             let portal = oauth::Portal::new(&config.base_url(config.listen), member_id);
-            let answer =
-                crate::web::oauth::install_and_mint(store.as_ref(), &app, a.user_id, &portal)
-                    .await?;
+            let answer = crate::web::oauth::install_and_mint(
+                store.as_ref(),
+                &app,
+                a.user_id,
+                &portal,
+                &crate::clock::Clock::system(),
+            )
+            .await?;
             if a.json {
                 println!("{answer}");
             } else {

@@ -5,7 +5,9 @@
 pub mod app;
 pub mod auth;
 pub mod cli;
+pub mod clock;
 pub mod config;
+pub mod conn;
 pub mod delivery;
 pub mod domain;
 pub mod error;

@@ -1,13 +1,13 @@
 //! The HTTP(S) server: binding, TLS, the router, request ids, and graceful shutdown.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, Request};
+use axum::http::{HeaderValue, Request};
 use axum::routing::{any, get, post};
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -24,6 +24,7 @@ use tower_http::request_id::{
 use tower_http::trace::TraceLayer;
 
 use crate::config::{Config, Limits};
+pub use crate::conn::ConnInfo;
 use crate::delivery;
 use crate::error::ApiError;
 use crate::protocol;
@@ -35,58 +36,6 @@ use crate::web;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for in-flight requests.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Facts about the connection a request came in on.
-#[derive(Debug, Clone, Copy)]
-pub struct ConnInfo {
-    pub peer: SocketAddr,
-    pub tls: bool,
-}
-
-impl ConnInfo {
-    /// HTTPS directly, or through a trusted proxy that says so (P7).
-    pub fn is_secure(&self, headers: &HeaderMap, trusted: &[IpAddr]) -> bool {
-        if self.tls {
-            return true;
-        }
-        trusted.contains(&self.peer.ip())
-            && headers
-                .get("x-forwarded-proto")
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"))
-    }
-}
-
-impl ConnInfo {
-    /// The client's address for the rate limit: the TCP peer, or, when the peer is a trusted
-    /// proxy, the nearest untrusted address in `X-Forwarded-For`. Walking from the right means a
-    /// client cannot choose its own key by sending a forged header through the proxy.
-    pub fn client_ip(&self, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAddr {
-        let peer = self.peer.ip();
-        if !trusted.contains(&peer) {
-            return peer;
-        }
-        let mut client = peer;
-        let hops = headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .collect::<Vec<_>>();
-        for hop in hops.iter().rev() {
-            match hop.trim().parse::<IpAddr>() {
-                Ok(ip) => {
-                    client = ip;
-                    if !trusted.contains(&ip) {
-                        break;
-                    }
-                }
-                Err(_) => break,
-            }
-        }
-        client
-    }
-}
 
 #[derive(Clone, Default)]
 struct CountingRequestId(Arc<AtomicU64>);
@@ -190,10 +139,10 @@ fn connection_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     builder
 }
 
-async fn openapi() -> impl axum::response::IntoResponse {
+async fn openapi(State(state): State<AppState>) -> impl axum::response::IntoResponse {
     (
         [(axum::http::header::CONTENT_TYPE, "application/json")],
-        protocol::openapi::served(),
+        protocol::openapi::served(&state.methods).to_owned(),
     )
 }
 
@@ -344,35 +293,5 @@ impl Bound {
         {
             tracing::warn!("in-flight requests did not finish in time");
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn client_ip_believes_only_trusted_proxies() {
-        let conn = |peer: &str| ConnInfo {
-            peer: SocketAddr::new(peer.parse().unwrap(), 1234),
-            tls: false,
-        };
-        let trusted: Vec<IpAddr> = vec!["10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap()];
-        let mut h = HeaderMap::new();
-        h.insert(
-            "x-forwarded-for",
-            "6.6.6.6, 1.2.3.4, 10.0.0.2".parse().unwrap(),
-        );
-        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        assert_eq!(conn("9.9.9.9").client_ip(&h, &trusted), ip("9.9.9.9"));
-        assert_eq!(conn("10.0.0.1").client_ip(&h, &trusted), ip("1.2.3.4"));
-        assert_eq!(
-            conn("10.0.0.1").client_ip(&HeaderMap::new(), &trusted),
-            ip("10.0.0.1")
-        );
-        h.insert("x-forwarded-for", "junk, 1.2.3.4".parse().unwrap());
-        assert_eq!(conn("10.0.0.1").client_ip(&h, &trusted), ip("1.2.3.4"));
-        h.insert("x-forwarded-for", "1.2.3.4, junk".parse().unwrap());
-        assert_eq!(conn("10.0.0.1").client_ip(&h, &trusted), ip("10.0.0.1"));
     }
 }

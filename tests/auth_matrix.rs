@@ -5,7 +5,7 @@
 mod common;
 
 use common::{Response, Server};
-use imnotify::protocol::dispatch::{all_methods, MethodSpec};
+use imnotify::state::MethodSpec;
 use serde_json::{json, Value};
 
 fn cli_json(s: &Server, args: &[&str]) -> Value {
@@ -173,7 +173,8 @@ fn every_credential_kind_against_every_method() {
         _ => authorised,
     };
     let mut cells = 0;
-    let methods: Vec<&MethodSpec> = all_methods().collect();
+    let registry = imnotify::app::registry();
+    let methods: Vec<&MethodSpec> = registry.iter().collect();
     assert!(methods.iter().any(|m| m.scope.is_some()));
     assert!(methods.iter().any(|m| m.scope.is_none()));
     for m in methods {

@@ -214,7 +214,7 @@ fn openapi_describes_every_registered_method() {
     assert_eq!(r.header("content-type"), Some("application/json"));
     let doc = r.json();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
-    for spec in imnotify::protocol::dispatch::all_methods() {
+    for spec in imnotify::app::registry().iter() {
         assert!(
             doc["paths"][format!("/rest/{}", spec.name)]["post"].is_object(),
             "{} undescribed",

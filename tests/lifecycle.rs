@@ -498,10 +498,11 @@ fn read_toggles_this_one_and_newer_and_same_tag_siblings() {
         ["Y", "Y", "N"]
     );
 
-    // Confirmations are never toggled.
+    // Confirmations are never toggled, and stay in the counter read.all answers.
     let confirm = insert_confirm(&s, 1, "confirm");
-    ok(call(&s, &s.hook, "im.notify.read.all", json!({})));
+    let answer = ok(call(&s, &s.hook, "im.notify.read.all", json!({})));
     assert_eq!(read_state(&[confirm]), ["N"]);
+    assert_eq!(answer, json!({"result": true, "newCounter": 1}));
 }
 
 #[test]
@@ -547,10 +548,15 @@ fn read_list_and_read_all() {
         );
     }
 
-    // read.all: everything, and the source's plain `true`.
+    // read.all: everything, answered with the documented object that the PHP SDK reads.
     assert_eq!(unread_counter(&s, &s.hook), 5);
     let r = call(&s, &s.hook, "im.notify.read.all", json!({}));
-    assert_eq!(r.json()["result"], json!(true), "{}", r.body);
+    assert_eq!(
+        r.json()["result"],
+        json!({"result": true, "newCounter": 0}),
+        "{}",
+        r.body
+    );
     assert_eq!(states(), ["Y", "Y", "Y", "Y", "Y"]);
     assert_eq!(unread_counter(&s, &s.hook), 0);
     assert_eq!(get(&s, &s.hook, json!({}))["total_unread_count"], 0);

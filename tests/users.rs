@@ -65,10 +65,10 @@ fn user_get_pages_by_fifty() {
     assert_eq!(user_ids(&j["result"]).len(), 11);
     let j = call(&s, &hook, "user.get?start=0", json!({"start": "50"})).json();
     assert_eq!(user_ids(&j["result"]).len(), 11);
-    // Past the end: an empty list, still with the total.
+    // Past the end: an empty page, which carries neither total nor next.
     let j = call(&s, &hook, "user.get", json!({"start": 500})).json();
     assert_eq!(j["result"], json!([]));
-    assert_eq!(j["total"], 61);
+    assert!(j.get("total").is_none() && j.get("next").is_none(), "{j}");
     // `start` is the framework's: never a filter.
     let j = call(&s, &hook, "user.get", json!({"START": 50})).json();
     assert_eq!(
@@ -110,7 +110,6 @@ fn user_get_filters_and_sort() {
     assert_eq!(user_ids(&j["result"]), [10, 20, 30]);
     let j = get(json!({"filter": {"NAME": "Iva"}}));
     assert_eq!(j["result"], json!([]));
-    assert_eq!(j["total"], 0);
     // Filters combine; form-encoded works too.
     let r = s.post_form(
         &format!("{hook}user.get"),
@@ -135,6 +134,170 @@ fn user_get_filters_and_sort() {
             .unwrap()
             .timestamp(),
         1_700_000_000
+    );
+}
+
+/// Users with the given (id, name, last name, e-mail, active), straight into the database.
+fn insert_users(s: &Server, users: &[(i64, &str, &str, &str, bool)]) {
+    let db = s.db();
+    for (id, name, last_name, email, active) in users {
+        db.execute(
+            "INSERT INTO users (id, name, last_name, email, active, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, 1700000000)",
+            rusqlite::params![id, name, last_name, email, active],
+        )
+        .unwrap();
+    }
+}
+
+/// `FILTER[ACTIVE]` is read as PHP reads it: `N` and the falsy values select inactive users,
+/// anything else active ones, so the form-encoded `false` some SDKs send for a JS `false`
+/// selects the active users (b24jssdk#533).
+#[test]
+fn user_get_reads_active_with_php_truthiness() {
+    let s = Server::start();
+    add_users(&s, 9); // users 2..=10; 7 is the inactive one
+    let hook = s.add_webhook(1, "user");
+    let active: Vec<i64> = (1..=10).filter(|id| *id != 7).collect();
+    for form in ["Y", "false", "true", "1", "n", "yes"] {
+        let r = s.post_form(
+            &format!("{hook}user.get"),
+            &format!("FILTER[ACTIVE]={form}"),
+        );
+        assert_eq!(user_ids(&r.json()["result"]), active, "ACTIVE={form}");
+    }
+    for form in ["N", "0", ""] {
+        let r = s.post_form(
+            &format!("{hook}user.get"),
+            &format!("FILTER[ACTIVE]={form}"),
+        );
+        assert_eq!(user_ids(&r.json()["result"]), [7], "ACTIVE={form}");
+    }
+    for (json, want) in [(json!(false), vec![7]), (json!(true), active.clone())] {
+        let j = call(&s, &hook, "user.get", json!({"FILTER": {"ACTIVE": json}})).json();
+        assert_eq!(user_ids(&j["result"]), want, "ACTIVE={json}");
+    }
+    // `!ACTIVE` negates the same reading.
+    let r = s.post_form(&format!("{hook}user.get"), "FILTER[!ACTIVE]=false");
+    assert_eq!(user_ids(&r.json()["result"]), [7]);
+}
+
+/// `SORT` and `ORDER` apply only together; one alone leaves ids ascending.
+#[test]
+fn user_get_sorts_only_with_sort_and_order() {
+    let s = Server::start();
+    insert_users(
+        &s,
+        &[
+            (2, "Anna", "Zhukova", "a@example.com", true),
+            (3, "Boris", "Abramov", "b@example.com", true),
+            (4, "Vera", "Morozova", "v@example.com", true),
+        ],
+    );
+    let hook = s.add_webhook(1, "user");
+    let form =
+        |body: &str| user_ids(&s.post_form(&format!("{hook}user.get"), body).json()["result"]);
+    assert_eq!(form("ORDER=DESC"), [1, 2, 3, 4]);
+    assert_eq!(form("SORT=LAST_NAME"), [1, 2, 3, 4]);
+    assert_eq!(form("SORT=LAST_NAME&ORDER=ASC"), [1, 3, 4, 2]);
+    assert_eq!(form("SORT=ID&ORDER=DESC"), [4, 3, 2, 1]);
+}
+
+/// An empty page is a bare list: no `total`, no `next`.
+#[test]
+fn user_get_empty_page_has_no_total() {
+    let s = Server::start();
+    let hook = s.add_webhook(1, "user");
+    let r = s.post_form(&format!("{hook}user.get"), "FILTER[ID]=99999");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let j = r.json();
+    let keys: Vec<&str> = j.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(keys, ["result", "time"], "{j}");
+    assert_eq!(j["result"], json!([]));
+    // A page with users still has its total.
+    let j = s
+        .post_form(&format!("{hook}user.get"), "FILTER[ID]=1")
+        .json();
+    assert_eq!(j["total"], 1);
+}
+
+/// The documented filter prefixes on the fields the directory stores.
+#[test]
+fn user_get_filter_prefixes() {
+    let s = Server::start();
+    insert_users(
+        &s,
+        &[
+            (2, "Ivan", "Ivanov", "ivan@example.com", true),
+            (3, "Petr", "Petrov", "petr@example.com", true),
+            (4, "Olga", "Smirnova", "olga@example.org", false),
+            (5, "Anna", "Lee", "anna_lee@example.org", true),
+            (6, "Ovid", "Nason", "ovid@example.com", true),
+        ],
+    );
+    let hook = s.add_webhook(1, "user");
+    // Keys are form-encoded as an SDK sends them: `%` is %25, `=` is %3D.
+    let form = |body: &str| {
+        let r = s.post_form(&format!("{hook}user.get"), body);
+        assert_eq!(r.status, 200, "{}", r.body);
+        user_ids(&r.json()["result"])
+    };
+    // `%`: contains, without regard to ASCII case.
+    assert_eq!(form("FILTER[%25LAST_NAME]=ov"), [2, 3, 4]);
+    assert_eq!(form("FILTER[%25NAME]=ov"), [6]);
+    assert_eq!(form("FILTER[%25EMAIL]=example.org"), [4, 5]);
+    // Its own `%` and `_` are literal, not wildcards.
+    assert_eq!(form("FILTER[%25EMAIL]=a_l"), [5]);
+    assert_eq!(form("FILTER[%25LAST_NAME]=%25"), Vec::<i64>::new());
+    // `!%`: does not contain.
+    assert_eq!(form("FILTER[!%25LAST_NAME]=ov"), [1, 5, 6]);
+    // `=` and `!`: equal, not equal; a list is any / none of its values.
+    assert_eq!(form("FILTER[%3DLAST_NAME]=Petrov"), [3]);
+    assert_eq!(form("FILTER[!ID]=1"), [2, 3, 4, 5, 6]);
+    assert_eq!(form("FILTER[!ID][]=1&FILTER[!ID][]=2"), [3, 4, 5, 6]);
+    assert_eq!(
+        form("FILTER[%3DNAME][]=Anna&FILTER[%3DNAME][]=Olga"),
+        [4, 5]
+    );
+    assert_eq!(
+        form("FILTER[!EMAIL]=IVAN@example.com&FILTER[>ID]=1"),
+        [3, 4, 5, 6]
+    );
+    // `>`, `<`, `>=`, `<=`: on ids, a range when combined.
+    assert_eq!(form("FILTER[>ID]=4"), [5, 6]);
+    assert_eq!(form("FILTER[>%3DID]=3&FILTER[<%3DID]=4"), [3, 4]);
+    assert_eq!(form("FILTER[<ID]=3"), [1, 2]);
+    // and on texts, in text order (user 1 has an empty last name).
+    assert_eq!(form("FILTER[<LAST_NAME]=M"), [1, 2, 5]);
+    // Prefixes work at the top level too, and combine with the plain keys.
+    assert_eq!(form("%25LAST_NAME=ov&ACTIVE=Y"), [2, 3]);
+    // Unknown fields, with or without a prefix, are still ignored.
+    assert_eq!(form("FILTER[%25UF_DEPARTMENT]=1&FILTER[>ID]=5"), [6]);
+    // The plain keys keep their meaning: NAME with a `%` is a pattern.
+    assert_eq!(form("FILTER[NAME]=O%25"), [4, 6]);
+}
+
+/// `profile` has `TIME_ZONE_OFFSET`: the user's offset from the server (0 here, users have no
+/// time zone) plus the server's from UTC, in seconds.
+#[test]
+fn profile_has_the_time_zone_offset() {
+    // A POSIX zone string needs no tz database: UTC+5:30 all year.
+    let s = Server::start_with(common::Options {
+        envs: vec![("TZ".into(), "IST-5:30".into())],
+        ..Default::default()
+    });
+    let r = s.post_json(&format!("{}profile", s.hook), &json!({}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let j = r.json();
+    assert_eq!(j["result"]["TIME_ZONE_OFFSET"], 19800, "{j}");
+    assert_eq!(j["result"]["TIME_ZONE"], "");
+    // The same offset as the server's dates.
+    assert!(
+        j["time"]["date_start"]
+            .as_str()
+            .unwrap()
+            .ends_with("+05:30"),
+        "{j}"
     );
 }
 

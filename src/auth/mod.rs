@@ -202,6 +202,16 @@ pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
         .map(|(_, value)| value.to_owned())
 }
 
+/// Every scope this server knows, sorted: the scopes a method may require (checked when the
+/// registry is built), what `scope` with `full` lists, and what a browser session (the user in
+/// person) holds.
+pub const SCOPES: &[&str] = &["im", "user"];
+
+/// [`SCOPES`] as owned strings, the form a [`Caller`] holds.
+pub fn known_scopes() -> Vec<String> {
+    SCOPES.iter().map(|s| (*s).to_owned()).collect()
+}
+
 /// Checks a credential at Unix time `now`. `secure` says whether the call arrived over HTTPS
 /// (directly or through a trusted proxy); webhooks need it when `require_https` is on (P7).
 pub async fn authenticate(
@@ -249,7 +259,7 @@ async fn session(
         user_id: session.user_id,
         kind: CallerKind::Session,
         // The pages act as the user in person, with every scope.
-        scopes: crate::methods::known_scopes(),
+        scopes: known_scopes(),
         rate: RateOverride::default(),
     })
 }

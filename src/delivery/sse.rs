@@ -196,7 +196,7 @@ async fn authenticate(
             Ok(Caller {
                 user_id: session.user_id,
                 kind: CallerKind::Session,
-                scopes: crate::methods::known_scopes(),
+                scopes: crate::auth::known_scopes(),
                 rate: Default::default(),
             })
         }

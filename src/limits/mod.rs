@@ -6,6 +6,7 @@
 pub mod operating;
 pub mod rate;
 
+use crate::clock::Clock;
 use crate::config::Limits as LimitsConfig;
 
 pub use self::operating::OperatingLimiter;
@@ -18,12 +19,13 @@ pub struct Limiters {
 }
 
 impl Limiters {
-    pub fn from_config(c: &LimitsConfig) -> Limiters {
+    /// The rate limiter reads `clock`, so advancing it drains the buckets.
+    pub fn from_config(c: &LimitsConfig, clock: &Clock) -> Limiters {
         Limiters {
             rate: c
                 .rate
                 .enabled
-                .then(|| RateLimiter::new(c.rate.per_second, c.rate.burst)),
+                .then(|| RateLimiter::with_clock(c.rate.per_second, c.rate.burst, clock.clone())),
             operating: c.operating.enabled.then(|| {
                 OperatingLimiter::new(c.operating.limit_seconds, c.operating.min_counted_seconds)
             }),

@@ -11,7 +11,7 @@ use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use governor::clock::{Clock, DefaultClock};
+use governor::clock::Clock;
 use governor::middleware::NoOpMiddleware;
 use governor::state::keyed::DashMapStateStore;
 use governor::Quota;
@@ -67,19 +67,13 @@ impl QuotaId {
     }
 }
 
-pub struct RateLimiter<C: Clock + Clone = DefaultClock> {
+pub struct RateLimiter<C: Clock + Clone = crate::clock::Clock> {
     per_second: f64,
     burst: u32,
     default: Option<(QuotaId, Arc<Keyed<C>>)>,
     /// One keyed limiter per distinct override; there are as many as operators configured.
     overrides: Mutex<HashMap<QuotaId, Arc<Keyed<C>>>>,
     clock: C,
-}
-
-impl RateLimiter<DefaultClock> {
-    pub fn new(per_second: f64, burst: u32) -> RateLimiter {
-        RateLimiter::with_clock(per_second, burst, DefaultClock::default())
-    }
 }
 
 impl<C: Clock + Clone> RateLimiter<C> {

@@ -72,7 +72,10 @@ async fn run_command(
     if batch::NOT_IN_BATCH.contains(&name.as_str()) {
         return Err(ApiError::batch_method_not_allowed());
     }
-    let spec = dispatch::lookup(&name).ok_or_else(ApiError::method_not_found)?;
+    let spec = state
+        .methods
+        .lookup(&name)
+        .ok_or_else(ApiError::method_not_found)?;
     // PHP tests the query for truth before parsing it, so "0" is no parameters at all.
     let parsed = if query == "0" {
         Array::new()

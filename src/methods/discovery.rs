@@ -3,8 +3,8 @@
 
 use crate::auth::{internal, Caller, CallerKind};
 use crate::error::ApiError;
-use crate::protocol::dispatch::{self, MethodSpec};
-use crate::protocol::envelope::{rfc3339_local, unix_now, Output};
+use crate::protocol::dispatch::MethodSpec;
+use crate::protocol::envelope::{rfc3339_local, Output};
 use crate::state::AppState;
 use crate::value::{Array, Value};
 
@@ -24,8 +24,8 @@ pub fn methods() -> Vec<MethodSpec> {
 
 type Answer = Result<Output, ApiError>;
 
-async fn server_time(_: &AppState, _: &Caller, _: Array) -> Answer {
-    Ok(Value::Str(rfc3339_local(unix_now())).into())
+async fn server_time(state: &AppState, _: &Caller, _: Array) -> Answer {
+    Ok(Value::Str(rfc3339_local(state.clock.now())).into())
 }
 
 async fn profile(state: &AppState, caller: &Caller, _: Array) -> Answer {
@@ -42,6 +42,12 @@ async fn profile(state: &AppState, caller: &Caller, _: Array) -> Answer {
         ("LAST_NAME", Value::Str(user.last_name)),
         ("PERSONAL_GENDER", Value::from("")),
         ("TIME_ZONE", Value::from("")),
+        // The user's offset from the server (0: users have no time zone here) plus the
+        // server's own from UTC, in seconds, as the current getProfile source adds them.
+        (
+            "TIME_ZONE_OFFSET",
+            Value::Int(state.clock.local_offset().local_minus_utc().into()),
+        ),
     ])
     .into())
 }
@@ -50,7 +56,7 @@ async fn scope(_: &AppState, caller: &Caller, params: Array) -> Answer {
     let params = params.upper_case_keys();
     let full = params.get_str("FULL").is_some_and(Value::is_truthy);
     let scopes = if full {
-        crate::methods::known_scopes()
+        crate::auth::known_scopes()
     } else {
         caller.scopes.clone()
     };
@@ -59,14 +65,16 @@ async fn scope(_: &AppState, caller: &Caller, params: Array) -> Answer {
 
 /// `methods`: the names the caller may call, or every name with `full`; `scope` narrows to one
 /// scope.
-async fn methods_list(_: &AppState, caller: &Caller, params: Array) -> Answer {
+async fn methods_list(state: &AppState, caller: &Caller, params: Array) -> Answer {
     let params = params.upper_case_keys();
     let full = params.get_str("FULL").is_some_and(Value::is_truthy);
     let only = params
         .get_str("SCOPE")
         .filter(|v| v.is_truthy())
         .map(Value::to_php_string);
-    let names = dispatch::all_methods()
+    let names = state
+        .methods
+        .iter()
         .filter(|m| match &only {
             Some(s) => m.scope == Some(s.as_str()),
             None => full || m.scope.is_none_or(|s| caller.has_scope(s)),
@@ -76,12 +84,12 @@ async fn methods_list(_: &AppState, caller: &Caller, params: Array) -> Answer {
 }
 
 /// `method.get` reads its `name` parameter case-sensitively (§1.5).
-async fn method_get(_: &AppState, caller: &Caller, params: Array) -> Answer {
+async fn method_get(state: &AppState, caller: &Caller, params: Array) -> Answer {
     let name = params
         .get_str("name")
         .map(|v| v.to_php_string().to_ascii_lowercase())
         .unwrap_or_default();
-    let spec = dispatch::lookup(&name);
+    let spec = state.methods.lookup(&name);
     Ok(Value::map([
         ("isExisting", Value::Bool(spec.is_some())),
         (

@@ -13,7 +13,6 @@ use crate::protocol::envelope::Output;
 use crate::state::AppState;
 use crate::store::{Notification, NotifyChat};
 use crate::value::{Array, Value};
-use chrono::{Local, Offset};
 
 pub fn methods() -> Vec<MethodSpec> {
     vec![
@@ -106,9 +105,9 @@ async fn read_list(state: &AppState, caller: &Caller, params: Array) -> Result<O
     Ok(Value::Bool(true).into())
 }
 
-/// The source's plain `true`, not the newer documentation's `{result, newCounter}` (§9 #7):
-/// clients written against either check the answer for truthiness, and only `true` keeps
-/// `if (result === true)` working.
+/// The documented object `{"result": true, "newCounter": unread}` (§4.6, §9 #7), which the
+/// official PHP SDK's `NotifyReadAllResult` reads (`result.result`, `result.newCounter`).
+/// `newCounter` is the caller's unread count afterwards: confirmations stay unread.
 async fn read_all(state: &AppState, caller: &Caller, _params: Array) -> Result<Output, ApiError> {
     let all = ReadRequest {
         scope: ReadScope::All,
@@ -119,7 +118,17 @@ async fn read_all(state: &AppState, caller: &Caller, _params: Array) -> Result<O
         .mark_read(caller.user_id, vec![all])
         .await
         .map_err(storage_failed)?;
-    Ok(Value::Bool(true).into())
+    let unread = state
+        .store
+        .notify_chat(caller.user_id)
+        .await
+        .map_err(storage_failed)?
+        .map_or(0, |c| c.unread);
+    Ok(Value::map([
+        ("result", Value::Bool(true)),
+        ("newCounter", Value::Int(unread)),
+    ])
+    .into())
 }
 
 async fn delete(state: &AppState, caller: &Caller, params: Array) -> Result<Output, ApiError> {
@@ -149,7 +158,7 @@ async fn history_search(
     caller: &Caller,
     params: Array,
 ) -> Result<Output, ApiError> {
-    let local = Local::now().offset().fix();
+    let local = state.clock.local_offset();
     let req = inbox::search_request(&params, local)?;
     let store = &state.store;
     let chat = store

@@ -52,16 +52,3 @@ pub(crate) fn storage_failed(e: crate::store::StoreError) -> crate::error::ApiEr
     tracing::error!(error = %e, "storage failed");
     crate::error::ApiError::internal()
 }
-
-/// Every scope some method needs, sorted: what `scope` with `full` lists, and what a browser
-/// session (the user in person) holds.
-pub fn known_scopes() -> Vec<String> {
-    let mut scopes: Vec<String> = all()
-        .iter()
-        .filter_map(|m| m.scope)
-        .map(str::to_owned)
-        .collect();
-    scopes.sort();
-    scopes.dedup();
-    scopes
-}

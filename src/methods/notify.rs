@@ -45,7 +45,7 @@ async fn add(
     if caller.is_session() {
         return Err(ApiError::wrong_auth_type());
     }
-    let now = chrono::Utc::now().timestamp();
+    let now = state.clock.unix();
     let limits = NotifyLimits {
         attach_max_bytes: state.config.limits.attach_max_bytes,
     };

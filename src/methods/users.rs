@@ -19,7 +19,8 @@ pub fn methods() -> Vec<MethodSpec> {
     ]
 }
 
-/// A classic list method: 50 per page from `start`, `next` while more remain, and `total`.
+/// A classic list method: 50 per page from `start`, `next` while more remain, and `total`. An
+/// empty page carries neither `next` nor `total`: the real method answers a bare `[]`.
 async fn user_get(state: &AppState, params: Array) -> Result<Output, ApiError> {
     let query = directory::user_query(&params, start_offset(&params));
     let offset = query.offset;
@@ -28,6 +29,9 @@ async fn user_get(state: &AppState, params: Array) -> Result<Output, ApiError> {
         .find_users(query)
         .await
         .map_err(storage_failed)?;
+    if users.is_empty() {
+        return Ok(Value::empty_array().into());
+    }
     let shown = offset + users.len();
     Ok(Output {
         result: Value::list(users.iter().map(user_value)),

@@ -1,52 +1,16 @@
-//! The method registry and the one dispatcher every call goes through: lookup (before auth),
-//! authentication, scope check, operating-time limit, handler. Direct calls and every command
-//! of a batch share `execute`; only the rate limit, which counts HTTP requests, is outside it.
+//! The one dispatcher every call goes through: lookup in the registry of `AppState` (before
+//! auth), authentication, scope check, operating-time limit, handler. Direct calls and every
+//! command of a batch share `execute`; only the rate limit, which counts HTTP requests, is
+//! outside it. The registry itself is assembled above this layer (`app`), so that `protocol`
+//! never imports `methods`.
 
-use std::sync::OnceLock;
-
-use futures_util::future::BoxFuture;
-use indexmap::IndexMap;
-
-use super::envelope::{unix_now, Output};
+use super::envelope::Output;
 use crate::auth::{self, Caller, Credential};
 use crate::error::ApiError;
 use crate::limits::operating::Usage;
-use crate::methods;
 use crate::state::AppState;
+pub use crate::state::{Handler, MethodSpec};
 use crate::value::{Array, Value};
-
-pub type Handler =
-    for<'a> fn(&'a AppState, &'a Caller, Array) -> BoxFuture<'a, Result<Output, ApiError>>;
-
-pub struct MethodSpec {
-    pub name: &'static str,
-    /// `None` for the global scope, which every credential may call.
-    pub scope: Option<&'static str>,
-    /// Whether calls are charged to the operating-time limit. Only the batch wrapper is exempt:
-    /// its commands are charged one by one (§6.2).
-    pub operating_limited: bool,
-    pub handler: Handler,
-}
-
-fn registry() -> &'static IndexMap<&'static str, MethodSpec> {
-    static REGISTRY: OnceLock<IndexMap<&'static str, MethodSpec>> = OnceLock::new();
-    REGISTRY.get_or_init(|| {
-        methods::all()
-            .into_iter()
-            .map(|spec| (spec.name, spec))
-            .collect()
-    })
-}
-
-/// Every registered method, in registration order.
-pub fn all_methods() -> impl Iterator<Item = &'static MethodSpec> {
-    registry().values()
-}
-
-/// Method names are registered lower-case, and lookups are made with the lower-cased name (§1.2).
-pub fn lookup(method: &str) -> Option<&'static MethodSpec> {
-    registry().get(method)
-}
 
 /// Where the list offset `start` travels from the framework to a list method's handler.
 ///
@@ -97,7 +61,7 @@ pub async fn authenticate(
         cred,
         channel.secure,
         state.config.require_https(),
-        chrono::Utc::now().timestamp(),
+        state.clock.unix(),
     )
     .await
 }
@@ -107,7 +71,7 @@ pub async fn authenticate(
 /// and each command of a batch both come through here.
 pub async fn execute(
     state: &AppState,
-    spec: &'static MethodSpec,
+    spec: &MethodSpec,
     caller: &Caller,
     params: Array,
 ) -> Result<Executed, ApiError> {
@@ -120,14 +84,14 @@ pub async fn execute(
         (Some(limiter), true) => caller.operating_identity().map(|id| (limiter, id)),
         _ => None,
     };
-    let started = unix_now();
+    let started = state.clock.now();
     if let Some((limiter, id)) = &account {
         if !limiter.allows(id, spec.name, started) {
             return Err(ApiError::operation_time_limit());
         }
     }
     let outcome = (spec.handler)(state, caller, params).await;
-    let finished = unix_now();
+    let finished = state.clock.now();
     // A failed call used the server's time as much as a successful one.
     let usage = match &account {
         Some((limiter, id)) => limiter.record(id, spec.name, started, finished - started, finished),

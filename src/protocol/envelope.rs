@@ -8,25 +8,8 @@ use chrono::{Local, TimeZone};
 use super::dispatch::Executed;
 use super::route::Transport;
 use crate::error::ApiError;
+pub use crate::state::Output;
 use crate::value::{Array, Key, Value};
-
-/// What a method handler returns: `result`, plus `next`/`total` for list methods.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct Output {
-    pub result: Value,
-    pub next: Option<i64>,
-    pub total: Option<i64>,
-}
-
-impl From<Value> for Output {
-    fn from(result: Value) -> Output {
-        Output {
-            result,
-            next: None,
-            total: None,
-        }
-    }
-}
 
 /// The timing of one call, in Unix seconds.
 #[derive(Debug, Clone, Copy)]
@@ -38,13 +21,6 @@ pub struct Timing {
     /// Accumulated handler time of this (credential, method) in the operating window.
     pub operating: f64,
     pub operating_reset_at: i64,
-}
-
-pub fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
 }
 
 /// Rounds to microseconds, the precision the real server reports.

@@ -14,13 +14,13 @@ use axum::http::{header, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use self::dispatch::Channel;
-use self::envelope::{unix_now, Timing};
+use self::envelope::Timing;
 use self::route::Transport;
 use crate::auth;
+use crate::conn::ConnInfo;
 use crate::error::ApiError;
 use crate::limits::rate::RateKey;
 use crate::metrics::{self, UNKNOWN_METHOD};
-use crate::server::ConnInfo;
 use crate::state::AppState;
 use crate::value::Value;
 
@@ -33,7 +33,7 @@ pub async fn rest_handler(State(state): State<AppState>, req: Request) -> Respon
         }
     }
     let started = Instant::now();
-    let start = unix_now();
+    let start = state.clock.now();
     let (parts, body) = req.into_parts();
     let rest_path = parts.uri.path().strip_prefix("/rest").unwrap_or_default();
 
@@ -52,7 +52,7 @@ pub async fn rest_handler(State(state): State<AppState>, req: Request) -> Respon
         return resp;
     }
     // The method is looked up before any credential is checked (§1.2, P1).
-    let Some(spec) = dispatch::lookup(&route.method) else {
+    let Some(spec) = state.methods.lookup(&route.method) else {
         return finish(
             &route.method,
             UNKNOWN_METHOD,
@@ -140,7 +140,7 @@ pub async fn rest_handler(State(state): State<AppState>, req: Request) -> Respon
     };
     let resp = match outcome {
         Ok(done) => {
-            let timing = Timing::of(start, unix_now(), &done);
+            let timing = Timing::of(start, state.clock.now(), &done);
             envelope::respond(
                 route.transport,
                 200,

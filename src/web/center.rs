@@ -22,7 +22,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value as Json;
 
 use super::i18n::{Lang, Texts, LANG_COOKIE};
-use super::{current_session, esc, now, redirect};
+use super::{current_session, esc, redirect};
 use crate::auth::{internal, secret, Caller, CallerKind};
 use crate::domain::bbcode::{self, safe_color, safe_href, safe_image, Node, Style};
 use crate::domain::inbox::{Cursor, NOTIFY_TYPE_CONFIRM};
@@ -119,7 +119,7 @@ fn session_caller(session: &Session) -> Caller {
     Caller {
         user_id: session.user_id,
         kind: CallerKind::Session,
-        scopes: crate::methods::known_scopes(),
+        scopes: crate::auth::known_scopes(),
         rate: Default::default(),
     }
 }
@@ -282,7 +282,7 @@ async fn render_index(
         .await
         .map_err(internal)?
         .unwrap_or(false);
-    let now = now();
+    let now = state.clock.unix();
     let csrf = esc(&session.csrf);
 
     let mut list = String::new();
@@ -405,7 +405,7 @@ pub async fn item(
     let t = lang_of(&headers).texts();
     html_response(
         StatusCode::OK,
-        render_item(&n, &names, t, &session.csrf, now()),
+        render_item(&n, &names, t, &session.csrf, state.clock.unix()),
     )
 }
 
@@ -776,7 +776,9 @@ pub async fn action(State(state): State<AppState>, req: Request) -> Response {
         }
         _ => return error_response(&ApiError::params_error()),
     };
-    let spec = dispatch::lookup(method).expect("the lifecycle methods are registered");
+    let Some(spec) = state.methods.lookup(method) else {
+        return error_response(&ApiError::internal());
+    };
     let caller = session_caller(&session);
     let outcome = dispatch::execute(&state, spec, &caller, params).await;
     if !wants_json {

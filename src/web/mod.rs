@@ -11,17 +11,13 @@ use axum::response::{IntoResponse, Response};
 use crate::auth::oauth::Portal;
 use crate::auth::{internal, session_cookie};
 use crate::auth::{oauth as rules, secret};
+use crate::conn::ConnInfo;
 use crate::error::ApiError;
-use crate::server::ConnInfo;
 use crate::state::AppState;
 use crate::store::Session;
 
 /// How long a browser stays signed in.
 pub const SESSION_TTL: i64 = 7 * 24 * 3600;
-
-pub fn now() -> i64 {
-    chrono::Utc::now().timestamp()
-}
 
 /// The portal as this request sees it: `public_url` when configured, else the Host the client
 /// used, so that redirects and endpoints point back where the client came from.
@@ -66,7 +62,7 @@ pub async fn current_session(
     };
     let session = state
         .store
-        .session(secret::hash(&cookie), now())
+        .session(secret::hash(&cookie), state.clock.unix())
         .await
         .map_err(internal)?;
     Ok(session.map(|s| (cookie, s)))

@@ -5,13 +5,13 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::{current_session, esc, now, page, portal, redirect, safe_next, SESSION_TTL};
+use super::{current_session, esc, page, portal, redirect, safe_next, SESSION_TTL};
 use crate::auth::oauth::{self as rules, Portal};
 use crate::auth::{internal, password, secret, SESSION_COOKIE};
 use crate::config::Limits;
+use crate::conn::ConnInfo;
 use crate::error::ApiError;
 use crate::protocol::params::{parse_str, DecodeLimits};
-use crate::server::ConnInfo;
 use crate::state::AppState;
 use crate::store::{App, Session};
 use crate::value::{Array, Value};
@@ -98,7 +98,7 @@ pub async fn login(State(state): State<AppState>, req: Request) -> Response {
     let session = Session {
         user_id: user.id,
         csrf: secret::generate(32),
-        expires_at: now() + SESSION_TTL,
+        expires_at: state.clock.unix() + SESSION_TTL,
     };
     if let Err(e) = state
         .store
@@ -202,7 +202,7 @@ pub async fn authorize(State(state): State<AppState>, req: Request) -> Response 
                 secret::hash(&code),
                 app.id,
                 session.user_id,
-                now() + rules::CODE_TTL,
+                state.clock.unix() + rules::CODE_TTL,
             )
             .await
             .map_err(internal)?;
@@ -315,7 +315,7 @@ pub async fn token(State(state): State<AppState>, req: Request) -> Response {
         if !secret::verify(&text(&p, "client_secret"), &app.secret_hash) {
             return Err(ApiError::invalid_client());
         }
-        let now = now();
+        let now = state.clock.unix();
         let minted = rules::mint(now);
         let user_id = if grant_type == "authorization_code" {
             let code = text(&p, "code");
@@ -357,15 +357,16 @@ pub async fn token(State(state): State<AppState>, req: Request) -> Response {
 }
 
 /// Mints a token pair for `user_id` without the browser flow, as an installation hands them over
-/// (`imnotify app token`).
+/// (`imnotify app token`). The tokens' lifetimes start at `clock`'s now.
 pub async fn install_and_mint(
     state_store: &dyn crate::store::Store,
     app: &App,
     user_id: i64,
     portal: &Portal,
+    clock: &crate::clock::Clock,
 ) -> anyhow::Result<serde_json::Value> {
     state_store.install_app(app.id, user_id).await?;
-    let minted = rules::mint(now());
+    let minted = rules::mint(clock.unix());
     state_store
         .issue_tokens(app.id, user_id, minted.stored.clone())
         .await?;

@@ -1,0 +1,185 @@
+//! The process's one clock. Every time that is answered to a client, stored, or compared with a
+//! stored time (token, code and session expiry, notification dates, the `time` block, the
+//! operating-time and rate limits) is read from the [`Clock`] in the application state, so that
+//! time can be moved in one place: by unit tests, and by the admin test clock.
+//!
+//! The rule (ARCHITECTURE.md, "One clock"): no module but this one reads the wall clock
+//! (`SystemTime::now`, `Utc::now`, `Local::now`); `tests/architecture.rs` enforces it.
+//! `std::time::Instant` may still be read elsewhere, but only to measure how long something took
+//! on the real machine (request durations for metrics, the freshness of a cache, I/O timeouts),
+//! never for a time a client sees or the server stores.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use chrono::{FixedOffset, Local, Offset, TimeZone};
+
+/// A cheap, cloneable handle on the process's time source. Clones share the source and the
+/// offset, so advancing one advances them all.
+#[derive(Clone)]
+pub struct Clock {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    source: Source,
+    /// Added to every reading, nanoseconds; moved by [`Clock::advance`], cleared by
+    /// [`Clock::reset`].
+    offset_nanos: AtomicI64,
+}
+
+enum Source {
+    /// Real time: the system clock for dates, a monotonic clock for intervals.
+    System { started: Instant },
+    /// A clock that stands still at the given Unix time (nanoseconds) until it is advanced.
+    Manual { epoch_nanos: i64 },
+}
+
+impl Default for Clock {
+    fn default() -> Clock {
+        Clock::system()
+    }
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.inner.source {
+            Source::System { .. } => "system",
+            Source::Manual { .. } => "manual",
+        };
+        f.debug_struct("Clock")
+            .field("source", &kind)
+            .field("offset_seconds", &self.offset().as_secs_f64())
+            .finish()
+    }
+}
+
+impl Clock {
+    /// Real time, the default.
+    pub fn system() -> Clock {
+        Clock::with_source(Source::System {
+            started: Instant::now(),
+        })
+    }
+
+    /// A clock that reads `unix_seconds` until [`advance`](Clock::advance)d: for tests that
+    /// need exact times.
+    pub fn manual(unix_seconds: i64) -> Clock {
+        Clock::with_source(Source::Manual {
+            epoch_nanos: unix_seconds.saturating_mul(1_000_000_000),
+        })
+    }
+
+    fn with_source(source: Source) -> Clock {
+        Clock {
+            inner: Arc::new(Inner {
+                source,
+                offset_nanos: AtomicI64::new(0),
+            }),
+        }
+    }
+
+    fn offset_nanos(&self) -> i64 {
+        self.inner.offset_nanos.load(Ordering::Relaxed)
+    }
+
+    /// Now, as Unix seconds with sub-second precision: the form of the `time` block (§5.1).
+    pub fn now(&self) -> f64 {
+        let base = match &self.inner.source {
+            Source::System { .. } => SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_nanos() as i64)
+                .unwrap_or(0),
+            Source::Manual { epoch_nanos } => *epoch_nanos,
+        };
+        base.saturating_add(self.offset_nanos()) as f64 / 1e9
+    }
+
+    /// Now, as whole Unix seconds: the unit of every stored expiry and date.
+    pub fn unix(&self) -> i64 {
+        self.now().floor() as i64
+    }
+
+    /// The server's UTC offset at this moment (the time zone of every date Bitrix24 emits).
+    pub fn local_offset(&self) -> FixedOffset {
+        Local
+            .timestamp_opt(self.unix(), 0)
+            .single()
+            .map(|t| t.offset().fix())
+            .unwrap_or_else(|| FixedOffset::east_opt(0).expect("zero offset"))
+    }
+
+    /// Time since the clock was made, plus the offset: a monotonic reading for interval
+    /// arithmetic (the rate limit). Moves with [`advance`](Clock::advance) like [`now`](Clock::now).
+    pub fn monotonic(&self) -> Duration {
+        let base = match &self.inner.source {
+            Source::System { started } => started.elapsed().as_nanos() as i64,
+            Source::Manual { .. } => 0,
+        };
+        Duration::from_nanos(base.saturating_add(self.offset_nanos()).max(0) as u64)
+    }
+
+    /// Moves the clock forward by `by` (for every clone).
+    pub fn advance(&self, by: Duration) {
+        let nanos = i64::try_from(by.as_nanos()).unwrap_or(i64::MAX);
+        let _ = self
+            .inner
+            .offset_nanos
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |o| {
+                Some(o.saturating_add(nanos))
+            });
+    }
+
+    /// Drops every [`advance`](Clock::advance): back to real time (or the manual start).
+    pub fn reset(&self) {
+        self.inner.offset_nanos.store(0, Ordering::Relaxed);
+    }
+
+    /// How far the clock has been advanced.
+    pub fn offset(&self) -> Duration {
+        Duration::from_nanos(self.offset_nanos().max(0) as u64)
+    }
+}
+
+/// The rate limiter (governor) reads this clock too, so an advance drains its buckets.
+impl governor::clock::Clock for Clock {
+    type Instant = Duration;
+
+    fn now(&self) -> Duration {
+        self.monotonic()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_manual_clock_stands_still_until_advanced() {
+        let c = Clock::manual(1_700_000_000);
+        assert_eq!(c.unix(), 1_700_000_000);
+        let shared = c.clone();
+        shared.advance(Duration::from_millis(3_600_500));
+        assert_eq!(c.unix(), 1_700_003_600);
+        assert!((c.now() - 1_700_003_600.5).abs() < 1e-6);
+        assert_eq!(c.monotonic(), Duration::from_millis(3_600_500));
+        c.reset();
+        assert_eq!(shared.unix(), 1_700_000_000);
+    }
+
+    #[test]
+    fn the_system_clock_follows_real_time_plus_its_offset() {
+        let c = Clock::system();
+        let real = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        assert!((c.now() - real).abs() < 5.0);
+        c.advance(Duration::from_secs(3601));
+        assert!((c.now() - real - 3601.0).abs() < 5.0);
+        assert!(c.monotonic() >= Duration::from_secs(3601));
+        c.reset();
+        assert!((c.now() - real).abs() < 5.0);
+    }
+}
