@@ -75,7 +75,7 @@ run_tests() {
 }
 
 # The SMTP server of the e-mail tests (aiosmtpd from PyPI, in a venv of its own).
-bash scripts/smtp-deps.sh
+stage "smtp server" bash scripts/smtp-deps.sh || true
 
 # One build of every target, in the debug profile, then the tests.
 if ! stage build cargo build --locked --all-targets; then

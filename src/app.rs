@@ -9,12 +9,12 @@ use tokio::sync::watch;
 use crate::auth::secret;
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::delivery::hub::HubLimits;
 use crate::delivery::{mail, outbox};
 use crate::limits::{Limiters, RateOverride};
 use crate::methods;
 use crate::server;
 use crate::state::{AppState, Registry};
+use crate::store::hub::HubLimits;
 use crate::store::sqlite::{DeliveryOptions, SqliteStore};
 use crate::store::{Store, User};
 
@@ -32,6 +32,11 @@ pub fn registry() -> Registry {
 }
 
 pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    open_store_with(config, Clock::system())
+}
+
+/// `open_store`, with the clock the store reads delivery times from (event times).
+pub fn open_store_with(config: &Config, clock: Clock) -> anyhow::Result<Arc<dyn Store>> {
     let delivery = DeliveryOptions {
         // Without SMTP nothing is queued (issue 12: "Without smtp.host, e-mail is off").
         mail_delay: config.smtp.enabled().then_some(config.email.delay_seconds),
@@ -39,6 +44,7 @@ pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
             per_user: config.events.max_streams_per_user,
             total: config.events.max_streams,
         },
+        clock,
     };
     let store = SqliteStore::open_with(&config.data_dir, delivery)
         .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
@@ -79,10 +85,14 @@ async fn bootstrap(store: &dyn Store) -> anyhow::Result<Option<String>> {
     ))
 }
 
-pub async fn serve(config: Config) -> anyhow::Result<()> {
-    let store = open_store(&config)?;
+pub async fn serve(mut config: Config) -> anyhow::Result<()> {
+    let clock = Clock::system();
+    let store = open_store_with(&config, clock.clone())?;
     let first_code = bootstrap(store.as_ref()).await?;
     let bound = server::bind(&config).await?;
+    // From here on `listen` is the bound address (port 0 resolved): the Host allow-list and the
+    // fallback portal URL are made from it.
+    config.listen = bound.addr;
     let base = config.base_url(bound.addr);
 
     // Stdout carries what a person (or a test) needs to start calling; logs go to stderr.
@@ -99,6 +109,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 
     let mut background = vec![tokio::spawn(outbox::prune(
         store.clone(),
+        clock.clone(),
         config.events.clone(),
         config.email.clone(),
     ))];
@@ -119,6 +130,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         let transport = outbox::transport(&config.smtp).context("smtp settings")?;
         background.push(tokio::spawn(outbox::run(
             store.clone(),
+            clock.clone(),
             transport,
             settings,
             config.email.clone(),
@@ -129,7 +141,6 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         );
     }
 
-    let clock = Clock::system();
     let limits = Arc::new(Limiters::from_config(&config.limits, &clock));
     let state = AppState {
         store: store.clone(),

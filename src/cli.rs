@@ -21,8 +21,9 @@ Keys (environment variable in brackets; nested keys use a double underscore):
   listen                   [IMNOTIFY_LISTEN]                    default 127.0.0.1:8080
   data_dir                 [IMNOTIFY_DATA_DIR]                  default ./data
   public_url               [IMNOTIFY_PUBLIC_URL]                base URL printed in webhook URLs
-  require_https            [IMNOTIFY_REQUIRE_HTTPS]             default: on unless listening on loopback
+  require_https            [IMNOTIFY_REQUIRE_HTTPS]             default: on unless listening on loopback; covers every credential
   trusted_proxies          [IMNOTIFY_TRUSTED_PROXIES]           e.g. [\"127.0.0.1\"]; their X-Forwarded-Proto/-For is believed
+  allowed_hosts            [IMNOTIFY_ALLOWED_HOSTS]             e.g. [\"notify.example.com\"]; Host values used in URLs
   tls.cert, tls.key        [IMNOTIFY_TLS__CERT, IMNOTIFY_TLS__KEY]  PEM files; serve HTTPS
   limits.attach_max_bytes  [IMNOTIFY_LIMITS__ATTACH_MAX_BYTES]  default 30720 (ATTACH_OVERSIZE above)
   limits.max_body_bytes    [IMNOTIFY_LIMITS__MAX_BODY_BYTES]    default 8388608
@@ -209,7 +210,7 @@ pub struct ServeArgs {
     /// PEM private key for HTTPS [env: IMNOTIFY_TLS__KEY]
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
-    /// Refuse webhook calls over plain HTTP with INVALID_REQUEST [env: IMNOTIFY_REQUIRE_HTTPS]
+    /// Refuse credentials (webhook codes, tokens, secrets, passwords, sessions) over plain HTTP [env: IMNOTIFY_REQUIRE_HTTPS]
     /// [default: true unless listening on loopback]
     #[arg(long, value_name = "BOOL")]
     pub require_https: Option<bool>,
@@ -374,7 +375,10 @@ pub async fn run_admin(config: Config, command: Command) -> anyhow::Result<()> {
             }
         }
         Command::Outbox(OutboxCommand::Retry(a)) => {
-            if !store.retry_mail(a.id, crate::delivery::now_unix()).await? {
+            if !store
+                .retry_mail(a.id, crate::clock::Clock::system().unix())
+                .await?
+            {
                 bail!("no outbox row {}", a.id);
             }
             println!("Outbox row {} is pending again", a.id);

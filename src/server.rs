@@ -49,6 +49,37 @@ impl MakeRequestId for CountingRequestId {
     }
 }
 
+/// The `X-Request-Id` a client sent, kept only if it is `[A-Za-z0-9._-]{1,64}` (issue 10 §4).
+/// The request's own id is always generated here; the client's travels beside it, in its own
+/// log field, so a client cannot choose the id other lines are found by, nor write its own
+/// text into a log line.
+#[derive(Debug, Clone)]
+pub struct ClientRequestId(pub String);
+
+impl ClientRequestId {
+    pub fn parse(value: &[u8]) -> Option<ClientRequestId> {
+        let ok = (1..=64).contains(&value.len())
+            && value
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        ok.then(|| ClientRequestId(String::from_utf8_lossy(value).into_owned()))
+    }
+}
+
+/// Moves a client's `X-Request-Id` out of the headers (into [`ClientRequestId`] when valid)
+/// before the id layer, which then always generates one.
+async fn take_client_request_id(
+    mut req: Request<axum::body::Body>,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if let Some(v) = req.headers_mut().remove("x-request-id") {
+        if let Some(id) = ClientRequestId::parse(v.as_bytes()) {
+            req.extensions_mut().insert(id);
+        }
+    }
+    next.run(req).await
+}
+
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
@@ -73,7 +104,7 @@ pub fn router(state: AppState) -> Router {
             get(delivery::mail::unsubscribe_page).post(delivery::mail::unsubscribe),
         )
         .route("/rest", any(protocol::rest_handler))
-        .route("/rest/{*path}", any(protocol::rest_handler))
+        .route("/rest/{*path}", any(rest))
         .fallback(protocol::not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -83,18 +114,43 @@ pub fn router(state: AppState) -> Router {
         // Inside the trace layer, so that the span records the 500 it produces.
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(
-            // The span names the request id but not the URI: paths carry webhook codes.
+            // The span names the request id but not the URI: paths carry webhook codes. The id
+            // is ours (hex digits); the client's, validated, is a field of its own.
             TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
                 let id = req
                     .headers()
                     .get("x-request-id")
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("-");
-                tracing::info_span!("request", request_id = %id, http_method = %req.method())
+                let client = req
+                    .extensions()
+                    .get::<ClientRequestId>()
+                    .map(|c| c.0.as_str());
+                tracing::info_span!(
+                    "request",
+                    request_id = %id,
+                    client_request_id = client,
+                    http_method = %req.method()
+                )
             }),
         )
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(CountingRequestId::default()))
+        .layer(axum::middleware::from_fn(take_client_request_id))
+}
+
+/// `/rest/...`: a webhook's event stream, `/rest/{user_id}/{code}/events` (a stream, not a
+/// method), or a REST call.
+async fn rest(
+    State(state): State<AppState>,
+    req: Request<axum::body::Body>,
+) -> axum::response::Response {
+    if req.method() == axum::http::Method::GET {
+        if let Some(webhook) = delivery::sse::webhook_path(req.uri().path()) {
+            return delivery::sse::open(state, req, Some(webhook)).await;
+        }
+    }
+    protocol::rest_handler(State(state), req).await
 }
 
 /// Over-long URLs are refused before routing, with an envelope rather than hyper's bare 414, so

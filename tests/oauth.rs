@@ -104,10 +104,7 @@ fn full_code_flow_with_refresh_rotation() {
     assert_eq!(s.get(&login_url).status, 200);
 
     // A wrong password is refused.
-    assert_eq!(
-        s.post_form("/login", "login=5&password=nope&next=/").status,
-        401
-    );
+    assert_eq!(s.post_login("5", "nope", &[]).status, 401);
     let cookie = s.sign_in("5", "s3cret pass");
 
     // The consent page, then approval.

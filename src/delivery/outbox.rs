@@ -22,6 +22,7 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use rand::Rng;
 
 use super::mail::{self, MailSettings};
+use crate::clock::Clock;
 use crate::config::{EmailConfig, EventsConfig, SmtpConfig, SmtpTls};
 use crate::metrics::{self, MailOutcome};
 use crate::store::{DueMail, MailUpdate, Store};
@@ -73,12 +74,13 @@ pub fn backoff(failures: i64, base: u64, max: u64, rng: &mut impl Rng) -> u64 {
 /// Runs the worker until the task is dropped.
 pub async fn run(
     store: Arc<dyn Store>,
+    clock: Clock,
     transport: Transport,
     settings: MailSettings,
     config: EmailConfig,
 ) {
     loop {
-        let full = match round(store.as_ref(), &transport, &settings, &config).await {
+        let full = match round(store.as_ref(), &clock, &transport, &settings, &config).await {
             Ok(n) => n == BATCH,
             Err(e) => {
                 tracing::error!(error = %e, "e-mail worker round failed");
@@ -97,11 +99,12 @@ pub async fn run(
 /// One pass over the due rows; returns how many were taken.
 async fn round(
     store: &dyn Store,
+    clock: &Clock,
     transport: &Transport,
     settings: &MailSettings,
     config: &EmailConfig,
 ) -> Result<usize, crate::store::StoreError> {
-    let now = super::now_unix();
+    let now = clock.unix();
     let due = store.due_mails(now, BATCH).await?;
     let taken = due.len();
     let mut skipped = Vec::new();
@@ -134,7 +137,7 @@ async fn round(
             // A message that cannot be built (a malformed address) never will be.
             Err(e) => Err((e, true)),
         };
-        let now = super::now_unix();
+        let now = clock.unix();
         let count = rows.len() as u64;
         let updates: Vec<(i64, MailUpdate)> = match outcome {
             Ok(()) => {
@@ -188,11 +191,12 @@ async fn round(
 
 /// Deletes events older than `events.retention_hours` and finished outbox rows older than
 /// `email.keep_hours`, a bounded chunk per statement so that the writer is never held long.
-pub async fn prune(store: Arc<dyn Store>, events: EventsConfig, email: EmailConfig) {
-    let mut tick = tokio::time::interval(PRUNE_EVERY);
+pub async fn prune(store: Arc<dyn Store>, clock: Clock, events: EventsConfig, email: EmailConfig) {
+    // Not at start: the first minute is the server's own.
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + PRUNE_EVERY, PRUNE_EVERY);
     loop {
         tick.tick().await;
-        let now = super::now_unix();
+        let now = clock.unix();
         let before = now.saturating_sub(events.retention_hours.max(0).saturating_mul(3600));
         loop {
             match store.prune_events(before, PRUNE_CHUNK).await {

@@ -15,7 +15,7 @@
 //! The stream: a first frame with `retry:` and `id:` (the resume point, so an EventSource that
 //! reconnects before any event still resumes from here), then one frame per event:
 //! `id: N`, `event: notifyAdd|notifyDelete|...`, `data: {json with "counter"}` (payloads in
-//! [`crate::delivery::event`]), and a `:ping` comment after `events.heartbeat_seconds` of silence.
+//! [`crate::store::event`]), and a `:ping` comment after `events.heartbeat_seconds` of silence.
 //!
 //! Order of work, so that nothing is missed and nothing repeats: subscribe to the hub before the
 //! response headers go out; then, when the client resumes (`Last-Event-ID` or
@@ -35,16 +35,16 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, Stream};
 
-use super::event::Event;
-use super::hub::{Hub, Slot, Subscription};
 use crate::auth::{self, Caller, CallerKind, Credential};
+use crate::conn::ConnInfo;
 use crate::error::ApiError;
 use crate::limits::rate::RateKey;
 use crate::protocol::dispatch::{self, Channel};
 use crate::protocol::envelope;
 use crate::protocol::route::Transport;
-use crate::server::ConnInfo;
 use crate::state::AppState;
+use crate::store::event::Event;
+use crate::store::hub::{Hub, Slot, Subscription};
 use crate::store::Store;
 use crate::value::{Array, Value};
 
@@ -59,7 +59,7 @@ pub async fn events(State(state): State<AppState>, req: Request) -> Response {
 }
 
 /// The webhook credentials of `/rest/{user_id}/{code}/events` (with or without a trailing `/`),
-/// which the REST handler passes here instead of looking up a method.
+/// which the server routes here instead of to the REST handler.
 pub fn webhook_path(path: &str) -> Option<(String, String)> {
     let route = crate::protocol::route::parse(path.strip_prefix("/rest")?)?;
     if route.method != "events" || route.transport != Transport::Json {
@@ -189,14 +189,14 @@ async fn authenticate(
             let cookie = cookie.ok_or_else(ApiError::no_auth_found)?;
             let session = state
                 .store
-                .session(auth::secret::hash(&cookie), crate::delivery::now_unix())
+                .session(auth::secret::hash(&cookie), state.clock.unix())
                 .await
                 .map_err(auth::internal)?
                 .ok_or_else(ApiError::session_user_not_authorized)?;
             Ok(Caller {
                 user_id: session.user_id,
                 kind: CallerKind::Session,
-                scopes: crate::auth::known_scopes(),
+                scopes: auth::known_scopes(),
                 rate: Default::default(),
             })
         }

@@ -3,7 +3,6 @@
 
 use super::{storage_failed, users::im_user_card};
 use crate::auth::Caller;
-use crate::delivery::event::notification_value;
 use crate::domain::inbox::{
     self, DeleteRequest, ReadRequest, ReadScope, NOTIFY_EVENT, NOTIFY_MODULE,
 };
@@ -11,6 +10,7 @@ use crate::error::ApiError;
 use crate::protocol::dispatch::MethodSpec;
 use crate::protocol::envelope::Output;
 use crate::state::AppState;
+use crate::store::event::notification_value;
 use crate::store::{Notification, NotifyChat};
 use crate::value::{Array, Value};
 
@@ -141,10 +141,14 @@ async fn delete(state: &AppState, caller: &Caller, params: Array) -> Result<Outp
             .await
             .map_err(storage_failed)?,
         // True even when nothing matched, as in the source.
-        DeleteRequest::ByTag(field, value) => {
+        DeleteRequest::ByTag {
+            field,
+            value,
+            origin,
+        } => {
             state
                 .store
-                .delete_by_tag(field, value)
+                .delete_by_tag(field, value, origin)
                 .await
                 .map_err(storage_failed)?;
             true

@@ -26,12 +26,6 @@ use crate::value::Value;
 
 /// `/rest/...`: every REST call, webhook or not, in either transport.
 pub async fn rest_handler(State(state): State<AppState>, req: Request) -> Response {
-    // A webhook's event stream, `/rest/{user_id}/{code}/events`: not a method, a stream.
-    if req.method() == Method::GET {
-        if let Some(webhook) = crate::delivery::sse::webhook_path(req.uri().path()) {
-            return crate::delivery::sse::open(state, req, Some(webhook)).await;
-        }
-    }
     let started = Instant::now();
     let start = state.clock.now();
     let (parts, body) = req.into_parts();

@@ -3,14 +3,16 @@
 //! The trait is the seam for a second backend (PostgreSQL). Every write that the server
 //! acknowledges goes through `add_notification`, which returns only after the row is durable.
 
+pub mod event;
+pub mod hub;
 pub mod sqlite;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::delivery::event::Event;
-use crate::delivery::hub::Hub;
+use self::event::Event;
+use self::hub::Hub;
 use crate::domain::directory::UserQuery;
 use crate::domain::inbox::{Cursor, ReadRequest, SearchRequest, TagField};
 use crate::domain::notify::Draft;
@@ -279,8 +281,15 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes one of the recipient's notifications; `false` when there was none.
     async fn delete_own(&self, user_id: i64, id: i64) -> StoreResult<bool>;
 
-    /// Deletes every notification of every recipient with this stored tag or sub-tag (D4).
-    async fn delete_by_tag(&self, field: TagField, value: String) -> StoreResult<u64>;
+    /// Deletes every notification of every recipient with this stored tag or sub-tag (D4) that
+    /// came from `origin` (`domain::notify::tag_origin`; rows stored before origins were
+    /// recorded match any origin).
+    async fn delete_by_tag(
+        &self,
+        field: TagField,
+        value: String,
+        origin: String,
+    ) -> StoreResult<u64>;
 
     /// Deletes the recipient's confirm-type notification once answered with `value`, and
     /// returns it; `None` when there is no such notification. Records `notifyDelete` and

@@ -19,12 +19,13 @@ use rusqlite::{
 };
 use tokio::sync::{mpsc, oneshot};
 
+use super::event::{self, Event, Kind, MAX_IDS_PER_EVENT};
+use super::hub::{Hub, HubLimits};
 use super::{
     AccessGrant, App, DueMail, MailText, MailUpdate, NewApp, NewTokens, Notification, NotifyChat,
     OutboxRow, Recipient, Session, Store, StoreError, StoreResult, User, UserRecord, Webhook,
 };
-use crate::delivery::event::{self, Event, Kind, MAX_IDS_PER_EVENT};
-use crate::delivery::hub::{Hub, HubLimits};
+use crate::clock::Clock;
 use crate::domain::directory::{FilterOp, FilterValue, UserField, UserQuery, UserSort};
 use crate::domain::inbox::{
     self, Cursor, ReadRequest, ReadScope, SearchRequest, TagField, NOTIFY_EVENT, NOTIFY_MODULE,
@@ -38,6 +39,9 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0002_oauth.sql"),
     include_str!("../../migrations/0003_rate_limits.sql"),
     include_str!("../../migrations/0004_lifecycle.sql"),
+    // 0005 belongs to another branch; the list is positional, so it goes before this one.
+    include_str!("../../migrations/0006_tag_origin.sql"),
+    // 0007 and 0008 belong to other branches too, and go before this one.
     include_str!("../../migrations/0009_delivery.sql"),
 ];
 
@@ -74,7 +78,8 @@ pub mod sql {
         notification_columns!(),
         " FROM notifications WHERE id = ?1 AND user_id = ?2"
     );
-    pub const TAG_OF: &str = "SELECT tag FROM notifications WHERE id = ?1 AND user_id = ?2";
+    pub const TAG_OF: &str =
+        "SELECT tag, tag_origin FROM notifications WHERE id = ?1 AND user_id = ?2";
     // Each toggle returns the ids it changed: they become the notifyRead/notifyUnread event.
     pub const MARK_ONE: &str = "UPDATE notifications SET is_read = ?3 \
          WHERE id = ?1 AND user_id = ?2 AND notify_type <> 1 AND is_read <> ?3 RETURNING id";
@@ -83,20 +88,24 @@ pub mod sql {
          WHERE user_id = ?1 AND is_read = 0 AND id >= ?2 AND notify_type <> 1 RETURNING id";
     pub const UNREAD_FROM: &str = "UPDATE notifications SET is_read = 0 \
          WHERE user_id = ?1 AND id >= ?2 AND is_read = 1 AND notify_type <> 1 RETURNING id";
+    /// Same-tag siblings are those of the same tag origin too (README "Tag origin").
     pub const MARK_TAG: &str = "UPDATE notifications SET is_read = ?3 \
-         WHERE user_id = ?1 AND tag = ?2 AND is_read <> ?3 AND notify_type <> 1 RETURNING id";
+         WHERE user_id = ?1 AND tag = ?2 AND tag_origin IS ?4 AND is_read <> ?3 AND notify_type <> 1 \
+         RETURNING id";
+    /// Tag replace on add (D4): the recipient's rows with this tag from this origin, or stored
+    /// before origins were recorded (`legacy`, migration 0006). Returns what notifyDelete reports.
+    pub const REPLACE_TAG: &str = "DELETE FROM notifications \
+         WHERE user_id = ?1 AND tag = ?2 AND tag_origin IN (?3, 'legacy') RETURNING id, notify_type";
     pub const READ_ALL: &str = "UPDATE notifications SET is_read = 1 \
          WHERE user_id = ?1 AND is_read = 0 AND notify_type <> 1 RETURNING id";
     // Deletes return what notifyDelete reports: ids and their types (and recipients).
     pub const DELETE_OWN: &str =
         "DELETE FROM notifications WHERE id = ?1 AND user_id = ?2 RETURNING notify_type";
-    pub const DELETE_TAG: &str =
-        "DELETE FROM notifications WHERE tag = ?1 RETURNING id, user_id, notify_type";
-    pub const DELETE_SUB_TAG: &str =
-        "DELETE FROM notifications WHERE sub_tag = ?1 RETURNING id, user_id, notify_type";
-    /// A TAG replace (D4): the recipient's notifications with the new one's stored tag.
-    pub const REPLACE_TAG: &str =
-        "DELETE FROM notifications WHERE user_id = ?1 AND tag = ?2 RETURNING id, notify_type";
+    /// Delete by TAG for every recipient, only the caller's origin's rows (and `legacy` ones).
+    pub const DELETE_TAG: &str = "DELETE FROM notifications \
+         WHERE tag = ?1 AND tag_origin IN (?2, 'legacy') RETURNING id, user_id, notify_type";
+    pub const DELETE_SUB_TAG: &str = "DELETE FROM notifications \
+         WHERE sub_tag = ?1 AND tag_origin IN (?2, 'legacy') RETURNING id, user_id, notify_type";
     pub const CONFIRM: &str =
         "DELETE FROM notifications WHERE id = ?1 AND user_id = ?2 AND notify_type = 1";
     /// A user's events after an id, oldest first: the replay of a resuming stream.
@@ -106,11 +115,12 @@ pub mod sql {
     /// even when nothing is old enough (no scan of the table).
     pub const PRUNE_EVENTS: &str = "DELETE FROM events \
          WHERE id IN (SELECT id FROM events ORDER BY id LIMIT ?2) AND created_at < ?1";
-    /// The e-mail worker's work list.
+    /// The e-mail worker's work list: pending rows through their partial index, in due order.
+    /// The index is named: without statistics the planner would take `outbox_by_state` and sort.
     pub const DUE_MAILS: &str = "SELECT o.id, o.notification_id, o.user_id, o.tag, o.sender_name, \
                 o.attempts, n.id IS NOT NULL AND n.is_read = 0, n.text, n.text_out, n.created_at, \
                 u.active = 1 AND u.email <> '' AND u.email_notifications = 1, u.email, u.name \
-           FROM outbox o \
+           FROM outbox o INDEXED BY outbox_due \
            LEFT JOIN notifications n ON n.id = o.notification_id \
            LEFT JOIN users u ON u.id = o.user_id \
           WHERE o.state = 'pending' AND o.due_at <= ?1 \
@@ -150,17 +160,24 @@ const WEBHOOK_CACHE_MAX: usize = 10_000;
 /// group's commit has decided whether the write stands.
 type Job = Box<dyn FnOnce(&Connection, &mut Events) -> (bool, Completion) + Send>;
 type Completion = Box<dyn FnOnce(Option<&str>) + Send>;
-/// The events a write recorded in its savepoint; the hub gets them once the group commits.
-pub type Events = Vec<Arc<Event>>;
+/// The events the writes of a group recorded in their savepoints; the hub gets them once the
+/// group commits.
+pub struct Events {
+    list: Vec<Arc<Event>>,
+    /// The group's time (Unix seconds, from the application clock): the events' `created_at`.
+    now: i64,
+}
 
 /// What the deployment chooses about delivery when it opens the store.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Clone, Default)]
 pub struct DeliveryOptions {
     /// `Some(email.delay_seconds)` when SMTP is configured: notifications to mailable
     /// recipients get an outbox row, due this many seconds after they were added (D10).
     /// `None`: e-mail is off and nothing is queued.
     pub mail_delay: Option<i64>,
     pub hub: HubLimits,
+    /// The application clock; event times come from it.
+    pub clock: Clock,
 }
 
 pub struct SqliteStore {
@@ -206,9 +223,10 @@ impl SqliteStore {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let hub = Hub::new(delivery.hub);
         let writer_hub = hub.clone();
+        let clock = delivery.clock.clone();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx, writer_hub))
+            .spawn(move || writer_loop(conn, rx, writer_hub, clock))
             .map_err(|e| StoreError::Backend(format!("starting writer: {e}")))?;
         let alive = Arc::new(());
         let checkpoint_conn = open_connection(&path, false).map_err(backend)?;
@@ -377,7 +395,7 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>, hub: Arc<Hub>) {
+fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>, hub: Arc<Hub>, clock: Clock) {
     let mut group: Vec<Job> = Vec::with_capacity(MAX_GROUP);
     let mut last_group = 0;
     while let Some(first) = rx.blocking_recv() {
@@ -392,7 +410,7 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>, hub: Arc<Hub>)
             drain(&mut rx, &mut group);
         }
         last_group = group.len();
-        commit_group(&mut conn, &mut group, &hub);
+        commit_group(&mut conn, &mut group, &hub, &clock);
     }
 }
 
@@ -405,23 +423,26 @@ fn drain(rx: &mut mpsc::Receiver<Job>, group: &mut Vec<Job>) {
     }
 }
 
-fn commit_group(conn: &mut Connection, group: &mut Vec<Job>, hub: &Hub) {
+fn commit_group(conn: &mut Connection, group: &mut Vec<Job>, hub: &Hub, clock: &Clock) {
     crate::metrics::record_commit_batch(group.len());
     let mut completions = Vec::with_capacity(group.len());
-    let mut events: Events = Vec::new();
+    let mut events = Events {
+        list: Vec::new(),
+        now: clock.unix(),
+    };
     let committed = (|| -> rusqlite::Result<()> {
         let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         for job in group.drain(..) {
             // A savepoint per write: one failing write must not take the others down with it.
             let sp = tx.savepoint()?;
-            let mark = events.len();
+            let mark = events.list.len();
             let (ok, completion) = job(&sp, &mut events);
             completions.push(completion);
             if ok {
                 sp.commit()?;
             } else {
                 // Rolled back with the savepoint: they never happened.
-                events.truncate(mark);
+                events.list.truncate(mark);
             }
         }
         tx.commit()
@@ -429,7 +450,7 @@ fn commit_group(conn: &mut Connection, group: &mut Vec<Job>, hub: &Hub) {
     // After the commit and never before; before the callers hear back, so a client that sees
     // its REST answer finds the event already on its way. `publish` never blocks.
     if committed.is_ok() {
-        hub.publish(&events);
+        hub.publish(&events.list);
     }
     let error = committed.err().map(|e| {
         tracing::error!(error = %e, writes = completions.len(), "group commit failed");
@@ -455,13 +476,8 @@ fn record(
     conn.prepare_cached(
         "INSERT INTO events (user_id, kind, payload, created_at) VALUES (?1, ?2, ?3, ?4)",
     )?
-    .execute(params![
-        user_id,
-        kind.name(),
-        payload,
-        crate::delivery::now_unix()
-    ])?;
-    events.push(Arc::new(Event {
+    .execute(params![user_id, kind.name(), payload, events.now])?;
+    events.list.push(Arc::new(Event {
         id: conn.last_insert_rowid(),
         user_id,
         kind,
@@ -509,10 +525,13 @@ fn delete_returning(
     events: &mut Events,
     stmt: &str,
     value: &str,
+    origin: &str,
 ) -> rusqlite::Result<u64> {
     let rows: Vec<(i64, i64, i64)> = conn
         .prepare_cached(stmt)?
-        .query_map([value], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .query_map(params![value, origin], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?
         .collect::<rusqlite::Result<_>>()?;
     let mut by_user: std::collections::BTreeMap<i64, Vec<(i64, i64)>> = Default::default();
     for (id, user, notify_type) in &rows {
@@ -598,9 +617,9 @@ fn mark_read(conn: &Connection, user_id: i64, req: &ReadRequest) -> rusqlite::Re
         ReadScope::Only(id) => (id, false),
         ReadScope::AndNewer(id) => (id, true),
     };
-    let tag: Option<Option<String>> = conn
+    let tag: Option<(Option<String>, Option<String>)> = conn
         .prepare_cached(sql::TAG_OF)?
-        .query_row(params![id, user_id], |r| r.get(0))
+        .query_row(params![id, user_id], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     if tag.is_none() && !req.read {
         return Ok(Vec::new());
@@ -623,10 +642,10 @@ fn mark_read(conn: &Connection, user_id: i64, req: &ReadRequest) -> rusqlite::Re
         )?
     };
     // Notifications that share the tag are one event for the user: toggled together.
-    if let Some(Some(tag)) = tag {
+    if let Some((Some(tag), origin)) = tag {
         changed.extend(returned_ids(
             &mut conn.prepare_cached(sql::MARK_TAG)?,
-            params![user_id, tag, read],
+            params![user_id, tag, read, origin],
         )?);
     }
     Ok(changed)
@@ -693,14 +712,17 @@ fn insert_notification(
         // A TAG replace is a delete and then an add, as Bitrix24 announces it.
         let replaced: Vec<(i64, i64)> = conn
             .prepare_cached(sql::REPLACE_TAG)?
-            .query_map(params![d.recipient, tag], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .query_map(params![d.recipient, tag, d.tag_origin], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?
             .collect::<rusqlite::Result<_>>()?;
         record_deletes(conn, events, d.recipient, &replaced)?;
     }
     conn.prepare_cached(
         "INSERT INTO notifications
-            (user_id, author_id, notify_type, text, text_out, tag, sub_tag, attach, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            (user_id, author_id, notify_type, text, text_out, tag, sub_tag, attach, created_at,
+             tag_origin)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?
     .execute(params![
         d.recipient,
@@ -711,7 +733,8 @@ fn insert_notification(
         d.tag,
         d.sub_tag,
         d.attach,
-        created_at
+        created_at,
+        d.tag_origin
     ])?;
     let id = conn.last_insert_rowid();
     let (chat_id, counter) = chat_counter(conn, d.recipient)?;
@@ -1463,13 +1486,18 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn delete_by_tag(&self, field: TagField, value: String) -> StoreResult<u64> {
+    async fn delete_by_tag(
+        &self,
+        field: TagField,
+        value: String,
+        origin: String,
+    ) -> StoreResult<u64> {
         let stmt = match field {
             TagField::Tag => sql::DELETE_TAG,
             TagField::SubTag => sql::DELETE_SUB_TAG,
         };
         self.write_keeping_auth(move |c, events| {
-            delete_returning(c, events, stmt, &value).map_err(backend)
+            delete_returning(c, events, stmt, &value, &origin).map_err(backend)
         })
         .await
     }

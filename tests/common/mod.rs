@@ -259,14 +259,36 @@ impl Server {
         )
     }
 
-    /// Signs in through the login form and returns the session cookie (`name=value`).
-    pub fn sign_in(&self, login: &str, password: &str) -> String {
+    /// Loads the login form as a browser would: its CSRF token and the matching cookie
+    /// (`name=value`), which `POST /login` needs together.
+    pub fn login_token(&self) -> (String, String) {
+        let page = self.get("/login?next=/");
+        assert_eq!(page.status, 200, "{}", page.body);
+        let set = page.header("set-cookie").expect("login CSRF cookie");
+        let cookie = set.split(';').next().unwrap().to_owned();
+        (csrf_from(&page.body), cookie)
+    }
+
+    /// Posts the login form with a fresh CSRF token and cookie, plus `extra` headers.
+    pub fn post_login(&self, login: &str, password: &str, extra: &[(&str, &str)]) -> Response {
+        let (csrf, cookie) = self.login_token();
         let form: String = form_urlencoded::Serializer::new(String::new())
             .append_pair("login", login)
             .append_pair("password", password)
             .append_pair("next", "/")
+            .append_pair("csrf", &csrf)
             .finish();
-        let r = self.post_form("/login", &form);
+        let mut headers = vec![
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("Cookie", cookie.as_str()),
+        ];
+        headers.extend_from_slice(extra);
+        self.request("POST", "/login", &headers, form.as_bytes())
+    }
+
+    /// Signs in through the login form and returns the session cookie (`name=value`).
+    pub fn sign_in(&self, login: &str, password: &str) -> String {
+        let r = self.post_login(login, password, &[]);
         assert_eq!(r.status, 303, "{}", r.body);
         let set = r.header("set-cookie").expect("session cookie");
         assert!(set.contains("HttpOnly"), "{set}");

@@ -198,7 +198,7 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::delivery::event::Kind;
+    use crate::store::event::Kind;
 
     fn ev(id: i64, user_id: i64) -> Arc<Event> {
         Arc::new(Event {

@@ -1,5 +1,5 @@
-//! The event kinds and their payloads: the one place that says what a change looks like to a
-//! live channel.
+//! The event log's kinds and payloads: the one place that says what a change looks like to a
+//! live channel (issue 12).
 //!
 //! Every change a user can see is stored as an event (table `events`, written in the same
 //! transaction as the change) with one of these kinds and a JSON payload that always carries the
@@ -20,9 +20,9 @@
 
 use std::sync::Arc;
 
+use super::Notification;
+use crate::clock::rfc3339_local;
 use crate::domain::inbox::NOTIFY_TYPE_CONFIRM;
-use crate::protocol::envelope::rfc3339_local;
-use crate::store::Notification;
 use crate::value::{Array, Key, Value};
 
 /// At most this many ids go into one `notifyDelete`, `notifyRead` or `notifyUnread`: a read.all
