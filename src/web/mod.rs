@@ -1,5 +1,8 @@
-//! Browser-facing endpoints: the login page, the OAuth consent page and the token endpoint.
+//! Browser-facing endpoints: the notification center (`center`, with its texts in `i18n`), the
+//! login page, the OAuth consent page and the token endpoint.
 
+pub mod center;
+pub mod i18n;
 pub mod oauth;
 pub mod signin;
 
