@@ -564,3 +564,134 @@ fn a_long_answer_is_cut_as_a_message_is() {
         .unwrap();
     assert!(stored < 25_000, "{stored} bytes in the event log");
 }
+
+fn cli_ok(s: &Server, args: &[&str]) -> String {
+    let out = s.cli(args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// User 5 with a password, an `im` webhook, an OAuth token and a signed-in session, and a
+/// stream open with each, past its first frame: (webhook, token, session).
+fn three_streams(s: &Server) -> (String, Stream, Stream, Stream) {
+    s.add_user(5, &["--password", "old pw"]);
+    let hook = s.add_webhook(5, "im");
+    let app: Value = serde_json::from_str(&cli_ok(
+        s,
+        &["app", "add", "--name", "Tasks", "--scope", "im", "--json"],
+    ))
+    .unwrap();
+    let token: Value = serde_json::from_str(&cli_ok(
+        s,
+        &[
+            "app",
+            "token",
+            "--client-id",
+            app["client_id"].as_str().unwrap(),
+            "--user-id",
+            "5",
+            "--json",
+        ],
+    ))
+    .unwrap();
+    let token = token["access_token"].as_str().unwrap().to_owned();
+    let cookie = s.sign_in("5", "old pw");
+    let mut streams = (
+        Stream::open(s, &format!("{hook}events"), &[]),
+        Stream::open(
+            s,
+            "/events",
+            &[("Authorization", &format!("Bearer {token}"))],
+        ),
+        Stream::open(s, "/events", &[("Cookie", &cookie)]),
+    );
+    for st in [&mut streams.0, &mut streams.1, &mut streams.2] {
+        assert_eq!(st.status, 200);
+        st.next();
+    }
+    (hook, streams.0, streams.1, streams.2)
+}
+
+/// Asserts the stream ends within `within` without sending another event.
+fn ends_without_event(st: &mut Stream, within: Duration, what: &str) {
+    let start = Instant::now();
+    st.reader.get_ref().set_read_timeout(Some(within)).unwrap();
+    loop {
+        let mut line = String::new();
+        match st.reader.read_line(&mut line) {
+            Ok(0) => break,
+            Ok(_) => assert!(
+                !line.starts_with("event:") && !line.starts_with("data:"),
+                "{what}: an event after revocation: {line}"
+            ),
+            Err(e) => panic!("{what}: the stream is still open after {within:?} ({e})"),
+        }
+        assert!(start.elapsed() < within, "{what}: still open");
+    }
+}
+
+fn notify_5(s: &Server, message: &str) -> Value {
+    call(
+        s,
+        "im.notify.system.add",
+        json!({"USER_ID": 5, "MESSAGE": message}),
+    )
+}
+
+#[test]
+fn revocation_ends_open_streams() {
+    let s = Server::start();
+    let (hook, mut by_hook, mut by_token, mut by_session) = three_streams(&s);
+    let id = notify_5(&s, "before");
+    for st in [&mut by_hook, &mut by_token, &mut by_session] {
+        assert_eq!(st.event().2["id"], id);
+    }
+
+    // A webhook: once the running server refuses it (its cache trusts an entry for 1 s).
+    let list: Value = serde_json::from_str(&cli_ok(
+        &s,
+        &["webhook", "list", "--user-id", "5", "--json"],
+    ))
+    .unwrap();
+    cli_ok(
+        &s,
+        &["webhook", "revoke", "--id", &list[0]["id"].to_string()],
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while s.get(&format!("{hook}profile")).status != 403 {
+        assert!(Instant::now() < deadline, "the revoked webhook still works");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let id = notify_5(&s, "after the webhook's revocation");
+    ends_without_event(&mut by_hook, Duration::from_secs(6), "webhook");
+    assert_eq!(by_token.event().2["id"], id);
+    assert_eq!(by_session.event().2["id"], id);
+
+    // An OAuth token: at once.
+    cli_ok(&s, &["token", "revoke", "--user-id", "5"]);
+    let id = notify_5(&s, "after the token's revocation");
+    ends_without_event(&mut by_token, Duration::from_secs(6), "token");
+    assert_eq!(by_session.event().2["id"], id);
+
+    // A session, ended by a password change; idle, so the periodic check ends it.
+    cli_ok(&s, &["user", "update", "--id", "5", "--password", "new pw"]);
+    ends_without_event(&mut by_session, Duration::from_secs(6), "session");
+}
+
+#[test]
+fn deactivating_the_user_ends_every_stream() {
+    let s = Server::start();
+    let (_, mut by_hook, mut by_token, mut by_session) = three_streams(&s);
+    cli_ok(&s, &["user", "deactivate", "--id", "5"]);
+    for (st, what) in [
+        (&mut by_hook, "webhook"),
+        (&mut by_token, "token"),
+        (&mut by_session, "session"),
+    ] {
+        ends_without_event(st, Duration::from_secs(6), what);
+    }
+}

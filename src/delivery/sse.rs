@@ -23,11 +23,20 @@
 //! any live event whose id was already sent (the seam between replay and live). A subscriber the
 //! hub dropped for being slow subscribes again and replays from its last sent id, so a slow
 //! reader loses nothing either.
+//!
+//! A stream is only as good as its credential: it checks the credential again before it sends
+//! an event (unless it did so in the last [`RECHECK_FRESH`]) and every [`RECHECK_EVERY`] while
+//! idle, and ends when the credential no longer authenticates (token revoked or expired, by
+//! the application clock; session ended; webhook revoked, through the webhook cache, which
+//! trusts an entry for 1 s; user deactivated; `im` scope gone). So revocation ends open streams
+//! within 3 s (ARCHITECTURE.md invariants).
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue};
@@ -52,6 +61,10 @@ use crate::value::{Array, Value};
 const REPLAY_PAGE: usize = 256;
 /// What an EventSource waits before reconnecting.
 const RETRY: Duration = Duration::from_secs(2);
+/// How often an idle stream checks its credential again.
+pub const RECHECK_EVERY: Duration = Duration::from_secs(2);
+/// A check this recent covers the next event too, so a burst costs one lookup, not one per event.
+pub const RECHECK_FRESH: Duration = Duration::from_millis(100);
 
 /// `GET /events` (session cookie or OAuth token).
 pub async fn events(State(state): State<AppState>, req: Request) -> Response {
@@ -121,7 +134,7 @@ pub async fn open(state: AppState, req: Request, webhook: Option<(String, String
     let channel = Channel {
         secure: conn.is_some_and(|c| c.is_secure(&parts.headers, trusted)),
     };
-    let caller = authenticate(&state, cred, channel).await;
+    let caller = authenticate(&state, cred.clone(), channel).await;
     if let (Err(_), Some(gate), Some(ip)) = (&caller, &state.limits.ip_gate, client_ip) {
         gate.failed(ip, state.clock.monotonic());
     }
@@ -166,6 +179,13 @@ pub async fn open(state: AppState, req: Request, webhook: Option<(String, String
     // A resume point past the head (a log that started over) would hide every new event.
     let start = resume.map_or(head, |r| r.min(head));
     let feed = Feed {
+        guard: Guard {
+            state: state.clone(),
+            cred,
+            channel,
+            user_id: caller.user_id,
+            checked: Instant::now(),
+        },
         store: state.store.clone(),
         hub,
         user_id: caller.user_id,
@@ -229,8 +249,49 @@ fn refuse(e: &ApiError) -> Response {
     envelope::error_response(Transport::Json, e)
 }
 
+/// The credential a stream was opened with, checked again while the stream lives.
+struct Guard {
+    state: AppState,
+    cred: Credential,
+    channel: Channel,
+    user_id: i64,
+    /// When the credential last authenticated (a machine instant: the freshness of a check).
+    checked: Instant,
+}
+
+impl Guard {
+    /// Whether the credential still authenticates as the stream's user with the `im` scope.
+    /// Checks again unless the last check is fresher than [`RECHECK_FRESH`]. A storage failure
+    /// counts as invalid: the client reconnects, authenticates anew and resumes.
+    async fn valid(&mut self) -> bool {
+        if self.checked.elapsed() < RECHECK_FRESH {
+            return true;
+        }
+        match authenticate(&self.state, self.cred.clone(), self.channel).await {
+            Ok(c) if c.user_id == self.user_id && (c.is_session() || c.has_scope("im")) => {
+                self.checked = Instant::now();
+                true
+            }
+            other => {
+                tracing::info!(
+                    user_id = self.user_id,
+                    reason = other.err().map(|e| e.to_string()).unwrap_or_default(),
+                    "event stream ended: its credential no longer authenticates"
+                );
+                false
+            }
+        }
+    }
+
+    /// When an idle stream checks next.
+    fn due(&self) -> Instant {
+        self.checked + RECHECK_EVERY
+    }
+}
+
 /// One stream's position: what it has sent, and where its next events come from.
 struct Feed {
+    guard: Guard,
     store: Arc<dyn Store>,
     hub: Arc<Hub>,
     user_id: i64,
@@ -263,10 +324,13 @@ impl Feed {
         }
         loop {
             if let Some(ev) = self.backlog.pop_front() {
-                if let Some(frame) = self.frame(&ev) {
-                    return Some(frame);
+                if ev.id <= self.last {
+                    continue;
                 }
-                continue;
+                if !self.guard.valid().await {
+                    return None;
+                }
+                return self.frame(&ev);
             }
             if self.replay {
                 match self
@@ -291,11 +355,25 @@ impl Feed {
                 self.replay = true;
                 continue;
             };
-            match sub.rx.recv().await {
-                Some(ev) => {
-                    if let Some(frame) = self.frame(&ev) {
-                        return Some(frame);
+            let due = self.guard.due();
+            let received = tokio::select! {
+                r = sub.rx.recv() => r,
+                () = tokio::time::sleep_until(due) => {
+                    if !self.guard.valid().await {
+                        return None;
                     }
+                    continue;
+                }
+            };
+            match received {
+                Some(ev) => {
+                    if ev.id <= self.last {
+                        continue;
+                    }
+                    if !self.guard.valid().await {
+                        return None;
+                    }
+                    return self.frame(&ev);
                 }
                 None => {
                     self.sub = None;
