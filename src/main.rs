@@ -30,6 +30,9 @@ fn main() -> std::process::ExitCode {
         }
     };
     imnotify::telemetry::init(&config.log);
+    for name in imnotify::config::unknown_env_vars(std::env::vars()) {
+        tracing::warn!(variable = %name, "ignoring unknown environment variable {name}: no such config key");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
