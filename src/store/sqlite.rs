@@ -1114,7 +1114,33 @@ fn insert_notification(
     Ok(Some(id))
 }
 
+/// E-mail sign-in finds a user by address (case-insensitive), so two users may not share one:
+/// a `Conflict` naming the other user when a user other than `user_id` has `email` already.
+/// Checked on the writer, so no second write can slip in between check and write. An empty
+/// address (no e-mail) is never a duplicate.
+fn check_email_free(conn: &Connection, user_id: i64, email: &str) -> StoreResult<()> {
+    if email.is_empty() {
+        return Ok(());
+    }
+    let other: Option<i64> = conn
+        .query_row(
+            "SELECT id FROM users WHERE id <> ?1 AND email <> '' AND lower(email) = lower(?2)
+              LIMIT 1",
+            params![user_id, email],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(backend)?;
+    match other {
+        Some(other) => Err(StoreError::Conflict(format!(
+            "e-mail {email} is already used by user {other}; e-mail sign-in needs it to be unique"
+        ))),
+        None => Ok(()),
+    }
+}
+
 fn insert_user(conn: &Connection, u: &User) -> StoreResult<()> {
+    check_email_free(conn, u.id, &u.email)?;
     conn.execute(
         "INSERT INTO users (id, name, last_name, email, active, is_admin, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, strftime('%s','now'))",
@@ -1529,6 +1555,9 @@ impl Store for SqliteStore {
 
     async fn update_user(&self, user_id: i64, u: UserUpdate) -> StoreResult<()> {
         self.write(move |c| {
+            if let Some(email) = &u.email {
+                check_email_free(c, user_id, email)?;
+            }
             let n = c
                 .execute(
                     "UPDATE users SET name = coalesce(?2, name), last_name = coalesce(?3, last_name),
