@@ -41,6 +41,13 @@ Keys (environment variable in brackets; nested keys use a double underscore):
   limits.header_read_timeout_secs [IMNOTIFY_LIMITS__HEADER_READ_TIMEOUT_SECS] default 10; also the idle timeout
   limits.body_read_timeout_secs   [IMNOTIFY_LIMITS__BODY_READ_TIMEOUT_SECS]   default 30 (408 above)
   limits.max_notifications_per_user [IMNOTIFY_LIMITS__MAX_NOTIFICATIONS_PER_USER] default 10000; oldest read go first; 0: no cap
+  limits.batch_max_answer_bytes [IMNOTIFY_LIMITS__BATCH_MAX_ANSWER_BYTES] default 16777216 (ERROR_BATCH_ANSWER_TOO_LARGE above)
+  limits.max_connections   [IMNOTIFY_LIMITS__MAX_CONNECTIONS]   default 10000; lowered to RLIMIT_NOFILE less 128
+  limits.max_connections_per_ip [IMNOTIFY_LIMITS__MAX_CONNECTIONS_PER_IP] default 512; 0: no cap
+  limits.max_in_flight_per_ip   [IMNOTIFY_LIMITS__MAX_IN_FLIGHT_PER_IP]   default 64 (QUERY_LIMIT_EXCEEDED above); 0: no cap
+  limits.failed_auth_per_second [IMNOTIFY_LIMITS__FAILED_AUTH_PER_SECOND] default 1.0 (leaky-bucket drain)
+  limits.failed_auth_burst [IMNOTIFY_LIMITS__FAILED_AUTH_BURST] default 100 failed authentications per client IP
+  limits.password_hash_concurrency [IMNOTIFY_LIMITS__PASSWORD_HASH_CONCURRENCY] default 4 /login checks at once (429 above)
   retention.days           [IMNOTIFY_RETENTION__DAYS]           default 60; older notifications are removed; 0: keep
   retention.interval_secs  [IMNOTIFY_RETENTION__INTERVAL_SECS]  default 7200 (first run at start)
   storage.quick_check      [IMNOTIFY_STORAGE__QUICK_CHECK]      default true: check the database at start
