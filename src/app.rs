@@ -156,7 +156,11 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
     let base = config.base_url(bound.addr);
 
     // Stdout carries what a person (or a test) needs to start calling; logs go to stderr.
-    println!("imnotify listening on {base}");
+    // The socket itself, so nobody looks for TLS or a name that a proxy in front provides.
+    println!("imnotify listening on {}", config.listen_url(bound.addr));
+    if config.public_url.is_some() {
+        println!("Public URL: {base}");
+    }
     if let Some(code) = first_code {
         println!("Created user 1 (admin) and a webhook with scope im. Its code is shown only now.");
         println!("Webhook: {base}/rest/1/{code}/");

@@ -474,6 +474,12 @@ impl Config {
         if let Some(u) = &self.public_url {
             return u.trim_end_matches('/').to_owned();
         }
+        self.listen_url(bound)
+    }
+
+    /// The URL of the socket itself (`http(s)://ip:port`, an unspecified address shown as
+    /// 127.0.0.1), whatever `public_url` says.
+    pub fn listen_url(&self, bound: SocketAddr) -> String {
         let scheme = if self.tls_enabled() { "https" } else { "http" };
         let host = if bound.ip().is_unspecified() {
             SocketAddr::new(IpAddr::from([127, 0, 0, 1]), bound.port())

@@ -328,3 +328,38 @@ fn every_readme_config_key_is_in_help_and_the_example_file() {
         );
     }
 }
+
+/// With `public_url`, the banner still names the socket it listens on, then the public URL.
+#[test]
+fn banner_names_the_listen_address_and_the_public_url() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--public-url",
+            "https://public.example.com",
+        ])
+        .env("IMNOTIFY_DATA_DIR", dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let second = lines.next().unwrap().unwrap();
+    let third = lines.nth(1).unwrap().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        first.starts_with("imnotify listening on http://127.0.0.1:") && !first.contains("public"),
+        "{first}"
+    );
+    assert_eq!(second, "Public URL: https://public.example.com");
+    assert!(
+        third.starts_with("Webhook: https://public.example.com/rest/1/"),
+        "{third}"
+    );
+}

@@ -130,8 +130,8 @@ impl Server {
             }
             if let Some(url) = line.strip_prefix("Webhook: ") {
                 let url = url.trim();
-                let b = base.as_deref().expect("listening line comes first");
-                self.hook = url.strip_prefix(b).unwrap().to_owned();
+                // From the path on: with public_url the link's base is not the socket's.
+                self.hook = url[url.find("/rest/").expect("a webhook URL")..].to_owned();
                 break;
             }
         }
