@@ -98,6 +98,7 @@ pub fn router(state: AppState) -> Router {
         .route("/center/email", post(web::center::set_email))
         .route("/assets/center.js", get(web::center::script))
         .route("/assets/center.css", get(web::center::style))
+        .route("/assets/page.css", get(web::page_style))
         .route("/events", get(delivery::sse::events))
         .route(
             "/unsubscribe",
