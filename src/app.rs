@@ -168,6 +168,9 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
         println!(
             "curl -X POST -H \"Content-Type: application/json\" -H \"Accept: application/json\" -d '{{\"USER_ID\":1,\"MESSAGE\":\"System notification\",\"MESSAGE_OUT\":\"System notification for email\",\"TAG\":\"SYSTEM_EVENT_42\",\"SUB_TAG\":\"SYSTEM_EVENT|42\"}}' {base}/rest/1/{code}/im.notify.system.add"
         );
+        println!(
+            "To read it in the page: imnotify user password --id 1 --password '...', then open {base}/ and sign in as 1."
+        );
     }
     tracing::info!(addr = %bound.addr, tls = config.tls_enabled(), require_https = config.require_https(), "serving");
 

@@ -351,6 +351,7 @@ fn banner_names_the_listen_address_and_the_public_url() {
     let first = lines.next().unwrap().unwrap();
     let second = lines.next().unwrap().unwrap();
     let third = lines.nth(1).unwrap().unwrap();
+    let hint = lines.nth(2).unwrap().unwrap();
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(
@@ -361,5 +362,9 @@ fn banner_names_the_listen_address_and_the_public_url() {
     assert!(
         third.starts_with("Webhook: https://public.example.com/rest/1/"),
         "{third}"
+    );
+    assert!(
+        hint.contains("user password --id 1") && hint.contains("sign in as 1"),
+        "{hint}"
     );
 }
