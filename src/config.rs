@@ -32,6 +32,7 @@ pub struct Config {
     pub limits: Limits,
     pub log: LogConfig,
     pub events: EventsConfig,
+    pub pull: PullConfig,
     pub smtp: SmtpConfig,
     pub email: EmailConfig,
 }
@@ -57,6 +58,22 @@ impl Default for EventsConfig {
             max_streams_per_user: 16,
             max_streams: 10_000,
             heartbeat_seconds: 15,
+        }
+    }
+}
+
+/// The built-in Push&Pull server (issue 13; push-pull.md).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct PullConfig {
+    /// Seconds a channel handed out by `pull.config.get` stays good (Bitrix24: 43205, §1.3).
+    pub channel_ttl_seconds: i64,
+}
+
+impl Default for PullConfig {
+    fn default() -> PullConfig {
+        PullConfig {
+            channel_ttl_seconds: 43_205,
         }
     }
 }
@@ -271,6 +288,7 @@ impl Default for Config {
             limits: Limits::default(),
             log: LogConfig::default(),
             events: EventsConfig::default(),
+            pull: PullConfig::default(),
             smtp: SmtpConfig::default(),
             email: EmailConfig::default(),
         }

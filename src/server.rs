@@ -92,6 +92,10 @@ pub fn router(state: AppState) -> Router {
         .route("/oauth/token", any(web::oauth::token))
         .route("/oauth/token/", any(web::oauth::token))
         .route("/events", get(delivery::sse::events))
+        .route("/subws/", get(delivery::pull::subws))
+        .route("/subws", get(delivery::pull::subws))
+        .route("/sub/", get(delivery::pull::sub))
+        .route("/sub", get(delivery::pull::sub))
         .route(
             "/unsubscribe",
             get(delivery::mail::unsubscribe_page).post(delivery::mail::unsubscribe),
