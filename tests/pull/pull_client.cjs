@@ -1,0 +1,224 @@
+// Bitrix24's own PullClient (@bitrix24/b24jssdk, pinned in tests/interop/package.json) against
+// imnotify's built-in Push&Pull server (issue 13). Run by tests/pull/run.sh, which makes the TLS
+// certificates and sets NODE_EXTRA_CA_CERTS and NODE_PATH.
+//
+//   node pull_client.cjs ws        WebSocket, text framing (server version 3)
+//   node pull_client.cjs poll      long polling (no WebSocket in the environment)
+//   node pull_client.cjs bench N   N notifications over WebSocket: REST answer -> notifyAdd
+//   node pull_client.cjs bench-poll N   the same over long polling
+//
+// Env: IMNOTIFY_BIN, PULL_CERT, PULL_KEY. Prints one line per check; exits 1 on any failure.
+'use strict'
+const { spawn, execFileSync } = require('node:child_process')
+const fs = require('node:fs')
+const net = require('node:net')
+const os = require('node:os')
+const path = require('node:path')
+
+const mode = process.argv[2] || 'ws'
+const benchN = Number(process.argv[3] || 100)
+const wantSocket = mode === 'ws' || mode === 'bench'
+
+const WS = require('ws')
+if (wantSocket) {
+  // What a browser page has: a WebSocket constructor and window listeners, but no `document`
+  // (push-pull.md §5.1), so the SDK still treats itself as running outside a browser.
+  globalThis.WebSocket = WS
+  globalThis.window = { WebSocket: WS, addEventListener() {}, removeEventListener() {} }
+} else {
+  globalThis.XMLHttpRequest = require('xhr2')
+}
+const { B24Hook, B24PullClientManager } = require('@bitrix24/b24jssdk')
+
+let failures = 0
+function check(name, ok, detail = '') {
+  console.log(`${ok ? 'PASS' : 'FAIL'} [${mode}] ${name}${detail ? ': ' + detail : ''}`)
+  if (!ok) failures++
+}
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
+
+function freePort() {
+  return new Promise((resolve) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => {
+      const p = s.address().port
+      s.close(() => resolve(p))
+    })
+  })
+}
+
+class Server {
+  constructor(port, dir) {
+    this.port = port
+    this.dir = dir
+    this.base = `https://localhost:${port}`
+  }
+  start() {
+    return new Promise((resolve, reject) => {
+      const env = { ...process.env, IMNOTIFY_PUBLIC_URL: this.base, IMNOTIFY_LOG__FILTER: 'warn' }
+      delete env.IMNOTIFY_DATA_DIR
+      this.proc = spawn(process.env.IMNOTIFY_BIN, ['serve', '--listen', `127.0.0.1:${this.port}`,
+        '--data-dir', this.dir, '--tls-cert', process.env.PULL_CERT, '--tls-key', process.env.PULL_KEY],
+      { env, stdio: ['ignore', 'pipe', 'inherit'] })
+      let out = ''
+      const timer = setTimeout(() => reject(new Error('server did not start')), 30000)
+      this.proc.stdout.on('data', (d) => {
+        out += d
+        if (out.includes('listening on')) { clearTimeout(timer); resolve() }
+      })
+      this.proc.on('exit', () => reject(new Error('server exited')))
+    })
+  }
+  stop() {
+    return new Promise((resolve) => {
+      if (!this.proc || this.proc.exitCode !== null) return resolve()
+      this.proc.removeAllListeners('exit')
+      this.proc.on('exit', () => resolve())
+      this.proc.kill('SIGTERM')
+    })
+  }
+  cli(...args) {
+    return execFileSync(process.env.IMNOTIFY_BIN, [...args, '--data-dir', this.dir], { encoding: 'utf8' })
+  }
+}
+
+// Collects the im events a PullClient receives, and waits for them.
+class Inbox {
+  constructor() { this.events = []; this.waiters = [] }
+  push(e) {
+    e.at = performance.now()
+    this.events.push(e)
+    for (const w of this.waiters.splice(0)) w()
+  }
+  async waitFor(pred, ms = 5000) {
+    const end = Date.now() + ms
+    for (;;) {
+      const i = this.events.findIndex(pred)
+      if (i >= 0) return this.events[i]
+      if (Date.now() > end) return null
+      await new Promise((r) => { this.waiters.push(r); setTimeout(r, 50) })
+    }
+  }
+}
+
+async function call(b24, method, params) {
+  const res = await b24.actions.v2.call.make({ method, params })
+  if (!res.isSuccess) throw new Error(`${method}: ${res.getErrorMessages().join('; ')}`)
+  return res.getData().result
+}
+
+async function main() {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'imnotify-pull-'))
+  const server = new Server(await freePort(), path.join(dir, 'data'))
+  await server.start()
+  let pull
+  try {
+    const hook = JSON.parse(server.cli('webhook', 'add', '--user-id', '1', '--scope', 'im,pull_channel', '--json'))
+    const secret = hook.code || hook.secret || String(hook.url).split('/').filter(Boolean).pop()
+    const b24 = new B24Hook({ b24Url: server.base, userId: 1, secret })
+
+    const inbox = new Inbox()
+    pull = new B24PullClientManager({ b24, userId: 1, siteId: 's1' })
+    pull.subscribe({ moduleId: 'im', callback: (data) => inbox.push({ command: data.command, params: data.params }) })
+    await pull.start()
+    // Long polling is online after the first (immediate) 304; give it that moment.
+    await sleep(wantSocket ? 100 : 500)
+
+    if (mode.startsWith('bench')) return await bench(b24, inbox)
+
+    // 1. notifyAdd within 1 s with id, text and counter.
+    const t0 = performance.now()
+    const id1 = await call(b24, 'im.notify.system.add', { USER_ID: 1, MESSAGE: 'first # #!NGINXNME!# \u2028 line' })
+    const tAnswer = performance.now()
+    const add1 = await inbox.waitFor((e) => e.command === 'notifyAdd' && e.params.id === id1, 3000)
+    check('notifyAdd arrives within 1 s of the REST answer', add1 && add1.at - tAnswer < 1000,
+      add1 ? `${(add1.at - tAnswer).toFixed(1)} ms (call ${(tAnswer - t0).toFixed(1)} ms)` : 'not received')
+    check('notifyAdd carries id, text and counter', add1 && add1.params.text === 'first # #!NGINXNME!# \u2028 line' &&
+      add1.params.counter === 1 && add1.params.type === 4, add1 && JSON.stringify(add1.params).slice(0, 200))
+
+    // 2. TAG replace: notifyDelete of the old one, then notifyAdd of the new one.
+    const a = await call(b24, 'im.notify.system.add', { USER_ID: 1, MESSAGE: 'tagged 1', TAG: 'PULL_T', CLIENT_ID: 'pulltest' })
+    await inbox.waitFor((e) => e.command === 'notifyAdd' && e.params.id === a)
+    const mark = inbox.events.length
+    const b = await call(b24, 'im.notify.system.add', { USER_ID: 1, MESSAGE: 'tagged 2', TAG: 'PULL_T', CLIENT_ID: 'pulltest' })
+    await inbox.waitFor((e) => e.command === 'notifyAdd' && e.params.id === b)
+    const after = inbox.events.slice(mark).map((e) => e.command)
+    const del = inbox.events.slice(mark).find((e) => e.command === 'notifyDelete')
+    check('TAG replace arrives as notifyDelete then notifyAdd',
+      after.join(',') === 'notifyDelete,notifyAdd' && del && Object.keys(del.params.id).includes(String(a)),
+      `${after.join(',')} ${del ? JSON.stringify(del.params) : ''}`)
+
+    // 3. Read and delete.
+    await call(b24, 'im.notify.read', { ID: b, ONLY_CURRENT: 'Y' })
+    const read = await inbox.waitFor((e) => e.command === 'notifyRead' && e.params.list.includes(b))
+    check('read arrives as notifyRead', read && typeof read.params.counter === 'number', read && JSON.stringify(read.params))
+    await call(b24, 'im.notify.delete', { ID: id1 })
+    const gone = await inbox.waitFor((e) => e.command === 'notifyDelete' && String(id1) in e.params.id)
+    check('delete arrives as notifyDelete with the counter', gone && gone.params.counter === 0, gone && JSON.stringify(gone.params))
+
+    // 4. Resume by mid: the connection drops, notifications are sent meanwhile, the client gets
+    //    each exactly once, in order.
+    if (wantSocket) {
+      pull.connector.socket.terminate()
+    }
+    const missed = []
+    for (let i = 0; i < 3; i++) {
+      missed.push(await call(b24, 'im.notify.system.add', { USER_ID: 1, MESSAGE: `while away ${i}` }))
+    }
+    await inbox.waitFor((e) => e.command === 'notifyAdd' && e.params.id === missed[2], 10000)
+    await sleep(300)
+    const got = inbox.events.filter((e) => e.command === 'notifyAdd' && missed.includes(e.params.id)).map((e) => e.params.id)
+    check('after a drop the missed notifications arrive once, in order', JSON.stringify(got) === JSON.stringify(missed),
+      `got ${JSON.stringify(got)} want ${JSON.stringify(missed)}`)
+
+    // 5. A tampered channel signature: close 4010 (WebSocket) or 400 (long poll), no events.
+    const cfg = await call(b24, 'pull.config.get', { CACHE: 'N' })
+    const signed = cfg.channels.private.id
+    const tampered = signed.slice(0, -1) + (signed.endsWith('0') ? '1' : '0')
+    check('config names wss URLs from public_url and a signed channel',
+      cfg.server.websocket === `wss://localhost:${server.port}/subws/` && /^[0-9a-f]{32}\.[0-9a-f]{40}$/.test(signed) &&
+      cfg.server.version === 3 && typeof cfg.server.config_timestamp === 'number', JSON.stringify(cfg.server))
+    if (wantSocket) {
+      const code = await new Promise((resolve) => {
+        const s = new WS(`${cfg.server.websocket}?CHANNEL_ID=${encodeURIComponent(tampered)}&revision=19`)
+        let messages = 0
+        s.on('message', () => messages++)
+        s.on('close', (c) => resolve(messages ? `messages ${messages}` : c))
+        s.on('error', () => {})
+      })
+      check('a tampered signature is closed with 4010', code === 4010, String(code))
+    } else {
+      const res = await fetch(`${cfg.server.long_polling}?CHANNEL_ID=${encodeURIComponent(tampered)}&revision=19&mid=${'0'.repeat(26)}`)
+      check('a tampered signature gets no messages on long poll', res.status === 400, String(res.status))
+    }
+
+    // 6. Server restart: the client reconnects and misses nothing sent while the server was down
+    //    (sent right after it is back, before the client is).
+    pull.destroy()
+    pull = null
+  } finally {
+    if (pull) pull.destroy()
+    await server.stop()
+  }
+}
+
+async function bench(b24, inbox) {
+  const lat = []
+  for (let i = 0; i < benchN; i++) {
+    const id = await call(b24, 'im.notify.system.add', { USER_ID: 1, MESSAGE: `bench ${i}` })
+    const t = performance.now()
+    const e = await inbox.waitFor((x) => x.command === 'notifyAdd' && x.params.id === id, 5000)
+    if (!e) { check(`bench notification ${i} arrived`, false); continue }
+    // The event may have arrived before the REST answer did (the hub is fed at the commit).
+    lat.push(Math.max(0, e.at - t))
+  }
+  lat.sort((x, y) => x - y)
+  const med = lat[Math.floor(lat.length / 2)]
+  console.log(`BENCH [${mode}] ${lat.length} notifications, REST answer -> notifyAdd: median ${med.toFixed(2)} ms, worst ${lat[lat.length - 1].toFixed(2)} ms`)
+}
+
+main().then(() => {
+  process.exit(failures ? 1 : 0)
+}, (e) => {
+  console.error(e)
+  process.exit(1)
+})
