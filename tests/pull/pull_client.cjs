@@ -191,8 +191,44 @@ async function main() {
       check('a tampered signature gets no messages on long poll', res.status === 400, String(res.status))
     }
 
-    // 6. Server restart: the client reconnects and misses nothing sent while the server was down
-    //    (sent right after it is back, before the client is).
+    // 6. JSON-RPC framing (what a version-5 client asks for with jsonRpc=true): a replay from
+    //    mid 0 as incoming.message objects with increasing 26-digit mids; `ping` gets `pong`.
+    if (wantSocket) {
+      const rpc = await new Promise((resolve) => {
+        const s = new WS(`${cfg.server.websocket}?CHANNEL_ID=${encodeURIComponent(signed)}&jsonRpc=true&mid=${'0'.repeat(26)}&revision=19`)
+        const got = { msgs: [], pong: false }
+        s.on('open', () => s.send('ping'))
+        s.on('message', (d) => {
+          const t = d.toString()
+          if (t === 'pong') got.pong = true
+          else { const j = JSON.parse(t); got.msgs.push(...(Array.isArray(j) ? j : [j])) }
+          if (got.pong && got.msgs.length >= 3) s.close()
+        })
+        s.on('close', () => resolve(got))
+        setTimeout(() => s.terminate(), 5000)
+      })
+      const mids = rpc.msgs.map((m) => m.params.mid)
+      check('JSON-RPC mode replays incoming.message with increasing mids and answers ping',
+        rpc.pong && rpc.msgs.length > 3 && rpc.msgs.every((m) => m.jsonrpc === '2.0' && m.method === 'incoming.message' &&
+          /^[0-9]{26}$/.test(m.params.mid) && m.params.body.module_id === 'im') &&
+          mids.every((m, i) => i === 0 || m > mids[i - 1]),
+      `${rpc.msgs.length} messages, pong ${rpc.pong}`)
+    }
+
+    // 7. Server restart: sockets are closed with 1001; the client reconnects and gets what was
+    //    sent after the server came back and before it reconnected.
+    let goingAway = null
+    if (wantSocket) {
+      const s = new WS(`${cfg.server.websocket}?CHANNEL_ID=${encodeURIComponent(signed)}&revision=19`)
+      await new Promise((r) => s.on('open', r))
+      goingAway = new Promise((r) => s.on('close', (c) => r(c)))
+    }
+    await server.stop()
+    if (goingAway) check('a graceful shutdown closes sockets with 1001', (await goingAway) === 1001)
+    await server.start()
+    const back = await call(b24, 'im.notify.system.add', { USER_ID: 1, MESSAGE: 'after restart' })
+    const seen = await inbox.waitFor((e) => e.command === 'notifyAdd' && e.params.id === back, 40000)
+    check('after a server restart the client reconnects and misses nothing', seen !== null)
     pull.destroy()
     pull = null
   } finally {
