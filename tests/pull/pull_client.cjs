@@ -4,6 +4,8 @@
 //
 //   node pull_client.cjs ws        WebSocket, text framing (server version 3)
 //   node pull_client.cjs poll      long polling (no WebSocket in the environment)
+//   node pull_client.cjs oauth     WebSocket, an OAuth app through B24HelperManager
+//                                  (pull.application.config.get)
 //   node pull_client.cjs bench N   N notifications over WebSocket: REST answer -> notifyAdd
 //   node pull_client.cjs bench-poll N   the same over long polling
 //
@@ -17,7 +19,7 @@ const path = require('node:path')
 
 const mode = process.argv[2] || 'ws'
 const benchN = Number(process.argv[3] || 100)
-const wantSocket = mode === 'ws' || mode === 'bench'
+const wantSocket = mode === 'ws' || mode === 'oauth' || mode === 'bench'
 
 const WS = require('ws')
 if (wantSocket) {
@@ -28,7 +30,7 @@ if (wantSocket) {
 } else {
   globalThis.XMLHttpRequest = require('xhr2')
 }
-const { B24Hook, B24PullClientManager } = require('@bitrix24/b24jssdk')
+const { B24Hook, B24OAuth, B24HelperManager, B24PullClientManager } = require('@bitrix24/b24jssdk')
 
 let failures = 0
 function check(name, ok, detail = '') {
@@ -114,12 +116,34 @@ async function main() {
   try {
     const hook = JSON.parse(server.cli('webhook', 'add', '--user-id', '1', '--scope', 'im,pull_channel', '--json'))
     const secret = hook.code || hook.secret || String(hook.url).split('/').filter(Boolean).pop()
-    const b24 = new B24Hook({ b24Url: server.base, userId: 1, secret })
+    let b24 = new B24Hook({ b24Url: server.base, userId: 1, secret })
 
     const inbox = new Inbox()
-    pull = new B24PullClientManager({ b24, userId: 1, siteId: 's1' })
-    pull.subscribe({ moduleId: 'im', callback: (data) => inbox.push({ command: data.command, params: data.params }) })
-    await pull.start()
+    const onIm = (data) => inbox.push({ command: data.command, params: data.params })
+    if (mode === 'oauth') {
+      // An app with the scopes im and pull, installed for user 1: the helper's PullClient calls
+      // pull.application.config.get and must still get the user's im events (README
+      // "Compatibility").
+      const app = JSON.parse(server.cli('app', 'add', '--name', 'Pull test', '--scope', 'im,pull', '--json'))
+      const tok = JSON.parse(server.cli('app', 'token', '--client-id', app.client_id, '--user-id', '1', '--json'))
+      b24 = new B24OAuth({
+        applicationToken: '', userId: 1, memberId: tok.member_id, accessToken: tok.access_token,
+        refreshToken: tok.refresh_token, expires: Math.floor(Date.now() / 1000) + 3600, expiresIn: 3600,
+        scope: 'im,pull', domain: `localhost:${server.port}`, clientEndpoint: `${server.base}/rest/`,
+        serverEndpoint: `${server.base}/rest/`, status: 'L',
+      }, { clientId: app.client_id, clientSecret: app.client_secret })
+      const helper = new B24HelperManager(b24)
+      helper.usePullClient('imnotify', 1)
+      helper.subscribePullClient(onIm, 'im')
+      helper.startPullClient()
+      pull = helper._b24PullClient
+      for (let i = 0; i < 100 && !pull.isConnected(); i++) await sleep(100)
+      check('the helper PullClient connects with pull.application.config.get', pull.isConnected())
+    } else {
+      pull = new B24PullClientManager({ b24, userId: 1, siteId: 's1' })
+      pull.subscribe({ moduleId: 'im', callback: onIm })
+      await pull.start()
+    }
     // Long polling is online after the first (immediate) 304; give it that moment.
     await sleep(wantSocket ? 100 : 500)
 
@@ -132,7 +156,7 @@ async function main() {
     const add1 = await inbox.waitFor((e) => e.command === 'notifyAdd' && e.params.id === id1, 3000)
     check('notifyAdd arrives within 1 s of the REST answer', add1 && add1.at - tAnswer < 1000,
       add1 ? `${(add1.at - tAnswer).toFixed(1)} ms (call ${(tAnswer - t0).toFixed(1)} ms)` : 'not received')
-    check('notifyAdd carries id, text and counter', add1 && add1.params.text === 'first # #!NGINXNME!# \u2028 line' &&
+    check('notifyAdd carries id, text and counter', add1 && add1.params.text === (mode === 'oauth' ? 'Pull test\n' : '') + 'first # #!NGINXNME!# \u2028 line' &&
       add1.params.counter === 1 && add1.params.type === 4, add1 && JSON.stringify(add1.params).slice(0, 200))
 
     // 2. TAG replace: notifyDelete of the old one, then notifyAdd of the new one.
@@ -171,7 +195,7 @@ async function main() {
       `got ${JSON.stringify(got)} want ${JSON.stringify(missed)}`)
 
     // 5. A tampered channel signature: close 4010 (WebSocket) or 400 (long poll), no events.
-    const cfg = await call(b24, 'pull.config.get', { CACHE: 'N' })
+    const cfg = await call(b24, mode === 'oauth' ? 'pull.application.config.get' : 'pull.config.get', { CACHE: 'N' })
     const signed = cfg.channels.private.id
     const tampered = signed.slice(0, -1) + (signed.endsWith('0') ? '1' : '0')
     check('config names wss URLs from public_url and a signed channel',

@@ -49,5 +49,6 @@ if [ $# -gt 0 ]; then
 fi
 status=0
 timeout 180 node "$here/pull_client.cjs" ws || status=1
+timeout 180 node "$here/pull_client.cjs" oauth || status=1
 timeout 180 node "$here/pull_client.cjs" poll || status=1
 exit $status
