@@ -48,20 +48,29 @@ pub const CLOSE_TRY_AGAIN: u16 = 1013;
 pub const POLL_HOLD: Duration = Duration::from_secs(40);
 /// The `Expires` value that makes the client take `Last-Message-Id` (§3.3).
 const POLL_EXPIRES: &str = "Thu, 01 Jan 1973 11:11:01 GMT";
+/// How long a socket may stay on its expired channel after `channel_expire`.
+const CHANNEL_GRACE: Duration = Duration::from_secs(30);
 /// Events read from the log per query while replaying.
 const REPLAY_PAGE: usize = 256;
 
-/// The 26-digit message id of an event id.
+/// The 26-digit message id of an event id: the event id in 23 digits, then `000`. A control
+/// message sent after event N gets N's digits and a non-zero suffix, so it sorts after N and
+/// before N+1, is no duplicate of N for the client, and resuming from it replays from N.
 pub fn mid(event_id: i64) -> String {
-    format!("{:026}", event_id.max(0))
+    control_mid(event_id, 0)
 }
 
-/// The event id of a `mid` parameter; `None` for anything but 1-26 digits.
+fn control_mid(after_event: i64, seq: u16) -> String {
+    format!("{:023}{:03}", after_event.max(0), seq.min(999))
+}
+
+/// The event id of a `mid` parameter (the last three digits dropped); `None` for anything but
+/// 26 digits.
 fn parse_mid(s: &str) -> Option<i64> {
-    if s.is_empty() || s.len() > 26 || !s.bytes().all(|b| b.is_ascii_digit()) {
+    if s.len() != 26 || !s.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    s.trim_start_matches('0').parse::<i64>().ok().or(Some(0))
+    s[..23].parse::<i64>().ok()
 }
 
 /// What a `/subws/` or `/sub/` URL asks for.
@@ -88,7 +97,7 @@ fn ask(req: &Request) -> Ask {
     a
 }
 
-async fn check(state: &AppState, channel_id: &str) -> Option<Channel> {
+async fn check(state: &AppState, channel_id: &str) -> Option<(Channel, String)> {
     let key = match state
         .store
         .setting(KEY_SETTING, secret::generate_hex(64))
@@ -102,7 +111,7 @@ async fn check(state: &AppState, channel_id: &str) -> Option<Channel> {
     };
     // The signed id is a bearer secret: only the outcome is logged, never the id.
     match channel::verify_list(&key, channel_id, state.clock.unix()) {
-        Ok(c) => Some(c),
+        Ok(c) => Some((c, key)),
         Err(why) => {
             tracing::info!(?why, "push&pull channel refused");
             None
@@ -183,12 +192,21 @@ fn server_name(state: &AppState) -> String {
 
 /// One frame's text for a batch of events (never empty: callers pass at least one).
 fn frame(state: &AppState, channel_pub: &str, events: &[Event], rpc: bool) -> String {
+    let items: Vec<(i64, String, Json)> = events
+        .iter()
+        .map(|ev| (ev.id, mid(ev.id), body(state, ev)))
+        .collect();
+    frame_bodies(channel_pub, &items, rpc)
+}
+
+/// One frame of `(id, mid, body)` messages in the connection's framing (§3.1, §3.2).
+fn frame_bodies(channel_pub: &str, items: &[(i64, String, Json)], rpc: bool) -> String {
     if rpc {
-        let msgs: Vec<Json> = events
+        let msgs: Vec<Json> = items
             .iter()
-            .map(|ev| {
+            .map(|(_, mid, body)| {
                 json!({"jsonrpc": "2.0", "method": "incoming.message", "params": {
-                    "mid": mid(ev.id), "body": body(state, ev), "sender": {"type": 2}}})
+                    "mid": mid, "body": body, "sender": {"type": 2}}})
             })
             .collect();
         return if msgs.len() == 1 {
@@ -198,13 +216,29 @@ fn frame(state: &AppState, channel_pub: &str, events: &[Event], rpc: bool) -> St
         };
     }
     let mut out = String::new();
-    for ev in events {
-        let msg = json!({"id": ev.id, "mid": mid(ev.id), "channel": channel_pub, "text": body(state, ev)});
+    for (id, mid, body) in items {
+        let msg = json!({"id": id, "mid": mid, "channel": channel_pub, "text": body});
         out.push_str("#!NGINXNMS!#");
         out.push_str(&escape_text(&msg.to_string()));
         out.push_str("#!NGINXNME!#");
     }
     out
+}
+
+/// `pull` / `channel_expire` with `action: reconnect` (§3.5): the client swaps in `new_signed`
+/// and reconnects after 1 s without a REST call.
+fn channel_expire_body(old_signed: &str, new_signed: &str, start: i64, end: i64) -> Json {
+    json!({
+        "module_id": "pull",
+        "command": "channel_expire",
+        "params": {
+            "action": "reconnect",
+            "channel": {"id": old_signed, "type": "private"},
+            "new_channel": {"id": new_signed, "start": rfc3339_local(start as f64),
+                "end": rfc3339_local(end as f64), "type": "private"},
+        },
+        "extra": {},
+    })
 }
 
 /// Escapes what the client's frame regex cannot cross (§3.1 rules 1-2). `#` and the two line
@@ -311,11 +345,10 @@ impl Cursor {
 pub async fn subws(State(state): State<AppState>, ws: WebSocketUpgrade, req: Request) -> Response {
     let ask = ask(&req);
     let channel = check(&state, &ask.channel_id).await;
-    let channel_pub = channel::public_part(&ask.channel_id).to_owned();
     ws.on_upgrade(move |socket| async move {
         match channel {
             None => close(socket, CLOSE_WRONG_CHANNEL, "WRONG_CHANNEL_ID").await,
-            Some(c) => serve_socket(socket, state, c, channel_pub, ask).await,
+            Some((c, key)) => serve_socket(socket, state, c, key, ask).await,
         }
     })
 }
@@ -342,9 +375,10 @@ async fn serve_socket(
     mut socket: WebSocket,
     state: AppState,
     channel: Channel,
-    channel_pub: String,
+    key: String,
     ask: Ask,
 ) {
+    let channel_pub = channel::public_part(&ask.channel_id).to_owned();
     let hub = state.store.hub();
     let Some(_slot) = hub.admit(channel.user_id) else {
         return close(socket, CLOSE_TRY_AGAIN, "too many streams").await;
@@ -361,8 +395,32 @@ async fn serve_socket(
     let beat = Duration::from_secs(state.config.events.heartbeat_seconds.max(1));
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + beat, beat);
     let mut heard = tokio::time::Instant::now();
+    // At the channel's end the client gets a fresh channel (channel_expire, §3.5); a client that
+    // has not moved over a grace period later is closed with 4010, so it fetches a config.
+    let until_end = |end: i64| Duration::from_secs((end - state.clock.unix()).max(0) as u64);
+    let expiry = tokio::time::sleep(until_end(channel.end));
+    tokio::pin!(expiry);
+    let mut expired_sent = false;
+    let mut control_seq: u16 = 0;
     loop {
         tokio::select! {
+            _ = &mut expiry => {
+                if expired_sent {
+                    return close(socket, CLOSE_WRONG_CHANNEL, "WRONG_CHANNEL_ID").await;
+                }
+                expired_sent = true;
+                let now = state.clock.unix();
+                let end = now.saturating_add(state.config.pull.channel_ttl_seconds.max(1));
+                let new_signed = channel::sign(&key, channel.user_id, end);
+                control_seq = control_seq.saturating_add(1);
+                let body = channel_expire_body(&ask.channel_id, &new_signed, now, end);
+                let item = (cursor.last, control_mid(cursor.last, control_seq), body);
+                let text = frame_bodies(&channel_pub, &[item], ask.rpc);
+                if socket.send(Message::Text(text.into())).await.is_err() {
+                    return;
+                }
+                expiry.as_mut().reset(tokio::time::Instant::now() + CHANNEL_GRACE);
+            }
             next = cursor.next(&state) => match next {
                 Next::Events(evs) => {
                     let text = frame(&state, &channel_pub, &evs, ask.rpc);
@@ -403,7 +461,7 @@ async fn serve_socket(
 /// `GET /sub/`: one long poll.
 pub async fn sub(State(state): State<AppState>, req: Request) -> Response {
     let ask = ask(&req);
-    let Some(channel) = check(&state, &ask.channel_id).await else {
+    let Some((channel, _)) = check(&state, &ask.channel_id).await else {
         return (StatusCode::BAD_REQUEST, "WRONG_CHANNEL_ID").into_response();
     };
     let channel_pub = channel::public_part(&ask.channel_id).to_owned();
@@ -464,9 +522,11 @@ mod tests {
 
     #[test]
     fn mids_are_26_digits_and_parse_back() {
-        assert_eq!(mid(42), "00000000000000000000000042");
+        assert_eq!(mid(42), "00000000000000000000042000");
         assert_eq!(parse_mid(&mid(42)), Some(42));
         assert_eq!(parse_mid(&mid(0)), Some(0));
+        assert!(control_mid(42, 1) > mid(42) && control_mid(42, 1) < mid(43));
+        assert_eq!(parse_mid(&control_mid(42, 1)), Some(42));
         assert_eq!(parse_mid("12a"), None);
         assert_eq!(parse_mid(&"9".repeat(27)), None);
     }

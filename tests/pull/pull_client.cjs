@@ -4,6 +4,7 @@
 //
 //   node pull_client.cjs ws        WebSocket, text framing (server version 3)
 //   node pull_client.cjs poll      long polling (no WebSocket in the environment)
+//   node pull_client.cjs expire    WebSocket with 4 s channels: channel_expire, expired -> 4010
 //   node pull_client.cjs oauth     WebSocket, an OAuth app through B24HelperManager
 //                                  (pull.application.config.get)
 //   node pull_client.cjs bench N   N notifications over WebSocket: REST answer -> notifyAdd
@@ -19,7 +20,7 @@ const path = require('node:path')
 
 const mode = process.argv[2] || 'ws'
 const benchN = Number(process.argv[3] || 100)
-const wantSocket = mode === 'ws' || mode === 'oauth' || mode === 'bench'
+const wantSocket = mode === 'ws' || mode === 'oauth' || mode === 'expire' || mode === 'bench'
 
 const WS = require('ws')
 if (wantSocket) {
@@ -57,6 +58,7 @@ class Server {
   start() {
     return new Promise((resolve, reject) => {
       const env = { ...process.env, IMNOTIFY_PUBLIC_URL: this.base, IMNOTIFY_LOG__FILTER: 'warn' }
+      if (mode === 'expire') env.IMNOTIFY_PULL__CHANNEL_TTL_SECONDS = '4'
       delete env.IMNOTIFY_DATA_DIR
       this.proc = spawn(process.env.IMNOTIFY_BIN, ['serve', '--listen', `127.0.0.1:${this.port}`,
         '--data-dir', this.dir, '--tls-cert', process.env.PULL_CERT, '--tls-key', process.env.PULL_KEY],
@@ -148,6 +150,7 @@ async function main() {
     await sleep(wantSocket ? 100 : 500)
 
     if (mode.startsWith('bench')) return await bench(b24, inbox)
+    if (mode === 'expire') return await expire(b24, inbox)
 
     // 1. notifyAdd within 1 s with id, text and counter.
     const t0 = performance.now()
@@ -259,6 +262,44 @@ async function main() {
     if (pull) pull.destroy()
     await server.stop()
   }
+}
+
+function rawSocket(url) {
+  const s = new WS(url)
+  const got = { frames: [], code: null }
+  s.on('message', (d) => got.frames.push(d.toString()))
+  got.closed = new Promise((r) => s.on('close', (c) => { got.code = c; r(c) }))
+  s.on('error', () => {})
+  got.socket = s
+  return got
+}
+
+async function expire(b24, inbox) {
+  const cfg = await call(b24, 'pull.config.get', { CACHE: 'N' })
+  const old = cfg.channels.private.id
+  const url = (id) => `${cfg.server.websocket}?CHANNEL_ID=${encodeURIComponent(id)}&revision=19`
+  const raw = rawSocket(url(old))
+  for (let i = 0; i < 80 && !raw.frames.length; i++) await sleep(100)
+  const m = /#!NGINXNMS!#(.*?)#!NGINXNME!#/.exec(raw.frames[0] || '')
+  const msg = m && JSON.parse(m[1])
+  const p = msg && msg.text.params
+  check('at the channel end the socket gets channel_expire with a new channel',
+    msg && msg.text.module_id === 'pull' && msg.text.command === 'channel_expire' && p.action === 'reconnect' &&
+      p.channel.id === old && /^[0-9a-f]{32}\.[0-9a-f]{40}$/.test(p.new_channel.id) && /^[0-9]{26}$/.test(msg.mid),
+    raw.frames[0] && raw.frames[0].slice(0, 300))
+  raw.socket.terminate()
+  const stale = rawSocket(url(old))
+  check('an expired channel is closed with 4010', (await stale.closed) === 4010, String(stale.code))
+  if (p) {
+    const fresh = rawSocket(url(p.new_channel.id))
+    await sleep(1000)
+    check('the new channel is accepted', fresh.code === null, String(fresh.code))
+    fresh.socket.terminate()
+  }
+  // The real client went through the same expiry: it still receives.
+  const id = await call(b24, 'im.notify.system.add', { USER_ID: 1, MESSAGE: 'after expiry' })
+  const e = await inbox.waitFor((x) => x.command === 'notifyAdd' && x.params.id === id, 40000)
+  check('the PullClient still receives after its channel expired', e !== null)
 }
 
 async function bench(b24, inbox) {

@@ -50,5 +50,6 @@ fi
 status=0
 timeout 180 node "$here/pull_client.cjs" ws || status=1
 timeout 180 node "$here/pull_client.cjs" oauth || status=1
+timeout 180 node "$here/pull_client.cjs" expire || status=1
 timeout 180 node "$here/pull_client.cjs" poll || status=1
 exit $status
