@@ -30,6 +30,8 @@ pub struct Config {
     pub allowed_hosts: Vec<String>,
     pub tls: TlsConfig,
     pub limits: Limits,
+    pub retention: RetentionConfig,
+    pub storage: StorageConfig,
     pub log: LogConfig,
     pub events: EventsConfig,
     pub pull: PullConfig,
@@ -160,6 +162,43 @@ impl Default for EmailConfig {
     }
 }
 
+/// How long notifications are kept. Bitrix24's im module removes notifications older than 60
+/// days with an agent that runs every two hours (`Bitrix\Im\Notify::cleanNotifyAgent`); these
+/// are its values.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct RetentionConfig {
+    /// Notifications older than this many days are removed; 0 keeps them for ever.
+    pub days: u32,
+    /// Seconds between two runs of the retention task (the first runs at start).
+    pub interval_secs: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> RetentionConfig {
+        RetentionConfig {
+            days: 60,
+            interval_secs: 7200,
+        }
+    }
+}
+
+/// Checks of the data directory.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct StorageConfig {
+    /// Run `PRAGMA quick_check` when `serve` starts. It reads the whole database (2 s for 270 MB,
+    /// a million notifications, on a busy 2-core machine); switch it off for very large
+    /// databases on slow disks.
+    pub quick_check: bool,
+}
+
+impl Default for StorageConfig {
+    fn default() -> StorageConfig {
+        StorageConfig { quick_check: true }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(default)]
 pub struct TlsConfig {
@@ -192,6 +231,27 @@ pub struct Limits {
     pub header_read_timeout_secs: u64,
     /// Seconds a client has to send a whole request body; slower gets REQUEST_TIMEOUT (408).
     pub body_read_timeout_secs: u64,
+    /// Most notifications stored per recipient; past it, each new one removes the oldest read
+    /// ones, then the oldest unread. 0: no cap.
+    pub max_notifications_per_user: u64,
+    /// Most bytes (about: the JSON encoding before escaping) one `batch` may produce, its
+    /// commands' results together; past it the batch answers ERROR_BATCH_ANSWER_TOO_LARGE.
+    pub batch_max_answer_bytes: usize,
+    /// Most open client connections; the server waits to accept more. Clamped at start below
+    /// the file-descriptor limit (RLIMIT_NOFILE, raised to its hard limit where allowed).
+    pub max_connections: usize,
+    /// Most open connections from one client IP; more are closed at once. 0: no cap.
+    pub max_connections_per_ip: usize,
+    /// With the rate limit on: most REST requests one client IP may have in flight; more get
+    /// QUERY_LIMIT_EXCEEDED before their body is read. 0: no cap.
+    pub max_in_flight_per_ip: usize,
+    /// With the rate limit on: failed authentications per client IP, whatever credential they
+    /// carry, as a leaky bucket; a full bucket refuses the address's REST requests with
+    /// QUERY_LIMIT_EXCEEDED before their body is read.
+    pub failed_auth_per_second: f64,
+    pub failed_auth_burst: u32,
+    /// Password checks (Argon2id, 19 MiB each) running at once; past it `/login` answers 429.
+    pub password_hash_concurrency: usize,
     pub rate: RateConfig,
     pub operating: OperatingConfig,
 }
@@ -253,6 +313,14 @@ impl Default for Limits {
             max_url_bytes: 8 * 1024,
             header_read_timeout_secs: 10,
             body_read_timeout_secs: 30,
+            max_notifications_per_user: 10_000,
+            batch_max_answer_bytes: 16 * 1024 * 1024,
+            max_connections: 10_000,
+            max_connections_per_ip: 512,
+            max_in_flight_per_ip: 64,
+            failed_auth_per_second: 1.0,
+            failed_auth_burst: 100,
+            password_hash_concurrency: 4,
         }
     }
 }
@@ -286,6 +354,8 @@ impl Default for Config {
             allowed_hosts: Vec::new(),
             tls: TlsConfig::default(),
             limits: Limits::default(),
+            retention: RetentionConfig::default(),
+            storage: StorageConfig::default(),
             log: LogConfig::default(),
             events: EventsConfig::default(),
             pull: PullConfig::default(),

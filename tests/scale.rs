@@ -158,7 +158,12 @@ fn a_million_notifications_are_listed_and_counted_through_indexes() {
         &c,
         "UNREAD_FROM",
         sql::UNREAD_FROM,
-        &["notifications_by_user", "notifications_normal_by_user"],
+        // Since migration 0007, the partial index of read rows: only those are touched.
+        &[
+            "notifications_by_user",
+            "notifications_normal_by_user",
+            "notifications_read_by_user",
+        ],
     );
     assert_indexed(
         &c,
@@ -217,6 +222,24 @@ fn a_million_notifications_are_listed_and_counted_through_indexes() {
             "{name}: {lines:?}"
         );
     }
+
+    // Lifecycle removals (issue 10): the cap's two passes over one recipient, and the removal.
+    assert_indexed(
+        &c,
+        "CAP_OLDEST_READ",
+        sql::CAP_OLDEST_READ,
+        &["notifications_read_by_user"],
+    );
+    assert_indexed(
+        &c,
+        "CAP_OLDEST_UNREAD",
+        sql::CAP_OLDEST_UNREAD,
+        &["notifications_unread_by_user"],
+    );
+    assert_indexed(&c, "REMOVE", sql::REMOVE, &["INTEGER PRIMARY KEY"]);
+    // Retention reads the oldest rows in rowid order: a scan that its LIMIT stops, never a sort.
+    let lines = plan(&c, sql::OLDEST);
+    assert_eq!(lines, vec!["SCAN notifications".to_owned()], "OLDEST");
 
     // The counters are one lookup in the chats table, not a count over notifications.
     let lines = plan(&c, sql::CHAT);

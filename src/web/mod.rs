@@ -1,6 +1,7 @@
 //! Browser-facing endpoints: the login page, the OAuth consent page and the token endpoint.
 
 pub mod oauth;
+pub mod signin;
 
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::{current_session, esc, page, portal, redirect, safe_next, SESSION_TTL};
 use crate::auth::oauth::{self as rules, Portal};
-use crate::auth::{internal, password, secret, SESSION_COOKIE};
+use crate::auth::{internal, secret, SESSION_COOKIE};
 use crate::config::Limits;
 use crate::conn::ConnInfo;
 use crate::error::ApiError;
@@ -173,26 +173,37 @@ pub async fn login(State(state): State<AppState>, req: Request) -> Response {
     }
     let login = text(&p, "login");
     let pw = text(&p, "password");
-    let found = match state.store.user_login(&login).await {
-        Ok(f) => f,
-        Err(e) => return error_page(&internal(e)),
-    };
-    let user = found.and_then(|(user, hash)| {
-        let hash = hash?;
-        password::verify(&pw, &hash).then_some(user)
-    });
-    let Some(user) = user else {
-        return login_page(
-            StatusCode::UNAUTHORIZED,
-            &next,
-            Some("Wrong user or password."),
-            secure,
-        );
+    let ip = conn.map(|c| c.client_ip(&headers, &state.config.trusted_proxies));
+    let user = match super::signin::check(&state, ip, &login, pw).await {
+        Ok(super::signin::Check::Accepted(user)) => user,
+        Ok(super::signin::Check::Wrong) => {
+            return login_page(
+                StatusCode::UNAUTHORIZED,
+                &next,
+                Some("Wrong user or password."),
+                secure,
+            )
+        }
+        Ok(super::signin::Check::Throttled(wait)) => {
+            let secs = wait.as_secs().max(1);
+            let msg = format!("Too many failed sign-in attempts. Try again in {secs} seconds.");
+            return too_many(
+                login_page(StatusCode::TOO_MANY_REQUESTS, &next, Some(&msg), secure),
+                secs,
+            );
+        }
+        Ok(super::signin::Check::Busy) => {
+            let msg = "The server is busy checking other sign-ins. Try again in a moment.";
+            return too_many(
+                login_page(StatusCode::TOO_MANY_REQUESTS, &next, Some(msg), secure),
+                1,
+            );
+        }
+        Err(e) => return error_page(&e),
     };
     let cookie = secret::generate(43);
     let session = Session {
         user_id: user.id,
-        csrf: secret::generate(32),
         expires_at: state.clock.unix() + SESSION_TTL,
     };
     if let Err(e) = state
@@ -215,6 +226,14 @@ pub async fn login(State(state): State<AppState>, req: Request) -> Response {
         header::SET_COOKIE,
         HeaderValue::from_static("imnotify_login_csrf=; Path=/login; Max-Age=0"),
     );
+    resp
+}
+
+/// 429 with the sign-in form and `Retry-After` (issue 10 §2).
+fn too_many(mut resp: Response, retry_after_secs: u64) -> Response {
+    if let Ok(v) = HeaderValue::from_str(&retry_after_secs.to_string()) {
+        resp.headers_mut().insert(header::RETRY_AFTER, v);
+    }
     resp
 }
 
@@ -262,7 +281,7 @@ pub async fn authorize(State(state): State<AppState>, req: Request) -> Response 
         return https_required_page();
     }
     let result = async {
-        let Some((_, session)) = current_session(&state, &headers).await? else {
+        let Some((cookie, session)) = current_session(&state, &headers).await? else {
             let next: String = form_urlencoded::byte_serialize(path_and_query.as_bytes()).collect();
             return Ok(redirect(&format!("/login?next={next}")));
         };
@@ -279,10 +298,11 @@ pub async fn authorize(State(state): State<AppState>, req: Request) -> Response 
         }
         let state_param = text(&p, "state");
         if method != Method::POST {
-            return Ok(consent_page(&app, &state_param, &session));
+            return Ok(consent_page(&app, &state_param, &session, &cookie));
         }
         // The form carries the session's CSRF token: another site cannot approve for the user.
-        if !secret::verify(&text(&p, "csrf"), &secret::hash(&session.csrf)) {
+        let csrf = secret::session_csrf(&cookie);
+        if !secret::verify(&text(&p, "csrf"), &secret::hash(&csrf)) {
             return Err(ApiError::session_failed());
         }
         if text(&p, "approve").is_empty() {
@@ -315,7 +335,7 @@ pub async fn authorize(State(state): State<AppState>, req: Request) -> Response 
     result.unwrap_or_else(|e| error_page(&e))
 }
 
-fn consent_page(app: &App, state_param: &str, session: &Session) -> Response {
+fn consent_page(app: &App, state_param: &str, session: &Session, cookie: &str) -> Response {
     let scopes = app.scopes.join(", ");
     page(
         StatusCode::OK,
@@ -333,7 +353,7 @@ fn consent_page(app: &App, state_param: &str, session: &Session) -> Response {
             scopes = esc(&scopes),
             client = esc(&app.client_id),
             st = esc(state_param),
-            csrf = esc(&session.csrf),
+            csrf = esc(&secret::session_csrf(cookie)),
         ),
     )
 }
@@ -349,6 +369,10 @@ fn approval_redirect(app: &App, portal: &Portal, code: &str, state_param: &str) 
         .append_pair("scope", &app.scopes.join(","))
         .append_pair("server_domain", &portal.domain)
         .finish();
+    if rules::check_redirect_uri(&app.redirect_uri).is_err() {
+        // Registered by a version that did not check: never send a browser there.
+        return error_page(&ApiError::invalid_request());
+    }
     if app.redirect_uri.is_empty() {
         return page(
             StatusCode::OK,
@@ -427,18 +451,12 @@ pub async fn token(State(state): State<AppState>, req: Request) -> Response {
             if code.is_empty() {
                 return Err(ApiError::invalid_request());
             }
-            let user_id = state
-                .store
-                .take_code(secret::hash(&code), app.id, now)
-                .await
-                .map_err(internal)?
-                .ok_or_else(ApiError::invalid_grant)?;
             state
                 .store
-                .issue_tokens(app.id, user_id, minted.stored.clone())
+                .exchange_code(secret::hash(&code), app.id, now, minted.stored.clone())
                 .await
-                .map_err(internal)?;
-            user_id
+                .map_err(internal)?
+                .ok_or_else(ApiError::invalid_grant)?
         } else {
             let refresh = text(&p, "refresh_token");
             if refresh.is_empty() {

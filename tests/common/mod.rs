@@ -21,6 +21,7 @@ pub struct Server {
     pub hook: String,
     pub extra_args: Vec<String>,
     pub envs: Vec<(String, String)>,
+    pub fsize_limit: Option<u64>,
 }
 
 #[derive(Default)]
@@ -30,6 +31,30 @@ pub struct Options {
     /// Run with the rate and operating limits on. Off by default: most tests send many quick
     /// calls with one credential and are about something else.
     pub limits: bool,
+    /// `RLIMIT_FSIZE` for the server process, in bytes (see `limit_file_size`).
+    pub fsize_limit: Option<u64>,
+}
+
+/// Makes `cmd` run with no file allowed to grow past `bytes` (`RLIMIT_FSIZE`), and with
+/// `SIGXFSZ` ignored so that a write past it fails with `EFBIG` instead of killing the process.
+/// To the process this looks like a full disk, and, unlike `chmod`, it holds for root too (CI
+/// runs as root).
+pub fn limit_file_size(cmd: &mut Command, bytes: u64) {
+    use std::os::unix::process::CommandExt as _;
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let lim = libc::rlimit {
+                rlim_cur: bytes as libc::rlim_t,
+                rlim_max: bytes as libc::rlim_t,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            Ok(())
+        });
+    }
 }
 
 impl Server {
@@ -47,6 +72,7 @@ impl Server {
             hook: String::new(),
             extra_args: opts.args,
             envs: opts.envs,
+            fsize_limit: opts.fsize_limit,
         };
         if !opts.limits {
             s.extra_args.push("--no-limits".to_owned());
@@ -87,6 +113,9 @@ impl Server {
             .stderr(Stdio::from(log));
         for (k, v) in &self.envs {
             cmd.env(k, v);
+        }
+        if let Some(bytes) = self.fsize_limit {
+            limit_file_size(&mut cmd, bytes);
         }
         let mut child = cmd.spawn().expect("spawning imnotify");
         let stdout = child.stdout.take().unwrap();
@@ -345,7 +374,7 @@ pub struct Response {
 }
 
 impl Response {
-    fn parse(buf: &[u8]) -> Response {
+    pub fn parse(buf: &[u8]) -> Response {
         let text = String::from_utf8_lossy(buf);
         let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
         let mut lines = head.lines();
