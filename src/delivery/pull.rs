@@ -48,6 +48,8 @@ pub const CLOSE_TRY_AGAIN: u16 = 1013;
 pub const POLL_HOLD: Duration = Duration::from_secs(40);
 /// The `Expires` value that makes the client take `Last-Message-Id` (§3.3).
 const POLL_EXPIRES: &str = "Thu, 01 Jan 1973 11:11:01 GMT";
+/// The largest message a client may send on a socket (bytes).
+const MAX_CLIENT_MESSAGE: usize = 4096;
 /// How long a socket may stay on its expired channel after `channel_expire`.
 const CHANNEL_GRACE: Duration = Duration::from_secs(30);
 /// Events read from the log per query while replaying.
@@ -345,12 +347,19 @@ impl Cursor {
 pub async fn subws(State(state): State<AppState>, ws: WebSocketUpgrade, req: Request) -> Response {
     let ask = ask(&req);
     let channel = check(&state, &ask.channel_id).await;
-    ws.on_upgrade(move |socket| async move {
-        match channel {
-            None => close(socket, CLOSE_WRONG_CHANNEL, "WRONG_CHANNEL_ID").await,
-            Some((c, key)) => serve_socket(socket, state, c, key, ask).await,
-        }
-    })
+    // The client only ever sends `ping`, `pong` and `mack:<mid>`: small buffers and a small
+    // message limit keep an idle socket cheap and bound what one client can make us hold
+    // (tungstenite's defaults are a 128 KiB read buffer and 64 MiB messages).
+    ws.read_buffer_size(4096)
+        .write_buffer_size(0)
+        .max_message_size(MAX_CLIENT_MESSAGE)
+        .max_frame_size(MAX_CLIENT_MESSAGE)
+        .on_upgrade(move |socket| async move {
+            match channel {
+                None => close(socket, CLOSE_WRONG_CHANNEL, "WRONG_CHANNEL_ID").await,
+                Some((c, key)) => serve_socket(socket, state, c, key, ask).await,
+            }
+        })
 }
 
 async fn close(mut socket: WebSocket, code: u16, reason: &'static str) {

@@ -9,6 +9,7 @@
 //                                  (pull.application.config.get)
 //   node pull_client.cjs bench N   N notifications over WebSocket: REST answer -> notifyAdd
 //   node pull_client.cjs bench-poll N   the same over long polling
+//   node pull_client.cjs idle N    N idle WebSockets: the server's RSS per connection
 //
 // Env: IMNOTIFY_BIN, PULL_CERT, PULL_KEY. Prints one line per check; exits 1 on any failure.
 'use strict'
@@ -59,6 +60,11 @@ class Server {
     return new Promise((resolve, reject) => {
       const env = { ...process.env, IMNOTIFY_PUBLIC_URL: this.base, IMNOTIFY_LOG__FILTER: 'warn' }
       if (mode === 'expire') env.IMNOTIFY_PULL__CHANNEL_TTL_SECONDS = '4'
+      if (mode === 'idle') {
+        // One user holds them all here; the stream limits are raised for the measurement.
+        env.IMNOTIFY_EVENTS__MAX_STREAMS_PER_USER = String(benchN + 10)
+        env.IMNOTIFY_EVENTS__MAX_STREAMS = String(benchN + 10)
+      }
       delete env.IMNOTIFY_DATA_DIR
       this.proc = spawn(process.env.IMNOTIFY_BIN, ['serve', '--listen', `127.0.0.1:${this.port}`,
         '--data-dir', this.dir, '--tls-cert', process.env.PULL_CERT, '--tls-key', process.env.PULL_KEY],
@@ -153,6 +159,7 @@ async function main() {
 
     if (mode.startsWith('bench')) return await bench(b24, inbox)
     if (mode === 'expire') return await expire(b24, inbox)
+    if (mode === 'idle') return await idle(b24, server)
 
     // 1. notifyAdd within 1 s with id, text and counter.
     const t0 = performance.now()
@@ -302,6 +309,45 @@ async function expire(b24, inbox) {
   const id = await call(b24, 'im.notify.system.add', { USER_ID: 1, MESSAGE: 'after expiry' })
   const e = await inbox.waitFor((x) => x.command === 'notifyAdd' && x.params.id === id, 40000)
   check('the PullClient still receives after its channel expired', e !== null)
+}
+
+function rssKiB(pid) {
+  const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))
+  return Number(m[1])
+}
+
+async function idle(b24, server) {
+  const cfg = await call(b24, 'pull.config.get', { CACHE: 'N' })
+  const url = `${cfg.server.websocket}?CHANNEL_ID=${encodeURIComponent(cfg.channels.private.id)}&revision=19`
+  await sleep(500)
+  const before = rssKiB(server.proc.pid)
+  const sockets = []
+  let open = 0
+  let closed = 0
+  for (let i = 0; i < benchN; i += 100) {
+    const batch = []
+    for (let j = i; j < Math.min(benchN, i + 100); j++) {
+      const s = new WS(url, { perMessageDeflate: false })
+      sockets.push(s)
+      batch.push(new Promise((r) => {
+        s.on('open', () => { open++; r() })
+        s.on('close', () => { closed++; r() })
+        s.on('error', () => r())
+      }))
+    }
+    await Promise.all(batch)
+  }
+  await sleep(3000)
+  const after = rssKiB(server.proc.pid)
+  check(`${benchN} idle sockets stay open`, open === benchN && closed === 0, `open ${open}, closed ${closed}`)
+  // A notification still reaches one of them while all are held.
+  const one = new Promise((r) => sockets[0].once('message', (d) => r(d.toString())))
+  await call(b24, 'im.notify.system.add', { USER_ID: 1, MESSAGE: 'to all' })
+  const t = Date.now()
+  await Promise.race([one, sleep(30000)])
+  console.log(`IDLE ${open} WebSockets over TLS: server RSS ${(before / 1024).toFixed(1)} MiB -> ${(after / 1024).toFixed(1)} MiB, ` +
+    `${((after - before) / Math.max(open, 1)).toFixed(1)} KiB per connection; a notification reached the first socket in ${Date.now() - t} ms`)
+  for (const s of sockets) s.terminate()
 }
 
 async function bench(b24, inbox) {
