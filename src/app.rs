@@ -15,6 +15,7 @@ use crate::server;
 use crate::state::{AppState, Registry};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, User};
+use crate::toolkit::Toolkit;
 
 /// Length of generated webhook codes: Bitrix24's own codes have 16 characters.
 pub const WEBHOOK_CODE_LEN: usize = 16;
@@ -69,14 +70,44 @@ async fn bootstrap(store: &dyn Store) -> anyhow::Result<Option<String>> {
     ))
 }
 
+/// Length of a generated admin token.
+pub const ADMIN_TOKEN_LEN: usize = 32;
+
+/// Sets the admin API's token digest: `admin.token` when configured, else the one stored in
+/// the settings, else a new one, which is returned to be shown once.
+pub async fn admin_token(
+    store: &dyn Store,
+    config: &Config,
+    toolkit: &Toolkit,
+) -> anyhow::Result<Option<String>> {
+    if let Some(token) = config.admin.token.as_deref().filter(|t| !t.is_empty()) {
+        toolkit.set_admin_token_hash(secret::hash(token));
+        return Ok(None);
+    }
+    let fresh = secret::generate(ADMIN_TOKEN_LEN);
+    let fresh_hex = hex::encode(secret::hash(&fresh));
+    let stored = store
+        .setting(crate::web::admin::TOKEN_SETTING, fresh_hex.clone())
+        .await?;
+    let mut hash = [0u8; 32];
+    hex::decode_to_slice(&stored, &mut hash).context("the stored admin token digest")?;
+    toolkit.set_admin_token_hash(hash);
+    Ok((stored == fresh_hex).then_some(fresh))
+}
+
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let store = open_store(&config)?;
     let first_code = bootstrap(store.as_ref()).await?;
+    let toolkit = Arc::new(Toolkit::new(&config));
+    let new_admin_token = admin_token(store.as_ref(), &config, &toolkit).await?;
     let bound = server::bind(&config).await?;
     let base = config.base_url(bound.addr);
 
     // Stdout carries what a person (or a test) needs to start calling; logs go to stderr.
     println!("imnotify listening on {base}");
+    if let Some(token) = new_admin_token {
+        println!("Admin token (for {base}/admin/api/, shown only now): {token}");
+    }
     if let Some(code) = first_code {
         println!("Created user 1 (admin) and a webhook with scope im. Its code is shown only now.");
         println!("Webhook: {base}/rest/1/{code}/");
@@ -95,6 +126,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         limits: limits.clone(),
         clock: clock.clone(),
         methods: Arc::new(registry()),
+        toolkit,
     };
     let sweeper = tokio::spawn(async move {
         let mut tick = tokio::time::interval(LIMITS_SWEEP_INTERVAL);

@@ -39,6 +39,9 @@ Keys (environment variable in brackets; nested keys use a double underscore):
   limits.max_url_bytes     [IMNOTIFY_LIMITS__MAX_URL_BYTES]     default 8192 (414 above)
   limits.header_read_timeout_secs [IMNOTIFY_LIMITS__HEADER_READ_TIMEOUT_SECS] default 10; also the idle timeout
   limits.body_read_timeout_secs   [IMNOTIFY_LIMITS__BODY_READ_TIMEOUT_SECS]   default 30 (408 above)
+  admin.token              [IMNOTIFY_ADMIN__TOKEN]              the admin API's token; unset: made and printed at first start
+  journal.capacity         [IMNOTIFY_JOURNAL__CAPACITY]         default 1000 calls kept in memory; 0 is off
+  journal.entry_bytes      [IMNOTIFY_JOURNAL__ENTRY_BYTES]      default 4096 (parameters and result, each)
   log.format               [IMNOTIFY_LOG__FORMAT]               text or json
   log.filter               [IMNOTIFY_LOG__FILTER]               default info";
 

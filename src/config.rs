@@ -27,6 +27,36 @@ pub struct Config {
     pub tls: TlsConfig,
     pub limits: Limits,
     pub log: LogConfig,
+    pub admin: AdminConfig,
+    pub journal: JournalConfig,
+}
+
+/// The admin API under `/admin/api/` (the test-server toolkit).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default)]
+pub struct AdminConfig {
+    /// The admin token (`Authorization: Bearer TOKEN`). Unset: the first start creates one,
+    /// prints it once and stores only its SHA-256.
+    pub token: Option<String>,
+}
+
+/// The request journal: the last REST calls, in memory, for `/admin/api/requests`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct JournalConfig {
+    /// How many calls are kept (a batch's commands count one each); 0 switches recording off.
+    pub capacity: usize,
+    /// Bytes of parameters, and of result, kept per entry; the rest is cut off.
+    pub entry_bytes: usize,
+}
+
+impl Default for JournalConfig {
+    fn default() -> JournalConfig {
+        JournalConfig {
+            capacity: 1000,
+            entry_bytes: 4096,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -155,6 +185,8 @@ impl Default for Config {
             tls: TlsConfig::default(),
             limits: Limits::default(),
             log: LogConfig::default(),
+            admin: AdminConfig::default(),
+            journal: JournalConfig::default(),
         }
     }
 }

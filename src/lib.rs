@@ -18,5 +18,6 @@ pub mod server;
 pub mod state;
 pub mod store;
 pub mod telemetry;
+pub mod toolkit;
 pub mod value;
 pub mod web;

@@ -59,6 +59,8 @@ pub fn router(state: AppState) -> Router {
         .route("/oauth/authorize/", any(web::oauth::authorize))
         .route("/oauth/token", any(web::oauth::token))
         .route("/oauth/token/", any(web::oauth::token))
+        .route("/admin/api", any(web::admin::api))
+        .route("/admin/api/{*path}", any(web::admin::api))
         .route("/rest", any(protocol::rest_handler))
         .route("/rest/{*path}", any(protocol::rest_handler))
         .fallback(protocol::not_found)

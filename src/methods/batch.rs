@@ -10,6 +10,7 @@ use crate::error::ApiError;
 use crate::protocol::batch::{self, Command, Results};
 use crate::protocol::dispatch::{self, Executed, MethodSpec};
 use crate::protocol::envelope::Output;
+use crate::protocol::hook;
 use crate::protocol::params::{self, DecodeLimits};
 use crate::state::AppState;
 use crate::value::Array;
@@ -86,7 +87,7 @@ async fn run_command(
     // A command's own `start` pages it, as a direct call's does.
     dispatch::carry_start(&mut command_params);
     auth::strip_framework_keys(&mut command_params);
-    dispatch::execute(state, spec, caller, command_params)
+    hook::command(state, spec, caller, command_params)
         .await
         .map_err(|mut e| {
             // Inside a batch the scope error carries no description (§6.3).

@@ -3,6 +3,7 @@
 pub mod batch;
 pub mod dispatch;
 pub mod envelope;
+pub mod hook;
 pub mod openapi;
 pub mod params;
 pub mod route;
@@ -104,6 +105,7 @@ pub async fn rest_handler(State(state): State<AppState>, req: Request) -> Respon
     }
     dispatch::carry_start(&mut params);
     let cred = auth::extract(&parts.headers, &mut params);
+    let presented = hook::presented(&cred);
     let conn = parts.extensions.get::<ConnInfo>().copied();
     let trusted = &state.config.trusted_proxies;
     let channel = Channel {
@@ -128,10 +130,16 @@ pub async fn rest_handler(State(state): State<AppState>, req: Request) -> Respon
             );
         }
     }
-    let outcome = match authenticated {
-        Ok(caller) => dispatch::execute(&state, spec, &caller, params).await,
-        Err(e) => Err(e),
-    };
+    let outcome = hook::direct(
+        &state,
+        spec,
+        route.transport,
+        presented,
+        authenticated,
+        params,
+        started,
+    )
+    .await;
     let resp = match outcome {
         Ok(done) => {
             let timing = Timing::of(start, state.clock.now(), &done);

@@ -1,5 +1,7 @@
-//! Browser-facing endpoints: the login page, the OAuth consent page and the token endpoint.
+//! Browser-facing endpoints: the login page, the OAuth consent page and the token endpoint;
+//! and the admin API of the test-server toolkit (`admin`).
 
+pub mod admin;
 pub mod oauth;
 
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
