@@ -129,7 +129,7 @@ impl Journal {
             .filter(|e| filter.since_id.is_none_or(|s| e.id > s))
             .cloned()
             .collect();
-        out.sort_by(|a, b| b.id.cmp(&a.id));
+        out.sort_by_key(|e| std::cmp::Reverse(e.id));
         if let Some(limit) = filter.limit {
             out.truncate(limit);
         }

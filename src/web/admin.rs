@@ -168,24 +168,20 @@ pub async fn api(State(state): State<AppState>, req: Request) -> Response {
     }
 }
 
-/// A JSON object body, or the 400 that says why not. An empty body is `{}`.
-fn object(body: &Bytes) -> Result<Json, Response> {
+/// A JSON object body, or why not. An empty body is `{}`.
+fn object(body: &Bytes) -> Result<Json, String> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(json!({}));
     }
     match serde_json::from_slice::<Json>(body) {
         Ok(v @ Json::Object(_)) => Ok(v),
-        Ok(_) => Err(fail(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "the body must be a JSON object",
-        )),
-        Err(e) => Err(fail(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            format!("the body is not JSON: {e}"),
-        )),
+        Ok(_) => Err("the body must be a JSON object".into()),
+        Err(e) => Err(format!("the body is not JSON: {e}")),
     }
+}
+
+fn bad_request(msg: impl Into<String>) -> Response {
+    fail(StatusCode::BAD_REQUEST, "invalid_request", msg)
 }
 
 fn rfc3339(unix: f64) -> String {
@@ -272,7 +268,7 @@ fn requests(state: &AppState, query: &str) -> Response {
 fn add_fault(state: &AppState, body: &Bytes) -> Response {
     let v = match object(body) {
         Ok(v) => v,
-        Err(resp) => return resp,
+        Err(msg) => return bad_request(msg),
     };
     let spec: FaultSpec = match serde_json::from_value(v) {
         Ok(s) => s,
@@ -299,7 +295,7 @@ fn clock(state: &AppState) -> Response {
 fn advance(state: &AppState, body: &Bytes) -> Response {
     let v = match object(body) {
         Ok(v) => v,
-        Err(resp) => return resp,
+        Err(msg) => return bad_request(msg),
     };
     let Some(seconds) = v.get("advance_seconds").and_then(Json::as_f64) else {
         return fail(
@@ -324,7 +320,7 @@ fn advance(state: &AppState, body: &Bytes) -> Response {
 async fn reset(state: &AppState, body: &Bytes) -> Response {
     let v = match object(body) {
         Ok(v) => v,
-        Err(resp) => return resp,
+        Err(msg) => return bad_request(msg),
     };
     let keep_directory = match v.get("keep_directory") {
         None => true,
