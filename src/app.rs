@@ -79,9 +79,18 @@ pub async fn admin_token(
     store: &dyn Store,
     config: &Config,
     toolkit: &Toolkit,
+    from_fixtures: Option<&str>,
 ) -> anyhow::Result<Option<String>> {
     if let Some(token) = config.admin.token.as_deref().filter(|t| !t.is_empty()) {
         toolkit.set_admin_token_hash(secret::hash(token));
+        return Ok(None);
+    }
+    if let Some(token) = from_fixtures {
+        let hash = secret::hash(token);
+        store
+            .put_setting(crate::web::admin::TOKEN_SETTING, hex::encode(hash))
+            .await?;
+        toolkit.set_admin_token_hash(hash);
         return Ok(None);
     }
     let fresh = secret::generate(ADMIN_TOKEN_LEN);
@@ -95,11 +104,25 @@ pub async fn admin_token(
     Ok((stored == fresh_hex).then_some(fresh))
 }
 
-pub async fn serve(config: Config) -> anyhow::Result<()> {
+/// Runs the server; `fixtures` is the `--fixtures` file, applied before the first request.
+pub async fn serve(config: Config, fixtures: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     let store = open_store(&config)?;
     let first_code = bootstrap(store.as_ref()).await?;
+    let applied = match &fixtures {
+        Some(path) => {
+            let applied = crate::fixtures::apply_file(store.as_ref(), path).await?;
+            tracing::info!(
+                changed = applied.changed,
+                unchanged = applied.unchanged,
+                "fixtures applied"
+            );
+            Some(applied)
+        }
+        None => None,
+    };
     let toolkit = Arc::new(Toolkit::new(&config));
-    let new_admin_token = admin_token(store.as_ref(), &config, &toolkit).await?;
+    let fixture_token = applied.as_ref().and_then(|a| a.admin_token.as_deref());
+    let new_admin_token = admin_token(store.as_ref(), &config, &toolkit, fixture_token).await?;
     let bound = server::bind(&config).await?;
     let base = config.base_url(bound.addr);
 

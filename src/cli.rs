@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::app;
 use crate::auth::{oauth, password, secret};
 use crate::config::{Config, Overrides};
+use crate::fixtures;
 use crate::limits::RateOverride;
 use crate::store::sqlite::split_scopes;
 use crate::store::{NewApp, User};
@@ -93,6 +94,18 @@ pub struct AppAddArgs {
     /// Display name; system notifications from the app start with it
     #[arg(long)]
     pub name: String,
+    /// Use this client id instead of a random one; adding it again updates that app
+    #[arg(long, value_name = "ID", requires = "client_secret")]
+    pub client_id: Option<String>,
+    /// The client secret to go with --client-id (8 to 256 visible characters)
+    #[arg(
+        long,
+        value_name = "SECRET",
+        requires = "client_id",
+        env = "IMNOTIFY_CLIENT_SECRET",
+        hide_env_values = true
+    )]
+    pub client_secret: Option<String>,
     /// Comma-separated scopes, e.g. im or im,user
     #[arg(long, value_name = "SCOPES")]
     pub scope: String,
@@ -171,6 +184,10 @@ pub struct ServeArgs {
     /// Switch off the rate limit and the operating-time limit (for benchmarks and load tests)
     #[arg(long)]
     pub no_limits: bool,
+    /// TOML file of users, webhooks (with fixed codes) and apps (with fixed client ids and
+    /// secrets) to create or update at start; see README, "Testing your integration"
+    #[arg(long, value_name = "FILE")]
+    pub fixtures: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -225,6 +242,15 @@ pub struct WebhookAddArgs {
     /// The user the webhook acts as
     #[arg(long)]
     pub user_id: i64,
+    /// Use this code (8 to 64 letters and digits) instead of a random one; adding the same
+    /// code again updates that webhook, so CI scripts can run this every time
+    #[arg(
+        long,
+        value_name = "CODE",
+        env = "IMNOTIFY_WEBHOOK_CODE",
+        hide_env_values = true
+    )]
+    pub code: Option<String>,
     /// Comma-separated scopes, e.g. im or im,user
     #[arg(long, value_name = "SCOPES")]
     pub scope: String,
@@ -291,20 +317,26 @@ pub async fn run_admin(config: Config, command: Command) -> anyhow::Result<()> {
                 bail!("--scope needs at least one scope, e.g. im");
             }
             let rate = a.rate.parse()?;
-            let client_id = oauth::new_client_id();
-            let client_secret = oauth::new_client_secret();
-            store
-                .add_app(NewApp {
-                    client_id: client_id.clone(),
-                    secret_hash: secret::hash(&client_secret),
-                    name: a.name.clone(),
-                    scopes: scopes.clone(),
-                    redirect_uri: a.redirect_uri.clone(),
-                    allowed_users: a.allowed_users.clone(),
-                    rate,
-                })
-                .await
-                .context("adding the application")?;
+            let fixed = a.client_id.is_some();
+            let client_id = a.client_id.unwrap_or_else(oauth::new_client_id);
+            let client_secret = a.client_secret.unwrap_or_else(oauth::new_client_secret);
+            let app = NewApp {
+                client_id: client_id.clone(),
+                secret_hash: secret::hash(&client_secret),
+                name: a.name.clone(),
+                scopes: scopes.clone(),
+                redirect_uri: a.redirect_uri.clone(),
+                allowed_users: a.allowed_users.clone(),
+                rate,
+            };
+            if fixed {
+                fixtures::check_client_id(&client_id)?;
+                fixtures::check_client_secret(&client_secret)?;
+                store.upsert_app(app).await.map(|_| ())
+            } else {
+                store.add_app(app).await.map(|_| ())
+            }
+            .context("adding the application")?;
             if a.json {
                 println!(
                     "{}",
@@ -359,9 +391,19 @@ pub async fn run_admin(config: Config, command: Command) -> anyhow::Result<()> {
                 bail!("--scope needs at least one scope, e.g. im");
             }
             let rate = a.rate.parse()?;
-            let code = app::create_webhook(store.as_ref(), a.user_id, &scopes, rate)
-                .await
-                .context("adding the webhook")?;
+            let code = match a.code {
+                Some(code) => {
+                    fixtures::check_code(&code)?;
+                    store
+                        .ensure_webhook(a.user_id, secret::hash(&code), &scopes, rate)
+                        .await
+                        .context("adding the webhook")?;
+                    code
+                }
+                None => app::create_webhook(store.as_ref(), a.user_id, &scopes, rate)
+                    .await
+                    .context("adding the webhook")?,
+            };
             let url = format!(
                 "{}/rest/{}/{}/",
                 config.base_url(config.listen),

@@ -10,6 +10,7 @@ pub mod config;
 pub mod conn;
 pub mod domain;
 pub mod error;
+pub mod fixtures;
 pub mod limits;
 pub mod methods;
 pub mod metrics;

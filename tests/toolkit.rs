@@ -542,3 +542,235 @@ fn reset_keeps_the_directory_and_empties_the_rest_and_ids_go_on() {
     );
     assert!(r.json()["result"].as_i64().unwrap() > after, "{}", r.body);
 }
+
+const FIXTURES: &str = r#"# CI fixtures
+admin_token = "fixture-admin-token-0123456789"
+
+[[users]]
+id = 7
+name = "Anna"
+email = "anna@example.test"
+password = "anna-password"
+admin = true
+
+[[webhooks]]
+user_id = 7
+code = "fixedwebhookcode1"
+scope = ["im", "user"]
+
+[[apps]]
+client_id = "local.ci"
+client_secret = "fixed-client-secret-1"
+name = "CI app"
+scope = ["im"]
+redirect_uri = "https://ci.example/oauth"
+"#;
+
+/// The rows fixtures write, as text, to compare before and after.
+fn directory_dump(s: &Server) -> String {
+    let db = s.db();
+    let mut out = String::new();
+    for sql in [
+        "SELECT id, name, last_name, email, active, is_admin, created_at, password_hash FROM users ORDER BY id",
+        "SELECT id, user_id, hex(code_hash), scopes, active, created_at, rate_per_second, rate_burst FROM webhooks ORDER BY id",
+        "SELECT id, client_id, hex(secret_hash), name, scopes, redirect_uri, allowed_users, active, created_at FROM apps ORDER BY id",
+        "SELECT key, value FROM settings ORDER BY key",
+    ] {
+        let mut stmt = db.prepare(sql).unwrap();
+        let n = stmt.column_count();
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((0..n)
+                    .map(|i| format!("{:?}", r.get_ref(i).unwrap()))
+                    .collect::<Vec<_>>()
+                    .join("|"))
+            })
+            .unwrap();
+        for row in rows {
+            out.push_str(&row.unwrap());
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[test]
+fn fixtures_give_working_fixed_credentials_and_applying_twice_changes_nothing() {
+    let files = tempfile::tempdir().unwrap();
+    let path = files.path().join("fixtures.toml");
+    std::fs::write(&path, FIXTURES).unwrap();
+    let mut s = Server::start_with(Options {
+        args: vec!["--fixtures".into(), path.display().to_string()],
+        ..Options::default()
+    });
+    // The fixed webhook works at once.
+    let r = s.post_json(
+        "/rest/7/fixedwebhookcode1/im.notify.system.add",
+        &json!({"USER_ID": 7, "MESSAGE": "from CI"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = s.get("/rest/7/fixedwebhookcode1/user.current");
+    assert_eq!(r.json()["result"]["NAME"], "Anna", "{}", r.body);
+    // The fixed admin token, and no token printed: the file gave one.
+    assert_eq!(s.admin_token, None);
+    let r = s.request(
+        "GET",
+        "/admin/api/requests",
+        &[("Authorization", "Bearer fixture-admin-token-0123456789")],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    // The fixed app: its secret is the one in the file.
+    let out = s.cli(&[
+        "app",
+        "token",
+        "--client-id",
+        "local.ci",
+        "--user-id",
+        "7",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let t: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r = s.get(&format!(
+        "/oauth/token/?grant_type=refresh_token&client_id=local.ci&client_secret=fixed-client-secret-1&refresh_token={}",
+        t["refresh_token"].as_str().unwrap()
+    ));
+    assert_eq!(r.status, 200, "{}", r.body);
+    // The password signs in.
+    s.sign_in("7", "anna-password");
+    // Plain codes and secrets are nowhere in the database.
+    let dump = directory_dump(&s);
+    for plain in [
+        "fixedwebhookcode1",
+        "fixed-client-secret-1",
+        "fixture-admin-token",
+        "anna-password",
+    ] {
+        assert!(!dump.contains(plain), "{plain} stored in plain text");
+    }
+
+    // Applying the same file again (a restart) changes nothing.
+    s.terminate();
+    s.restart();
+    assert_eq!(directory_dump(&s), dump);
+    let r = s.post_json(
+        "/rest/7/fixedwebhookcode1/im.notify.system.add",
+        &json!({"USER_ID": 7, "MESSAGE": "again"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+#[test]
+fn a_wrong_fixtures_file_stops_the_start_and_names_the_line() {
+    let files = tempfile::tempdir().unwrap();
+    let data = files.path().join("data");
+    for (text, line, needle) in [
+        ("[[users]]\nid = 7\nname = \"A\"\n\n[[webhooks]]\nuser_id = 99\ncode = \"fixedwebhookcode1\"\nscope = [\"im\"]\n", 5, "user 99 does not exist"),
+        ("[[users]]\nid = 7\nname = \"A\"\ncolour = \"red\"\n", 4, "unknown field"),
+        ("[[webhooks]]\nuser_id = 1\ncode = \"short\"\nscope = [\"im\"]\n", 1, "8 to 64"),
+        ("[[apps]]\nclient_id = \"local.ci\"\nclient_secret = \"fixed-client-secret-1\"\nname = \"x\"\nscope = [\"crm\"]\n", 1, "unknown scope"),
+        ("[[users]]\nid = \"seven\"\nname = \"A\"\n", 2, "invalid type"),
+    ] {
+        let path = files.path().join("bad.toml");
+        std::fs::write(&path, text).unwrap();
+        let out = std::process::Command::new(common::BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--fixtures"])
+            .arg(&path)
+            .arg("--data-dir")
+            .arg(&data)
+            .env_remove("IMNOTIFY_DATA_DIR")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{text}");
+        assert!(
+            err.contains(&format!("bad.toml:{line}:")) && err.contains(needle),
+            "expected line {line} and {needle:?} in: {err}"
+        );
+    }
+}
+
+#[test]
+fn the_cli_takes_fixed_codes_and_client_credentials_and_repeats_safely() {
+    let s = start();
+    for _ in 0..2 {
+        let out = s.cli(&[
+            "webhook",
+            "add",
+            "--user-id",
+            "1",
+            "--code",
+            "cicode12345678",
+            "--scope",
+            "im",
+            "--json",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["code"], "cicode12345678");
+        let out = s.cli(&[
+            "app",
+            "add",
+            "--name",
+            "CI",
+            "--scope",
+            "im",
+            "--client-id",
+            "local.fixed",
+            "--client-secret",
+            "fixed-secret-99",
+            "--json",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["client_id"], "local.fixed");
+        assert_eq!(v["client_secret"], "fixed-secret-99");
+    }
+    let count = |sql: &str| -> i64 { s.db().query_row(sql, [], |r| r.get(0)).unwrap() };
+    assert_eq!(
+        count("SELECT COUNT(*) FROM webhooks"),
+        2,
+        "the first-start one and ours"
+    );
+    assert_eq!(count("SELECT COUNT(*) FROM apps"), 1);
+    let r = s.post_json(
+        "/rest/1/cicode12345678/im.notify.system.add",
+        &json!({"USER_ID": 1, "MESSAGE": "fixed"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let bad = s.cli(&[
+        "webhook",
+        "add",
+        "--user-id",
+        "1",
+        "--code",
+        "no/slash",
+        "--scope",
+        "im",
+    ]);
+    assert!(!bad.status.success());
+    let half = s.cli(&[
+        "app",
+        "add",
+        "--name",
+        "x",
+        "--scope",
+        "im",
+        "--client-id",
+        "local.y",
+    ]);
+    assert!(!half.status.success(), "--client-id needs --client-secret");
+}
