@@ -33,6 +33,10 @@ fn start(bin: &Path, data: &Path, listen: &str) -> Running {
         .args(["serve", "--no-limits", "--listen", listen, "--data-dir"])
         .arg(data)
         .env("IMNOTIFY_LOG__FILTER", "warn")
+        // The filler rows are dated years back and all belong to one user: retention and the
+        // per-recipient cap would remove them while they are measured.
+        .env("IMNOTIFY_RETENTION__DAYS", "0")
+        .env("IMNOTIFY_LIMITS__MAX_NOTIFICATIONS_PER_USER", "0")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

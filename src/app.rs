@@ -8,13 +8,13 @@ use tokio::sync::watch;
 
 use crate::auth::secret;
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{Config, RetentionConfig};
 use crate::limits::{Limiters, RateOverride};
 use crate::methods;
 use crate::server;
 use crate::state::{AppState, Registry};
-use crate::store::sqlite::SqliteStore;
-use crate::store::{Store, User};
+use crate::store::sqlite::{OpenOptions, SqliteStore};
+use crate::store::{Store, StoreError, User};
 use crate::toolkit::Toolkit;
 
 /// Length of generated webhook codes: Bitrix24's own codes have 16 characters.
@@ -23,6 +23,11 @@ pub const WEBHOOK_CODE_LEN: usize = 16;
 /// (at most burst / rate seconds old, 25 s by default) is indistinguishable from a new one, so
 /// the limiters hold roughly the clients of the last half minute.
 const LIMITS_SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+/// Notifications removed by one retention write. Each removal touches every index of the row
+/// and its chat counter, and the commit is fsynced: 1000 rows took 400 ms on a busy 2-core
+/// machine, and every request queued for the writer waited for it. 250 keeps that wait near
+/// 100 ms; Bitrix24's agent deletes in steps of 1000, but only 2000 per run.
+const RETENTION_CHUNK: usize = 250;
 
 /// The method registry: every handler of `methods`, assembled here, above both `methods` and
 /// the `protocol` layer that runs them.
@@ -30,10 +35,56 @@ pub fn registry() -> Registry {
     Registry::new(methods::all())
 }
 
-pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
-    let store = SqliteStore::open(&config.data_dir)
+/// Opens the data directory. `serve` passes `at_start` so the database's structure is checked
+/// (`storage.quick_check`) before anything is served; admin commands skip that check.
+pub fn open_store(config: &Config, at_start: bool) -> anyhow::Result<Arc<dyn Store>> {
+    let options = OpenOptions {
+        quick_check: at_start && config.storage.quick_check,
+        max_notifications_per_user: config.limits.max_notifications_per_user,
+    };
+    let store = SqliteStore::open_with(&config.data_dir, &options)
         .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
     Ok(Arc::new(store))
+}
+
+/// One retention run: removes the notifications older than `retention.days`, a chunk per
+/// write, and forgets expired sessions, codes and tokens. Returns how many notifications went.
+pub async fn run_retention(store: &dyn Store, retention: &RetentionConfig, now: i64) -> usize {
+    let mut removed = 0;
+    if retention.days > 0 {
+        let before = now - i64::from(retention.days) * 86_400;
+        loop {
+            // Instant, not the clock: this measures real work to pace it.
+            let started = std::time::Instant::now();
+            match store.expire_notifications(before, RETENTION_CHUNK).await {
+                Ok(n) => {
+                    removed += n;
+                    if n < RETENTION_CHUNK {
+                        break;
+                    }
+                    // At most half of the writer's time goes to retention, so requests
+                    // queued behind it wait for one chunk at most, and often for none.
+                    let took = started.elapsed();
+                    tokio::time::sleep(took.max(std::time::Duration::from_millis(10))).await;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "retention failed");
+                    break;
+                }
+            }
+        }
+    }
+    if let Err(e) = store.forget_expired_credentials(now).await {
+        tracing::error!(error = %e, "forgetting expired credentials failed");
+    }
+    if removed > 0 {
+        tracing::info!(
+            removed,
+            days = retention.days,
+            "retention removed old notifications"
+        );
+    }
+    removed
 }
 
 /// Creates a webhook and returns its plain code, which exists nowhere else afterwards.
@@ -55,7 +106,7 @@ async fn bootstrap(store: &dyn Store) -> anyhow::Result<Option<String>> {
     if store.user_count().await? > 0 {
         return Ok(None);
     }
-    store
+    let added = store
         .add_user(User {
             id: 1,
             name: "Admin".into(),
@@ -64,7 +115,12 @@ async fn bootstrap(store: &dyn Store) -> anyhow::Result<Option<String>> {
             active: true,
             is_admin: true,
         })
-        .await?;
+        .await;
+    match added {
+        // Another process started on the same fresh data directory and got there first.
+        Err(StoreError::Conflict(_)) => return Ok(None),
+        other => other?,
+    }
     Ok(Some(
         create_webhook(store, 1, &["im".to_owned()], RateOverride::default()).await?,
     ))
@@ -105,8 +161,8 @@ pub async fn admin_token(
 }
 
 /// Runs the server; `fixtures` is the `--fixtures` file, applied before the first request.
-pub async fn serve(config: Config, fixtures: Option<std::path::PathBuf>) -> anyhow::Result<()> {
-    let store = open_store(&config)?;
+pub async fn serve(mut config: Config, fixtures: Option<std::path::PathBuf>) -> anyhow::Result<()> {
+    let store = open_store(&config, true)?;
     let first_code = bootstrap(store.as_ref()).await?;
     let applied = match &fixtures {
         Some(path) => {
@@ -124,6 +180,9 @@ pub async fn serve(config: Config, fixtures: Option<std::path::PathBuf>) -> anyh
     let fixture_token = applied.as_ref().and_then(|a| a.admin_token.as_deref());
     let new_admin_token = admin_token(store.as_ref(), &config, &toolkit, fixture_token).await?;
     let bound = server::bind(&config).await?;
+    // From here on `listen` is the bound address (port 0 resolved): the Host allow-list and the
+    // fallback portal URL are made from it.
+    config.listen = bound.addr;
     let base = config.base_url(bound.addr);
 
     // Stdout carries what a person (or a test) needs to start calling; logs go to stderr.
@@ -158,6 +217,19 @@ pub async fn serve(config: Config, fixtures: Option<std::path::PathBuf>) -> anyh
             limits.sweep(clock.now());
         }
     });
+    let retention = state.config.retention.clone();
+    let retention_store = store.clone();
+    let retention_clock = state.clock.clone();
+    let retention_task = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(
+            retention.interval_secs.max(1),
+        ));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            run_retention(retention_store.as_ref(), &retention, retention_clock.unix()).await;
+        }
+    });
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
         shutdown_signal().await;
@@ -166,6 +238,7 @@ pub async fn serve(config: Config, fixtures: Option<std::path::PathBuf>) -> anyh
     });
     bound.serve(server::router(state), rx).await;
     sweeper.abort();
+    retention_task.abort();
     store.flush().await;
     tracing::info!("stopped");
     Ok(())

@@ -13,7 +13,7 @@ use crate::config::{Config, Overrides};
 use crate::fixtures;
 use crate::limits::RateOverride;
 use crate::store::sqlite::split_scopes;
-use crate::store::{NewApp, User};
+use crate::store::{NewApp, User, UserUpdate};
 
 const CONFIG_HELP: &str = "\
 Configuration is read from built-in defaults, then the TOML file given with --config
@@ -22,8 +22,9 @@ Keys (environment variable in brackets; nested keys use a double underscore):
   listen                   [IMNOTIFY_LISTEN]                    default 127.0.0.1:8080
   data_dir                 [IMNOTIFY_DATA_DIR]                  default ./data
   public_url               [IMNOTIFY_PUBLIC_URL]                base URL printed in webhook URLs
-  require_https            [IMNOTIFY_REQUIRE_HTTPS]             default: on unless listening on loopback
+  require_https            [IMNOTIFY_REQUIRE_HTTPS]             default: on unless listening on loopback; covers every credential
   trusted_proxies          [IMNOTIFY_TRUSTED_PROXIES]           e.g. [\"127.0.0.1\"]; their X-Forwarded-Proto/-For is believed
+  allowed_hosts            [IMNOTIFY_ALLOWED_HOSTS]             e.g. [\"notify.example.com\"]; Host values used in URLs
   tls.cert, tls.key        [IMNOTIFY_TLS__CERT, IMNOTIFY_TLS__KEY]  PEM files; serve HTTPS
   limits.attach_max_bytes  [IMNOTIFY_LIMITS__ATTACH_MAX_BYTES]  default 30720 (ATTACH_OVERSIZE above)
   limits.max_body_bytes    [IMNOTIFY_LIMITS__MAX_BODY_BYTES]    default 8388608
@@ -40,6 +41,10 @@ Keys (environment variable in brackets; nested keys use a double underscore):
   limits.max_url_bytes     [IMNOTIFY_LIMITS__MAX_URL_BYTES]     default 8192 (414 above)
   limits.header_read_timeout_secs [IMNOTIFY_LIMITS__HEADER_READ_TIMEOUT_SECS] default 10; also the idle timeout
   limits.body_read_timeout_secs   [IMNOTIFY_LIMITS__BODY_READ_TIMEOUT_SECS]   default 30 (408 above)
+  limits.max_notifications_per_user [IMNOTIFY_LIMITS__MAX_NOTIFICATIONS_PER_USER] default 10000; oldest read go first; 0: no cap
+  retention.days           [IMNOTIFY_RETENTION__DAYS]           default 60; older notifications are removed; 0: keep
+  retention.interval_secs  [IMNOTIFY_RETENTION__INTERVAL_SECS]  default 7200 (first run at start)
+  storage.quick_check      [IMNOTIFY_STORAGE__QUICK_CHECK]      default true: check the database at start
   admin.token              [IMNOTIFY_ADMIN__TOKEN]              the admin API's token; unset: made and printed at first start
   journal.capacity         [IMNOTIFY_JOURNAL__CAPACITY]         default 1000 calls kept in memory; 0 is off
   journal.entry_bytes      [IMNOTIFY_JOURNAL__ENTRY_BYTES]      default 4096 (parameters and result, each)
@@ -79,6 +84,45 @@ pub enum Command {
     /// Manage OAuth applications
     #[command(subcommand)]
     App(AppCommand),
+    /// Revoke OAuth tokens
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Revoke every access and refresh token of a user, of an application, or of both together
+    Revoke(TokenRevokeArgs),
+}
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("whose").required(true).multiple(true).args(["user_id", "client_id"])))]
+pub struct TokenRevokeArgs {
+    /// The user whose tokens go
+    #[arg(long)]
+    pub user_id: Option<i64>,
+    /// The application whose tokens go
+    #[arg(long)]
+    pub client_id: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ClientIdArgs {
+    #[arg(long)]
+    pub client_id: String,
+}
+
+#[derive(Args, Debug)]
+pub struct JsonArgs {
+    /// Print JSON instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct IdArgs {
+    #[arg(long)]
+    pub id: i64,
 }
 
 #[derive(Subcommand, Debug)]
@@ -87,6 +131,12 @@ pub enum AppCommand {
     Add(AppAddArgs),
     /// Install an application for a user and print a token pair, as an installation hands it over
     Token(AppTokenArgs),
+    /// List the registered applications (never their secrets)
+    List(JsonArgs),
+    /// Switch an application off: its tokens and code exchanges are refused until it is enabled
+    Disable(ClientIdArgs),
+    /// Switch a disabled application back on
+    Enable(ClientIdArgs),
 }
 
 #[derive(Args, Debug)]
@@ -109,7 +159,7 @@ pub struct AppAddArgs {
     /// Comma-separated scopes, e.g. im or im,user
     #[arg(long, value_name = "SCOPES")]
     pub scope: String,
-    /// Where /oauth/authorize/ sends the browser with the code
+    /// Where /oauth/authorize/ sends the browser with the code: an http:// or https:// URL
     #[arg(long, value_name = "URL", default_value = "")]
     pub redirect_uri: String,
     /// Restrict the app to these user ids (comma-separated); others get user_access_error
@@ -174,7 +224,7 @@ pub struct ServeArgs {
     /// PEM private key for HTTPS [env: IMNOTIFY_TLS__KEY]
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
-    /// Refuse webhook calls over plain HTTP with INVALID_REQUEST [env: IMNOTIFY_REQUIRE_HTTPS]
+    /// Refuse credentials (webhook codes, tokens, secrets, passwords, sessions) over plain HTTP [env: IMNOTIFY_REQUIRE_HTTPS]
     /// [default: true unless listening on loopback]
     #[arg(long, value_name = "BOOL")]
     pub require_https: Option<bool>,
@@ -194,8 +244,37 @@ pub struct ServeArgs {
 pub enum UserCommand {
     /// Add a user who can receive notifications
     Add(UserAddArgs),
-    /// Set the password a user signs in with on the login page
+    /// Set the password a user signs in with on the login page; ends the user's sessions and
+    /// OAuth tokens
     Password(UserPasswordArgs),
+    /// Change a user; a new password ends the user's sessions and OAuth tokens
+    Update(UserUpdateArgs),
+    /// Deactivate a user: notifications to it return false, and its webhooks, sessions and
+    /// OAuth tokens stop working
+    Deactivate(IdArgs),
+    /// Activate a deactivated user again (its webhooks work again; sessions and tokens do not)
+    Activate(IdArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct UserUpdateArgs {
+    #[arg(long)]
+    pub id: i64,
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(long)]
+    pub last_name: Option<String>,
+    #[arg(long)]
+    pub email: Option<String>,
+    /// Make the user a portal administrator
+    #[arg(long, overrides_with = "no_admin")]
+    pub admin: bool,
+    /// Take the administrator role away
+    #[arg(long, overrides_with = "admin")]
+    pub no_admin: bool,
+    /// New password for the login page
+    #[arg(long)]
+    pub password: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -235,6 +314,20 @@ pub struct UserAddArgs {
 pub enum WebhookCommand {
     /// Create an incoming webhook and print its URL (the code is shown only once)
     Add(WebhookAddArgs),
+    /// List webhooks (never their codes)
+    List(WebhookListArgs),
+    /// Revoke a webhook: a running server refuses it within a second
+    Revoke(IdArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct WebhookListArgs {
+    /// Only this user's webhooks
+    #[arg(long)]
+    pub user_id: Option<i64>,
+    /// Print JSON instead of text
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -261,6 +354,24 @@ pub struct WebhookAddArgs {
     pub json: bool,
 }
 
+/// Deactivates (ending sessions and tokens in the same transaction) or reactivates a user.
+async fn set_user_active(
+    store: &dyn crate::store::Store,
+    id: i64,
+    active: bool,
+) -> anyhow::Result<()> {
+    store
+        .update_user(
+            id,
+            UserUpdate {
+                active: Some(active),
+                ..UserUpdate::default()
+            },
+        )
+        .await
+        .with_context(|| format!("updating user {id}"))
+}
+
 pub fn load_config(global: &GlobalArgs, mut overrides: Overrides) -> anyhow::Result<Config> {
     overrides.data_dir = global.data_dir.clone();
     Config::load(global.config.as_deref(), &overrides)
@@ -268,7 +379,7 @@ pub fn load_config(global: &GlobalArgs, mut overrides: Overrides) -> anyhow::Res
 }
 
 pub async fn run_admin(config: Config, command: Command) -> anyhow::Result<()> {
-    let store = app::open_store(&config)?;
+    let store = app::open_store(&config, false)?;
     match command {
         Command::Serve(_) => unreachable!("serve is handled by main"),
         Command::User(UserCommand::Add(a)) => {
@@ -309,13 +420,137 @@ pub async fn run_admin(config: Config, command: Command) -> anyhow::Result<()> {
                 .set_password(a.id, password::hash(&a.password)?)
                 .await
                 .context("setting the password")?;
-            println!("Password set for user {}", a.id);
+            println!(
+                "Password set for user {}; their sessions and OAuth tokens are ended",
+                a.id
+            );
+        }
+        Command::User(UserCommand::Update(a)) => {
+            let update = UserUpdate {
+                name: a.name,
+                last_name: a.last_name,
+                email: a.email,
+                is_admin: (a.admin || a.no_admin).then_some(a.admin),
+                active: None,
+                password_hash: a.password.as_deref().map(password::hash).transpose()?,
+            };
+            if update == UserUpdate::default() {
+                bail!("nothing to change: give --name, --last-name, --email, --admin, --no-admin or --password");
+            }
+            let ends = update.ends_credentials();
+            store
+                .update_user(a.id, update)
+                .await
+                .context("updating the user")?;
+            println!("Updated user {}", a.id);
+            if ends {
+                println!("Their sessions and OAuth tokens are ended.");
+            }
+        }
+        Command::User(UserCommand::Deactivate(a)) => {
+            set_user_active(store.as_ref(), a.id, false).await?;
+            println!(
+                "Deactivated user {}: webhooks refused, sessions and OAuth tokens ended",
+                a.id
+            );
+        }
+        Command::User(UserCommand::Activate(a)) => {
+            set_user_active(store.as_ref(), a.id, true).await?;
+            println!("Activated user {}", a.id);
+        }
+        Command::Webhook(WebhookCommand::List(a)) => {
+            let hooks = store.list_webhooks(a.user_id).await?;
+            if a.json {
+                let list: Vec<_> = hooks
+                    .iter()
+                    .map(|h| {
+                        serde_json::json!({
+                            "id": h.id, "user_id": h.user_id, "scope": h.scopes,
+                            "active": h.active, "created_at": h.created_at,
+                            "rate_per_second": h.rate.per_second, "rate_burst": h.rate.burst,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(list));
+            } else {
+                for h in &hooks {
+                    println!(
+                        "{}\tuser {}\t{}\t{}",
+                        h.id,
+                        h.user_id,
+                        h.scopes.join(","),
+                        if h.active { "active" } else { "revoked" }
+                    );
+                }
+            }
+        }
+        Command::Webhook(WebhookCommand::Revoke(a)) => {
+            if !store.set_webhook_active(a.id, false).await? {
+                bail!("webhook {} does not exist", a.id);
+            }
+            println!("Revoked webhook {}", a.id);
+        }
+        Command::App(AppCommand::List(a)) => {
+            let apps = store.list_apps().await?;
+            if a.json {
+                let list: Vec<_> = apps
+                    .iter()
+                    .map(|app| {
+                        serde_json::json!({
+                            "id": app.id, "client_id": app.client_id, "name": app.name,
+                            "scope": app.scopes, "redirect_uri": app.redirect_uri,
+                            "allowed_users": app.allowed_users, "active": app.active,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(list));
+            } else {
+                for app in &apps {
+                    println!(
+                        "{}\t{}\t{}\t{}",
+                        app.client_id,
+                        app.name,
+                        app.scopes.join(","),
+                        if app.active { "active" } else { "disabled" }
+                    );
+                }
+            }
+        }
+        Command::App(AppCommand::Disable(a)) => {
+            if !store.set_app_active(&a.client_id, false).await? {
+                bail!("no application {}", a.client_id);
+            }
+            println!("Disabled application {}", a.client_id);
+        }
+        Command::App(AppCommand::Enable(a)) => {
+            if !store.set_app_active(&a.client_id, true).await? {
+                bail!("no application {}", a.client_id);
+            }
+            println!("Enabled application {}", a.client_id);
+        }
+        Command::Token(TokenCommand::Revoke(a)) => {
+            let app_id = match &a.client_id {
+                Some(client_id) => Some(
+                    store
+                        .app_by_client_id(client_id)
+                        .await?
+                        .with_context(|| format!("no application {client_id}"))?
+                        .id,
+                ),
+                None => None,
+            };
+            let n = store.revoke_tokens(a.user_id, app_id).await?;
+            println!("Revoked {n} token pair(s)");
         }
         Command::App(AppCommand::Add(a)) => {
             let scopes = split_scopes(&a.scope.to_lowercase());
             if scopes.is_empty() {
                 bail!("--scope needs at least one scope, e.g. im");
             }
+            oauth::check_scopes(&scopes, &crate::auth::known_scopes())
+                .map_err(|e| anyhow::anyhow!("--scope: {e}"))?;
+            oauth::check_redirect_uri(&a.redirect_uri)
+                .map_err(|e| anyhow::anyhow!("--redirect-uri: {e}"))?;
             let rate = a.rate.parse()?;
             let fixed = a.client_id.is_some();
             let client_id = a.client_id.unwrap_or_else(oauth::new_client_id);

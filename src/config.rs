@@ -24,8 +24,14 @@ pub struct Config {
     pub require_https: Option<bool>,
     /// Peers whose `X-Forwarded-Proto` and `X-Forwarded-For` headers are believed.
     pub trusted_proxies: Vec<IpAddr>,
+    /// Names the server may be reached by, `host` (any port) or `host:port`, besides the listen
+    /// address and `localhost`/`127.0.0.1`/`[::1]` on the listen port. Without `public_url`, a
+    /// `Host` header outside this list is not used in any URL the server emits (issue 10 §4).
+    pub allowed_hosts: Vec<String>,
     pub tls: TlsConfig,
     pub limits: Limits,
+    pub retention: RetentionConfig,
+    pub storage: StorageConfig,
     pub log: LogConfig,
     pub admin: AdminConfig,
     pub journal: JournalConfig,
@@ -56,6 +62,43 @@ impl Default for JournalConfig {
             capacity: 1000,
             entry_bytes: 4096,
         }
+    }
+}
+
+/// How long notifications are kept. Bitrix24's im module removes notifications older than 60
+/// days with an agent that runs every two hours (`Bitrix\Im\Notify::cleanNotifyAgent`); these
+/// are its values.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct RetentionConfig {
+    /// Notifications older than this many days are removed; 0 keeps them for ever.
+    pub days: u32,
+    /// Seconds between two runs of the retention task (the first runs at start).
+    pub interval_secs: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> RetentionConfig {
+        RetentionConfig {
+            days: 60,
+            interval_secs: 7200,
+        }
+    }
+}
+
+/// Checks of the data directory.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct StorageConfig {
+    /// Run `PRAGMA quick_check` when `serve` starts. It reads the whole database (2 s for 270 MB,
+    /// a million notifications, on a busy 2-core machine); switch it off for very large
+    /// databases on slow disks.
+    pub quick_check: bool,
+}
+
+impl Default for StorageConfig {
+    fn default() -> StorageConfig {
+        StorageConfig { quick_check: true }
     }
 }
 
@@ -91,6 +134,9 @@ pub struct Limits {
     pub header_read_timeout_secs: u64,
     /// Seconds a client has to send a whole request body; slower gets REQUEST_TIMEOUT (408).
     pub body_read_timeout_secs: u64,
+    /// Most notifications stored per recipient; past it, each new one removes the oldest read
+    /// ones, then the oldest unread. 0: no cap.
+    pub max_notifications_per_user: u64,
     pub rate: RateConfig,
     pub operating: OperatingConfig,
 }
@@ -152,6 +198,7 @@ impl Default for Limits {
             max_url_bytes: 8 * 1024,
             header_read_timeout_secs: 10,
             body_read_timeout_secs: 30,
+            max_notifications_per_user: 10_000,
         }
     }
 }
@@ -182,8 +229,11 @@ impl Default for Config {
             public_url: None,
             require_https: None,
             trusted_proxies: Vec::new(),
+            allowed_hosts: Vec::new(),
             tls: TlsConfig::default(),
             limits: Limits::default(),
+            retention: RetentionConfig::default(),
+            storage: StorageConfig::default(),
             log: LogConfig::default(),
             admin: AdminConfig::default(),
             journal: JournalConfig::default(),
@@ -268,6 +318,32 @@ impl Config {
             .unwrap_or_else(|| !self.listen.ip().is_loopback())
     }
 
+    /// Whether a `Host` header, parsed by [`parse_host`], names this server: the listen
+    /// address or a loopback name on the listen port, `public_url`'s host, or an entry of
+    /// `allowed_hosts` (an entry without a port allows any). `default_port` is the scheme's,
+    /// for a Host without a port. `listen` must be the bound address (port 0 resolved).
+    pub fn host_allowed(&self, host: &str, port: Option<u16>, default_port: u16) -> bool {
+        let port = port.unwrap_or(default_port);
+        let listen_ip = match self.listen.ip() {
+            IpAddr::V6(ip) => format!("[{ip}]"),
+            ip => ip.to_string(),
+        };
+        let own = [listen_ip.as_str(), "localhost", "127.0.0.1", "[::1]"];
+        if port == self.listen.port() && own.iter().any(|h| h.eq_ignore_ascii_case(host)) {
+            return true;
+        }
+        let public = self
+            .public_url
+            .as_deref()
+            .and_then(|u| u.split_once("://"))
+            .map(|(_, rest)| rest.split(['/', '?', '#']).next().unwrap_or_default());
+        public
+            .into_iter()
+            .chain(self.allowed_hosts.iter().map(String::as_str))
+            .filter_map(parse_host)
+            .any(|(h, p)| h.eq_ignore_ascii_case(host) && p.is_none_or(|p| p == port))
+    }
+
     /// The base URL for printed links, given the address actually bound.
     pub fn base_url(&self, bound: SocketAddr) -> String {
         if let Some(u) = &self.public_url {
@@ -283,8 +359,73 @@ impl Config {
     }
 }
 
+/// A `Host` header value by a strict grammar: `name[:port]`, `ipv4[:port]` or `[ipv6][:port]`,
+/// where a name is dot-separated labels of ASCII letters, digits and `-` (1-63 each, 253 in
+/// all) and a port is 1-5 digits, 1-65535. Returns the host as written (brackets kept for IPv6)
+/// and the port; `None` for anything else (paths, `@`, spaces, `?`, several colons).
+pub fn parse_host(value: &str) -> Option<(&str, Option<u16>)> {
+    let (host, port) = if value.starts_with('[') {
+        let end = value.find(']')?;
+        value[1..end].parse::<std::net::Ipv6Addr>().ok()?;
+        let rest = &value[end + 1..];
+        let port = match rest {
+            "" => None,
+            _ => Some(rest.strip_prefix(':')?),
+        };
+        (&value[..=end], port)
+    } else {
+        match value.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (value, None),
+        }
+    };
+    let port = match port {
+        None => None,
+        Some(p) if (1..=5).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()) => {
+            Some(p.parse::<u16>().ok().filter(|p| *p > 0)?)
+        }
+        Some(_) => return None,
+    };
+    let name_ok = host.starts_with('[')
+        || (host.len() <= 253
+            && host.split('.').all(|label| {
+                (1..=63).contains(&label.len())
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            }));
+    name_ok.then_some((host, port))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn host_grammar() {
+        use super::parse_host;
+        assert_eq!(parse_host("example.com"), Some(("example.com", None)));
+        assert_eq!(parse_host("a-b.c:8080"), Some(("a-b.c", Some(8080))));
+        assert_eq!(parse_host("127.0.0.1:1"), Some(("127.0.0.1", Some(1))));
+        assert_eq!(parse_host("[::1]:443"), Some(("[::1]", Some(443))));
+        for bad in [
+            "",
+            "evil.example/x?",
+            "evil.example:80/x",
+            "a b",
+            "user@evil.example",
+            "evil.example:",
+            "evil.example:0",
+            "evil.example:65536",
+            "evil.example:1:2",
+            "[::1",
+            "[zz]:1",
+            "a..b",
+            "évil.example",
+            "evil.example#",
+        ] {
+            assert_eq!(parse_host(bad), None, "{bad:?}");
+        }
+    }
+
     use super::*;
 
     #[test]

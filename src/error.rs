@@ -52,6 +52,8 @@ catalogue! {
     /// Token endpoint: a required parameter is missing.
     invalid_request => ("invalid_request", 400, "Invalid request");
     unsupported_grant_type => ("unsupported_grant_type", 400, "Unsupported grant type");
+    /// Token endpoint over plain HTTP while `require_https` is on: the OAuth flavour of P7.
+    oauth_https_required => ("invalid_request", 400, "Https required.");
     wrong_auth_type => ("WRONG_AUTH_TYPE", 403, "Access for this method not allowed by session authorization.");
     user_id_empty => ("USER_ID_EMPTY", 400, "User ID can't be empty");
     message_empty => ("MESSAGE_EMPTY", 400, "Message can't be empty");

@@ -30,7 +30,7 @@ use anyhow::{anyhow, bail, Context as _};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::auth::{password, secret, SCOPES};
+use crate::auth::{oauth, password, secret, SCOPES};
 use crate::limits::RateOverride;
 use crate::store::{NewApp, Store, User};
 
@@ -226,6 +226,7 @@ pub async fn apply(store: &dyn Store, text: &str) -> anyhow::Result<Applied> {
         check_client_id(&a.client_id).map_err(at)?;
         check_client_secret(&a.client_secret).map_err(at)?;
         let scopes = check_scopes(&a.scope).map_err(at)?;
+        oauth::check_redirect_uri(&a.redirect_uri).map_err(|e| at(anyhow!("redirect_uri: {e}")))?;
         let (_, changed) = store
             .upsert_app(NewApp {
                 client_id: a.client_id.clone(),

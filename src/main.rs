@@ -3,6 +3,12 @@ use imnotify::cli::{self, Cli, Command};
 use imnotify::config::Overrides;
 
 fn main() -> std::process::ExitCode {
+    // Before any file is created: the database, its WAL and anything else this process writes
+    // are for its own user only (0600 files, 0700 directories).
+    // SAFETY: umask only sets this process's file-creation mask.
+    unsafe {
+        libc::umask(0o077);
+    }
     let args = Cli::parse();
     let overrides = match &args.command {
         Command::Serve(s) => Overrides {

@@ -48,6 +48,37 @@ impl MakeRequestId for CountingRequestId {
     }
 }
 
+/// The `X-Request-Id` a client sent, kept only if it is `[A-Za-z0-9._-]{1,64}` (issue 10 §4).
+/// The request's own id is always generated here; the client's travels beside it, in its own
+/// log field, so a client cannot choose the id other lines are found by, nor write its own
+/// text into a log line.
+#[derive(Debug, Clone)]
+pub struct ClientRequestId(pub String);
+
+impl ClientRequestId {
+    pub fn parse(value: &[u8]) -> Option<ClientRequestId> {
+        let ok = (1..=64).contains(&value.len())
+            && value
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        ok.then(|| ClientRequestId(String::from_utf8_lossy(value).into_owned()))
+    }
+}
+
+/// Moves a client's `X-Request-Id` out of the headers (into [`ClientRequestId`] when valid)
+/// before the id layer, which then always generates one.
+async fn take_client_request_id(
+    mut req: Request<axum::body::Body>,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if let Some(v) = req.headers_mut().remove("x-request-id") {
+        if let Some(id) = ClientRequestId::parse(v.as_bytes()) {
+            req.extensions_mut().insert(id);
+        }
+    }
+    next.run(req).await
+}
+
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
@@ -72,18 +103,29 @@ pub fn router(state: AppState) -> Router {
         // Inside the trace layer, so that the span records the 500 it produces.
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(
-            // The span names the request id but not the URI: paths carry webhook codes.
+            // The span names the request id but not the URI: paths carry webhook codes. The id
+            // is ours (hex digits); the client's, validated, is a field of its own.
             TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
                 let id = req
                     .headers()
                     .get("x-request-id")
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("-");
-                tracing::info_span!("request", request_id = %id, http_method = %req.method())
+                let client = req
+                    .extensions()
+                    .get::<ClientRequestId>()
+                    .map(|c| c.0.as_str());
+                tracing::info_span!(
+                    "request",
+                    request_id = %id,
+                    client_request_id = client,
+                    http_method = %req.method()
+                )
             }),
         )
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(CountingRequestId::default()))
+        .layer(axum::middleware::from_fn(take_client_request_id))
 }
 
 /// Over-long URLs are refused before routing, with an envelope rather than hyper's bare 414, so
@@ -135,11 +177,24 @@ async fn openapi(State(state): State<AppState>) -> impl axum::response::IntoResp
     )
 }
 
-async fn healthz() -> impl axum::response::IntoResponse {
+/// `{"status":"ok"}`, or 503 `{"status":"error","storage":"..."}` while the store's last
+/// commit or checkpoint failed. It reads state the writer and checkpointer keep, so it costs
+/// nothing and never waits for the database.
+async fn healthz(State(state): State<AppState>) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let (status, body) = match state.store.health() {
+        Ok(()) => (axum::http::StatusCode::OK, "{\"status\":\"ok\"}".to_owned()),
+        Err(e) => (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({"status": "error", "storage": e}).to_string(),
+        ),
+    };
     (
+        status,
         [(axum::http::header::CONTENT_TYPE, "application/json")],
-        "{\"status\":\"ok\"}",
+        body,
     )
+        .into_response()
 }
 
 async fn metrics(

@@ -131,8 +131,8 @@ fn a_system_notification_goes_through_the_whole_cycle() {
     assert_eq!(page["total_unread_count"], 1);
     assert_eq!(unread_counter(&s, &anna), 1);
 
-    // Deleted by TAG: another caller with the same CLIENT_ID reaches every recipient (D4); a
-    // different CLIENT_ID is a different namespace and deletes nothing.
+    // Deleted by TAG: the sender's webhook owner with the same CLIENT_ID reaches every
+    // recipient (D4); a different CLIENT_ID is a different namespace and deletes nothing.
     assert_eq!(
         ok(call(
             &s,
@@ -157,18 +157,17 @@ fn a_system_notification_goes_through_the_whole_cycle() {
     assert_eq!(page, json!({"notifications": [], "users": []}));
     assert_eq!(unread_counter(&s, &anna), 0);
 
-    // Deleted by SUB_TAG: only the matching one goes.
+    // Deleted by SUB_TAG: only the matching one goes. Another user's webhook with the same
+    // CLIENT_ID is another origin (README "Tag origin") and deletes nothing.
     let a = send(&s, tagged("a", "T_A", "GROUP|1"));
     let b = send(&s, tagged("b", "T_B", "GROUP|2"));
+    let by_sub_tag = json!({"CLIENT_ID": "crm", "SUB_TAG": "GROUP|1"});
     assert_eq!(
-        ok(call(
-            &s,
-            &anna,
-            "im.notify.delete",
-            json!({"CLIENT_ID": "crm", "SUB_TAG": "GROUP|1"})
-        )),
+        ok(call(&s, &anna, "im.notify.delete", by_sub_tag.clone())),
         true
     );
+    assert!(exists(&s, a));
+    assert_eq!(ok(call(&s, &s.hook, "im.notify.delete", by_sub_tag)), true);
     let page = get(&s, &anna, json!({}));
     assert_eq!(ids(&page), [b]);
     assert!(!exists(&s, a));

@@ -43,8 +43,19 @@ fn existing_notifications_get_chats_and_counters() {
             .await
             .unwrap();
         assert_eq!(store.notify_chat(2).await.unwrap().unwrap().unread, 0);
+        // A tagged row from before tag origins (migration 0006) is `legacy`: any origin's
+        // delete by tag still reaches it, as under the rule it was stored with.
+        let origin: Option<String> = rusqlite::Connection::open(dir.path().join(DB_FILE))
+            .unwrap()
+            .query_row(
+                "SELECT tag_origin FROM notifications WHERE tag = 'MP|x|T'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(origin.as_deref(), Some("legacy"));
         store
-            .delete_by_tag(TagField::Tag, "MP|x|T".into())
+            .delete_by_tag(TagField::Tag, "MP|x|T".into(), "hook:1:x".into())
             .await
             .unwrap();
         let two = store.notify_chat(2).await.unwrap().unwrap();

@@ -104,10 +104,7 @@ fn full_code_flow_with_refresh_rotation() {
     assert_eq!(s.get(&login_url).status, 200);
 
     // A wrong password is refused.
-    assert_eq!(
-        s.post_form("/login", "login=5&password=nope&next=/").status,
-        401
-    );
+    assert_eq!(s.post_login("5", "nope", &[]).status, 401);
     let cookie = s.sign_in("5", "s3cret pass");
 
     // The consent page, then approval.
@@ -195,7 +192,6 @@ fn full_code_flow_with_refresh_rotation() {
     assert_eq!(t["expires_in"], 3600);
     assert_eq!(t["user_id"], 5);
     assert_eq!(t["client_endpoint"], format!("{}/rest/", s.base));
-    token_request(&s, &exchange).assert_error(400, "invalid_grant");
 
     // Call with the token, in the body and as a Bearer header.
     let access = t["access_token"].as_str().unwrap().to_owned();
@@ -244,6 +240,17 @@ fn full_code_flow_with_refresh_rotation() {
         &s,
         "im.notify.system.add",
         &access,
+        json!({"USER_ID": 5, "MESSAGE": "x"}),
+    )
+    .assert_error(401, "invalid_token");
+
+    // A code works once; presented again it also revokes what it produced (RFC 6749 §4.1.2),
+    // the refreshed pair included (tests/revocation.rs has the full case).
+    token_request(&s, &exchange).assert_error(400, "invalid_grant");
+    call(
+        &s,
+        "im.notify.system.add",
+        new_access,
         json!({"USER_ID": 5, "MESSAGE": "x"}),
     )
     .assert_error(401, "invalid_token");

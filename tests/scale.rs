@@ -38,18 +38,28 @@ fn fill(path: &Path) {
         }
         let mut n = tx
             .prepare(
-                "INSERT INTO notifications (user_id, notify_type, text, tag, sub_tag, is_read, created_at)
-                 VALUES (?1, ?2, 'Build finished', ?3, ?3, ?4, ?5)",
+                "INSERT INTO notifications
+                    (user_id, notify_type, text, tag, sub_tag, is_read, created_at, tag_origin)
+                 VALUES (?1, ?2, 'Build finished', ?3, ?3, ?4, ?5, ?6)",
             )
             .unwrap();
         for i in 0..ROWS {
             let tag = (i % 10 == 0).then(|| format!("MP|abcde|T{}", i % 5000));
+            // Two origins share the namespace, as a collision would make them.
+            let origin = tag.as_ref().map(|_| {
+                if i % 20 == 0 {
+                    "app:local.x"
+                } else {
+                    "hook:3:ab"
+                }
+            });
             n.execute(rusqlite::params![
                 1 + i % USERS,
                 if i % 500 == 0 { 1 } else { 4 },
                 tag,
                 (i % 3 == 0) as i64,
                 1_700_000_000 + i,
+                origin,
             ])
             .unwrap();
         }
@@ -148,23 +158,57 @@ fn a_million_notifications_are_listed_and_counted_through_indexes() {
         &c,
         "UNREAD_FROM",
         sql::UNREAD_FROM,
-        &["notifications_by_user", "notifications_normal_by_user"],
+        // Since migration 0007, the partial index of read rows: only those are touched.
+        &[
+            "notifications_by_user",
+            "notifications_normal_by_user",
+            "notifications_read_by_user",
+        ],
     );
     assert_indexed(
         &c,
         "MARK_TAG",
         sql::MARK_TAG,
-        &["notifications_by_user_tag"],
+        &["notifications_by_user_tag_origin"],
+    );
+    assert_indexed(
+        &c,
+        "REPLACE_TAG",
+        sql::REPLACE_TAG,
+        &["notifications_by_user_tag_origin"],
     );
     assert_indexed(&c, "DELETE_OWN", sql::DELETE_OWN, &["INTEGER PRIMARY KEY"]);
     assert_indexed(&c, "CONFIRM", sql::CONFIRM, &["INTEGER PRIMARY KEY"]);
-    assert_indexed(&c, "DELETE_TAG", sql::DELETE_TAG, &["notifications_by_tag"]);
+    assert_indexed(
+        &c,
+        "DELETE_TAG",
+        sql::DELETE_TAG,
+        &["notifications_by_tag_origin (tag=? AND tag_origin=?)"],
+    );
     assert_indexed(
         &c,
         "DELETE_SUB_TAG",
         sql::DELETE_SUB_TAG,
-        &["notifications_by_sub_tag"],
+        &["notifications_by_sub_tag_origin (sub_tag=? AND tag_origin=?)"],
     );
+
+    // Lifecycle removals (issue 10): the cap's two passes over one recipient, and the removal.
+    assert_indexed(
+        &c,
+        "CAP_OLDEST_READ",
+        sql::CAP_OLDEST_READ,
+        &["notifications_read_by_user"],
+    );
+    assert_indexed(
+        &c,
+        "CAP_OLDEST_UNREAD",
+        sql::CAP_OLDEST_UNREAD,
+        &["notifications_unread_by_user"],
+    );
+    assert_indexed(&c, "REMOVE", sql::REMOVE, &["INTEGER PRIMARY KEY"]);
+    // Retention reads the oldest rows in rowid order: a scan that its LIMIT stops, never a sort.
+    let lines = plan(&c, sql::OLDEST);
+    assert_eq!(lines, vec!["SCAN notifications".to_owned()], "OLDEST");
 
     // The counters are one lookup in the chats table, not a count over notifications.
     let lines = plan(&c, sql::CHAT);

@@ -124,7 +124,9 @@ impl Caller {
                 client_id: client_id.clone(),
                 name: name.clone(),
             },
-            CallerKind::Webhook { .. } | CallerKind::Session => Origin::Webhook,
+            CallerKind::Webhook { .. } | CallerKind::Session => Origin::Webhook {
+                owner: self.user_id,
+            },
         }
     }
 }
@@ -213,7 +215,9 @@ pub fn known_scopes() -> Vec<String> {
 }
 
 /// Checks a credential at Unix time `now`. `secure` says whether the call arrived over HTTPS
-/// (directly or through a trusted proxy); webhooks need it when `require_https` is on (P7).
+/// (directly or through a trusted proxy). With `require_https` on, every credential needs it
+/// (P7 names webhooks; tokens and session cookies are as secret, issue 10 §4): refused with
+/// `INVALID_REQUEST` before the credential is looked up.
 pub async fn authenticate(
     store: &dyn Store,
     cred: Credential,
@@ -221,16 +225,14 @@ pub async fn authenticate(
     require_https: bool,
     now: i64,
 ) -> Result<Caller, ApiError> {
+    if require_https && !secure && cred != Credential::None {
+        return Err(ApiError::https_required());
+    }
     match cred {
         Credential::None => Err(ApiError::no_auth_found()),
         Credential::Token(token) => oauth::authenticate(store, &token, now).await,
         Credential::Session { csrf, cookie } => session(store, &csrf, cookie.as_deref(), now).await,
-        Credential::Webhook { login, code } => {
-            if require_https && !secure {
-                return Err(ApiError::https_required());
-            }
-            webhook(store, &login, &code).await
-        }
+        Credential::Webhook { login, code } => webhook(store, &login, &code).await,
     }
 }
 
@@ -252,7 +254,7 @@ async fn session(
         .await
         .map_err(internal)?
         .ok_or_else(ApiError::session_user_not_authorized)?;
-    if !secret::verify(csrf, &secret::hash(&session.csrf)) {
+    if !secret::verify(csrf, &secret::hash(&secret::session_csrf(cookie))) {
         return Err(ApiError::session_failed());
     }
     Ok(Caller {

@@ -61,6 +61,55 @@ pub fn new_client_secret() -> String {
     secret::generate(50)
 }
 
+/// Checks an application's redirect URI (`imnotify app add --redirect-uri`): empty (the consent
+/// page then shows the code), or an absolute `http` or `https` URL with a host and no
+/// whitespace, control characters or fragment. Every other scheme is refused: `javascript:` and
+/// `data:` would run in the portal's origin when the browser follows the redirect, and custom
+/// app schemes are not supported (an app that needs one can use a loopback `http` URL, as
+/// RFC 8252 recommends for native apps).
+pub fn check_redirect_uri(uri: &str) -> Result<(), String> {
+    if uri.is_empty() {
+        return Ok(());
+    }
+    if uri.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("the redirect URI contains whitespace or control characters".into());
+    }
+    let lower = uri.to_ascii_lowercase();
+    let rest = lower
+        .strip_prefix("https://")
+        .or_else(|| lower.strip_prefix("http://"))
+        .ok_or_else(|| format!("the redirect URI must be an http:// or https:// URL: {uri}"))?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority.rsplit('@').next().unwrap_or_default();
+    if host.is_empty() || host.starts_with(':') || authority.contains('@') {
+        return Err(format!(
+            "the redirect URI needs a host (and no user info): {uri}"
+        ));
+    }
+    if uri.contains('#') {
+        return Err("the redirect URI must not have a fragment (RFC 6749 §3.1.2)".into());
+    }
+    Ok(())
+}
+
+/// Checks an application's scopes against those the method registry serves.
+pub fn check_scopes(scopes: &[String], known: &[String]) -> Result<(), String> {
+    let unknown: Vec<&str> = scopes
+        .iter()
+        .filter(|s| !known.contains(s))
+        .map(String::as_str)
+        .collect();
+    if unknown.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "unknown scope {}; this server knows {}",
+            unknown.join(", "),
+            known.join(", ")
+        ))
+    }
+}
+
 /// A freshly minted pair: the plain tokens for the answer, their digests for the store.
 pub struct Minted {
     pub access_token: String,
@@ -160,6 +209,39 @@ mod tests {
         assert_eq!(parts[1].len(), 14);
         assert_eq!(parts[2].len(), 8);
         assert_ne!(new_client_secret(), new_client_secret());
+    }
+
+    #[test]
+    fn redirect_uris_are_http_or_https_only() {
+        for ok in [
+            "",
+            "https://bot.example.com/oauth",
+            "http://127.0.0.1:9000/cb?x=1",
+        ] {
+            assert!(check_redirect_uri(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "javascript:alert(1)",
+            "JavaScript://x/%0aalert(1)",
+            "data:text/html,x",
+            "myapp://cb",
+            "https://",
+            "https:///path",
+            "https://user@evil.example/",
+            "https://a.example/ x",
+            "https://a.example/#frag",
+            "//evil.example/",
+        ] {
+            assert!(check_redirect_uri(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn unknown_scopes_are_named() {
+        let known = vec!["im".to_owned(), "user".to_owned()];
+        assert!(check_scopes(&["im".into()], &known).is_ok());
+        let e = check_scopes(&["im".into(), "crm".into()], &known).unwrap_err();
+        assert!(e.contains("crm") && e.contains("im, user"), "{e}");
     }
 
     #[test]

@@ -31,6 +31,17 @@ pub fn hash(secret: &str) -> [u8; 32] {
     Sha256::digest(secret.as_bytes()).into()
 }
 
+/// The CSRF token of the browser session whose cookie is `cookie`: HMAC-SHA256 keyed by the
+/// cookie, in hex. The database keeps only the cookie's SHA-256, from which this cannot be
+/// computed, so no stored value lets a reader of the database forge a consent or a `sessid`.
+pub fn session_csrf(cookie: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(cookie.as_bytes())
+        .expect("HMAC accepts keys of any length");
+    mac.update(b"imnotify session csrf v1");
+    hex::encode(&mac.finalize().into_bytes()[..16])
+}
+
 /// Compares a presented secret with a stored hash without leaking, through timing, how many
 /// leading bytes matched.
 pub fn verify(presented: &str, stored: &[u8]) -> bool {
@@ -51,6 +62,15 @@ mod tests {
         assert!(a
             .bytes()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()));
+    }
+
+    #[test]
+    fn session_csrf_is_stable_per_cookie_and_not_the_cookie_digest() {
+        let a = session_csrf("cookie-a");
+        assert_eq!(a, session_csrf("cookie-a"));
+        assert_ne!(a, session_csrf("cookie-b"));
+        assert_eq!(a.len(), 32);
+        assert!(!hex::encode(hash("cookie-a")).contains(&a));
     }
 
     #[test]

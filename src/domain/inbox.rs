@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Duration, FixedOffset, NaiveDate, TimeZone};
 
-use crate::domain::notify::{namespaced, tag_namespace, Origin};
+use crate::domain::notify::{namespaced, tag_namespace, tag_origin, Origin};
 use crate::error::ApiError;
 use crate::value::{php_trim, Array, Value};
 
@@ -151,8 +151,13 @@ pub enum TagField {
 pub enum DeleteRequest {
     /// One of the caller's own notifications.
     Own(i64),
-    /// Every notification, of every recipient, whose stored tag (or sub-tag) is this value.
-    ByTag(TagField, String),
+    /// Every notification, of every recipient, whose stored tag (or sub-tag) is `value` and
+    /// that came from `origin` ([`tag_origin`]): the namespace in the string is not enough.
+    ByTag {
+        field: TagField,
+        value: String,
+        origin: String,
+    },
 }
 
 /// `im.notify.delete` (§4.3, D4), in the source's order: `ID` (present at all) wins; a browser
@@ -171,11 +176,17 @@ pub fn delete_request(
         return Err(ApiError::params_error());
     }
     let namespace = tag_namespace(origin, &p).ok_or_else(ApiError::access_denied_client_id)?;
+    let by_tag = |field, value| DeleteRequest::ByTag {
+        field,
+        value,
+        // Present whenever the namespace is (same CLIENT_ID rule).
+        origin: tag_origin(origin, &p).unwrap_or_default(),
+    };
     if let Some(tag) = namespaced(&namespace, p.get_str("TAG")) {
-        return Ok(DeleteRequest::ByTag(TagField::Tag, tag));
+        return Ok(by_tag(TagField::Tag, tag));
     }
     if let Some(sub_tag) = namespaced(&namespace, p.get_str("SUB_TAG")) {
-        return Ok(DeleteRequest::ByTag(TagField::SubTag, sub_tag));
+        return Ok(by_tag(TagField::SubTag, sub_tag));
     }
     Err(ApiError::params_error())
 }
@@ -454,7 +465,14 @@ mod tests {
 
     #[test]
     fn delete_rules() {
-        let w = Origin::Webhook;
+        let w = Origin::Webhook { owner: 7 };
+        let by = |field, value: &str, origin: &str| DeleteRequest::ByTag {
+            field,
+            value: value.into(),
+            origin: origin.into(),
+        };
+        let hook_origin = tag_origin(&w, &params(&[("CLIENT_ID", "MY_APP".into())])).unwrap();
+        assert!(hook_origin.starts_with("hook:7:"), "{hook_origin}");
         assert_eq!(
             delete_request(&params(&[("ID", "".into())]), &w, false).unwrap(),
             DeleteRequest::Own(0)
@@ -464,12 +482,12 @@ mod tests {
         let with_client = params(&[("CLIENT_ID", "MY_APP".into()), ("TAG", "T".into())]);
         assert_eq!(
             delete_request(&with_client, &w, false).unwrap(),
-            DeleteRequest::ByTag(TagField::Tag, "MP|dc142|T".into())
+            by(TagField::Tag, "MP|dc142|T", &hook_origin)
         );
         let sub = params(&[("CLIENT_ID", "MY_APP".into()), ("SUB_TAG", "S".into())]);
         assert_eq!(
             delete_request(&sub, &w, false).unwrap(),
-            DeleteRequest::ByTag(TagField::SubTag, "MP|dc142|S".into())
+            by(TagField::SubTag, "MP|dc142|S", &hook_origin)
         );
         let none = params(&[("CLIENT_ID", "MY_APP".into()), ("TAG", "0".into())]);
         assert_eq!(
@@ -482,7 +500,11 @@ mod tests {
         };
         assert_eq!(
             delete_request(&params(&[("TAG", "T1".into())]), &app, false).unwrap(),
-            DeleteRequest::ByTag(TagField::Tag, "MP|a4df9|T1".into())
+            by(
+                TagField::Tag,
+                "MP|a4df9|T1",
+                "app:app.573ad8a0346747.09223434"
+            )
         );
         let err = delete_request(&with_client, &w, true).unwrap_err();
         assert_eq!((err.code, err.status), ("PARAMS_ERROR", 400));

@@ -19,8 +19,9 @@ const TEXT_KEEP: usize = 20_000;
 /// Who is sending, as far as the notify rules care.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origin {
-    /// An incoming webhook: no OAuth client id, so tags need `CLIENT_ID` (D3).
-    Webhook,
+    /// An incoming webhook (or a browser session) acting as user `owner`: no OAuth client id,
+    /// so tags need `CLIENT_ID` (D3), and the owner is part of the tag origin.
+    Webhook { owner: i64 },
     /// An OAuth application: its client id namespaces tags and its name prefixes system texts (D6).
     App { client_id: String, name: String },
 }
@@ -48,6 +49,9 @@ pub struct Draft {
     pub text_out: String,
     pub tag: Option<String>,
     pub sub_tag: Option<String>,
+    /// Who may replace or delete this notification by tag ([`tag_origin`]); set when `tag` or
+    /// `sub_tag` is.
+    pub tag_origin: Option<String>,
     /// The normalised attachment, serialised as PHP JSON.
     pub attach: Option<String>,
 }
@@ -105,6 +109,11 @@ pub fn build(
     let sub_tag = namespace
         .as_deref()
         .and_then(|ns| namespaced(ns, params.get_str("SUB_TAG")));
+    let tag_origin = if tag.is_some() || sub_tag.is_some() {
+        tag_origin(origin, &params)
+    } else {
+        None
+    };
 
     let attach = match params.get_str("ATTACH") {
         None => None,
@@ -123,6 +132,7 @@ pub fn build(
         text_out,
         tag,
         sub_tag,
+        tag_origin,
         attach,
     })
 }
@@ -139,16 +149,40 @@ fn string_param<'a>(params: &'a Array, key: &str) -> &'a str {
 pub fn tag_namespace(origin: &Origin, params: &Array) -> Option<String> {
     let key = match origin {
         Origin::App { client_id, .. } => client_id.clone(),
-        Origin::Webhook => {
-            let client_id = params.get_str("CLIENT_ID")?;
-            if client_id.is_empty() || !client_id.is_scalar() {
-                return None;
-            }
-            format!("custom{}", client_id.to_php_string())
-        }
+        Origin::Webhook { .. } => format!("custom{}", webhook_client_id(params)?),
     };
     let digest = Md5::digest(key.as_bytes());
     Some(hex::encode(digest)[..5].to_owned())
+}
+
+/// A webhook's `CLIENT_ID` as PHP reads it, or `None` when it is missing, empty or an array.
+fn webhook_client_id(params: &Array) -> Option<String> {
+    let client_id = params.get_str("CLIENT_ID")?;
+    if client_id.is_empty() || !client_id.is_scalar() {
+        return None;
+    }
+    Some(client_id.to_php_string())
+}
+
+/// Who really sent a tagged notification, the key that decides tag replace (D4) and
+/// delete-by-tag (README, "Tag origin"). The stored `MP|md5[:5]|TAG` string stays as Bitrix24
+/// shows it, but its 20-bit namespace is no boundary: a webhook picks `CLIENT_ID` freely and
+/// finds a colliding one in about a million md5s. So the origin is held apart:
+/// - an OAuth app: `app:{client_id}` (client ids are unique and never reused);
+/// - a webhook (or session) of user `owner`: `hook:{owner}:{h}`, `h` the first 32 hex digits of
+///   SHA-256 of `CLIENT_ID`, so two users who pick the same `CLIENT_ID` stay apart and the
+///   column stays short whatever the caller sends.
+///
+/// `None` exactly when [`tag_namespace`] is `None` (tags are ignored).
+pub fn tag_origin(origin: &Origin, params: &Array) -> Option<String> {
+    match origin {
+        Origin::App { client_id, .. } => Some(format!("app:{client_id}")),
+        Origin::Webhook { owner } => {
+            use sha2::{Digest as _, Sha256};
+            let digest = Sha256::digest(webhook_client_id(params)?.as_bytes());
+            Some(format!("hook:{owner}:{}", &hex::encode(digest)[..32]))
+        }
+    }
 }
 
 /// `MP|{ns}|{TAG}`, or `None` when the value is empty by PHP rules.
@@ -202,7 +236,7 @@ mod tests {
     fn coerces_user_id_like_intval() {
         let ok = build_with(
             &params(&[("user_id", "12abc".into()), ("message", "hi".into())]),
-            &Origin::Webhook,
+            &Origin::Webhook { owner: 7 },
         )
         .unwrap();
         assert_eq!(ok.recipient, 12);
@@ -214,7 +248,7 @@ mod tests {
         ] {
             let err = build_with(
                 &params(&[("USER_ID", bad), ("MESSAGE", "x".into())]),
-                &Origin::Webhook,
+                &Origin::Webhook { owner: 7 },
             )
             .unwrap_err();
             assert_eq!(err.code, "USER_ID_EMPTY");
@@ -225,7 +259,7 @@ mod tests {
                 ("TO", 9.into()),
                 ("MESSAGE", "x".into()),
             ]),
-            &Origin::Webhook,
+            &Origin::Webhook { owner: 7 },
         )
         .unwrap();
         assert_eq!(to.recipient, 9);
@@ -236,7 +270,7 @@ mod tests {
         for m in [Value::from("  \n "), Value::Int(5), Value::empty_array()] {
             let err = build_with(
                 &params(&[("USER_ID", 1.into()), ("MESSAGE", m)]),
-                &Origin::Webhook,
+                &Origin::Webhook { owner: 7 },
             )
             .unwrap_err();
             assert_eq!(err.code, "MESSAGE_EMPTY");
@@ -274,18 +308,23 @@ mod tests {
             ("TAG", "T".into()),
             ("SUB_TAG", "S".into()),
         ]);
-        let d = build_with(&p, &Origin::Webhook).unwrap();
+        let d = build_with(&p, &Origin::Webhook { owner: 7 }).unwrap();
         assert_eq!((d.tag, d.sub_tag), (None, None));
 
         let mut with_client = p.clone();
         with_client.insert("CLIENT_ID", "MY_APP".into());
-        let d = build_with(&with_client, &Origin::Webhook).unwrap();
+        let d = build_with(&with_client, &Origin::Webhook { owner: 7 }).unwrap();
         assert_eq!(d.tag.as_deref(), Some("MP|dc142|T"));
         assert_eq!(d.sub_tag.as_deref(), Some("MP|dc142|S"));
 
         let mut zero = with_client.clone();
         zero.insert("TAG", "0".into());
-        assert_eq!(build_with(&zero, &Origin::Webhook).unwrap().tag, None);
+        assert_eq!(
+            build_with(&zero, &Origin::Webhook { owner: 7 })
+                .unwrap()
+                .tag,
+            None
+        );
     }
 
     #[test]
@@ -303,7 +342,7 @@ mod tests {
     fn attach_errors_come_after_message_checks() {
         let err = build_with(
             &params(&[("USER_ID", 1.into()), ("ATTACH", "junk".into())]),
-            &Origin::Webhook,
+            &Origin::Webhook { owner: 7 },
         )
         .unwrap_err();
         assert_eq!(err.code, "MESSAGE_EMPTY");
@@ -313,7 +352,7 @@ mod tests {
                 ("MESSAGE", "m".into()),
                 ("ATTACH", "junk".into()),
             ]),
-            &Origin::Webhook,
+            &Origin::Webhook { owner: 7 },
         )
         .unwrap_err();
         assert_eq!(err.code, "ATTACH_ERROR");

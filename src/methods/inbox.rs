@@ -185,10 +185,14 @@ async fn delete(state: &AppState, caller: &Caller, params: Array) -> Result<Outp
             .await
             .map_err(storage_failed)?,
         // True even when nothing matched, as in the source.
-        DeleteRequest::ByTag(field, value) => {
+        DeleteRequest::ByTag {
+            field,
+            value,
+            origin,
+        } => {
             state
                 .store
-                .delete_by_tag(field, value)
+                .delete_by_tag(field, value, origin)
                 .await
                 .map_err(storage_failed)?;
             true

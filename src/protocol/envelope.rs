@@ -125,6 +125,14 @@ pub fn error_response(transport: Transport, e: &ApiError) -> Response {
 }
 
 /// The XML transport: a `<response>` root, one element per key, `<item>` for integer keys.
+///
+/// The document is always well-formed XML 1.0 (issue 10 §4), whatever the caller stored:
+/// - a string key that is an ASCII XML name (`[A-Za-z_][A-Za-z0-9_.-]*`) is the element's name;
+///   any other string key (`ª`, `1abc`, `a b`, empty) becomes `<item key="...">` with the key,
+///   escaped, in an attribute, the way integer keys already are `<item>`. The mapping is
+///   deterministic and loses nothing a well-formed document can carry;
+/// - characters XML 1.0 cannot carry (controls other than tab, LF and CR; U+FFFE, U+FFFF) are
+///   dropped from text and attribute values; CR is written as `&#13;` so parsers keep it.
 pub fn to_xml(v: &Value) -> String {
     let mut out = String::from("<response>");
     if let Value::Arr(a) = v {
@@ -139,18 +147,29 @@ pub fn to_xml(v: &Value) -> String {
 fn write_xml_children(a: &Array, out: &mut String) {
     for (k, v) in a.iter() {
         let name = match k {
-            Key::Int(_) => "item".to_owned(),
-            Key::Str(s) => xml_name(s),
+            Key::Str(s) if is_plain_xml_name(s) => {
+                out.push('<');
+                out.push_str(s);
+                out.push('>');
+                s.as_str()
+            }
+            Key::Str(s) => {
+                out.push_str("<item key=\"");
+                push_xml_text(s, out);
+                out.push_str("\">");
+                "item"
+            }
+            Key::Int(_) => {
+                out.push_str("<item>");
+                "item"
+            }
         };
-        out.push('<');
-        out.push_str(&name);
-        out.push('>');
         match v {
             Value::Arr(inner) => write_xml_children(inner, out),
             scalar => write_xml_scalar(scalar, out),
         }
         out.push_str("</");
-        out.push_str(&name);
+        out.push_str(name);
         out.push('>');
     }
 }
@@ -162,6 +181,12 @@ fn write_xml_scalar(v: &Value, out: &mut String) {
         Value::Float(f) => format!("{f}"),
         other => other.to_php_string(),
     };
+    push_xml_text(&text, out);
+}
+
+/// Escapes text for element content or a double-quoted attribute, dropping what XML 1.0 cannot
+/// carry at all (its `Char` production).
+fn push_xml_text(text: &str, out: &mut String) {
     for c in text.chars() {
         match c {
             '<' => out.push_str("&lt;"),
@@ -169,29 +194,22 @@ fn write_xml_scalar(v: &Value, out: &mut String) {
             '&' => out.push_str("&amp;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&apos;"),
-            // Characters XML 1.0 cannot carry at all.
-            c if (c as u32) < 0x20 && !matches!(c, '\n' | '\r' | '\t') => {}
+            '\r' => out.push_str("&#13;"),
+            '\t' | '\n' => out.push(c),
+            c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => {}
             c => out.push(c),
         }
     }
 }
 
-/// Keys are caller-controlled in places (ATTACH); keep the document well-formed.
-fn xml_name(s: &str) -> String {
-    let mut name: String = s
-        .chars()
-        .map(|c| {
-            if c.is_alphanumeric() || matches!(c, '_' | '-' | '.') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if !name.starts_with(|c: char| c.is_alphabetic() || c == '_') {
-        name.insert(0, '_');
-    }
-    name
+/// A key that can be an element name as it is: ASCII letters, digits, `_`, `-` and `.`, not
+/// starting with a digit, `-` or `.`.
+fn is_plain_xml_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
 #[cfg(test)]
@@ -256,6 +274,17 @@ mod tests {
         assert_eq!(
             to_xml(&v),
             "<response><result><item>a&lt;b</item><item>1</item></result><x></x></response>"
+        );
+        let odd = Value::map([
+            ("ª", Value::from("a\u{FFFF}b\u{1}c\rd")),
+            ("1abc", Value::from(1)),
+            ("a b", Value::from("\"")),
+            ("ok_1.x-y", Value::from(2)),
+        ]);
+        assert_eq!(
+            to_xml(&odd),
+            "<response><item key=\"ª\">abc&#13;d</item><item key=\"1abc\">1</item>\
+             <item key=\"a b\">&quot;</item><ok_1.x-y>2</ok_1.x-y></response>"
         );
     }
 }

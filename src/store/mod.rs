@@ -123,12 +123,43 @@ pub struct AccessGrant {
     pub access_expires: i64,
 }
 
-/// A signed-in browser.
+/// A signed-in browser. Its CSRF token is not stored: `auth::session_csrf` derives it from the
+/// session cookie.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
     pub user_id: i64,
-    pub csrf: String,
     pub expires_at: i64,
+}
+
+/// A webhook as `imnotify webhook list` shows it: never its code, which exists only as a hash.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookInfo {
+    pub id: i64,
+    pub user_id: i64,
+    pub scopes: Vec<String>,
+    pub active: bool,
+    /// Unix seconds.
+    pub created_at: i64,
+    pub rate: RateOverride,
+}
+
+/// A change to a user (`imnotify user update|deactivate|activate`); `None` leaves a field alone.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserUpdate {
+    pub name: Option<String>,
+    pub last_name: Option<String>,
+    pub email: Option<String>,
+    pub is_admin: Option<bool>,
+    pub active: Option<bool>,
+    /// A new Argon2id PHC string.
+    pub password_hash: Option<String>,
+}
+
+impl UserUpdate {
+    /// A new password or a deactivation ends every session and OAuth token of the user.
+    pub fn ends_credentials(&self) -> bool {
+        self.password_hash.is_some() || self.active == Some(false)
+    }
 }
 
 #[derive(Debug)]
@@ -212,8 +243,15 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes one of the recipient's notifications; `false` when there was none.
     async fn delete_own(&self, user_id: i64, id: i64) -> StoreResult<bool>;
 
-    /// Deletes every notification of every recipient with this stored tag or sub-tag (D4).
-    async fn delete_by_tag(&self, field: TagField, value: String) -> StoreResult<u64>;
+    /// Deletes every notification of every recipient with this stored tag or sub-tag (D4) that
+    /// came from `origin` (`domain::notify::tag_origin`; rows stored before origins were
+    /// recorded match any origin).
+    async fn delete_by_tag(
+        &self,
+        field: TagField,
+        value: String,
+        origin: String,
+    ) -> StoreResult<u64>;
 
     /// Deletes the recipient's confirm-type notification once answered, and returns it; `None`
     /// when there is no such notification.
@@ -227,7 +265,31 @@ pub trait Store: Send + Sync + 'static {
     /// Finds an active user by numeric id or e-mail, with the password hash, for the login page.
     async fn user_login(&self, login: &str) -> StoreResult<Option<(User, Option<String>)>>;
 
+    /// Sets the login password and ends the user's sessions and OAuth tokens, in one
+    /// transaction: whoever knew the old password is signed out.
     async fn set_password(&self, user_id: i64, password_hash: String) -> StoreResult<()>;
+
+    /// Changes a user; with a new password or a deactivation, also ends the user's sessions and
+    /// revokes their OAuth tokens in the same transaction. `Conflict` for an unknown user.
+    async fn update_user(&self, user_id: i64, update: UserUpdate) -> StoreResult<()>;
+
+    /// Every webhook, or those of one user, in id order.
+    async fn list_webhooks(&self, user_id: Option<i64>) -> StoreResult<Vec<WebhookInfo>>;
+
+    /// Switches a webhook on or off; `false` when there is no webhook with this id. A running
+    /// server refuses a revoked webhook within its cache's trust time (1 s).
+    async fn set_webhook_active(&self, id: i64, active: bool) -> StoreResult<bool>;
+
+    /// Every registered application, in id order.
+    async fn list_apps(&self) -> StoreResult<Vec<App>>;
+
+    /// Switches an application on or off; `false` when the client id is unknown. Its tokens are
+    /// refused while it is off (`APPLICATION_NOT_FOUND`) and work again when it is back on.
+    async fn set_app_active(&self, client_id: &str, active: bool) -> StoreResult<bool>;
+
+    /// Revokes every OAuth token pair of the user and/or the application (at least one is
+    /// given) and returns how many were live.
+    async fn revoke_tokens(&self, user_id: Option<i64>, app_id: Option<i64>) -> StoreResult<u64>;
 
     async fn add_app(&self, app: NewApp) -> StoreResult<i64>;
 
@@ -236,13 +298,15 @@ pub trait Store: Send + Sync + 'static {
     /// Records that `user_id` approved the app; idempotent.
     async fn install_app(&self, app_id: i64, user_id: i64) -> StoreResult<()>;
 
+    /// Issues a pair outside the code flow (`imnotify app token`).
     async fn issue_tokens(&self, app_id: i64, user_id: i64, tokens: NewTokens) -> StoreResult<()>;
 
     /// The grant behind an access token that has not been revoked (it may have expired).
     async fn access_grant(&self, access_hash: [u8; 32]) -> StoreResult<Option<AccessGrant>>;
 
     /// Uses a refresh token once: revokes its pair and issues `tokens` for the same user, in one
-    /// transaction. `None` when the token is unknown, used, expired or another app's.
+    /// transaction. `None` when the token is unknown, used, expired or another app's, or when
+    /// the user or the app is no longer active (the token is spent all the same).
     async fn rotate_refresh(
         &self,
         app_id: i64,
@@ -259,12 +323,16 @@ pub trait Store: Send + Sync + 'static {
         expires_at: i64,
     ) -> StoreResult<()>;
 
-    /// Consumes an authorization code of `app_id`: returns its user if it was valid at `now`.
-    async fn take_code(
+    /// Spends an authorization code of `app_id` and issues `tokens` for its user, in one
+    /// transaction; returns the user. `None` when the code is unknown, expired, another app's,
+    /// or its user is inactive. A code presented a second time also revokes every token that
+    /// descends from it (RFC 6749 §4.1.2).
+    async fn exchange_code(
         &self,
         code_hash: [u8; 32],
         app_id: i64,
         now: i64,
+        tokens: NewTokens,
     ) -> StoreResult<Option<i64>>;
 
     async fn add_session(&self, id_hash: [u8; 32], session: Session) -> StoreResult<()>;
@@ -275,6 +343,21 @@ pub trait Store: Send + Sync + 'static {
 
     /// A server-wide value, created with `init` on first use.
     async fn setting(&self, key: &str, init: String) -> StoreResult<String>;
+
+    /// Retention (`retention.days`): removes up to `chunk` of the oldest notifications created
+    /// before `before` (Unix seconds), in one short write, and returns how many. The caller
+    /// repeats while a whole chunk went, so the writer is never held for long.
+    async fn expire_notifications(&self, before: i64, chunk: usize) -> StoreResult<usize>;
+
+    /// Forgets expired sessions, spent or expired authorization codes older than a day, and
+    /// token pairs that can no longer be used.
+    async fn forget_expired_credentials(&self, now: i64) -> StoreResult<()>;
+
+    /// `Err` with a short reason when the last commit or the last checkpoint failed (for
+    /// `/healthz`); the next one that succeeds clears it.
+    fn health(&self) -> Result<(), String> {
+        Ok(())
+    }
 
     /// Waits until every queued write is committed; called on shutdown.
     async fn flush(&self);

@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     AccessGrant, App, NewApp, NewTokens, Notification, NotifyChat, Session, Store, StoreError,
-    StoreResult, User, UserRecord, Webhook,
+    StoreResult, User, UserRecord, UserUpdate, Webhook, WebhookInfo,
 };
 use crate::domain::directory::{FilterOp, FilterValue, UserField, UserQuery, UserSort};
 use crate::domain::inbox::{
@@ -37,6 +37,9 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0002_oauth.sql"),
     include_str!("../../migrations/0003_rate_limits.sql"),
     include_str!("../../migrations/0004_lifecycle.sql"),
+    // 0005 belongs to another branch; the list is positional, so it goes before this one.
+    include_str!("../../migrations/0006_tag_origin.sql"),
+    include_str!("../../migrations/0007_data_at_rest.sql"),
 ];
 
 /// The notification columns in the order `row_to_notification` reads them.
@@ -72,7 +75,8 @@ pub mod sql {
         notification_columns!(),
         " FROM notifications WHERE id = ?1 AND user_id = ?2"
     );
-    pub const TAG_OF: &str = "SELECT tag FROM notifications WHERE id = ?1 AND user_id = ?2";
+    pub const TAG_OF: &str =
+        "SELECT tag, tag_origin FROM notifications WHERE id = ?1 AND user_id = ?2";
     pub const MARK_ONE: &str = "UPDATE notifications SET is_read = ?3 \
          WHERE id = ?1 AND user_id = ?2 AND notify_type <> 1";
     /// "This one and all newer", read: only unread rows, through their partial index.
@@ -80,15 +84,35 @@ pub mod sql {
          WHERE user_id = ?1 AND is_read = 0 AND id >= ?2 AND notify_type <> 1";
     pub const UNREAD_FROM: &str = "UPDATE notifications SET is_read = 0 \
          WHERE user_id = ?1 AND id >= ?2 AND is_read = 1 AND notify_type <> 1";
+    /// Same-tag siblings are those of the same tag origin too (README "Tag origin").
     pub const MARK_TAG: &str = "UPDATE notifications SET is_read = ?3 \
-         WHERE user_id = ?1 AND tag = ?2 AND is_read <> ?3 AND notify_type <> 1";
+         WHERE user_id = ?1 AND tag = ?2 AND tag_origin IS ?4 AND is_read <> ?3 AND notify_type <> 1";
+    /// Tag replace on add (D4): the recipient's rows with this tag from this origin, or stored
+    /// before origins were recorded (`legacy`, migration 0006).
+    pub const REPLACE_TAG: &str = "DELETE FROM notifications \
+         WHERE user_id = ?1 AND tag = ?2 AND tag_origin IN (?3, 'legacy')";
     pub const READ_ALL: &str = "UPDATE notifications SET is_read = 1 \
          WHERE user_id = ?1 AND is_read = 0 AND notify_type <> 1";
     pub const DELETE_OWN: &str = "DELETE FROM notifications WHERE id = ?1 AND user_id = ?2";
-    pub const DELETE_TAG: &str = "DELETE FROM notifications WHERE tag = ?1";
-    pub const DELETE_SUB_TAG: &str = "DELETE FROM notifications WHERE sub_tag = ?1";
+    /// Delete by TAG for every recipient, only the caller's origin's rows (and `legacy` ones).
+    pub const DELETE_TAG: &str =
+        "DELETE FROM notifications WHERE tag = ?1 AND tag_origin IN (?2, 'legacy')";
+    pub const DELETE_SUB_TAG: &str =
+        "DELETE FROM notifications WHERE sub_tag = ?1 AND tag_origin IN (?2, 'legacy')";
     pub const CONFIRM: &str =
         "DELETE FROM notifications WHERE id = ?1 AND user_id = ?2 AND notify_type = 1";
+    /// The per-recipient cap, first pass: the recipient's oldest read notifications.
+    pub const CAP_OLDEST_READ: &str = "SELECT id FROM notifications \
+         WHERE user_id = ?1 AND is_read = 1 ORDER BY id LIMIT ?2";
+    /// The second pass, when read ones are not enough: the oldest unread.
+    pub const CAP_OLDEST_UNREAD: &str = "SELECT id FROM notifications \
+         WHERE user_id = ?1 AND is_read = 0 ORDER BY id LIMIT ?2";
+    /// Retention: the oldest notifications of all, by id (ids follow commit order, so creation
+    /// time grows with them; a primary-key range, whatever the table's size).
+    pub const OLDEST: &str = "SELECT id, created_at FROM notifications ORDER BY id LIMIT ?1";
+    /// The one statement that removes notifications for the lifecycle (retention and the cap).
+    pub const REMOVE: &str =
+        "DELETE FROM notifications WHERE id IN (SELECT value FROM json_each(?1))";
 }
 
 /// How many queued writes one transaction may take; bounds the latency of the first in line.
@@ -111,6 +135,15 @@ const WRITER_AUTOCHECKPOINT_PAGES: i64 = 16_384;
 const WRITER_CACHE_KIB: i64 = 16 * 1024;
 
 pub const DB_FILE: &str = "imnotify.sqlite3";
+/// Held (flock) while a process checks and migrates the database, so two processes opening a
+/// fresh data directory at once do not both initialise it.
+const LOCK_FILE: &str = "imnotify.lock";
+/// The database and the files SQLite keeps beside it; all are 0600.
+const DB_FILES: [&str; 3] = [DB_FILE, "imnotify.sqlite3-wal", "imnotify.sqlite3-shm"];
+/// At most this many notifications over the per-recipient cap are removed by one insert, so
+/// lowering the cap on a full database does not make one write slow; the rest go with the
+/// recipient's next notifications.
+const CAP_TRIM_MAX: i64 = 1000;
 
 /// How long a cached webhook lookup is trusted. Writes made through this store invalidate the
 /// cache at once; this bounds how long a change made by another process (an admin command on
@@ -125,8 +158,35 @@ const WEBHOOK_CACHE_MAX: usize = 10_000;
 type Job = Box<dyn FnOnce(&Connection) -> (bool, Completion) + Send>;
 type Completion = Box<dyn FnOnce(Option<&str>) + Send>;
 
+/// How a data directory is opened.
+#[derive(Debug, Clone, Default)]
+pub struct OpenOptions {
+    /// Run `PRAGMA quick_check` before serving. It reads every page, O(size of the database):
+    /// 2 s for 270 MB (a million notifications) on a busy 2-core machine, so `serve` runs it
+    /// and admin commands do not.
+    pub quick_check: bool,
+    /// `limits.max_notifications_per_user`; 0 means no cap.
+    pub max_notifications_per_user: u64,
+}
+
+/// What `/healthz` reports about storage: the last commit and the last checkpoint.
+#[derive(Default)]
+struct Health {
+    write_error: Mutex<Option<String>>,
+    checkpoint_error: Mutex<Option<String>>,
+}
+
+impl Health {
+    fn record(slot: &Mutex<Option<String>>, error: Option<String>) {
+        *slot.lock().expect("health poisoned") = error;
+    }
+}
+
 pub struct SqliteStore {
     writer: mpsc::Sender<Job>,
+    health: Arc<Health>,
+    /// 0: no cap.
+    notification_cap: i64,
     readers: Mutex<Vec<Connection>>,
     path: PathBuf,
     /// Bumped after every committed write except notification inserts, the only writes that
@@ -149,29 +209,54 @@ impl SqliteStore {
     /// Opens (creating if needed) the database in `data_dir`, applies migrations, and starts the
     /// writer thread.
     pub fn open(data_dir: &Path) -> StoreResult<SqliteStore> {
-        std::fs::create_dir_all(data_dir)
-            .map_err(|e| StoreError::Backend(format!("creating {}: {e}", data_dir.display())))?;
+        SqliteStore::open_with(data_dir, &OpenOptions::default())
+    }
+
+    /// `open`, failing fast with a message naming the file or directory when storage cannot be
+    /// used: a data directory that is not writable, an empty database file where a database
+    /// was expected, or (with `quick_check`) a damaged database. Creates the directory 0700 and
+    /// the database files 0600, and tightens database files that are looser.
+    pub fn open_with(data_dir: &Path, options: &OpenOptions) -> StoreResult<SqliteStore> {
+        prepare_dir(data_dir)?;
         let path = data_dir.join(DB_FILE);
-        let mut conn = open_connection(&path, false).map_err(backend)?;
-        migrate(&mut conn).map_err(backend)?;
+        let conn = {
+            let _lock = InitLock::take(data_dir)?;
+            refuse_empty_file(&path)?;
+            let mut conn = open_connection(&path, false).map_err(|e| {
+                StoreError::Backend(format!("opening the database {}: {e}", path.display()))
+            })?;
+            migrate(&mut conn).map_err(|e| {
+                StoreError::Backend(format!("migrating the database {}: {e}", path.display()))
+            })?;
+            conn
+        };
+        tighten_files(data_dir);
+        if options.quick_check {
+            quick_check(&conn, &path)?;
+        }
         conn.pragma_update(None, "wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES)
             .map_err(backend)?;
         conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)
             .map_err(backend)?;
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let health = Arc::new(Health::default());
+        let writer_health = health.clone();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx))
+            .spawn(move || writer_loop(conn, rx, writer_health))
             .map_err(|e| StoreError::Backend(format!("starting writer: {e}")))?;
         let alive = Arc::new(());
         let checkpoint_conn = open_connection(&path, false).map_err(backend)?;
         let watch = Arc::downgrade(&alive);
+        let checkpoint_health = health.clone();
         std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
-            .spawn(move || checkpoint_loop(checkpoint_conn, watch))
+            .spawn(move || checkpoint_loop(checkpoint_conn, watch, checkpoint_health))
             .map_err(|e| StoreError::Backend(format!("starting checkpointer: {e}")))?;
         Ok(SqliteStore {
             writer: tx,
+            health,
+            notification_cap: i64::try_from(options.max_notifications_per_user).unwrap_or(i64::MAX),
             readers: Mutex::new(Vec::new()),
             path,
             auth_epoch: Arc::new(AtomicU64::new(0)),
@@ -284,6 +369,137 @@ fn backend(e: rusqlite::Error) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
+/// Creates the data directory 0700 (the process umask is 077 too, see `main`), and proves it
+/// writable by writing, syncing and removing a small file: a read-only or full file system
+/// should stop the start with a message naming the directory, not fail the first request.
+fn prepare_dir(dir: &Path) -> StoreResult<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+    let fail = |what: &str, e: std::io::Error| {
+        StoreError::Backend(format!("data directory {}: {what}: {e}", dir.display()))
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| fail("cannot create it", e))?;
+    let mode = std::fs::metadata(dir)
+        .map_err(|e| fail("cannot read it", e))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        // Left as it is: the directory may be shared on purpose. The files in it are 0600.
+        tracing::warn!(
+            dir = %dir.display(),
+            mode = format!("{:o}", mode & 0o777),
+            "the data directory is accessible to other users; 0700 is recommended"
+        );
+    }
+    let probe = dir.join(format!(".imnotify-write-probe-{}", std::process::id()));
+    let written = std::fs::File::create(&probe).and_then(|mut f| {
+        f.write_all(&[0u8; 4096])?;
+        f.sync_all()
+    });
+    let _ = std::fs::remove_file(&probe);
+    written.map_err(|e| fail("is not writable", e))
+}
+
+/// Sets the database files to 0600 where they are looser (created by an older version, or
+/// copied in with a wide umask), and says so.
+fn tighten_files(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    for name in DB_FILES {
+        let path = dir.join(name);
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue;
+        };
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            match std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)) {
+                Ok(()) => tracing::warn!(
+                    file = %path.display(),
+                    was = format!("{mode:o}"),
+                    "database file was readable by other users; set to 0600"
+                ),
+                Err(e) => tracing::warn!(
+                    file = %path.display(),
+                    error = %e,
+                    "database file is readable by other users and could not be set to 0600"
+                ),
+            }
+        }
+    }
+}
+
+/// An existing database file of zero bytes is not a fresh start: it is a database that was
+/// truncated or never written. Opening it would silently create a new, empty portal (new
+/// member_id, new admin webhook) in its place. Checked under `InitLock`, so a file that another
+/// process is initialising at this moment is never mistaken for one.
+fn refuse_empty_file(path: &Path) -> StoreResult<()> {
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.len() == 0 => Err(StoreError::Backend(format!(
+            "the database file {} exists but is empty (0 bytes); refusing to initialise a new \
+             database over it. Restore it from a backup, or remove it to start afresh",
+            path.display()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// An exclusive `flock` on the data directory's lock file, held while the database is checked
+/// and migrated. Released on drop (closing the file releases the lock).
+struct InitLock {
+    _file: std::fs::File,
+}
+
+impl InitLock {
+    fn take(dir: &Path) -> StoreResult<InitLock> {
+        use std::os::fd::AsRawFd as _;
+        let path = dir.join(LOCK_FILE);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| StoreError::Backend(format!("opening {}: {e}", path.display())))?;
+        // SAFETY: flock on a descriptor this function owns; no memory is shared.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+        if rc != 0 {
+            let e = std::io::Error::last_os_error();
+            return Err(StoreError::Backend(format!(
+                "locking {}: {e}",
+                path.display()
+            )));
+        }
+        Ok(InitLock { _file: file })
+    }
+}
+
+/// `PRAGMA quick_check`: every page's structure, without the index-content cross-check of
+/// `integrity_check`. A damaged database stops the start rather than failing requests later.
+fn quick_check(conn: &Connection, path: &Path) -> StoreResult<()> {
+    let started = Instant::now();
+    let problems: Vec<String> = conn
+        .prepare("PRAGMA quick_check(10)")
+        .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
+        .map_err(|e| {
+            StoreError::Backend(format!("integrity check of {} failed: {e}", path.display()))
+        })?;
+    if problems.len() != 1 || problems[0] != "ok" {
+        return Err(StoreError::Backend(format!(
+            "integrity check (PRAGMA quick_check) of {} found damage: {}. Restore the \
+             database from a backup",
+            path.display(),
+            problems.join("; ")
+        )));
+    }
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "database quick_check ok"
+    );
+    Ok(())
+}
+
 fn open_connection(path: &Path, read_only: bool) -> rusqlite::Result<Connection> {
     let flags = if read_only {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
@@ -307,27 +523,37 @@ fn open_connection(path: &Path, read_only: bool) -> rusqlite::Result<Connection>
 /// pages also copies them into the database file and fsyncs it, and every caller of that group
 /// waits for it. A passive checkpoint here runs beside the writer and never blocks it; the WAL
 /// stays fsynced at every commit, so durability is unchanged.
-fn checkpoint_loop(conn: Connection, alive: std::sync::Weak<()>) {
+fn checkpoint_loop(conn: Connection, alive: std::sync::Weak<()>, health: Arc<Health>) {
     while alive.strong_count() > 0 {
         std::thread::sleep(CHECKPOINT_INTERVAL);
-        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+        let result = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+        if let Err(e) = &result {
             tracing::warn!(error = %e, "background checkpoint failed");
         }
+        Health::record(
+            &health.checkpoint_error,
+            result.err().map(|e| format!("checkpoint failed: {e}")),
+        );
     }
 }
 
+/// Applies the migrations past `user_version`, each in its own transaction. The version is read
+/// inside that transaction (`BEGIN IMMEDIATE` takes the write lock first), so a second process
+/// migrating the same file waits and then sees the first one's work instead of repeating it.
 fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
-    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
+    loop {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let Some(sql) = MIGRATIONS.get(version.max(0) as usize) else {
+            return tx.commit();
+        };
         tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.pragma_update(None, "user_version", version.max(0) + 1)?;
         tx.commit()?;
     }
-    Ok(())
 }
 
-fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
+fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>, health: Arc<Health>) {
     let mut group: Vec<Job> = Vec::with_capacity(MAX_GROUP);
     let mut last_group = 0;
     while let Some(first) = rx.blocking_recv() {
@@ -342,7 +568,7 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
             drain(&mut rx, &mut group);
         }
         last_group = group.len();
-        commit_group(&mut conn, &mut group);
+        commit_group(&mut conn, &mut group, &health);
     }
 }
 
@@ -355,7 +581,7 @@ fn drain(rx: &mut mpsc::Receiver<Job>, group: &mut Vec<Job>) {
     }
 }
 
-fn commit_group(conn: &mut Connection, group: &mut Vec<Job>) {
+fn commit_group(conn: &mut Connection, group: &mut Vec<Job>, health: &Health) {
     crate::metrics::record_commit_batch(group.len());
     let mut completions = Vec::with_capacity(group.len());
     let committed = (|| -> rusqlite::Result<()> {
@@ -375,6 +601,10 @@ fn commit_group(conn: &mut Connection, group: &mut Vec<Job>) {
         tracing::error!(error = %e, writes = completions.len(), "group commit failed");
         e.to_string()
     });
+    Health::record(
+        &health.write_error,
+        error.as_ref().map(|e| format!("write failed: {e}")),
+    );
     // Jobs that never ran (BEGIN failed) were dropped with `group`, which drops their reply
     // senders: those callers see "writer dropped the request".
     group.clear();
@@ -408,9 +638,9 @@ fn mark_read(conn: &Connection, user_id: i64, req: &ReadRequest) -> rusqlite::Re
         ReadScope::Only(id) => (id, false),
         ReadScope::AndNewer(id) => (id, true),
     };
-    let tag: Option<Option<String>> = conn
+    let tag: Option<(Option<String>, Option<String>)> = conn
         .prepare_cached(sql::TAG_OF)?
-        .query_row(params![id, user_id], |r| r.get(0))
+        .query_row(params![id, user_id], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     if tag.is_none() && !req.read {
         return Ok(());
@@ -427,17 +657,76 @@ fn mark_read(conn: &Connection, user_id: i64, req: &ReadRequest) -> rusqlite::Re
             .execute(params![user_id, id])?;
     }
     // Notifications that share the tag are one event for the user: toggled together.
-    if let Some(Some(tag)) = tag {
+    if let Some((Some(tag), origin)) = tag {
         conn.prepare_cached(sql::MARK_TAG)?
-            .execute(params![user_id, tag, read])?;
+            .execute(params![user_id, tag, read, origin])?;
     }
     Ok(())
+}
+
+/// Removes notifications by id. Every lifecycle removal (retention, the per-recipient cap) goes
+/// through here, so that whatever must follow a removal (the counters follow by trigger; the
+/// delivery events will hook in here) happens in one place and in the same transaction.
+fn remove_notifications(conn: &Connection, ids: &[i64]) -> rusqlite::Result<usize> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    conn.prepare_cached(sql::REMOVE)?.execute([id_list(ids)])
+}
+
+/// Keeps the recipient within `cap` stored notifications (`limits.max_notifications_per_user`)
+/// after an insert: the oldest read ones go first, then the oldest unread. At most
+/// `CAP_TRIM_MAX` go per call. The total is the chat counter, a primary-key lookup.
+fn enforce_cap(conn: &Connection, user_id: i64, cap: i64) -> rusqlite::Result<()> {
+    if cap <= 0 {
+        return Ok(());
+    }
+    let total: i64 = conn
+        .prepare_cached(sql::CHAT)?
+        .query_row([user_id], |r| r.get(1))
+        .optional()?
+        .unwrap_or(0);
+    let excess = (total - cap).min(CAP_TRIM_MAX);
+    if excess <= 0 {
+        return Ok(());
+    }
+    let mut ids: Vec<i64> = conn
+        .prepare_cached(sql::CAP_OLDEST_READ)?
+        .query_map(params![user_id, excess], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let missing = excess - ids.len() as i64;
+    if missing > 0 {
+        let unread: Vec<i64> = conn
+            .prepare_cached(sql::CAP_OLDEST_UNREAD)?
+            .query_map(params![user_id, missing], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        ids.extend(unread);
+    }
+    remove_notifications(conn, &ids).map(|_| ())
+}
+
+/// One chunk of retention: of the `chunk` oldest notifications, removes those created before
+/// `before`, and returns how many went: `chunk` only when all of them were old, which is when
+/// the next chunk may hold more. A young notification among the oldest ids (the clock went
+/// backwards) holds the ones after it back until it expires too.
+fn expire_chunk(conn: &Connection, before: i64, chunk: usize) -> rusqlite::Result<usize> {
+    let oldest: Vec<(i64, i64)> = conn
+        .prepare_cached(sql::OLDEST)?
+        .query_map([chunk as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let expired: Vec<i64> = oldest
+        .iter()
+        .filter(|(_, created)| *created < before)
+        .map(|(id, _)| *id)
+        .collect();
+    remove_notifications(conn, &expired)
 }
 
 fn insert_notification(
     conn: &Connection,
     d: &Draft,
     created_at: i64,
+    cap: i64,
 ) -> rusqlite::Result<Option<i64>> {
     let active: Option<bool> = conn
         .prepare_cached("SELECT active FROM users WHERE id = ?1")?
@@ -447,13 +736,14 @@ fn insert_notification(
         return Ok(None);
     }
     if let Some(tag) = &d.tag {
-        conn.prepare_cached("DELETE FROM notifications WHERE user_id = ?1 AND tag = ?2")?
-            .execute(params![d.recipient, tag])?;
+        conn.prepare_cached(sql::REPLACE_TAG)?
+            .execute(params![d.recipient, tag, d.tag_origin])?;
     }
     conn.prepare_cached(
         "INSERT INTO notifications
-            (user_id, author_id, notify_type, text, text_out, tag, sub_tag, attach, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            (user_id, author_id, notify_type, text, text_out, tag, sub_tag, attach, created_at,
+             tag_origin)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?
     .execute(params![
         d.recipient,
@@ -464,9 +754,12 @@ fn insert_notification(
         d.tag,
         d.sub_tag,
         d.attach,
-        created_at
+        created_at,
+        d.tag_origin
     ])?;
-    Ok(Some(conn.last_insert_rowid()))
+    let id = conn.last_insert_rowid();
+    enforce_cap(conn, d.recipient, cap)?;
+    Ok(Some(id))
 }
 
 fn insert_user(conn: &Connection, u: &User) -> StoreResult<()> {
@@ -538,16 +831,19 @@ fn row_to_app(r: &rusqlite::Row<'_>) -> rusqlite::Result<App> {
     })
 }
 
+/// Inserts a token pair; `code_hash` names the authorization code it descends from, if any.
 fn insert_tokens(
     conn: &Connection,
     app_id: i64,
     user_id: i64,
     t: &NewTokens,
+    code_hash: Option<&[u8]>,
 ) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "INSERT INTO oauth_tokens
-            (app_id, user_id, access_hash, refresh_hash, access_expires, refresh_expires, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, strftime('%s','now'))",
+            (app_id, user_id, access_hash, refresh_hash, access_expires, refresh_expires,
+             code_hash, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, strftime('%s','now'))",
     )?
     .execute(params![
         app_id,
@@ -555,8 +851,28 @@ fn insert_tokens(
         &t.access_hash[..],
         &t.refresh_hash[..],
         t.access_expires,
-        t.refresh_expires
+        t.refresh_expires,
+        code_hash
     ])?;
+    Ok(())
+}
+
+/// Whether the user and the app are both active: tokens are minted only then.
+fn may_mint(conn: &Connection, app_id: i64, user_id: i64) -> rusqlite::Result<bool> {
+    conn.prepare_cached(
+        "SELECT EXISTS(SELECT 1 FROM users u, apps a
+                        WHERE u.id = ?1 AND u.active = 1 AND a.id = ?2 AND a.active = 1)",
+    )?
+    .query_row(params![user_id, app_id], |r| r.get(0))
+}
+
+/// Ends every session and revokes every OAuth token of a user: after a password change or a
+/// deactivation, nothing issued before still works.
+fn end_credentials(conn: &Connection, user_id: i64) -> rusqlite::Result<()> {
+    conn.prepare_cached("DELETE FROM sessions WHERE user_id = ?1")?
+        .execute([user_id])?;
+    conn.prepare_cached("UPDATE oauth_tokens SET revoked = 1 WHERE user_id = ?1 AND revoked = 0")?
+        .execute([user_id])?;
     Ok(())
 }
 
@@ -757,8 +1073,9 @@ fn row_to_user(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
 #[async_trait]
 impl Store for SqliteStore {
     async fn add_notification(&self, draft: Draft, created_at: i64) -> StoreResult<Option<i64>> {
+        let cap = self.notification_cap;
         self.write_keeping_auth(move |c| {
-            insert_notification(c, &draft, created_at).map_err(backend)
+            insert_notification(c, &draft, created_at, cap).map_err(backend)
         })
         .await
     }
@@ -847,11 +1164,34 @@ impl Store for SqliteStore {
     }
 
     async fn set_password(&self, user_id: i64, password_hash: String) -> StoreResult<()> {
+        self.update_user(
+            user_id,
+            UserUpdate {
+                password_hash: Some(password_hash),
+                ..UserUpdate::default()
+            },
+        )
+        .await
+    }
+
+    async fn update_user(&self, user_id: i64, u: UserUpdate) -> StoreResult<()> {
         self.write(move |c| {
             let n = c
                 .execute(
-                    "UPDATE users SET password_hash = ?2 WHERE id = ?1",
-                    params![user_id, password_hash],
+                    "UPDATE users SET name = coalesce(?2, name), last_name = coalesce(?3, last_name),
+                            email = coalesce(?4, email), is_admin = coalesce(?5, is_admin),
+                            active = coalesce(?6, active),
+                            password_hash = coalesce(?7, password_hash)
+                      WHERE id = ?1",
+                    params![
+                        user_id,
+                        u.name,
+                        u.last_name,
+                        u.email,
+                        u.is_admin,
+                        u.active,
+                        u.password_hash
+                    ],
                 )
                 .map_err(backend)?;
             if n == 0 {
@@ -859,7 +1199,87 @@ impl Store for SqliteStore {
                     "user {user_id} does not exist"
                 )));
             }
+            if u.ends_credentials() {
+                end_credentials(c, user_id).map_err(backend)?;
+            }
             Ok(())
+        })
+        .await
+    }
+
+    async fn list_webhooks(&self, user_id: Option<i64>) -> StoreResult<Vec<WebhookInfo>> {
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT id, user_id, scopes, active, created_at, rate_per_second, rate_burst
+                   FROM webhooks WHERE ?1 IS NULL OR user_id = ?1 ORDER BY id",
+            )?
+            .query_map([user_id], |r| {
+                let scopes: String = r.get(2)?;
+                Ok(WebhookInfo {
+                    id: r.get(0)?,
+                    user_id: r.get(1)?,
+                    scopes: split_scopes(&scopes),
+                    active: r.get(3)?,
+                    created_at: r.get(4)?,
+                    rate: RateOverride {
+                        per_second: r.get(5)?,
+                        burst: r.get(6)?,
+                    },
+                })
+            })?
+            .collect()
+        })
+        .await
+    }
+
+    async fn set_webhook_active(&self, id: i64, active: bool) -> StoreResult<bool> {
+        self.write(move |c| {
+            c.execute(
+                "UPDATE webhooks SET active = ?2 WHERE id = ?1",
+                params![id, active],
+            )
+            .map(|n| n > 0)
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn list_apps(&self) -> StoreResult<Vec<App>> {
+        self.read(|c| {
+            c.prepare_cached(&format!("SELECT {APP_COLUMNS} FROM apps a ORDER BY a.id"))?
+                .query_map([], row_to_app)?
+                .collect()
+        })
+        .await
+    }
+
+    async fn set_app_active(&self, client_id: &str, active: bool) -> StoreResult<bool> {
+        let client_id = client_id.to_owned();
+        self.write(move |c| {
+            c.execute(
+                "UPDATE apps SET active = ?2 WHERE client_id = ?1",
+                params![client_id, active],
+            )
+            .map(|n| n > 0)
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn revoke_tokens(&self, user_id: Option<i64>, app_id: Option<i64>) -> StoreResult<u64> {
+        if user_id.is_none() && app_id.is_none() {
+            return Err(StoreError::Conflict(
+                "name a user, an application or both".into(),
+            ));
+        }
+        self.write(move |c| {
+            c.execute(
+                "UPDATE oauth_tokens SET revoked = 1
+                  WHERE revoked = 0 AND (?1 IS NULL OR user_id = ?1) AND (?2 IS NULL OR app_id = ?2)",
+                params![user_id, app_id],
+            )
+            .map(|n| n as u64)
+            .map_err(backend)
         })
         .await
     }
@@ -916,7 +1336,7 @@ impl Store for SqliteStore {
     }
 
     async fn issue_tokens(&self, app_id: i64, user_id: i64, tokens: NewTokens) -> StoreResult<()> {
-        self.write(move |c| insert_tokens(c, app_id, user_id, &tokens).map_err(backend))
+        self.write(move |c| insert_tokens(c, app_id, user_id, &tokens, None).map_err(backend))
             .await
     }
 
@@ -949,21 +1369,29 @@ impl Store for SqliteStore {
         self.write(move |c| {
             // The UPDATE both checks and spends the token, so two concurrent refreshes with the
             // same token cannot both succeed.
-            let user: Option<i64> = c
+            let spent: Option<(i64, Option<Vec<u8>>)> = c
                 .prepare_cached(
                     "UPDATE oauth_tokens SET revoked = 1
                       WHERE refresh_hash = ?1 AND app_id = ?2 AND revoked = 0 AND refresh_expires > ?3
-                     RETURNING user_id",
+                     RETURNING user_id, code_hash",
                 )
                 .and_then(|mut st| {
-                    st.query_row(params![&refresh_hash[..], app_id, now], |r| r.get(0))
-                        .optional()
+                    st.query_row(params![&refresh_hash[..], app_id, now], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })
+                    .optional()
                 })
                 .map_err(backend)?;
-            if let Some(user_id) = user {
-                insert_tokens(c, app_id, user_id, &tokens).map_err(backend)?;
+            let Some((user_id, code_hash)) = spent else {
+                return Ok(None);
+            };
+            // A deactivated user or a disabled app gets nothing; the token stays spent.
+            if !may_mint(c, app_id, user_id).map_err(backend)? {
+                return Ok(None);
             }
-            Ok(user)
+            // The new pair keeps its lineage, so a replayed code still reaches it.
+            insert_tokens(c, app_id, user_id, &tokens, code_hash.as_deref()).map_err(backend)?;
+            Ok(Some(user_id))
         })
         .await
     }
@@ -986,22 +1414,47 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn take_code(
+    async fn exchange_code(
         &self,
         code_hash: [u8; 32],
         app_id: i64,
         now: i64,
+        tokens: NewTokens,
     ) -> StoreResult<Option<i64>> {
         self.write(move |c| {
-            let row: Option<(i64, i64, i64)> = c
+            let row: Option<(i64, i64, i64, bool)> = c
                 .query_row(
-                    "DELETE FROM oauth_codes WHERE code_hash = ?1 RETURNING app_id, user_id, expires_at",
+                    "SELECT app_id, user_id, expires_at, spent FROM oauth_codes WHERE code_hash = ?1",
                     [&code_hash[..]],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
                 )
                 .optional()
                 .map_err(backend)?;
-            Ok(row.and_then(|(app, user, expires)| (app == app_id && expires > now).then_some(user)))
+            let Some((code_app, user_id, expires, spent)) = row else {
+                return Ok(None);
+            };
+            if spent {
+                // RFC 6749 §4.1.2: a code used twice may have been stolen; whatever it
+                // produced, and every pair refreshed from that, is revoked.
+                let n = c
+                    .execute(
+                        "UPDATE oauth_tokens SET revoked = 1 WHERE code_hash = ?1 AND revoked = 0",
+                        [&code_hash[..]],
+                    )
+                    .map_err(backend)?;
+                tracing::warn!(revoked = n, "authorization code presented again; its tokens are revoked");
+                return Ok(None);
+            }
+            c.execute(
+                "UPDATE oauth_codes SET spent = 1 WHERE code_hash = ?1",
+                [&code_hash[..]],
+            )
+            .map_err(backend)?;
+            if code_app != app_id || expires <= now || !may_mint(c, app_id, user_id).map_err(backend)? {
+                return Ok(None);
+            }
+            insert_tokens(c, app_id, user_id, &tokens, Some(&code_hash[..])).map_err(backend)?;
+            Ok(Some(user_id))
         })
         .await
     }
@@ -1009,13 +1462,8 @@ impl Store for SqliteStore {
     async fn add_session(&self, id_hash: [u8; 32], session: Session) -> StoreResult<()> {
         self.write(move |c| {
             c.execute(
-                "INSERT INTO sessions (id_hash, user_id, csrf, expires_at) VALUES (?1, ?2, ?3, ?4)",
-                params![
-                    &id_hash[..],
-                    session.user_id,
-                    session.csrf,
-                    session.expires_at
-                ],
+                "INSERT INTO sessions (id_hash, user_id, expires_at) VALUES (?1, ?2, ?3)",
+                params![&id_hash[..], session.user_id, session.expires_at],
             )
             .map(|_| ())
             .map_err(backend)
@@ -1026,14 +1474,13 @@ impl Store for SqliteStore {
     async fn session(&self, id_hash: [u8; 32], now: i64) -> StoreResult<Option<Session>> {
         self.read(move |c| {
             c.prepare_cached(
-                "SELECT s.user_id, s.csrf, s.expires_at FROM sessions s JOIN users u ON u.id = s.user_id
+                "SELECT s.user_id, s.expires_at FROM sessions s JOIN users u ON u.id = s.user_id
                   WHERE s.id_hash = ?1 AND s.expires_at > ?2 AND u.active = 1",
             )?
             .query_row(params![&id_hash[..], now], |r| {
                 Ok(Session {
                     user_id: r.get(0)?,
-                    csrf: r.get(1)?,
-                    expires_at: r.get(2)?,
+                    expires_at: r.get(1)?,
                 })
             })
             .optional()
@@ -1173,14 +1620,19 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn delete_by_tag(&self, field: TagField, value: String) -> StoreResult<u64> {
+    async fn delete_by_tag(
+        &self,
+        field: TagField,
+        value: String,
+        origin: String,
+    ) -> StoreResult<u64> {
         let stmt = match field {
             TagField::Tag => sql::DELETE_TAG,
             TagField::SubTag => sql::DELETE_SUB_TAG,
         };
         self.write(move |c| {
             c.prepare_cached(stmt)
-                .and_then(|mut s| s.execute([value]))
+                .and_then(|mut s| s.execute([value, origin]))
                 .map(|n| n as u64)
                 .map_err(backend)
         })
@@ -1237,6 +1689,51 @@ impl Store for SqliteStore {
             Ok((rows, total))
         })
         .await
+    }
+
+    async fn expire_notifications(&self, before: i64, chunk: usize) -> StoreResult<usize> {
+        self.write_keeping_auth(move |c| expire_chunk(c, before, chunk.max(1)).map_err(backend))
+            .await
+    }
+
+    async fn forget_expired_credentials(&self, now: i64) -> StoreResult<()> {
+        self.write(move |c| {
+            c.execute("DELETE FROM sessions WHERE expires_at <= ?1", [now])
+                .map_err(backend)?;
+            // Spent codes are kept a day past their expiry to recognise a replay.
+            c.execute(
+                "DELETE FROM oauth_codes WHERE expires_at <= ?1",
+                [now - 86_400],
+            )
+            .map_err(backend)?;
+            c.execute(
+                "DELETE FROM oauth_tokens
+                  WHERE refresh_expires <= ?1 OR (revoked = 1 AND access_expires <= ?1)",
+                [now],
+            )
+            .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    fn health(&self) -> Result<(), String> {
+        let write = self
+            .health
+            .write_error
+            .lock()
+            .expect("health poisoned")
+            .clone();
+        let checkpoint = self
+            .health
+            .checkpoint_error
+            .lock()
+            .expect("health poisoned")
+            .clone();
+        match write.or(checkpoint) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     async fn flush(&self) {
@@ -1328,6 +1825,32 @@ mod tests {
         store.flush().await;
         assert_eq!(store.auth_epoch.load(Ordering::SeqCst), epoch + 1);
         assert_eq!(store.cached_webhooks_of(1).await.unwrap(), hooks);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn retention_goes_in_chunks_and_stops_at_the_first_young_notification() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        store.add_user(admin(1)).await.unwrap();
+        let other = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        other.busy_timeout(BUSY_TIMEOUT).unwrap();
+        // Created at 10, 20, ... 60; the one at 30 was read.
+        for t in [10, 20, 30, 40, 50, 60] {
+            other
+                .execute(
+                    "INSERT INTO notifications (user_id, notify_type, text, is_read, created_at)
+                     VALUES (1, 4, 'x', ?1 = 30, ?1)",
+                    [t],
+                )
+                .unwrap();
+        }
+        // Before 35: a full chunk of two, then one more beside a young one, which ends the run.
+        assert_eq!(store.expire_notifications(35, 2).await.unwrap(), 2);
+        assert_eq!(store.expire_notifications(35, 2).await.unwrap(), 1);
+        assert_eq!(store.expire_notifications(35, 2).await.unwrap(), 0);
+        let chat = store.notify_chat(1).await.unwrap().unwrap();
+        assert_eq!((chat.total, chat.unread), (3, 3), "the counters followed");
+        assert_eq!(store.expire_notifications(1000, 100).await.unwrap(), 3);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -79,7 +79,7 @@ pub async fn authorized(state: &AppState, method: &Method, headers: &HeaderMap) 
             .admin_token_hash()
             .is_some_and(|hash| secret::verify(token, &hash));
     }
-    let Ok(Some((_, session))) = current_session(state, headers).await else {
+    let Ok(Some((cookie, session))) = current_session(state, headers).await else {
         return false;
     };
     if !(method == Method::GET || method == Method::HEAD) {
@@ -87,7 +87,7 @@ pub async fn authorized(state: &AppState, method: &Method, headers: &HeaderMap) 
             .get("x-csrf-token")
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default();
-        if !secret::verify(sent, &secret::hash(&session.csrf)) {
+        if !secret::verify(sent, &secret::hash(&secret::session_csrf(&cookie))) {
             return false;
         }
     }

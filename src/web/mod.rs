@@ -18,8 +18,9 @@ use crate::store::Session;
 /// How long a browser stays signed in.
 pub const SESSION_TTL: i64 = 7 * 24 * 3600;
 
-/// The portal as this request sees it: `public_url` when configured, else the Host the client
-/// used, so that redirects and endpoints point back where the client came from.
+/// The portal as this request sees it: `public_url` when configured; otherwise the `Host` the
+/// client used if it passes [`allowed_host`], else the listen address. The Host header is the
+/// client's text: unchecked, it would put any URL into `domain` and `client_endpoint`.
 pub async fn portal(
     state: &AppState,
     headers: &HeaderMap,
@@ -28,18 +29,16 @@ pub async fn portal(
     let base = match &state.config.public_url {
         Some(u) => u.clone(),
         None => {
-            let scheme =
-                if conn.is_some_and(|c| c.is_secure(headers, &state.config.trusted_proxies)) {
-                    "https"
+            let secure = conn.is_some_and(|c| c.is_secure(headers, &state.config.trusted_proxies));
+            let scheme = if secure { "https" } else { "http" };
+            let host = allowed_host(state, headers, secure).unwrap_or_else(|| {
+                let listen = state.config.listen;
+                if listen.ip().is_unspecified() {
+                    format!("127.0.0.1:{}", listen.port())
                 } else {
-                    "http"
-                };
-            let host = headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .filter(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_graphic()))
-                .map(str::to_owned)
-                .unwrap_or_else(|| state.config.listen.to_string());
+                    listen.to_string()
+                }
+            });
             format!("{scheme}://{host}")
         }
     };
@@ -49,6 +48,18 @@ pub async fn portal(
         .await
         .map_err(internal)?;
     Ok(Portal::new(&base, member_id))
+}
+
+/// The request's `Host`, when it is `host[:port]` by the strict grammar of
+/// [`crate::config::parse_host`] and names this server ([`crate::config::Config::host_allowed`]).
+pub fn allowed_host(state: &AppState, headers: &HeaderMap, secure: bool) -> Option<String> {
+    let value = headers.get(header::HOST)?.to_str().ok()?;
+    let (host, port) = crate::config::parse_host(value)?;
+    let default_port = if secure { 443 } else { 80 };
+    state
+        .config
+        .host_allowed(host, port, default_port)
+        .then(|| value.to_owned())
 }
 
 /// The signed-in session of this browser, if any.
@@ -112,11 +123,63 @@ pub fn redirect(location: &str) -> Response {
     resp
 }
 
-/// Only same-site paths may follow a login, so the login page cannot be used as an open redirect.
+/// Only same-origin paths may follow a login, so the login page cannot be used as an open
+/// redirect (issue 10 §4). `next` must be visible ASCII, start with exactly one `/` (not `//` or
+/// `/\`, which browsers read as another host), and contain no `\`; and the same must hold once
+/// it is percent-decoded, since a browser may decode `%09` or `%5C` before resolving. Anything
+/// else gives `/`.
 pub fn safe_next(next: &str) -> &str {
-    if next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') {
+    fn path_ok(b: &[u8]) -> bool {
+        b.first() == Some(&b'/')
+            && !matches!(b.get(1), Some(b'/' | b'\\'))
+            && !b.iter().any(|&c| c <= b' ' || c == 0x7f || c == b'\\')
+    }
+    // The query may carry encoded anything (an OAuth `state`); the path is what a browser
+    // resolves against the origin.
+    let path = next.split(['?', '#']).next().unwrap_or_default();
+    if next.bytes().all(|c| c.is_ascii_graphic())
+        && path_ok(next.as_bytes())
+        && path_ok(&percent_encoding::percent_decode_str(path).collect::<Vec<u8>>())
+    {
         next
     } else {
         "/"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_next;
+
+    #[test]
+    fn next_must_be_a_same_origin_path() {
+        for ok in [
+            "/",
+            "/oauth/authorize/?client_id=a&state=b%20c%2F%2Fd",
+            "/a/b",
+        ] {
+            assert_eq!(safe_next(ok), ok);
+        }
+        for bad in [
+            "",
+            "//evil.example",
+            "/\\evil.example",
+            "\\evil.example",
+            "https://evil.example",
+            "/\t/evil.example",
+            "/%09/evil.example",
+            "/%2F/evil.example",
+            "/%5Cevil.example",
+            "/%5cevil.example",
+            "/a%20b",
+            " /x",
+            "/x y",
+            "/\u{7f}x",
+            "/é",
+            "javascript:alert(1)",
+            "evil.example",
+        ] {
+            assert_eq!(safe_next(bad), "/", "{bad:?}");
+        }
     }
 }

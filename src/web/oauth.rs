@@ -53,17 +53,92 @@ fn error_page(e: &ApiError) -> Response {
     )
 }
 
-fn login_form(next: &str, error: Option<&str>) -> String {
+/// The login form's CSRF cookie (issue 10 §4): a random token, also a hidden field of the form.
+/// `POST /login` needs both, equal (double submit), so another site cannot sign a browser into
+/// the attacker's account: it can neither read the cookie nor, with `SameSite=Strict`, make the
+/// browser send it on a cross-site post. The Origin check below is the second lock.
+pub const LOGIN_CSRF_COOKIE: &str = "imnotify_login_csrf";
+
+fn login_form(next: &str, csrf: &str, error: Option<&str>) -> String {
     let error = error
         .map(|e| format!("<p class=\"error\">{}</p>", esc(e)))
         .unwrap_or_default();
     format!(
         "{error}<form method=\"post\" action=\"/login\">\
 <input type=\"hidden\" name=\"next\" value=\"{next}\">\
+<input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
 <label>User id or e-mail <input name=\"login\" autocomplete=\"username\" required></label>\
 <label>Password <input name=\"password\" type=\"password\" autocomplete=\"current-password\" required></label>\
 <button type=\"submit\">Sign in</button></form>",
-        next = esc(next)
+        next = esc(next),
+        csrf = esc(csrf)
+    )
+}
+
+/// The login page with a fresh CSRF token, in the form and in its cookie.
+fn login_page(status: StatusCode, next: &str, error: Option<&str>, secure: bool) -> Response {
+    let csrf = secret::generate(32);
+    let mut resp = page(status, "Sign in", &login_form(next, &csrf, error));
+    let attrs = if secure { "; Secure" } else { "" };
+    let set = format!(
+        "{LOGIN_CSRF_COOKIE}={csrf}; Path=/login; HttpOnly; SameSite=Strict; Max-Age=3600{attrs}"
+    );
+    if let Ok(v) = HeaderValue::from_str(&set) {
+        resp.headers_mut().append(header::SET_COOKIE, v);
+    }
+    resp
+}
+
+/// A cookie's value by name.
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v.to_owned())
+}
+
+/// A browser's `Origin` (or, without one, `Referer`) names this server, or is absent (a
+/// non-browser client; the CSRF token still applies). `null` and foreign origins are refused.
+fn same_origin(state: &AppState, headers: &HeaderMap) -> bool {
+    let source = headers
+        .get(header::ORIGIN)
+        .or_else(|| headers.get(header::REFERER));
+    let Some(source) = source else {
+        return true;
+    };
+    let Ok(source) = source.to_str() else {
+        return false;
+    };
+    let Some((scheme, rest)) = source.split_once("://") else {
+        return false;
+    };
+    let default_port = match scheme.to_ascii_lowercase().as_str() {
+        "http" => 80,
+        "https" => 443,
+        _ => return false,
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    crate::config::parse_host(authority)
+        .is_some_and(|(host, port)| state.config.host_allowed(host, port, default_port))
+}
+
+/// Whether a credential may travel on this request: always over HTTPS, and over plain HTTP only
+/// while `require_https` is off (P7, for every credential: issue 10 §4).
+fn transport_ok(state: &AppState, headers: &HeaderMap, conn: Option<ConnInfo>) -> bool {
+    !state.config.require_https()
+        || conn.is_some_and(|c| c.is_secure(headers, &state.config.trusted_proxies))
+}
+
+fn https_required_page() -> Response {
+    page(
+        StatusCode::FORBIDDEN,
+        "HTTPS required",
+        "<p class=\"error\">This server accepts passwords and sessions only over HTTPS. \
+Open this page with an <code>https://</code> address.</p>",
     )
 }
 
@@ -73,9 +148,28 @@ pub async fn login(State(state): State<AppState>, req: Request) -> Response {
         Ok(f) => f,
         Err(e) => return error_page(&e),
     };
+    if !transport_ok(&state, &headers, conn) {
+        return https_required_page();
+    }
+    let secure = conn.is_some_and(|c| c.is_secure(&headers, &state.config.trusted_proxies));
     let next = safe_next(&text(&p, "next")).to_owned();
     if method != Method::POST {
-        return page(StatusCode::OK, "Sign in", &login_form(&next, None));
+        return login_page(StatusCode::OK, &next, None, secure);
+    }
+    let form_csrf = text(&p, "csrf");
+    let csrf_ok = cookie(&headers, LOGIN_CSRF_COOKIE)
+        .is_some_and(|c| !form_csrf.is_empty() && secret::verify(&form_csrf, &secret::hash(&c)));
+    if !csrf_ok || !same_origin(&state, &headers) {
+        tracing::info!(
+            csrf_ok,
+            "login refused: cross-site or without the form's token"
+        );
+        return login_page(
+            StatusCode::FORBIDDEN,
+            &next,
+            Some("The sign-in form expired or came from another site. Please try again."),
+            secure,
+        );
     }
     let login = text(&p, "login");
     let pw = text(&p, "password");
@@ -88,16 +182,16 @@ pub async fn login(State(state): State<AppState>, req: Request) -> Response {
         password::verify(&pw, &hash).then_some(user)
     });
     let Some(user) = user else {
-        return page(
+        return login_page(
             StatusCode::UNAUTHORIZED,
-            "Sign in",
-            &login_form(&next, Some("Wrong user or password.")),
+            &next,
+            Some("Wrong user or password."),
+            secure,
         );
     };
     let cookie = secret::generate(43);
     let session = Session {
         user_id: user.id,
-        csrf: secret::generate(32),
         expires_at: state.clock.unix() + SESSION_TTL,
     };
     if let Err(e) = state
@@ -107,7 +201,6 @@ pub async fn login(State(state): State<AppState>, req: Request) -> Response {
     {
         return error_page(&internal(e));
     }
-    let secure = conn.is_some_and(|c| c.is_secure(&headers, &state.config.trusted_proxies));
     let mut resp = redirect(&next);
     let attrs = if secure { "; Secure" } else { "" };
     let set = format!(
@@ -116,6 +209,11 @@ pub async fn login(State(state): State<AppState>, req: Request) -> Response {
     if let Ok(v) = HeaderValue::from_str(&set) {
         resp.headers_mut().insert(header::SET_COOKIE, v);
     }
+    // The login token has done its work.
+    resp.headers_mut().append(
+        header::SET_COOKIE,
+        HeaderValue::from_static("imnotify_login_csrf=; Path=/login; Max-Age=0"),
+    );
     resp
 }
 
@@ -159,8 +257,11 @@ pub async fn authorize(State(state): State<AppState>, req: Request) -> Response 
         Ok(f) => f,
         Err(e) => return error_page(&e),
     };
+    if !transport_ok(&state, &headers, conn) {
+        return https_required_page();
+    }
     let result = async {
-        let Some((_, session)) = current_session(&state, &headers).await? else {
+        let Some((cookie, session)) = current_session(&state, &headers).await? else {
             let next: String = form_urlencoded::byte_serialize(path_and_query.as_bytes()).collect();
             return Ok(redirect(&format!("/login?next={next}")));
         };
@@ -177,10 +278,11 @@ pub async fn authorize(State(state): State<AppState>, req: Request) -> Response 
         }
         let state_param = text(&p, "state");
         if method != Method::POST {
-            return Ok(consent_page(&app, &state_param, &session));
+            return Ok(consent_page(&app, &state_param, &session, &cookie));
         }
         // The form carries the session's CSRF token: another site cannot approve for the user.
-        if !secret::verify(&text(&p, "csrf"), &secret::hash(&session.csrf)) {
+        let csrf = secret::session_csrf(&cookie);
+        if !secret::verify(&text(&p, "csrf"), &secret::hash(&csrf)) {
             return Err(ApiError::session_failed());
         }
         if text(&p, "approve").is_empty() {
@@ -213,7 +315,7 @@ pub async fn authorize(State(state): State<AppState>, req: Request) -> Response 
     result.unwrap_or_else(|e| error_page(&e))
 }
 
-fn consent_page(app: &App, state_param: &str, session: &Session) -> Response {
+fn consent_page(app: &App, state_param: &str, session: &Session, cookie: &str) -> Response {
     let scopes = app.scopes.join(", ");
     page(
         StatusCode::OK,
@@ -231,7 +333,7 @@ fn consent_page(app: &App, state_param: &str, session: &Session) -> Response {
             scopes = esc(&scopes),
             client = esc(&app.client_id),
             st = esc(state_param),
-            csrf = esc(&session.csrf),
+            csrf = esc(&secret::session_csrf(cookie)),
         ),
     )
 }
@@ -247,6 +349,10 @@ fn approval_redirect(app: &App, portal: &Portal, code: &str, state_param: &str) 
         .append_pair("scope", &app.scopes.join(","))
         .append_pair("server_domain", &portal.domain)
         .finish();
+    if rules::check_redirect_uri(&app.redirect_uri).is_err() {
+        // Registered by a version that did not check: never send a browser there.
+        return error_page(&ApiError::invalid_request());
+    }
     if app.redirect_uri.is_empty() {
         return page(
             StatusCode::OK,
@@ -301,6 +407,9 @@ pub async fn token(State(state): State<AppState>, req: Request) -> Response {
         Ok(f) => f,
         Err(e) => return oauth_error(&e),
     };
+    if !transport_ok(&state, &headers, conn) {
+        return oauth_error(&ApiError::oauth_https_required());
+    }
     let result = async {
         let grant_type = text(&p, "grant_type");
         if grant_type.is_empty() {
@@ -322,18 +431,12 @@ pub async fn token(State(state): State<AppState>, req: Request) -> Response {
             if code.is_empty() {
                 return Err(ApiError::invalid_request());
             }
-            let user_id = state
-                .store
-                .take_code(secret::hash(&code), app.id, now)
-                .await
-                .map_err(internal)?
-                .ok_or_else(ApiError::invalid_grant)?;
             state
                 .store
-                .issue_tokens(app.id, user_id, minted.stored.clone())
+                .exchange_code(secret::hash(&code), app.id, now, minted.stored.clone())
                 .await
-                .map_err(internal)?;
-            user_id
+                .map_err(internal)?
+                .ok_or_else(ApiError::invalid_grant)?
         } else {
             let refresh = text(&p, "refresh_token");
             if refresh.is_empty() {

@@ -23,6 +23,7 @@ pub struct Server {
     pub admin_token: Option<String>,
     pub extra_args: Vec<String>,
     pub envs: Vec<(String, String)>,
+    pub fsize_limit: Option<u64>,
 }
 
 #[derive(Default)]
@@ -32,6 +33,30 @@ pub struct Options {
     /// Run with the rate and operating limits on. Off by default: most tests send many quick
     /// calls with one credential and are about something else.
     pub limits: bool,
+    /// `RLIMIT_FSIZE` for the server process, in bytes (see `limit_file_size`).
+    pub fsize_limit: Option<u64>,
+}
+
+/// Makes `cmd` run with no file allowed to grow past `bytes` (`RLIMIT_FSIZE`), and with
+/// `SIGXFSZ` ignored so that a write past it fails with `EFBIG` instead of killing the process.
+/// To the process this looks like a full disk, and, unlike `chmod`, it holds for root too (CI
+/// runs as root).
+pub fn limit_file_size(cmd: &mut Command, bytes: u64) {
+    use std::os::unix::process::CommandExt as _;
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let lim = libc::rlimit {
+                rlim_cur: bytes as libc::rlim_t,
+                rlim_max: bytes as libc::rlim_t,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            Ok(())
+        });
+    }
 }
 
 impl Server {
@@ -50,6 +75,7 @@ impl Server {
             admin_token: None,
             extra_args: opts.args,
             envs: opts.envs,
+            fsize_limit: opts.fsize_limit,
         };
         if !opts.limits {
             s.extra_args.push("--no-limits".to_owned());
@@ -90,6 +116,9 @@ impl Server {
             .stderr(Stdio::from(log));
         for (k, v) in &self.envs {
             cmd.env(k, v);
+        }
+        if let Some(bytes) = self.fsize_limit {
+            limit_file_size(&mut cmd, bytes);
         }
         let mut child = cmd.spawn().expect("spawning imnotify");
         let stdout = child.stdout.take().unwrap();
@@ -268,14 +297,36 @@ impl Server {
         )
     }
 
-    /// Signs in through the login form and returns the session cookie (`name=value`).
-    pub fn sign_in(&self, login: &str, password: &str) -> String {
+    /// Loads the login form as a browser would: its CSRF token and the matching cookie
+    /// (`name=value`), which `POST /login` needs together.
+    pub fn login_token(&self) -> (String, String) {
+        let page = self.get("/login?next=/");
+        assert_eq!(page.status, 200, "{}", page.body);
+        let set = page.header("set-cookie").expect("login CSRF cookie");
+        let cookie = set.split(';').next().unwrap().to_owned();
+        (csrf_from(&page.body), cookie)
+    }
+
+    /// Posts the login form with a fresh CSRF token and cookie, plus `extra` headers.
+    pub fn post_login(&self, login: &str, password: &str, extra: &[(&str, &str)]) -> Response {
+        let (csrf, cookie) = self.login_token();
         let form: String = form_urlencoded::Serializer::new(String::new())
             .append_pair("login", login)
             .append_pair("password", password)
             .append_pair("next", "/")
+            .append_pair("csrf", &csrf)
             .finish();
-        let r = self.post_form("/login", &form);
+        let mut headers = vec![
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("Cookie", cookie.as_str()),
+        ];
+        headers.extend_from_slice(extra);
+        self.request("POST", "/login", &headers, form.as_bytes())
+    }
+
+    /// Signs in through the login form and returns the session cookie (`name=value`).
+    pub fn sign_in(&self, login: &str, password: &str) -> String {
+        let r = self.post_login(login, password, &[]);
         assert_eq!(r.status, 303, "{}", r.body);
         let set = r.header("set-cookie").expect("session cookie");
         assert!(set.contains("HttpOnly"), "{set}");

@@ -57,6 +57,9 @@ class Server:
         cmd += self.serve_args()
         env = dict(os.environ)
         env.pop("IMNOTIFY_DATA_DIR", None)
+        # Every acknowledged id must survive: the per-recipient cap would remove old ones on
+        # purpose in a long run, so it is off here (tests/storage.rs covers it).
+        env["IMNOTIFY_LIMITS__MAX_NOTIFICATIONS_PER_USER"] = "0"
         self.proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=self.log, env=env, text=True
         )
