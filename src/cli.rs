@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Context as _};
 use clap::{Args, Parser, Subcommand};
 
+pub mod remote;
+
 use crate::app;
 use crate::auth::{oauth, password, secret};
 use crate::config::{Config, Overrides};
@@ -87,6 +89,17 @@ pub enum Command {
     /// Revoke OAuth tokens
     #[command(subcommand)]
     Token(TokenCommand),
+    /// The running server's request journal (admin API)
+    #[command(subcommand)]
+    Requests(remote::RequestsCommand),
+    /// The running server's injected faults (admin API)
+    #[command(subcommand)]
+    Fault(remote::FaultCommand),
+    /// The running server's test clock (admin API)
+    #[command(subcommand)]
+    Clock(remote::ClockCommand),
+    /// Empty the running server's notifications, journal and faults (admin API)
+    Reset(remote::ResetArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -379,9 +392,20 @@ pub fn load_config(global: &GlobalArgs, mut overrides: Overrides) -> anyhow::Res
 }
 
 pub async fn run_admin(config: Config, command: Command) -> anyhow::Result<()> {
+    // The admin API's forms talk to the running server, not to the data directory.
+    let command = match command {
+        Command::Requests(c) => return remote::run(config, remote::requests(c)).await,
+        Command::Fault(c) => return remote::run(config, remote::fault(c)).await,
+        Command::Clock(c) => return remote::run(config, remote::clock(c)).await,
+        Command::Reset(a) => return remote::run(config, remote::reset(a)).await,
+        other => other,
+    };
     let store = app::open_store(&config, false)?;
     match command {
         Command::Serve(_) => unreachable!("serve is handled by main"),
+        Command::Requests(_) | Command::Fault(_) | Command::Clock(_) | Command::Reset(_) => {
+            unreachable!("admin API commands are handled above")
+        }
         Command::User(UserCommand::Add(a)) => {
             if a.id <= 0 {
                 bail!("--id must be a positive integer");

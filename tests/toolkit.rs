@@ -774,3 +774,80 @@ fn the_cli_takes_fixed_codes_and_client_credentials_and_repeats_safely() {
     ]);
     assert!(!half.status.success(), "--client-id needs --client-secret");
 }
+
+/// Runs an admin API command of the CLI against `s`, with `token`.
+fn remote(s: &Server, token: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(common::BIN)
+        .args(args)
+        .args(["--url", &s.base, "--token", token])
+        .env_remove("IMNOTIFY_ADMIN__TOKEN")
+        .output()
+        .unwrap()
+}
+
+fn remote_json(s: &Server, args: &[&str]) -> Value {
+    let out = remote(s, TOKEN, args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn the_cli_forms_of_the_admin_api_call_the_running_server() {
+    let s = start();
+    let f = remote_json(
+        &s,
+        &[
+            "fault",
+            "add",
+            "--method",
+            "im.notify.system.add",
+            "--error",
+            "expired_token",
+            "--times",
+            "1",
+        ],
+    );
+    assert_eq!(f["remaining"], 1);
+    let r = s.post_json(
+        &s.hook_url("im.notify.system.add"),
+        &json!({"USER_ID": 1, "MESSAGE": "cli"}),
+    );
+    r.assert_error(401, "expired_token");
+    s.notify(json!({"USER_ID": 1, "MESSAGE": "cli"}));
+    let listed = remote_json(&s, &["fault", "list"]);
+    assert_eq!(listed["faults"][0]["hits"], 1);
+
+    let j = remote_json(
+        &s,
+        &[
+            "requests",
+            "list",
+            "--method",
+            "im.notify.system.add",
+            "--status",
+            "401",
+        ],
+    );
+    let entries = j["requests"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{j}");
+    assert_eq!(entries[0]["fault_id"], f["id"]);
+
+    let c = remote_json(&s, &["clock", "advance", "--seconds", "90"]);
+    assert!(c["offset_seconds"].as_f64().unwrap() >= 90.0);
+    let c = remote_json(&s, &["clock", "reset"]);
+    assert_eq!(c["offset_seconds"], 0.0);
+
+    remote_json(&s, &["reset"]);
+    assert_eq!(s.notification_count(), 0);
+    assert_eq!(remote_json(&s, &["fault", "list"])["faults"], json!([]));
+    remote_json(&s, &["requests", "clear"]);
+
+    // A wrong token: the command fails and says why.
+    let out = remote(&s, "not-the-token", &["requests", "list"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
+}
