@@ -202,6 +202,11 @@ pub async fn serve(mut config: Config, fixtures: Option<std::path::PathBuf>) -> 
 
     let clock = Clock::system();
     let limits = Arc::new(Limiters::from_config(&config.limits, &clock));
+    // Made now, so that the first unknown login does not pay for it and stand out by its time.
+    let warm = limits.clone();
+    tokio::spawn(async move {
+        warm.login.pool.run(crate::auth::password::dummy_hash).await;
+    });
     let state = AppState {
         store: store.clone(),
         config: Arc::new(config),

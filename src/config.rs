@@ -137,6 +137,24 @@ pub struct Limits {
     /// Most notifications stored per recipient; past it, each new one removes the oldest read
     /// ones, then the oldest unread. 0: no cap.
     pub max_notifications_per_user: u64,
+    /// Most bytes (about: the JSON encoding before escaping) one `batch` may produce, its
+    /// commands' results together; past it the batch answers ERROR_BATCH_ANSWER_TOO_LARGE.
+    pub batch_max_answer_bytes: usize,
+    /// Most open client connections; the server waits to accept more. Clamped at start below
+    /// the file-descriptor limit (RLIMIT_NOFILE, raised to its hard limit where allowed).
+    pub max_connections: usize,
+    /// Most open connections from one client IP; more are closed at once. 0: no cap.
+    pub max_connections_per_ip: usize,
+    /// With the rate limit on: most REST requests one client IP may have in flight; more get
+    /// QUERY_LIMIT_EXCEEDED before their body is read. 0: no cap.
+    pub max_in_flight_per_ip: usize,
+    /// With the rate limit on: failed authentications per client IP, whatever credential they
+    /// carry, as a leaky bucket; a full bucket refuses the address's REST requests with
+    /// QUERY_LIMIT_EXCEEDED before their body is read.
+    pub failed_auth_per_second: f64,
+    pub failed_auth_burst: u32,
+    /// Password checks (Argon2id, 19 MiB each) running at once; past it `/login` answers 429.
+    pub password_hash_concurrency: usize,
     pub rate: RateConfig,
     pub operating: OperatingConfig,
 }
@@ -199,6 +217,13 @@ impl Default for Limits {
             header_read_timeout_secs: 10,
             body_read_timeout_secs: 30,
             max_notifications_per_user: 10_000,
+            batch_max_answer_bytes: 16 * 1024 * 1024,
+            max_connections: 10_000,
+            max_connections_per_ip: 512,
+            max_in_flight_per_ip: 64,
+            failed_auth_per_second: 1.0,
+            failed_auth_burst: 100,
+            password_hash_concurrency: 4,
         }
     }
 }

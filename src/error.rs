@@ -83,6 +83,9 @@ catalogue! {
     operation_time_limit => ("OPERATION_TIME_LIMIT", 429, "Method is blocked due to operation time limit.");
     /// Inside a batch only, per command: the statuses are the documentation's, never sent.
     batch_length_exceeded => ("ERROR_BATCH_LENGTH_EXCEEDED", 400, "Max batch length exceeded");
+    /// The whole batch: its results and the references to them passed
+    /// `limits.batch_max_answer_bytes` (issue 10; not a Bitrix24 code).
+    batch_answer_too_large => ("ERROR_BATCH_ANSWER_TOO_LARGE", 400, "The batch answer would be larger than the server allows");
     batch_method_not_allowed => ("ERROR_BATCH_METHOD_NOT_ALLOWED", 405, "Method is not allowed for batch usage");
     /// The request body (or URL, or headers) is larger than the configured limit.
     request_too_large => ("ERROR_REQUEST_TOO_LARGE", 413, "Request entity is too large");

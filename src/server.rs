@@ -209,6 +209,84 @@ async fn metrics(
     )
 }
 
+/// File descriptors kept free for everything but client connections: the database (the
+/// writer, the checkpointer, up to `MAX_READERS` readers and their WAL and shm files), the
+/// listener, logs, and the blocking pool's files.
+const FD_RESERVE: usize = 128;
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit where the system allows, and returns the
+/// soft limit in force (`None` where it cannot be read).
+pub fn raise_nofile_limit() -> Option<usize> {
+    #[cfg(unix)]
+    {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit/setrlimit only read and write the struct passed to them.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+                return None;
+            }
+            if lim.rlim_cur < lim.rlim_max {
+                let raised = libc::rlimit {
+                    rlim_cur: lim.rlim_max,
+                    rlim_max: lim.rlim_max,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                    lim.rlim_cur = lim.rlim_max;
+                }
+            }
+        }
+        Some(usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX))
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
+}
+
+/// `limits.max_connections`, kept below the file-descriptor limit so that accepting a
+/// connection never takes the descriptor the database or the next accept needs.
+pub fn connection_cap(configured: usize, nofile: Option<usize>) -> usize {
+    let cap = match nofile {
+        Some(n) if n > 2 * FD_RESERVE => configured.min(n - FD_RESERVE),
+        Some(n) => configured.min(n / 2),
+        None => configured,
+    };
+    cap.max(1)
+}
+
+/// Open connections per peer address; a guard gives its place back when the connection ends.
+#[derive(Clone, Default)]
+struct PerIp(Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>);
+
+struct PerIpGuard(PerIp, std::net::IpAddr);
+
+impl PerIp {
+    fn enter(&self, ip: std::net::IpAddr, max: usize) -> Option<PerIpGuard> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(ip).or_default();
+        if max > 0 && *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(PerIpGuard(self.clone(), ip))
+    }
+}
+
+impl Drop for PerIpGuard {
+    fn drop(&mut self) {
+        let mut map = self.0 .0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.1);
+            }
+        }
+    }
+}
+
 /// A bound server, not yet serving. Binding happens in `bind` so that callers (and tests) learn
 /// the real address when they ask for port 0.
 pub struct Bound {
@@ -266,7 +344,20 @@ impl Bound {
     pub async fn serve(self, app: Router, mut shutdown: watch::Receiver<bool>) {
         let graceful = GracefulShutdown::new();
         let builder = connection_builder(&self.limits);
+        let cap = connection_cap(self.limits.max_connections, raise_nofile_limit());
+        tracing::info!(max_connections = cap, "connection cap");
+        let slots = Arc::new(tokio::sync::Semaphore::new(cap));
+        let per_ip = PerIp::default();
         loop {
+            // At the cap the server stops accepting (the kernel's backlog holds the rest) instead
+            // of running out of file descriptors, which would also fail the database's opens.
+            let slot = tokio::select! {
+                s = slots.clone().acquire_owned() => match s {
+                    Ok(s) => s,
+                    Err(_) => break,
+                },
+                _ = shutdown.wait_for(|s| *s) => break,
+            };
             let (stream, peer) = tokio::select! {
                 r = self.listener.accept() => match r {
                     Ok(x) => x,
@@ -279,6 +370,12 @@ impl Bound {
                 },
                 _ = shutdown.wait_for(|s| *s) => break,
             };
+            let Some(ip_slot) = per_ip.enter(peer.ip(), self.limits.max_connections_per_ip) else {
+                // One address holding many connections does not keep others out.
+                drop(stream);
+                continue;
+            };
+            let held = (slot, ip_slot);
             let _ = stream.set_nodelay(true);
             let info = ConnInfo {
                 peer,
@@ -297,6 +394,7 @@ impl Bound {
                     let first_byte = self.first_byte_timeout();
                     let mut stopping = shutdown.clone();
                     tokio::spawn(async move {
+                        let _held = held;
                         // hyper's header timeout starts only once the HTTP version is known,
                         // which takes a first byte: a client that never sends one is dropped here.
                         // Shutdown waits for every watcher, so it also ends this wait.
@@ -316,6 +414,7 @@ impl Bound {
                 Some(acceptor) => {
                     let acceptor = acceptor.clone();
                     tokio::spawn(async move {
+                        let _held = held;
                         let tls =
                             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
                                 .await
@@ -337,5 +436,19 @@ impl Bound {
         {
             tracing::warn!("in-flight requests did not finish in time");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_cap_stays_below_the_descriptor_limit() {
+        assert_eq!(connection_cap(10_000, Some(1024)), 1024 - FD_RESERVE);
+        assert_eq!(connection_cap(100, Some(1024)), 100);
+        assert_eq!(connection_cap(10_000, Some(200)), 100);
+        assert_eq!(connection_cap(10_000, None), 10_000);
+        assert_eq!(connection_cap(0, Some(1024)), 1);
     }
 }

@@ -7,6 +7,7 @@
 
 use indexmap::IndexMap;
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 /// A PHP array key. Strings that look like canonical decimal integers become integers, as in PHP.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -78,9 +79,13 @@ fn canonical_int(s: &str) -> Option<i64> {
 }
 
 /// An ordered PHP array.
+///
+/// The entries sit behind an `Arc` and are copied on the first write (as PHP's own arrays are),
+/// so a clone costs O(1) whatever the size. A batch's `$result[..]` reference therefore shares
+/// the earlier command's answer instead of deep-copying it once per reference (issue 10).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Array {
-    map: IndexMap<Key, Value>,
+    map: Arc<IndexMap<Key, Value>>,
     next_index: i64,
 }
 
@@ -105,7 +110,7 @@ impl Array {
                 self.next_index = i.saturating_add(1);
             }
         }
-        self.map.insert(key, value);
+        Arc::make_mut(&mut self.map).insert(key, value);
     }
 
     /// `$a[] = $v`.
@@ -119,7 +124,7 @@ impl Array {
     }
 
     pub fn get_mut(&mut self, key: &Key) -> Option<&mut Value> {
-        self.map.get_mut(key)
+        Arc::make_mut(&mut self.map).get_mut(key)
     }
 
     /// Looks up a string key with PHP key semantics (`"0"` finds the integer key 0).
@@ -132,7 +137,11 @@ impl Array {
     }
 
     pub fn remove(&mut self, key: &str) -> Option<Value> {
-        self.map.shift_remove(&Key::from_php_str(key))
+        let key = Key::from_php_str(key);
+        if !self.map.contains_key(&key) {
+            return None;
+        }
+        Arc::make_mut(&mut self.map).shift_remove(&key)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&Key, &Value)> {
@@ -155,7 +164,7 @@ impl Array {
     /// value but the first spelling's position is kept, as PHP's hash update does.
     pub fn upper_case_keys(&self) -> Array {
         let mut out = Array::new();
-        for (k, v) in &self.map {
+        for (k, v) in self.map.iter() {
             let key = match k {
                 Key::Int(i) => Key::Int(*i),
                 Key::Str(s) => Key::from_php_str(&s.to_uppercase()),
@@ -167,7 +176,8 @@ impl Array {
 
     /// Overlays `other` onto `self` key by key at the top level (the body-wins merge of §1.4).
     pub fn overlay(&mut self, other: Array) {
-        for (k, v) in other.map {
+        let entries = Arc::try_unwrap(other.map).unwrap_or_else(|shared| (*shared).clone());
+        for (k, v) in entries {
             self.insert(k, v);
         }
     }
@@ -324,6 +334,58 @@ impl Value {
     /// Whether this value is a scalar PHP would accept where a string is expected.
     pub fn is_scalar(&self) -> bool {
         !matches!(self, Value::Arr(_) | Value::Null)
+    }
+
+    /// About how many bytes the JSON encoding of this value takes, before escaping: strings
+    /// count their UTF-8 length plus quotes, keys likewise, numbers their width. It stops
+    /// counting once `cap` is passed and then returns a value above `cap`, so measuring an
+    /// attacker's array costs at most O(`cap`) steps. Budgets (batch answers, issue 10) use it.
+    pub fn approx_json_len(&self, cap: usize) -> usize {
+        fn walk(v: &Value, cap: usize, acc: &mut usize) {
+            if *acc > cap {
+                return;
+            }
+            match v {
+                Value::Null | Value::Bool(_) => *acc += 5,
+                Value::Int(_) | Value::Float(_) => *acc += 12,
+                Value::Str(s) => *acc += s.len() + 2,
+                Value::Arr(a) => {
+                    *acc += 2;
+                    for (k, v) in a.iter() {
+                        *acc += match k {
+                            Key::Int(_) => 8,
+                            Key::Str(s) => s.len() + 3,
+                        } + 1;
+                        walk(v, cap, acc);
+                        if *acc > cap {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+        let mut acc = 0;
+        walk(self, cap, &mut acc);
+        acc
+    }
+
+    /// Counts this value's nodes (itself, every array entry at any depth), stopping once `cap`
+    /// is passed: a cheap bound on how much work a normaliser would do with it.
+    pub fn node_count(&self, cap: usize) -> usize {
+        fn walk(v: &Value, cap: usize, acc: &mut usize) {
+            *acc += 1;
+            if let Value::Arr(a) = v {
+                for v in a.values() {
+                    if *acc > cap {
+                        return;
+                    }
+                    walk(v, cap, acc);
+                }
+            }
+        }
+        let mut acc = 0;
+        walk(self, cap, &mut acc);
+        acc
     }
 
     /// Converts a `serde_json` value the way PHP's `json_decode($s, true)` would: objects become

@@ -107,6 +107,22 @@ impl Caller {
 
     /// Whose operating-time account a call is charged to (§6.2: the auth type and the webhook's
     /// or application's id). `None` for callers the limiter never limits, browser sessions.
+    /// The request-rate bucket's key once authenticated: who the caller is, not how the
+    /// credential was spelled (`/rest/02/..`, `/rest/+2/..` and `/rest/2/..` are one webhook).
+    /// A truncated SHA-256, like [`Credential::fingerprint`].
+    pub fn rate_identity(&self) -> [u8; 16] {
+        use sha2::{Digest, Sha256};
+        let text = match &self.kind {
+            CallerKind::Webhook { webhook_id } => format!("webhook\0{webhook_id}"),
+            CallerKind::App { app_id, .. } => format!("app\0{app_id}\0{}", self.user_id),
+            CallerKind::Session => format!("session\0{}", self.user_id),
+        };
+        let digest = Sha256::digest(text.as_bytes());
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&digest[..16]);
+        out
+    }
+
     pub fn operating_identity(&self) -> Option<String> {
         match &self.kind {
             CallerKind::Webhook { webhook_id } => Some(format!("apauth:{webhook_id}")),

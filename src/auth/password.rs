@@ -14,6 +14,17 @@ pub fn hash(password: &str) -> anyhow::Result<String> {
         .map_err(|e| anyhow::anyhow!("hashing the password: {e}"))
 }
 
+/// A hash of a random password, made once: unknown logins and users without a password are
+/// checked against it, so that they take as long as a wrong password (issue 10 §2). Its first
+/// use pays for making it; `app::serve` makes it at start.
+pub fn dummy_hash() -> &'static str {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| {
+        let random: [u8; 16] = rand::random();
+        hash(&format!("{random:?}")).unwrap_or_default()
+    })
+}
+
 /// Verification is constant-time inside the argon2 crate.
 pub fn verify(password: &str, stored: &str) -> bool {
     PasswordHash::new(stored)

@@ -72,6 +72,40 @@ pub const PALETTE: &[&str] = &[
     "#8d51eb", // COPILOT
 ];
 
+/// The most values a raw ATTACH may hold before it is refused as oversize without being
+/// normalised (issue 10): a quarter of `max_bytes`. Every kept block costs more than four
+/// bytes of output per raw value in it, so an attachment that would fit is never refused here;
+/// one made mostly of blocks that normalising would drop can be (a deviation: Bitrix24 pays for
+/// normalising all of them first). 7,680 with the default 30 KB.
+pub fn max_raw_nodes(max_bytes: usize) -> usize {
+    (max_bytes / 4).max(64)
+}
+
+/// `[`, `{` and `,` outside JSON strings, counted up to just past `cap`: a bound on the values
+/// a JSON text holds, read without parsing it.
+fn structural_chars(s: &str, cap: usize) -> usize {
+    let (mut n, mut in_string, mut escaped) = (0usize, false, false);
+    for b in s.bytes() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+        } else if b == b'"' {
+            in_string = true;
+        } else if matches!(b, b'[' | b'{' | b',') {
+            n += 1;
+            if n > cap {
+                break;
+            }
+        }
+    }
+    n
+}
+
 /// Normalises a decoded `ATTACH` parameter (§2.6).
 ///
 /// `raw` is the ATTACH parameter as decoded (a PHP array from JSON or bracket form, or a string
@@ -83,7 +117,9 @@ pub const PALETTE: &[&str] = &[
 ///   order.
 /// * `Err(Invalid)`: `raw` is truthy but has no valid block, or is a string that does not parse
 ///   to a map or list.
-/// * `Err(Oversize)`: the normalised attachment's `to_php_json` is longer than `max_bytes` bytes.
+/// * `Err(Oversize)`: the normalised attachment's `to_php_json` is longer than `max_bytes` bytes,
+///   or, checked first and on the raw input, `raw` holds more than [`max_raw_nodes`] values
+///   (for a JSON string: more than that many structural characters) - see there.
 pub fn normalize(
     raw: &Value,
     now_unix: i64,
@@ -92,6 +128,14 @@ pub fn normalize(
 ) -> Result<Option<Value>, AttachError> {
     if raw.is_empty() {
         return Ok(None);
+    }
+    let max_nodes = max_raw_nodes(max_bytes);
+    let too_big = match raw {
+        Value::Str(s) => structural_chars(s, max_nodes) > max_nodes,
+        other => other.node_count(max_nodes) > max_nodes,
+    };
+    if too_big {
+        return Err(AttachError::Oversize);
     }
     let parsed;
     let input = match raw {
@@ -1046,6 +1090,32 @@ mod tests {
             Value::map([("IMAGE", Value::map([("LINK", Value::from(padding))]))]),
         ]);
         let out = normalize(&raw, 1, 100, &mut StdRng::seed_from_u64(0));
+        assert!(out.unwrap().is_some());
+    }
+
+    #[test]
+    fn oversize_on_the_raw_count_before_normalising() {
+        let cap = max_raw_nodes(DEFAULT_MAX_BYTES);
+        let block = || Value::map([("MESSAGE", Value::from("x"))]);
+        let many = Value::list((0..cap).map(|_| block()));
+        let out = normalize(&many, 1, DEFAULT_MAX_BYTES, &mut StdRng::seed_from_u64(0));
+        assert_eq!(out, Err(AttachError::Oversize));
+        let json = format!("[{}]", vec![r#"{"MESSAGE":"x"}"#; cap].join(","));
+        let out = normalize(
+            &Value::Str(json),
+            1,
+            DEFAULT_MAX_BYTES,
+            &mut StdRng::seed_from_u64(0),
+        );
+        assert_eq!(out, Err(AttachError::Oversize));
+        // Commas inside texts are not values.
+        let commas = format!(r#"[{{"MESSAGE":"{}"}}]"#, ",".repeat(cap * 2));
+        let out = normalize(
+            &Value::Str(commas),
+            1,
+            1 << 20,
+            &mut StdRng::seed_from_u64(0),
+        );
         assert!(out.unwrap().is_some());
     }
 

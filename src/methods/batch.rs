@@ -34,20 +34,35 @@ fn run<'a>(
 
 async fn run_batch(state: &AppState, caller: &Caller, params: Array) -> Result<Output, ApiError> {
     let request = batch::parse(&params);
-    let limits = DecodeLimits {
-        max_input_vars: state.config.limits.max_input_vars,
-        max_nesting: state.config.limits.max_input_nesting,
-    };
+    let limits = DecodeLimits::from_config(&state.config.limits);
     let mut results = Results::default();
+    // What the batch may still produce: each command's result, and each reference to one, is
+    // charged here as it arises, and the batch stops once it is spent (issue 10).
+    let mut budget = state.config.limits.batch_max_answer_bytes;
     for (key, command) in request.commands {
         let outcome = match command {
             Command::TooMany => Err(ApiError::batch_length_exceeded()),
             Command::Call { method, query } => {
-                run_command(state, caller, &method, &query, &results, &limits).await
+                run_command(
+                    state,
+                    caller,
+                    &method,
+                    &query,
+                    &results,
+                    &limits,
+                    &mut budget,
+                )
+                .await?
             }
         };
         match outcome {
-            Ok(done) => results.success(key, done),
+            Ok(done) => {
+                let size = done.out.result.approx_json_len(budget);
+                budget = budget
+                    .checked_sub(size)
+                    .ok_or_else(ApiError::batch_answer_too_large)?;
+                results.success(key, done)
+            }
             Err(e) => {
                 results.failure(key, &e);
                 if request.halt {
@@ -66,28 +81,14 @@ async fn run_command(
     query: &str,
     results: &Results,
     limits: &DecodeLimits,
-) -> Result<Executed, ApiError> {
-    // Registered names are lower-case, so the real server's second try with the original
-    // spelling could never find anything more here (§1.2).
-    let name = method.to_lowercase();
-    if batch::NOT_IN_BATCH.contains(&name.as_str()) {
-        return Err(ApiError::batch_method_not_allowed());
-    }
-    let spec = state
-        .methods
-        .lookup(&name)
-        .ok_or_else(ApiError::method_not_found)?;
-    // PHP tests the query for truth before parsing it, so "0" is no parameters at all.
-    let parsed = if query == "0" {
-        Array::new()
-    } else {
-        params::parse_str(query, limits)
+    budget: &mut usize,
+) -> Result<Result<Executed, ApiError>, ApiError> {
+    let (spec, command_params) = match prepare(state, method, query, results, limits, budget) {
+        None => return Err(ApiError::batch_answer_too_large()),
+        Some(Err(e)) => return Ok(Err(e)),
+        Some(Ok(p)) => p,
     };
-    let mut command_params = results.resolve(parsed);
-    // A command's own `start` pages it, as a direct call's does.
-    dispatch::carry_start(&mut command_params);
-    auth::strip_framework_keys(&mut command_params);
-    hook::command(state, spec, caller, command_params)
+    Ok(hook::command(state, spec, caller, command_params)
         .await
         .map_err(|mut e| {
             // Inside a batch the scope error carries no description (§6.3).
@@ -95,5 +96,39 @@ async fn run_command(
                 e.description = "".into();
             }
             e
-        })
+        }))
+}
+
+type Prepared<'a> = Result<(&'a dispatch::MethodSpec, Array), ApiError>;
+
+/// The command's method and resolved parameters, or the command's own error; the outer `None`
+/// means the references passed the batch's budget, which fails the whole batch.
+fn prepare<'a>(
+    state: &'a AppState,
+    method: &str,
+    query: &str,
+    results: &Results,
+    limits: &DecodeLimits,
+    budget: &mut usize,
+) -> Option<Prepared<'a>> {
+    // Registered names are lower-case, so the real server's second try with the original
+    // spelling could never find anything more here (§1.2).
+    let name = method.to_lowercase();
+    if batch::NOT_IN_BATCH.contains(&name.as_str()) {
+        return Some(Err(ApiError::batch_method_not_allowed()));
+    }
+    let Some(spec) = state.methods.lookup(&name) else {
+        return Some(Err(ApiError::method_not_found()));
+    };
+    // PHP tests the query for truth before parsing it, so "0" is no parameters at all.
+    let parsed = if query == "0" {
+        Array::new()
+    } else {
+        params::parse_str(query, limits)
+    };
+    let mut command_params = results.resolve_within(parsed, budget)?;
+    // A command's own `start` pages it, as a direct call's does.
+    dispatch::carry_start(&mut command_params);
+    auth::strip_framework_keys(&mut command_params);
+    Some(Ok((spec, command_params)))
 }

@@ -115,17 +115,27 @@ impl Results {
     }
 
     /// Replaces references in every value of a command's parameters, at any depth
-    /// (`processBatchStructure`). Keys are left alone.
+    /// (`processBatchStructure`). Keys are left alone. No budget: see [`Results::resolve_within`].
     pub fn resolve(&self, params: Array) -> Array {
+        let mut budget = usize::MAX;
+        self.resolve_within(params, &mut budget).unwrap_or_default()
+    }
+
+    /// [`Results::resolve`], charging each reference the size of what it stands for
+    /// ([`Value::approx_json_len`]) against `budget`, the bytes the batch may still produce.
+    /// `None` once a reference would pass it: a 2.5 KB batch naming one large result a hundred
+    /// times is refused before the copies or the work on them are paid for (issue 10). Arrays
+    /// are shared, not copied ([`Array`] is copy-on-write); strings are copied, within budget.
+    pub fn resolve_within(&self, params: Array, budget: &mut usize) -> Option<Array> {
         params
             .iter()
             .map(|(k, v)| {
                 let v = match v {
-                    Value::Arr(inner) => Value::Arr(self.resolve(inner.clone())),
-                    Value::Str(s) => self.substitute(s),
+                    Value::Arr(inner) => Value::Arr(self.resolve_within(inner.clone(), budget)?),
+                    Value::Str(s) => self.substitute_within(s, budget)?,
                     other => other.clone(),
                 };
-                (k.clone(), v)
+                Some((k.clone(), v))
             })
             .collect()
     }
@@ -135,20 +145,28 @@ impl Results {
     /// are the path. A reference that is the whole value is replaced by the target, whatever its
     /// type. Inside a longer string, the run is replaced only by a string or a number.
     pub fn substitute(&self, value: &str) -> Value {
+        let mut budget = usize::MAX;
+        self.substitute_within(value, &mut budget)
+            .unwrap_or_default()
+    }
+
+    fn substitute_within(&self, value: &str, budget: &mut usize) -> Option<Value> {
         let mut current = value.to_owned();
         for reference in find_references(value) {
             let Some(path) = reference.path() else {
                 continue;
             };
             let target = self.lookup(reference.variable, &path);
+            let cost = target.map_or(0, |t| t.approx_json_len(*budget));
+            *budget = budget.checked_sub(cost)?;
             if reference.text == current {
-                return target.cloned().unwrap_or(Value::Null);
+                return Some(target.cloned().unwrap_or(Value::Null));
             }
             if let Some(t @ (Value::Str(_) | Value::Int(_) | Value::Float(_))) = target {
                 current = current.replace(reference.text, &t.to_php_string());
             }
         }
-        Value::Str(current)
+        Some(Value::Str(current))
     }
 
     /// Descends while each step exists and is not null (PHP `isset`), stopping at the last level

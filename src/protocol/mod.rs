@@ -57,6 +57,25 @@ pub async fn rest_handler(State(state): State<AppState>, req: Request) -> Respon
     };
 
     let limits = &state.config.limits;
+    let conn = parts.extensions.get::<ConnInfo>().copied();
+    let trusted = &state.config.trusted_proxies;
+    let client_ip = conn.map(|c| c.client_ip(&parts.headers, trusted));
+    // Before the body is paid for (issue 10): an address with too many requests in flight, or
+    // whose failed authentications filled its bucket, is refused on its headers alone.
+    let _ticket = match (&state.limits.ip_gate, client_ip) {
+        (Some(gate), Some(ip)) => match gate.admit(ip, state.clock.monotonic()) {
+            Ok(t) => Some(t),
+            Err(_) => {
+                return finish(
+                    spec.name,
+                    spec.name,
+                    started,
+                    envelope::error_response(route.transport, &ApiError::query_limit_exceeded()),
+                )
+            }
+        },
+        _ => None,
+    };
     // A total deadline for the body: hyper's header timeout does not cover a client that
     // trickles the body a byte at a time.
     let read = tokio::time::timeout(
@@ -86,10 +105,7 @@ pub async fn rest_handler(State(state): State<AppState>, req: Request) -> Respon
         .headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
-    let decode_limits = params::DecodeLimits {
-        max_input_vars: limits.max_input_vars,
-        max_nesting: limits.max_input_nesting,
-    };
+    let decode_limits = params::DecodeLimits::from_config(limits);
     let mut params = params::decode_request(
         parts.method == Method::POST,
         parts.uri.query(),
@@ -105,18 +121,26 @@ pub async fn rest_handler(State(state): State<AppState>, req: Request) -> Respon
     }
     dispatch::carry_start(&mut params);
     let cred = auth::extract(&parts.headers, &mut params);
-    let presented = hook::presented(&cred);
-    let conn = parts.extensions.get::<ConnInfo>().copied();
-    let trusted = &state.config.trusted_proxies;
+    let journal_credential = hook::presented(&cred);
     let channel = Channel {
         secure: conn.is_some_and(|c| c.is_secure(&parts.headers, trusted)),
     };
 
-    let rate_key = conn.map(|c| RateKey {
-        ip: c.client_ip(&parts.headers, trusted),
-        credential: cred.fingerprint(),
-    });
+    let presented = cred.fingerprint();
     let authenticated = dispatch::authenticate(&state, cred, channel).await;
+    // The bucket is (client IP, who): for an authenticated caller its canonical identity (the
+    // webhook, the app and user), however the credential was spelled; for a failure the
+    // credential as presented, and the address's failure bucket is charged too.
+    let rate_key = client_ip.map(|ip| RateKey {
+        ip,
+        credential: match &authenticated {
+            Ok(caller) => caller.rate_identity(),
+            Err(_) => presented,
+        },
+    });
+    if let (Err(_), Some(gate), Some(ip)) = (&authenticated, &state.limits.ip_gate, client_ip) {
+        gate.failed(ip, state.clock.monotonic());
+    }
     // The bucket is charged whether or not the credential is good, with the credential's own
     // limit once it is known; a batch is one request here, however many commands it carries.
     if let (Some(limiter), Some(key)) = (&state.limits.rate, &rate_key) {
@@ -134,7 +158,7 @@ pub async fn rest_handler(State(state): State<AppState>, req: Request) -> Respon
         &state,
         spec,
         route.transport,
-        presented,
+        journal_credential,
         authenticated,
         params,
         started,
@@ -156,11 +180,27 @@ pub async fn rest_handler(State(state): State<AppState>, req: Request) -> Respon
 
 /// Logs the outcome by method name only: paths carry webhook codes and queries carry tokens.
 /// `metric_method` is a registered name or `unknown`, never the caller's text.
+/// The method name is the caller's text until it is found in the registry, so it is cut to
+/// [`LOGGED_NAME_CHARS`]: a log line costs the same whatever the URL (issue 10).
 fn finish(method: &str, metric_method: &'static str, started: Instant, resp: Response) -> Response {
     let status = resp.status().as_u16();
     metrics::record_call(metric_method, status, started.elapsed());
+    let method = loggable(method);
+    let method: &str = &method;
     tracing::info!(method, status, "rest call");
     resp
+}
+
+/// Longest caller-supplied name written to a log, in characters.
+pub const LOGGED_NAME_CHARS: usize = 64;
+
+/// `name` cut to [`LOGGED_NAME_CHARS`] characters, with `…` when it was longer. Every log of a
+/// caller-supplied name goes through here.
+pub fn loggable(name: &str) -> std::borrow::Cow<'_, str> {
+    match name.char_indices().nth(LOGGED_NAME_CHARS) {
+        None => std::borrow::Cow::Borrowed(name),
+        Some((end, _)) => std::borrow::Cow::Owned(format!("{}…", &name[..end])),
+    }
 }
 
 /// Anything outside `/rest`, `/healthz` and the pages.

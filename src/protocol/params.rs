@@ -16,6 +16,24 @@ pub struct DecodeLimits {
     pub max_nesting: usize,
 }
 
+impl DecodeLimits {
+    pub fn from_config(limits: &crate::config::Limits) -> DecodeLimits {
+        DecodeLimits {
+            max_input_vars: limits.max_input_vars,
+            max_nesting: limits.max_input_nesting,
+        }
+    }
+
+    /// The node budget of a JSON body: values of any kind, containers included. Four per
+    /// variable leaves room for the arrays that hold the variables (an ATTACH block is one map
+    /// per value or two), and the nesting limit for one deep chain.
+    pub fn max_json_nodes(&self) -> usize {
+        self.max_input_vars
+            .saturating_mul(4)
+            .saturating_add(self.max_nesting)
+    }
+}
+
 impl Default for DecodeLimits {
     fn default() -> Self {
         DecodeLimits {
@@ -193,12 +211,85 @@ fn decode_raw_body(content_type: &str, body: &[u8], limits: &DecodeLimits) -> Ar
         let Ok(text) = std::str::from_utf8(body) else {
             return Array::new();
         };
-        return match serde_json::from_str(php_trim(text)).map(Value::from_json) {
+        let text = php_trim(text);
+        if !json_within_budget(text.as_bytes(), limits) {
+            tracing::info!(
+                bytes = body.len(),
+                "json body over the input budget: no parameters"
+            );
+            return Array::new();
+        }
+        return match serde_json::from_str(text).map(Value::from_json) {
             Ok(Value::Arr(a)) => a,
             _ => Array::new(),
         };
     }
     parse_str(php_trim(&String::from_utf8_lossy(body)), limits)
+}
+
+/// Whether a JSON text stays within the form decoder's limits, checked on the bytes before
+/// anything is built (issue 10), so a body of 8 MB of `[],` costs one pass and no allocation:
+///
+/// - variables: leaf values (scalars and empty containers) at most `max_input_vars`. In valid
+///   JSON whose top is a container, the leaves number exactly the commas plus one;
+/// - nesting: containers at most `max_nesting + 1` deep (the top object is the parameter array
+///   itself, so `{"a":{"b":1}}` is the form's `a[b]=1`, nesting 1);
+/// - nodes: every value, containers included, at most [`DecodeLimits::max_json_nodes`].
+///
+/// Over any of them the body gives no parameters, as an undecodable body does (P2): PHP's
+/// `json_decode` also answers nothing at all, not a prefix, past its depth. Cutting a JSON
+/// document after its n-th leaf, as PHP cuts form variables, would hand a method half an
+/// array. On invalid JSON the counts may be off, but such a body gives no parameters anyway.
+pub fn json_within_budget(text: &[u8], limits: &DecodeLimits) -> bool {
+    let max_depth = limits.max_nesting.saturating_add(1);
+    let max_nodes = limits.max_json_nodes();
+    // Every value but the top one follows either a comma or the bracket of a container that is
+    // not empty, so the values number `commas + filled + 1`; both only grow as the scan goes.
+    let (mut depth, mut commas, mut filled) = (0usize, 0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    // Just after `[` or `{`: whether that container gets a first value is not known yet.
+    let mut opened = false;
+    for &b in text {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        if matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
+            continue;
+        }
+        if opened && !matches!(b, b']' | b'}') {
+            filled += 1;
+        }
+        opened = false;
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max_depth {
+                    return false;
+                }
+                opened = true;
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            b',' => {
+                commas += 1;
+                if commas >= limits.max_input_vars {
+                    return false;
+                }
+            }
+            _ => {}
+        }
+        if commas + filled + 1 > max_nodes {
+            return false;
+        }
+    }
+    true
 }
 
 /// Non-file parts of a multipart body, in order. Any framing error makes the whole body empty.
@@ -355,6 +446,51 @@ mod tests {
         for body in bad {
             assert_eq!(post("q=1", JSON, body), "q=1");
         }
+    }
+
+    #[test]
+    fn json_budgets_refuse_the_whole_body() {
+        let l = lim(3, 2);
+        // Three leaves, depth 3 (nesting 2): within.
+        let ok = br#"{"a":1,"b":{"c":[2]}}"#;
+        assert_eq!(
+            dump(&decode_with(&l, true, "", JSON, ok)),
+            "a=Int(1)&b[c][#0]=Int(2)"
+        );
+        // Four leaves.
+        assert_eq!(
+            dump(&decode_with(&l, true, "q=1", JSON, br#"[1,2,3,4]"#)),
+            "q=1"
+        );
+        // Depth 4.
+        assert_eq!(
+            dump(&decode_with(&l, true, "", JSON, br#"{"a":[[[1]]]}"#)),
+            ""
+        );
+        // Commas and brackets inside strings do not count.
+        let strings = br#"{"a":"[[[[,,,,]]]]","b":"\",[{"}"#;
+        assert_eq!(decode_with(&l, true, "", JSON, strings).len(), 2);
+        // The node budget: 3 × 4 + 2 = 14 values; single-child arrays count as values too.
+        let chain = |n: usize| format!("{}1{}", "[".repeat(n), "]".repeat(n));
+        let l = lim(3, 64);
+        assert_eq!(l.max_json_nodes(), 76);
+        assert!(json_within_budget(
+            format!("[{},1]", chain(64)).as_bytes(),
+            &l
+        ));
+        let two = format!("[{},{}]", chain(37), chain(37));
+        assert!(!json_within_budget(two.as_bytes(), &l), "77 values");
+        let two = format!("[{},{}]", chain(37), chain(36));
+        assert!(json_within_budget(two.as_bytes(), &l), "76 values");
+        let l = lim(3, 2);
+        let flood = format!("[{}]", vec!["[]"; 100_000].join(","));
+        assert!(!json_within_budget(
+            flood.as_bytes(),
+            &DecodeLimits::default()
+        ));
+        let wide = "[[1],[1],[1]]";
+        assert!(json_within_budget(wide.as_bytes(), &l));
+        assert!(!json_within_budget(wide.as_bytes(), &lim(3, 0)));
     }
 
     /// Needs serde_json's `preserve_order` feature; without it objects come back sorted by key,

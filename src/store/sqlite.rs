@@ -144,6 +144,9 @@ const DB_FILES: [&str; 3] = [DB_FILE, "imnotify.sqlite3-wal", "imnotify.sqlite3-
 /// lowering the cap on a full database does not make one write slow; the rest go with the
 /// recipient's next notifications.
 const CAP_TRIM_MAX: i64 = 1000;
+/// Most read connections open at once. Reads beyond it wait for a connection to come back, so
+/// a burst cannot hold one file descriptor (and one SQLite page cache) per request (issue 10).
+pub const MAX_READERS: usize = 8;
 
 /// How long a cached webhook lookup is trusted. Writes made through this store invalidate the
 /// cache at once; this bounds how long a change made by another process (an admin command on
@@ -188,6 +191,8 @@ pub struct SqliteStore {
     /// 0: no cap.
     notification_cap: i64,
     readers: Mutex<Vec<Connection>>,
+    /// A place per reader connection; a read holds one while it runs (see [`MAX_READERS`]).
+    reader_slots: tokio::sync::Semaphore,
     path: PathBuf,
     /// Bumped after every committed write except notification inserts, the only writes that
     /// cannot change who may call. A cached lookup older than the current epoch is not used.
@@ -258,6 +263,7 @@ impl SqliteStore {
             health,
             notification_cap: i64::try_from(options.max_notifications_per_user).unwrap_or(i64::MAX),
             readers: Mutex::new(Vec::new()),
+            reader_slots: tokio::sync::Semaphore::new(MAX_READERS),
             path,
             auth_epoch: Arc::new(AtomicU64::new(0)),
             webhook_cache: Mutex::new(HashMap::new()),
@@ -347,6 +353,12 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> StoreResult<T> {
+        // Held until the connection is back in the pool, so at most MAX_READERS ever exist.
+        let _slot = self
+            .reader_slots
+            .acquire()
+            .await
+            .map_err(|e| StoreError::Backend(format!("reader slots: {e}")))?;
         let conn = match self.readers.lock().expect("reader pool poisoned").pop() {
             Some(c) => c,
             None => open_connection(&self.path, true).map_err(backend)?,

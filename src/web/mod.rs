@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod oauth;
+pub mod signin;
 
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};

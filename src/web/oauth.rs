@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::{current_session, esc, page, portal, redirect, safe_next, SESSION_TTL};
 use crate::auth::oauth::{self as rules, Portal};
-use crate::auth::{internal, password, secret, SESSION_COOKIE};
+use crate::auth::{internal, secret, SESSION_COOKIE};
 use crate::config::Limits;
 use crate::conn::ConnInfo;
 use crate::error::ApiError;
@@ -173,21 +173,33 @@ pub async fn login(State(state): State<AppState>, req: Request) -> Response {
     }
     let login = text(&p, "login");
     let pw = text(&p, "password");
-    let found = match state.store.user_login(&login).await {
-        Ok(f) => f,
-        Err(e) => return error_page(&internal(e)),
-    };
-    let user = found.and_then(|(user, hash)| {
-        let hash = hash?;
-        password::verify(&pw, &hash).then_some(user)
-    });
-    let Some(user) = user else {
-        return login_page(
-            StatusCode::UNAUTHORIZED,
-            &next,
-            Some("Wrong user or password."),
-            secure,
-        );
+    let ip = conn.map(|c| c.client_ip(&headers, &state.config.trusted_proxies));
+    let user = match super::signin::check(&state, ip, &login, pw).await {
+        Ok(super::signin::Check::Accepted(user)) => user,
+        Ok(super::signin::Check::Wrong) => {
+            return login_page(
+                StatusCode::UNAUTHORIZED,
+                &next,
+                Some("Wrong user or password."),
+                secure,
+            )
+        }
+        Ok(super::signin::Check::Throttled(wait)) => {
+            let secs = wait.as_secs().max(1);
+            let msg = format!("Too many failed sign-in attempts. Try again in {secs} seconds.");
+            return too_many(
+                login_page(StatusCode::TOO_MANY_REQUESTS, &next, Some(&msg), secure),
+                secs,
+            );
+        }
+        Ok(super::signin::Check::Busy) => {
+            let msg = "The server is busy checking other sign-ins. Try again in a moment.";
+            return too_many(
+                login_page(StatusCode::TOO_MANY_REQUESTS, &next, Some(msg), secure),
+                1,
+            );
+        }
+        Err(e) => return error_page(&e),
     };
     let cookie = secret::generate(43);
     let session = Session {
@@ -214,6 +226,14 @@ pub async fn login(State(state): State<AppState>, req: Request) -> Response {
         header::SET_COOKIE,
         HeaderValue::from_static("imnotify_login_csrf=; Path=/login; Max-Age=0"),
     );
+    resp
+}
+
+/// 429 with the sign-in form and `Retry-After` (issue 10 §2).
+fn too_many(mut resp: Response, retry_after_secs: u64) -> Response {
+    if let Ok(v) = HeaderValue::from_str(&retry_after_secs.to_string()) {
+        resp.headers_mut().insert(header::RETRY_AFTER, v);
+    }
     resp
 }
 

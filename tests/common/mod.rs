@@ -383,7 +383,7 @@ pub struct Response {
 }
 
 impl Response {
-    fn parse(buf: &[u8]) -> Response {
+    pub fn parse(buf: &[u8]) -> Response {
         let text = String::from_utf8_lossy(buf);
         let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
         let mut lines = head.lines();
