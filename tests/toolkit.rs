@@ -851,3 +851,94 @@ fn the_cli_forms_of_the_admin_api_call_the_running_server() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
 }
+
+#[test]
+fn the_admin_page_is_for_admins_escapes_what_it_shows_and_checks_csrf() {
+    let s = start();
+    s.add_user(5, &["--password", "pw-of-five"]);
+    s.add_user(9, &["--admin", "--password", "pw-of-nine"]);
+    let r = s.get("/admin/");
+    assert_eq!(r.status, 303);
+    assert_eq!(r.header("location"), Some("/login?next=/admin/"));
+    let user = s.sign_in("5", "pw-of-five");
+    let r = s.request("GET", "/admin/", &[("Cookie", &user)], b"");
+    assert_eq!(r.status, 403, "{}", r.body);
+
+    s.notify(
+        json!({"USER_ID": 1, "MESSAGE": "<script>alert(1)</script>", "TAG": "\"><img src=x>"}),
+    );
+    let admin_cookie = s.sign_in("9", "pw-of-nine");
+    let r = s.request("GET", "/admin/", &[("Cookie", &admin_cookie)], b"");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let csp = r.header("content-security-policy").unwrap();
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("script-src 'self'"),
+        "{csp}"
+    );
+    assert!(!csp.contains("unsafe-inline"));
+    assert_eq!(r.header("x-frame-options"), Some("DENY"));
+    assert!(!r.body.contains("<script>alert"), "unescaped: {}", r.body);
+    assert!(!r.body.contains("<img src=x>"), "unescaped: {}", r.body);
+    assert!(r.body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+    assert!(r.body.contains("im.notify.system.add"));
+    // The one script is the file, never inline.
+    assert_eq!(r.body.matches("<script").count(), 1);
+    assert!(r.body.contains("<script src=\"/admin/admin.js\"></script>"));
+    for (path, ty) in [
+        ("/admin/admin.js", "text/javascript"),
+        ("/admin/admin.css", "text/css"),
+    ] {
+        let r = s.get(path);
+        assert_eq!(r.status, 200);
+        assert!(r.header("content-type").unwrap().starts_with(ty));
+    }
+
+    // A fault form without the session's CSRF token changes nothing.
+    let form = "action=add&method=user.get&error=INTERNAL_SERVER_ERROR";
+    let r = s.request(
+        "POST",
+        "/admin/",
+        &[
+            ("Cookie", &admin_cookie),
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        ],
+        format!("{form}&csrf=forged").as_bytes(),
+    );
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(
+        admin_ok(&s, "GET", "/admin/api/faults", None)["faults"],
+        json!([])
+    );
+    let csrf = common::csrf_from(
+        &s.request("GET", "/admin/", &[("Cookie", &admin_cookie)], b"")
+            .body,
+    );
+    let r = s.request(
+        "POST",
+        "/admin/",
+        &[
+            ("Cookie", &admin_cookie),
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        ],
+        format!("{form}&csrf={csrf}").as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let faults = admin_ok(&s, "GET", "/admin/api/faults", None)["faults"].clone();
+    assert_eq!(faults[0]["method"], "user.get");
+    assert!(r.body.contains("user.get"));
+    let id = faults[0]["id"].as_u64().unwrap();
+    let r = s.request(
+        "POST",
+        "/admin/",
+        &[
+            ("Cookie", &admin_cookie),
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        ],
+        format!("action=remove&id={id}&csrf={csrf}").as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        admin_ok(&s, "GET", "/admin/api/faults", None)["faults"],
+        json!([])
+    );
+}

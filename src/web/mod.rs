@@ -2,6 +2,7 @@
 //! and the admin API of the test-server toolkit (`admin`).
 
 pub mod admin;
+pub mod admin_page;
 pub mod oauth;
 pub mod signin;
 
