@@ -162,7 +162,7 @@ async fn guarded(
 struct Recording {
     id: u64,
     at: f64,
-    params: serde_json::Value,
+    params: String,
     cut: bool,
 }
 

@@ -48,11 +48,13 @@ pub struct Entry {
     /// `json`, `xml`, or `batch` for a batch's command.
     pub transport: &'static str,
     pub credential: CredentialInfo,
-    /// Decoded parameters, credentials masked, cut at the byte budget.
-    pub params: Json,
+    /// Decoded parameters as JSON text, credentials masked, cut at the byte budget. Text rather
+    /// than a tree, so an entry holds about the budget in memory, not a multiple of it.
+    pub params: String,
     pub status: u16,
     pub error: Option<&'static str>,
-    pub result: Option<Json>,
+    /// The result as JSON text, cut at the byte budget.
+    pub result: Option<String>,
     pub duration_ms: f64,
     /// The enclosing batch call's entry id, for a batch's commands.
     pub batch_id: Option<u64>,
@@ -153,22 +155,31 @@ impl Journal {
     }
 }
 
-/// A JSON copy of `params` with credentials masked, cut off after about `budget` bytes of keys
+/// `params` as JSON text with credentials masked, cut off after about `budget` bytes of keys
 /// and values. The second value says whether anything was cut. The cost is bounded by the
-/// budget, not by the size of `params`.
-pub fn snapshot_params(params: &Array, budget: usize) -> (Json, bool) {
+/// budget, not by the size of `params`, and the text is at most twice the budget (JSON
+/// escaping can grow a string; past that the whole is replaced by a marker).
+pub fn snapshot_params(params: &Array, budget: usize) -> (String, bool) {
     let mut left = budget;
     let mut cut = false;
     let json = array(params, &mut left, &mut cut);
-    (json, cut)
+    text(&json, budget, cut)
 }
 
 /// [`snapshot_params`] for any value (a method's result).
-pub fn snapshot(value: &Value, budget: usize) -> (Json, bool) {
+pub fn snapshot(value: &Value, budget: usize) -> (String, bool) {
     let mut left = budget;
     let mut cut = false;
     let json = walk(value, &mut left, &mut cut);
-    (json, cut)
+    text(&json, budget, cut)
+}
+
+fn text(json: &Json, budget: usize, cut: bool) -> (String, bool) {
+    let t = json.to_string();
+    if t.len() > budget.saturating_mul(2).max(64) {
+        return (format!("\"{CUT}\""), true);
+    }
+    (t, cut)
 }
 
 /// What a cut-off container ends with.
@@ -253,7 +264,7 @@ mod tests {
             method: method.into(),
             transport: "json",
             credential: CredentialInfo::default(),
-            params: Json::Null,
+            params: "null".into(),
             status,
             error: None,
             result: None,
@@ -298,6 +309,7 @@ mod tests {
         p.insert("nested", Value::Arr(inner));
         let (j, cut) = snapshot_params(&p, 1000);
         assert!(!cut);
+        let j: Json = serde_json::from_str(&j).unwrap();
         assert_eq!(j["code"], MASK);
         assert_eq!(j["nested"]["Client_Secret"], MASK);
         assert_eq!(j["nested"]["keep"], "x");
@@ -313,6 +325,7 @@ mod tests {
         }
         let (j, cut) = snapshot_params(&p, 100);
         assert!(cut);
+        let j: Json = serde_json::from_str(&j).unwrap();
         assert!(j.to_string().len() < 200, "{j}");
         assert!(j["MESSAGE"].as_str().unwrap().ends_with(CUT));
     }

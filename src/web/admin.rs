@@ -208,10 +208,10 @@ pub fn entry_json(e: &Entry) -> Json {
         "method": e.method,
         "transport": e.transport,
         "credential": credential,
-        "params": e.params,
+        "params": parsed(&e.params),
         "status": e.status,
         "error": e.error,
-        "result": e.result,
+        "result": e.result.as_deref().map(parsed),
         "duration_ms": (e.duration_ms * 1000.0).round() / 1000.0,
         "fault_id": e.fault_id,
         "truncated": e.truncated,
@@ -220,6 +220,11 @@ pub fn entry_json(e: &Entry) -> Json {
         v["batch_id"] = json!(b);
     }
     v
+}
+
+/// The journal keeps JSON text; it was made by `serde_json`, so it parses.
+fn parsed(text: &str) -> Json {
+    serde_json::from_str(text).unwrap_or(Json::Null)
 }
 
 fn requests(state: &AppState, query: &str) -> Response {

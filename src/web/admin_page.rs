@@ -11,7 +11,6 @@
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::Value as Json;
 
 use super::{current_session, esc, redirect};
 use crate::auth::secret;
@@ -217,14 +216,6 @@ fn apply_form(state: &AppState, form: &Array) -> String {
     }
 }
 
-fn json_text(v: &Json) -> String {
-    if v.is_null() {
-        String::new()
-    } else {
-        v.to_string()
-    }
-}
-
 fn journal_section(state: &AppState, query: &Array, out: &mut String) {
     let method = text(query, "method");
     let status = text(query, "status");
@@ -269,8 +260,8 @@ fn journal_section(state: &AppState, query: &Array, out: &mut String) {
             e.status,
             esc(e.error.unwrap_or_default()),
             esc(&who),
-            esc(&json_text(&e.params)),
-            esc(&e.result.as_ref().map(json_text).unwrap_or_default()),
+            esc(&e.params),
+            esc(e.result.as_deref().unwrap_or_default()),
             e.fault_id.map(|f| f.to_string()).unwrap_or_default(),
         ));
     }
