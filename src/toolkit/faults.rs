@@ -125,6 +125,10 @@ impl Faults {
         }
         let mut table = self.lock();
         if table.len() >= MAX_FAULTS {
+            // Spent faults are kept for their hit counts, but not at the price of a new one.
+            table.retain(|f| f.view.remaining != Some(0));
+        }
+        if table.len() >= MAX_FAULTS {
             return Err(format!("at most {MAX_FAULTS} faults"));
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
