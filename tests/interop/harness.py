@@ -54,6 +54,10 @@ NOTIFY_TYPE_SYSTEM = 4  # src/domain/notify.rs
 # What each client sends. One place, so every client is held to the same expectations.
 # --------------------------------------------------------------------------------------------
 
+# The admin token every test server gets (IMNOTIFY_ADMIN__TOKEN): fixed, it is a test server.
+ADMIN_TOKEN = "interop-admin-token-0123456789"
+
+
 def plan_for(client: str) -> dict:
     """The notifications a client sends. Texts carry the client's name so rows are traceable."""
     client_id = f"interop-{client}"  # CLIENT_ID: makes a webhook's TAG/SUB_TAG apply (D3)
@@ -137,6 +141,14 @@ def plan_for(client: str) -> dict:
         "SUB_TAG": f"{tag}_OAUTH|1",
         "ATTACH": {"BLOCKS": [{"MESSAGE": f"{client} oauth attach"}]},
     }
+    # Sent while the server answers QUERY_LIMIT_EXCEEDED three times (a fault of the admin API):
+    # the client must retry until it is stored.
+    retried = {
+        "USER_ID": RECIPIENT,
+        "MESSAGE": f"{client}: sent through three QUERY_LIMIT_EXCEEDED",
+        "TAG": f"{tag}_RETRY",
+        "CLIENT_ID": client_id,
+    }
     refreshed = dict(oauth, MESSAGE=f"{client}: sent after a token refresh",
                      TAG=f"{tag}_REFRESH", SUB_TAG=f"{tag}_REFRESH|1",
                      ATTACH={"BLOCKS": [{"MESSAGE": f"{client} refresh attach"}]})
@@ -146,6 +158,7 @@ def plan_for(client: str) -> dict:
         "batch": batch,
         "oauth_notification": oauth,
         "refresh_notification": refreshed,
+        "fault_notification": retried,
     }
 
 
@@ -155,7 +168,7 @@ CLIENT_CASES = {
     "b24jssdk": ["notify", "user_id_empty", "batch", "oauth", "oauth_refresh"],
     "b24pysdk": ["notify", "user_id_empty", "batch", "oauth", "oauth_refresh"],
     "fast_bitrix24": ["notify", "user_id_empty", "user_id_empty_batch", "batch", "oauth",
-                      "oauth_refresh"],
+                      "oauth_refresh", "fault_retry"],
     "pybitrix24": ["notify", "user_id_empty", "batch", "oauth", "oauth_refresh"],
 }
 OAUTH_CASES = {"oauth", "oauth_refresh", "oauth_example"}
@@ -210,7 +223,9 @@ class Server:
         # Clients address the server by name, so TLS checks the certificate's DNS name.
         self.public_port = public_port or self.port
         self.base = f"https://localhost:{self.public_port}"
-        self.env = dict(os.environ, IMNOTIFY_PUBLIC_URL=self.base)
+        # The admin API's token, for the cases that inject faults (fault_retry).
+        self.env = dict(os.environ, IMNOTIFY_PUBLIC_URL=self.base,
+                        IMNOTIFY_ADMIN__TOKEN=ADMIN_TOKEN)
         self.env.pop("IMNOTIFY_DATA_DIR", None)
         self.proc = None
         self.webhook = None
@@ -497,6 +512,7 @@ def run_client(client: str, binary: str, certs: dict, work: Path, capture: bool)
                                 f"{server.webhook['code']}/"),
             "plan": plan,
             "oauth": None,
+            "admin": {"url": f"{server.base}/admin/api", "token": ADMIN_TOKEN},
         }
         oauth_skip = oauth_error = None
         if server.has_oauth():
@@ -588,7 +604,8 @@ def payloads_of(plan: dict, cases) -> list:
     """The payloads the given cases send (the refused `bad` payload is never among them)."""
     by_case = {"notify": plan["notifications"], "batch": plan["batch"],
                "oauth": [plan["oauth_notification"]],
-               "oauth_refresh": [plan["refresh_notification"]]}
+               "oauth_refresh": [plan["refresh_notification"]],
+               "fault_retry": [plan["fault_notification"]]}
     return [p for c in cases for p in by_case.get(c, [])]
 
 
@@ -615,6 +632,12 @@ def verify_case(client, case, r, plan, config, rows, certs, accounted) -> list:
         for nid, payload in zip(ids, plan["batch"]):
             problems += check_row(rows, nid, payload, hook_ns(payload))
             accounted.add(nid)
+    elif case == "fault_retry":
+        payload = plan["fault_notification"]
+        problems += check_row(rows, ids[0] if ids else None, payload, hook_ns(payload))
+        accounted.update(ids[:1])
+        if r.get("faulted") != 3:
+            problems.append(f"the journal shows {r.get('faulted')} faulted calls, not 3")
     elif case in ("user_id_empty", "user_id_empty_batch"):
         pass  # nothing stored: db_nothing_else checks that
     elif case == "webhook_example":
