@@ -159,6 +159,10 @@ def plan_for(client: str) -> dict:
         "oauth_notification": oauth,
         "refresh_notification": refreshed,
         "fault_notification": retried,
+        "fault_refresh_notification": dict(
+            oauth, MESSAGE=f"{client}: sent after an injected expired_token",
+            TAG=f"{tag}_EXPIRED", SUB_TAG=f"{tag}_EXPIRED|1",
+            ATTACH={"BLOCKS": [{"MESSAGE": f"{client} expired attach"}]}),
     }
 
 
@@ -166,12 +170,12 @@ def plan_for(client: str) -> dict:
 CLIENT_CASES = {
     "curl": ["webhook_example", "oauth_example"],
     "b24jssdk": ["notify", "user_id_empty", "batch", "oauth", "oauth_refresh"],
-    "b24pysdk": ["notify", "user_id_empty", "batch", "oauth", "oauth_refresh"],
+    "b24pysdk": ["notify", "user_id_empty", "batch", "oauth", "oauth_refresh", "fault_refresh"],
     "fast_bitrix24": ["notify", "user_id_empty", "user_id_empty_batch", "batch", "oauth",
                       "oauth_refresh", "fault_retry"],
     "pybitrix24": ["notify", "user_id_empty", "batch", "oauth", "oauth_refresh"],
 }
-OAUTH_CASES = {"oauth", "oauth_refresh", "oauth_example"}
+OAUTH_CASES = {"oauth", "oauth_refresh", "oauth_example", "fault_refresh"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -521,8 +525,13 @@ def run_client(client: str, binary: str, certs: dict, work: Path, capture: bool)
                                             "--json").stdout)
                 token = json.loads(server.cli("app", "token", "--client-id", app["client_id"],
                                               "--user-id", "1", "--json").stdout)
+                # A second pair for fault_refresh: refresh tokens are single use.
+                spare = json.loads(server.cli("app", "token", "--client-id", app["client_id"],
+                                              "--user-id", "1", "--json").stdout)
                 config["oauth"] = {"client_id": app["client_id"],
-                                   "client_secret": app["client_secret"], **token}
+                                   "client_secret": app["client_secret"], **token,
+                                   "spare": {"access_token": spare["access_token"],
+                                             "refresh_token": spare["refresh_token"]}}
             except (RuntimeError, ValueError, KeyError) as e:
                 # Only the OAuth cases fail; the webhook cases still run.
                 oauth_error = f"could not make an app and a token: {type(e).__name__}: {e}"
@@ -605,7 +614,8 @@ def payloads_of(plan: dict, cases) -> list:
     by_case = {"notify": plan["notifications"], "batch": plan["batch"],
                "oauth": [plan["oauth_notification"]],
                "oauth_refresh": [plan["refresh_notification"]],
-               "fault_retry": [plan["fault_notification"]]}
+               "fault_retry": [plan["fault_notification"]],
+               "fault_refresh": [plan["fault_refresh_notification"]]}
     return [p for c in cases for p in by_case.get(c, [])]
 
 
@@ -632,6 +642,13 @@ def verify_case(client, case, r, plan, config, rows, certs, accounted) -> list:
         for nid, payload in zip(ids, plan["batch"]):
             problems += check_row(rows, nid, payload, hook_ns(payload))
             accounted.add(nid)
+    elif case == "fault_refresh":
+        key = config["oauth"]["client_id"]
+        problems += check_row(rows, ids[0] if ids else None, plan["fault_refresh_notification"],
+                              key, APP_NAME)
+        accounted.update(ids[:1])
+        if r.get("faulted") != 1 or r.get("refreshes") != 1:
+            problems.append(f"expected one faulted call and one refresh, got {r!r}")
     elif case == "fault_retry":
         payload = plan["fault_notification"]
         problems += check_row(rows, ids[0] if ids else None, payload, hook_ns(payload))
