@@ -74,6 +74,9 @@ run_tests() {
   fi
 }
 
+# The SMTP server of the e-mail tests (aiosmtpd from PyPI, in a venv of its own).
+stage "smtp server" bash scripts/smtp-deps.sh || true
+
 # One build of every target, in the debug profile, then the tests.
 if ! stage build cargo build --locked --all-targets; then
   print_summary

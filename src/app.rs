@@ -9,11 +9,13 @@ use tokio::sync::watch;
 use crate::auth::secret;
 use crate::clock::Clock;
 use crate::config::{Config, RetentionConfig};
+use crate::delivery::{mail, outbox};
 use crate::limits::{Limiters, RateOverride};
 use crate::methods;
 use crate::server;
 use crate::state::{AppState, Registry};
-use crate::store::sqlite::{OpenOptions, SqliteStore};
+use crate::store::hub::HubLimits;
+use crate::store::sqlite::{DeliveryOptions, OpenOptions, SqliteStore};
 use crate::store::{Store, StoreError, User};
 use crate::toolkit::Toolkit;
 
@@ -38,11 +40,29 @@ pub fn registry() -> Registry {
 /// Opens the data directory. `serve` passes `at_start` so the database's structure is checked
 /// (`storage.quick_check`) before anything is served; admin commands skip that check.
 pub fn open_store(config: &Config, at_start: bool) -> anyhow::Result<Arc<dyn Store>> {
+    open_store_with(config, at_start, Clock::system())
+}
+
+/// `open_store`, with the clock the store reads delivery times from (event times).
+pub fn open_store_with(
+    config: &Config,
+    at_start: bool,
+    clock: Clock,
+) -> anyhow::Result<Arc<dyn Store>> {
     let options = OpenOptions {
         quick_check: at_start && config.storage.quick_check,
         max_notifications_per_user: config.limits.max_notifications_per_user,
     };
-    let store = SqliteStore::open_with(&config.data_dir, &options)
+    let delivery = DeliveryOptions {
+        // Without SMTP nothing is queued (issue 12: "Without smtp.host, e-mail is off").
+        mail_delay: config.smtp.enabled().then_some(config.email.delay_seconds),
+        hub: HubLimits {
+            per_user: config.events.max_streams_per_user,
+            total: config.events.max_streams,
+        },
+        clock,
+    };
+    let store = SqliteStore::open_with(&config.data_dir, &options, delivery)
         .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
     Ok(Arc::new(store))
 }
@@ -162,7 +182,8 @@ pub async fn admin_token(
 
 /// Runs the server; `fixtures` is the `--fixtures` file, applied before the first request.
 pub async fn serve(mut config: Config, fixtures: Option<std::path::PathBuf>) -> anyhow::Result<()> {
-    let store = open_store(&config, true)?;
+    let clock = Clock::system();
+    let store = open_store_with(&config, true, clock.clone())?;
     let first_code = bootstrap(store.as_ref()).await?;
     let applied = match &fixtures {
         Some(path) => {
@@ -200,7 +221,40 @@ pub async fn serve(mut config: Config, fixtures: Option<std::path::PathBuf>) -> 
     }
     tracing::info!(addr = %bound.addr, tls = config.tls_enabled(), require_https = config.require_https(), "serving");
 
-    let clock = Clock::system();
+    let mut background = vec![tokio::spawn(outbox::prune(
+        store.clone(),
+        clock.clone(),
+        config.events.clone(),
+        config.email.clone(),
+    ))];
+    if config.smtp.enabled() {
+        let settings = mail::MailSettings {
+            from: config
+                .smtp
+                .from
+                .as_deref()
+                .unwrap_or_default()
+                .parse()
+                .context("smtp.from is not a mailbox")?,
+            base_url: base.clone(),
+            key: store
+                .setting(mail::KEY_SETTING, secret::generate_hex(64))
+                .await?,
+        };
+        let transport = outbox::transport(&config.smtp).context("smtp settings")?;
+        background.push(tokio::spawn(outbox::run(
+            store.clone(),
+            clock.clone(),
+            transport,
+            settings,
+            config.email.clone(),
+        )));
+        tracing::info!(
+            delay_seconds = config.email.delay_seconds,
+            "e-mail for MESSAGE_OUT is on"
+        );
+    }
+
     let limits = Arc::new(Limiters::from_config(&config.limits, &clock));
     // Made now, so that the first unknown login does not pay for it and stand out by its time.
     let warm = limits.clone();
@@ -236,14 +290,20 @@ pub async fn serve(mut config: Config, fixtures: Option<std::path::PathBuf>) -> 
         }
     });
     let (tx, rx) = watch::channel(false);
+    let hub = store.hub();
     tokio::spawn(async move {
         shutdown_signal().await;
         tracing::info!("shutting down: draining in-flight requests");
+        // Event streams end now; their clients resume from the log on the next start.
+        hub.close();
         let _ = tx.send(true);
     });
     bound.serve(server::router(state), rx).await;
     sweeper.abort();
     retention_task.abort();
+    for task in background {
+        task.abort();
+    }
     store.flush().await;
     tracing::info!("stopped");
     Ok(())

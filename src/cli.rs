@@ -50,6 +50,20 @@ Keys (environment variable in brackets; nested keys use a double underscore):
   admin.token              [IMNOTIFY_ADMIN__TOKEN]              the admin API's token; unset: made and printed at first start
   journal.capacity         [IMNOTIFY_JOURNAL__CAPACITY]         default 1000 calls kept in memory; 0 is off
   journal.entry_bytes      [IMNOTIFY_JOURNAL__ENTRY_BYTES]      default 4096 (parameters and result, each)
+  events.retention_hours   [IMNOTIFY_EVENTS__RETENTION_HOURS]   default 24; GET /events resumes within it
+  events.max_streams_per_user [IMNOTIFY_EVENTS__MAX_STREAMS_PER_USER] default 16 (OVERLOAD_LIMIT above)
+  events.max_streams       [IMNOTIFY_EVENTS__MAX_STREAMS]       default 10000
+  events.heartbeat_seconds [IMNOTIFY_EVENTS__HEARTBEAT_SECONDS] default 15
+  smtp.host                [IMNOTIFY_SMTP__HOST]                e-mail for MESSAGE_OUT is off without it
+  smtp.port                [IMNOTIFY_SMTP__PORT]                default 465 (tls), 587 (starttls), 25 (none)
+  smtp.tls                 [IMNOTIFY_SMTP__TLS]                 none, starttls (default) or tls
+  smtp.username, smtp.password [IMNOTIFY_SMTP__USERNAME, IMNOTIFY_SMTP__PASSWORD]
+  smtp.from                [IMNOTIFY_SMTP__FROM]                sender mailbox; required with smtp.host
+  email.delay_seconds      [IMNOTIFY_EMAIL__DELAY_SECONDS]      default 600: mailed if still unread then
+  email.max_attempts       [IMNOTIFY_EMAIL__MAX_ATTEMPTS]       default 10, then the mail is dead
+  email.retry_base_seconds [IMNOTIFY_EMAIL__RETRY_BASE_SECONDS] default 30 (doubling, with jitter)
+  email.retry_max_seconds  [IMNOTIFY_EMAIL__RETRY_MAX_SECONDS]  default 3600
+  email.keep_hours         [IMNOTIFY_EMAIL__KEEP_HOURS]         default 168: sent rows stay listed
   log.format               [IMNOTIFY_LOG__FORMAT]               text or json
   log.filter               [IMNOTIFY_LOG__FILTER]               default info";
 
@@ -89,6 +103,9 @@ pub enum Command {
     /// Revoke OAuth tokens
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Show and revive the e-mails of the outbox
+    #[command(subcommand)]
+    Outbox(OutboxCommand),
     /// The running server's request journal (admin API)
     #[command(subcommand)]
     Requests(remote::RequestsCommand),
@@ -100,6 +117,27 @@ pub enum Command {
     Clock(remote::ClockCommand),
     /// Empty the running server's notifications, journal and faults (admin API)
     Reset(remote::ResetArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum OutboxCommand {
+    /// List outbox rows, newest first
+    List(OutboxListArgs),
+    /// Make a row pending again, with a fresh count of attempts, due now
+    Retry(OutboxRetryArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct OutboxListArgs {
+    /// Only rows in this state
+    #[arg(long, value_parser = ["pending", "sent", "skipped", "dead"])]
+    pub state: Option<String>,
+    /// At most this many rows
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
+    /// Print one JSON array instead of text
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -136,6 +174,19 @@ pub struct JsonArgs {
 pub struct IdArgs {
     #[arg(long)]
     pub id: i64,
+}
+
+#[derive(Args, Debug)]
+pub struct OutboxRetryArgs {
+    /// The outbox row's id (from outbox list)
+    pub id: i64,
+}
+
+/// `on` or `off`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnOff {
+    On,
+    Off,
 }
 
 #[derive(Subcommand, Debug)]
@@ -267,6 +318,16 @@ pub enum UserCommand {
     Deactivate(IdArgs),
     /// Activate a deactivated user again (its webhooks work again; sessions and tokens do not)
     Activate(IdArgs),
+    /// Turn a user's e-mail for MESSAGE_OUT on or off (D13)
+    EmailNotifications(UserEmailArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct UserEmailArgs {
+    #[arg(long)]
+    pub id: i64,
+    #[arg(value_enum)]
+    pub state: OnOff,
 }
 
 #[derive(Args, Debug)]
@@ -315,6 +376,9 @@ pub struct UserAddArgs {
     /// Make the user a portal administrator
     #[arg(long)]
     pub admin: bool,
+    /// E-mail for MESSAGE_OUT to this user's address (D13)
+    #[arg(long, value_enum, default_value = "on")]
+    pub email_notifications: OnOff,
     /// Password for the login page (stored as an Argon2 hash)
     #[arg(long, env = "IMNOTIFY_PASSWORD", hide_env_values = true)]
     pub password: Option<String>,
@@ -427,6 +491,9 @@ pub async fn run_admin(config: Config, command: Command) -> anyhow::Result<()> {
             if let Some(hash) = password_hash {
                 store.set_password(user.id, hash).await?;
             }
+            if a.email_notifications == OnOff::Off {
+                store.set_email_notifications(user.id, false).await?;
+            }
             if a.json {
                 println!(
                     "{}",
@@ -438,6 +505,46 @@ pub async fn run_admin(config: Config, command: Command) -> anyhow::Result<()> {
             } else {
                 println!("Added user {} ({})", user.id, user.name);
             }
+        }
+        Command::User(UserCommand::EmailNotifications(a)) => {
+            let on = a.state == OnOff::On;
+            if !store.set_email_notifications(a.id, on).await? {
+                bail!("user {} does not exist", a.id);
+            }
+            println!(
+                "E-mail notifications {} for user {}",
+                if on { "on" } else { "off" },
+                a.id
+            );
+        }
+        Command::Outbox(OutboxCommand::List(a)) => {
+            let rows = store.outbox_rows(a.state.clone(), a.limit).await?;
+            if a.json {
+                println!("{}", serde_json::to_string(&rows)?);
+            } else {
+                println!("id\tnotification\tuser\tstate\tattempts\tdue_at\tlast_error");
+                for r in rows {
+                    println!(
+                        "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                        r.id,
+                        r.notification_id,
+                        r.user_id,
+                        r.state,
+                        r.attempts,
+                        r.due_at,
+                        r.last_error.unwrap_or_default()
+                    );
+                }
+            }
+        }
+        Command::Outbox(OutboxCommand::Retry(a)) => {
+            if !store
+                .retry_mail(a.id, crate::clock::Clock::system().unix())
+                .await?
+            {
+                bail!("no outbox row {}", a.id);
+            }
+            println!("Outbox row {} is pending again", a.id);
         }
         Command::User(UserCommand::Password(a)) => {
             store

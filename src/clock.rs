@@ -151,6 +151,16 @@ impl governor::clock::Clock for Clock {
     }
 }
 
+/// RFC 3339 with the server's UTC offset, whole seconds: the form of every date Bitrix24 emits
+/// (the `time` block, notification dates, user dates).
+pub fn rfc3339_local(ts: f64) -> String {
+    let secs = ts.floor() as i64;
+    match Local.timestamp_opt(secs, 0).single() {
+        Some(t) => t.format("%Y-%m-%dT%H:%M:%S%:z").to_string(),
+        None => String::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -33,6 +33,9 @@ pub struct Config {
     pub retention: RetentionConfig,
     pub storage: StorageConfig,
     pub log: LogConfig,
+    pub events: EventsConfig,
+    pub smtp: SmtpConfig,
+    pub email: EmailConfig,
     pub admin: AdminConfig,
     pub journal: JournalConfig,
 }
@@ -61,6 +64,113 @@ impl Default for JournalConfig {
         JournalConfig {
             capacity: 1000,
             entry_bytes: 4096,
+        }
+    }
+}
+
+/// The event log and the live streams (issue 12).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct EventsConfig {
+    /// Hours an event stays in the log for resuming streams (at least 24 is recommended).
+    pub retention_hours: i64,
+    /// Open streams one user may hold; more get OVERLOAD_LIMIT (503).
+    pub max_streams_per_user: usize,
+    /// Open streams the server holds in all; more get OVERLOAD_LIMIT (503).
+    pub max_streams: usize,
+    /// Seconds between the comment lines that keep an idle stream open through proxies.
+    pub heartbeat_seconds: u64,
+}
+
+impl Default for EventsConfig {
+    fn default() -> EventsConfig {
+        EventsConfig {
+            retention_hours: 24,
+            max_streams_per_user: 16,
+            max_streams: 10_000,
+            heartbeat_seconds: 15,
+        }
+    }
+}
+
+/// How the server hands e-mail to a mail server. Without `host`, e-mail is off.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default)]
+pub struct SmtpConfig {
+    pub host: Option<String>,
+    /// Default: 465 for `tls`, 587 for `starttls`, 25 for `none`.
+    pub port: Option<u16>,
+    pub tls: SmtpTls,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// The sender, e.g. `imnotify <noreply@example.com>`; required with `host`.
+    pub from: Option<String>,
+}
+
+// The password never reaches a log through `{:?}`.
+impl std::fmt::Debug for SmtpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("tls", &self.tls)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("from", &self.from)
+            .finish()
+    }
+}
+
+impl SmtpConfig {
+    pub fn enabled(&self) -> bool {
+        self.host.as_deref().is_some_and(|h| !h.is_empty())
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port.unwrap_or(match self.tls {
+            SmtpTls::Tls => 465,
+            SmtpTls::Starttls => 587,
+            SmtpTls::None => 25,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// Plain SMTP (a local relay).
+    None,
+    /// Plain, then STARTTLS, which is required.
+    #[default]
+    Starttls,
+    /// TLS from the first byte (SMTPS).
+    Tls,
+}
+
+/// E-mail for MESSAGE_OUT (DECISIONS D10-D14).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct EmailConfig {
+    /// A notification's mail is due this many seconds after it was added (D10).
+    pub delay_seconds: i64,
+    /// After this many failed attempts a mail is dead.
+    pub max_attempts: i64,
+    /// The first retry waits about this long; each next one twice as long, with jitter.
+    pub retry_base_seconds: u64,
+    /// No retry waits longer than this.
+    pub retry_max_seconds: u64,
+    /// Hours sent and skipped outbox rows are kept for `imnotify outbox list`.
+    pub keep_hours: i64,
+}
+
+impl Default for EmailConfig {
+    fn default() -> EmailConfig {
+        EmailConfig {
+            delay_seconds: 600,
+            max_attempts: 10,
+            retry_base_seconds: 30,
+            retry_max_seconds: 3600,
+            keep_hours: 168,
         }
     }
 }
@@ -262,6 +372,9 @@ impl Default for Config {
             log: LogConfig::default(),
             admin: AdminConfig::default(),
             journal: JournalConfig::default(),
+            events: EventsConfig::default(),
+            smtp: SmtpConfig::default(),
+            email: EmailConfig::default(),
         }
     }
 }
@@ -323,6 +436,17 @@ impl Config {
         {
             return Err(Box::new(figment::Error::from(
                 "limits.rate.per_second and limits.rate.burst must be positive (or set limits.rate.enabled = false)".to_owned(),
+            )));
+        }
+        if config.smtp.enabled() && config.smtp.from.as_deref().unwrap_or("").is_empty() {
+            return Err(Box::new(figment::Error::from(
+                "smtp.from is required when smtp.host is set".to_owned(),
+            )));
+        }
+        if config.email.delay_seconds < 0 || config.email.max_attempts < 1 {
+            return Err(Box::new(figment::Error::from(
+                "email.delay_seconds must be at least 0 and email.max_attempts at least 1"
+                    .to_owned(),
             )));
         }
         if config.tls.cert.is_some() != config.tls.key.is_some() {

@@ -79,6 +79,8 @@ catalogue! {
     internal => ("INTERNAL_SERVER_ERROR", 500, "Internal server error");
     /// The leaky bucket of (client IP, credential) is full (P8).
     query_limit_exceeded => ("QUERY_LIMIT_EXCEEDED", 503, "Too many requests");
+    /// Too many open event streams, for the user or for the server.
+    overload_limit => ("OVERLOAD_LIMIT", 503, "Too many open event streams");
     /// The (credential, method) pair used more handler time than allowed in ten minutes (P9).
     operation_time_limit => ("OPERATION_TIME_LIMIT", 429, "Method is blocked due to operation time limit.");
     /// Inside a batch only, per command: the statuses are the documentation's, never sent.

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod conn;
+pub mod delivery;
 pub mod domain;
 pub mod error;
 pub mod fixtures;

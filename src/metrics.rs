@@ -33,6 +33,19 @@ struct Metrics {
     latency: Family<CallLabels, Histogram, fn() -> Histogram>,
     writer_queue_depth: Gauge,
     commit_batch: Histogram,
+    delivery: Delivery,
+}
+
+/// Live delivery and e-mail (issue 12).
+#[derive(Default)]
+struct Delivery {
+    streams: Gauge,
+    subscribers_dropped: Counter,
+    mail_sent: Counter,
+    mail_failed: Counter,
+    mail_retried: Counter,
+    mail_dead: Counter,
+    outbox_depth: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -58,7 +71,7 @@ fn metrics() -> &'static Metrics {
             latency.clone(),
         );
         let writer_queue_depth = Gauge::default();
-        // There is no e-mail outbox yet; the writer queue is where acknowledged-to-be work waits.
+        // Where acknowledged-to-be work waits before it is durable.
         registry.register(
             "storage_writer_queue_depth",
             "Writes waiting for the SQLite writer thread, sampled when /metrics is read",
@@ -71,7 +84,44 @@ fn metrics() -> &'static Metrics {
             "Writes committed together in one SQLite transaction",
             commit_batch.clone(),
         );
+        let delivery = Delivery::default();
+        registry.register(
+            "event_streams",
+            "Open event streams (SSE)",
+            delivery.streams.clone(),
+        );
+        registry.register(
+            "hub_subscribers_dropped",
+            "Subscribers dropped for not keeping up; they resume from the event log",
+            delivery.subscribers_dropped.clone(),
+        );
+        registry.register(
+            "mail_sent",
+            "E-mails accepted by the SMTP server",
+            delivery.mail_sent.clone(),
+        );
+        registry.register(
+            "mail_failed",
+            "E-mail send attempts that failed",
+            delivery.mail_failed.clone(),
+        );
+        registry.register(
+            "mail_retried",
+            "Failed e-mails scheduled for another attempt",
+            delivery.mail_retried.clone(),
+        );
+        registry.register(
+            "mail_dead",
+            "E-mails given up after email.max_attempts",
+            delivery.mail_dead.clone(),
+        );
+        registry.register(
+            "outbox_depth",
+            "E-mails waiting in the outbox (pending), as the worker last counted",
+            delivery.outbox_depth.clone(),
+        );
         Metrics {
+            delivery,
             registry,
             requests,
             latency,
@@ -94,6 +144,48 @@ pub fn record_call(method: &'static str, status: u16, elapsed: Duration) {
 /// Records the size of one committed group.
 pub fn record_commit_batch(writes: usize) {
     metrics().commit_batch.observe(writes as f64);
+}
+
+/// The number of open event streams.
+pub fn set_streams(n: usize) {
+    metrics()
+        .delivery
+        .streams
+        .set(i64::try_from(n).unwrap_or(i64::MAX));
+}
+
+pub fn record_subscriber_dropped() {
+    metrics().delivery.subscribers_dropped.inc();
+}
+
+/// One mail's fate after an attempt: `sent`, or failed and then `retried` or `dead`.
+pub fn record_mail(outcome: MailOutcome, mails: u64) {
+    let d = &metrics().delivery;
+    match outcome {
+        MailOutcome::Sent => {
+            d.mail_sent.inc_by(mails);
+        }
+        MailOutcome::Retried => {
+            d.mail_failed.inc_by(mails);
+            d.mail_retried.inc_by(mails);
+        }
+        MailOutcome::Dead => {
+            d.mail_failed.inc_by(mails);
+            d.mail_dead.inc_by(mails);
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MailOutcome {
+    Sent,
+    Retried,
+    Dead,
+}
+
+/// Pending outbox rows, as counted by the e-mail worker.
+pub fn set_outbox_depth(n: i64) {
+    metrics().delivery.outbox_depth.set(n);
 }
 
 /// The exposition text, with the writer queue depth sampled now.

@@ -25,6 +25,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::config::{Config, Limits};
 pub use crate::conn::ConnInfo;
+use crate::delivery;
 use crate::error::ApiError;
 use crate::protocol;
 use crate::protocol::route::Transport;
@@ -96,8 +97,13 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/admin.js", get(web::admin_page::js))
         .route("/admin/api", any(web::admin::api))
         .route("/admin/api/{*path}", any(web::admin::api))
+        .route("/events", get(delivery::sse::events))
+        .route(
+            "/unsubscribe",
+            get(delivery::mail::unsubscribe_page).post(delivery::mail::unsubscribe),
+        )
         .route("/rest", any(protocol::rest_handler))
-        .route("/rest/{*path}", any(protocol::rest_handler))
+        .route("/rest/{*path}", any(rest))
         .fallback(protocol::not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -130,6 +136,20 @@ pub fn router(state: AppState) -> Router {
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(CountingRequestId::default()))
         .layer(axum::middleware::from_fn(take_client_request_id))
+}
+
+/// `/rest/...`: a webhook's event stream, `/rest/{user_id}/{code}/events` (a stream, not a
+/// method), or a REST call.
+async fn rest(
+    State(state): State<AppState>,
+    req: Request<axum::body::Body>,
+) -> axum::response::Response {
+    if req.method() == axum::http::Method::GET {
+        if let Some(webhook) = delivery::sse::webhook_path(req.uri().path()) {
+            return delivery::sse::open(state, req, Some(webhook)).await;
+        }
+    }
+    protocol::rest_handler(State(state), req).await
 }
 
 /// Over-long URLs are refused before routing, with an envelope rather than hyper's bare 414, so

@@ -191,6 +191,37 @@ fn a_million_notifications_are_listed_and_counted_through_indexes() {
         sql::DELETE_SUB_TAG,
         &["notifications_by_sub_tag_origin (sub_tag=? AND tag_origin=?)"],
     );
+    assert_indexed(
+        &c,
+        "REPLACE_TAG",
+        sql::REPLACE_TAG,
+        &["notifications_by_user_tag"],
+    );
+    // The event log's replay and the e-mail worker's work list: index ranges, no sort.
+    for (name, stmt, index) in [
+        (
+            "EVENTS_AFTER",
+            sql::EVENTS_AFTER,
+            "SEARCH events USING INDEX events_by_user",
+        ),
+        (
+            "DUE_MAILS",
+            sql::DUE_MAILS,
+            "SEARCH o USING INDEX outbox_due",
+        ),
+    ] {
+        let lines = plan(&c, stmt);
+        assert!(
+            lines.iter().any(|l| l.starts_with(index)),
+            "{name}: {lines:?}"
+        );
+        assert!(
+            !lines
+                .iter()
+                .any(|l| l.contains("TEMP B-TREE") || l.starts_with("SCAN")),
+            "{name}: {lines:?}"
+        );
+    }
 
     // Lifecycle removals (issue 10): the cap's two passes over one recipient, and the removal.
     assert_indexed(

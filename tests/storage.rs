@@ -213,7 +213,8 @@ fn a_damaged_database_stops_the_start() {
     let out = refused_start(serve_cmd(&s.data_dir()));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("quick_check") && err.contains(&db.display().to_string()),
+        (err.contains("quick_check") || err.contains("integrity check"))
+            && err.contains(&db.display().to_string()),
         "{err}"
     );
 }

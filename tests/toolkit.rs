@@ -494,9 +494,13 @@ fn reset_keeps_the_directory_and_empties_the_rest_and_ids_go_on() {
         "/admin/api/faults",
         Some(json!({"method": "user.get", "error": "INTERNAL_SERVER_ERROR"})),
     );
+    let count = |sql: &str| -> i64 { s.db().query_row(sql, [], |r| r.get(0)).unwrap() };
+    assert!(count("SELECT COUNT(*) FROM events") > 0);
     let r = admin_ok(&s, "POST", "/admin/api/reset", None);
     assert_eq!(r["keep_directory"], true);
     assert_eq!(s.notification_count(), 0);
+    assert_eq!(count("SELECT COUNT(*) FROM events"), 0);
+    assert_eq!(count("SELECT COUNT(*) FROM outbox"), 0);
     assert!(journal(&s, "").is_empty());
     assert_eq!(
         admin_ok(&s, "GET", "/admin/api/faults", None)["faults"],

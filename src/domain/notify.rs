@@ -12,6 +12,9 @@ pub const NOTIFY_TYPE_SYSTEM: i64 = 4;
 /// `IM_NOTIFY_FROM`: a personal notification from the calling user.
 pub const NOTIFY_TYPE_PERSONAL: i64 = 2;
 
+/// MESSAGE_OUT that means "no e-mail for this one" (D11).
+pub const EMAIL_SKIP: &str = "#SKIP#";
+
 /// Texts longer than this many characters are cut (§2.4, D7).
 const TEXT_CUT_THRESHOLD: usize = 20_006;
 const TEXT_KEEP: usize = 20_000;
@@ -54,6 +57,10 @@ pub struct Draft {
     pub tag_origin: Option<String>,
     /// The normalised attachment, serialised as PHP JSON.
     pub attach: Option<String>,
+    /// MESSAGE_OUT was `#SKIP#` after trimming: never e-mail this notification (D11).
+    pub skip_email: bool,
+    /// The calling application's name, for the e-mail subject (D14); `None` for webhooks.
+    pub sender_name: Option<String>,
 }
 
 /// Builds a notification from `im.notify.system.add` / `im.notify.personal.add` parameters,
@@ -84,6 +91,7 @@ pub fn build(
         return Err(ApiError::message_empty());
     }
     let message_out = string_param(&params, "MESSAGE_OUT");
+    let skip_email = message_out == EMAIL_SKIP;
 
     let (author_id, notify_type) = match kind {
         Kind::System => (0, NOTIFY_TYPE_SYSTEM),
@@ -134,6 +142,11 @@ pub fn build(
         sub_tag,
         tag_origin,
         attach,
+        skip_email,
+        sender_name: match origin {
+            Origin::App { name, .. } => Some(name.clone()),
+            Origin::Webhook { .. } => None,
+        },
     })
 }
 

@@ -4,12 +4,13 @@
 use super::{storage_failed, users::im_user_card};
 use crate::auth::Caller;
 use crate::domain::inbox::{
-    self, DeleteRequest, ReadRequest, ReadScope, NOTIFY_EVENT, NOTIFY_MODULE, NOTIFY_TYPE_CONFIRM,
+    self, DeleteRequest, ReadRequest, ReadScope, NOTIFY_EVENT, NOTIFY_MODULE,
 };
 use crate::error::ApiError;
 use crate::protocol::dispatch::MethodSpec;
-use crate::protocol::envelope::{rfc3339_local, Output};
+use crate::protocol::envelope::Output;
 use crate::state::AppState;
+use crate::store::event::notification_value;
 use crate::store::{Notification, NotifyChat};
 use crate::value::{Array, Value};
 
@@ -74,51 +75,6 @@ async fn listing(
         .map_err(storage_failed)?;
     let users = Value::list(users.iter().map(|u| im_user_card(u, true)));
     Ok((notifications, users))
-}
-
-/// A notification as the readers show it (§2.8), members in the documented order.
-fn notification_value(n: &Notification, chat_id: i64) -> Value {
-    let mut v = Array::new();
-    v.insert("id", Value::Int(n.id));
-    v.insert("chat_id", Value::Int(chat_id));
-    v.insert("author_id", Value::Int(n.author_id));
-    v.insert("date", Value::Str(rfc3339_local(n.created_at as f64)));
-    v.insert("notify_type", Value::Int(n.notify_type));
-    v.insert("notify_module", Value::from(n.module.as_str()));
-    v.insert("notify_event", Value::from(n.event.as_str()));
-    v.insert("notify_tag", Value::Str(n.tag.clone().unwrap_or_default()));
-    v.insert(
-        "notify_sub_tag",
-        Value::Str(n.sub_tag.clone().unwrap_or_default()),
-    );
-    v.insert("notify_title", Value::from(""));
-    v.insert(
-        "setting_name",
-        Value::Str(format!("{}|{}", n.module, n.event)),
-    );
-    v.insert("text", Value::from(n.text.as_str()));
-    v.insert("notify_read", Value::from(if n.read { "Y" } else { "N" }));
-    if n.notify_type == NOTIFY_TYPE_CONFIRM {
-        v.insert(
-            "notify_buttons",
-            Value::Str(n.buttons.clone().unwrap_or_default()),
-        );
-    }
-    v.insert("params", params_value(n));
-    Value::Arr(v)
-}
-
-/// `params`: null, or an object whose `ATTACH` is the list of the notification's attachments.
-fn params_value(n: &Notification) -> Value {
-    let attach = n
-        .attach
-        .as_deref()
-        .and_then(|a| serde_json::from_str::<serde_json::Value>(a).ok())
-        .map(Value::from_json);
-    match attach {
-        Some(a) => Value::map([("ATTACH", Value::list([a]))]),
-        None => Value::Null,
-    }
 }
 
 async fn read(state: &AppState, caller: &Caller, params: Array) -> Result<Output, ApiError> {
@@ -255,9 +211,10 @@ async fn answer(state: &AppState, caller: &Caller, params: Array) -> Result<Outp
     let found = if text.is_empty() {
         None
     } else {
+        // Through the writer: the answer is an event (notifyAnswer) for the user's streams.
         state
             .store
-            .notification(caller.user_id, id)
+            .answer(caller.user_id, id, text.to_string())
             .await
             .map_err(storage_failed)?
     };
@@ -274,7 +231,7 @@ async fn confirm(state: &AppState, caller: &Caller, params: Array) -> Result<Out
     let (id, value) = inbox::confirm_request(&params)?;
     let confirmed = state
         .store
-        .confirm(caller.user_id, id)
+        .confirm(caller.user_id, id, value.to_string())
         .await
         .map_err(storage_failed)?;
     let message = match confirmed {

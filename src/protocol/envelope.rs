@@ -3,7 +3,6 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use chrono::{Local, TimeZone};
 
 use super::dispatch::Executed;
 use super::route::Transport;
@@ -28,15 +27,8 @@ fn micros(x: f64) -> f64 {
     (x * 1e6).round() / 1e6
 }
 
-/// RFC 3339 with the server's UTC offset, whole seconds: the form of every date Bitrix24 emits
-/// (the `time` block, notification dates, user dates).
-pub fn rfc3339_local(ts: f64) -> String {
-    let secs = ts.floor() as i64;
-    match Local.timestamp_opt(secs, 0).single() {
-        Some(t) => t.format("%Y-%m-%dT%H:%M:%S%:z").to_string(),
-        None => String::new(),
-    }
-}
+/// Dates in Bitrix24's form; defined beside the clock so that the store's event log uses it too.
+pub use crate::clock::rfc3339_local;
 
 impl Timing {
     /// The time block of a call that started at `start` (the request's arrival for a direct

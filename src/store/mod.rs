@@ -3,10 +3,16 @@
 //! The trait is the seam for a second backend (PostgreSQL). Every write that the server
 //! acknowledges goes through `add_notification`, which returns only after the row is durable.
 
+pub mod event;
+pub mod hub;
 pub mod sqlite;
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use self::event::Event;
+use self::hub::Hub;
 use crate::domain::directory::UserQuery;
 use crate::domain::inbox::{Cursor, ReadRequest, SearchRequest, TagField};
 use crate::domain::notify::Draft;
@@ -162,6 +168,69 @@ impl UserUpdate {
     }
 }
 
+/// An outbox row whose time has come, with what the e-mail worker needs to decide and to write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueMail {
+    pub outbox_id: i64,
+    pub notification_id: i64,
+    pub user_id: i64,
+    /// The stored tag when the row was written (D12 groups by it).
+    pub tag: Option<String>,
+    /// The application's name (D14); `None` for webhooks.
+    pub sender_name: Option<String>,
+    /// Failed attempts so far.
+    pub attempts: i64,
+    /// The notification, when it still exists and is unread (D10); `None` means do not mail.
+    pub notification: Option<MailText>,
+    /// The recipient, when still active with an address and e-mail on (D13).
+    pub recipient: Option<Recipient>,
+}
+
+/// The texts of a notification to be mailed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailText {
+    /// As stored: MESSAGE with the D6 prefix and D7 normalisation.
+    pub text: String,
+    /// MESSAGE_OUT as stored (trimmed, with the D6 prefix), or empty.
+    pub text_out: String,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recipient {
+    pub email: String,
+    pub name: String,
+}
+
+/// What became of an outbox row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MailUpdate {
+    /// Accepted by the SMTP server at this time.
+    Sent { at: i64 },
+    /// Not mailed: read, deleted, replaced or unsubscribed before it was due (D10, D13).
+    Skipped { at: i64 },
+    /// Failed; try again at `due_at`.
+    Retry { due_at: i64, error: String },
+    /// Failed for the last allowed time.
+    Dead { at: i64, error: String },
+}
+
+/// An outbox row as `imnotify outbox list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub notification_id: i64,
+    pub user_id: i64,
+    pub tag: Option<String>,
+    pub state: String,
+    pub attempts: i64,
+    pub due_at: i64,
+    pub last_error: Option<String>,
+    pub created_at: i64,
+    pub done_at: Option<i64>,
+}
+
 #[derive(Debug)]
 pub enum StoreError {
     /// The write conflicts with existing data (a duplicate user id, an unknown user, ...).
@@ -253,9 +322,61 @@ pub trait Store: Send + Sync + 'static {
         origin: String,
     ) -> StoreResult<u64>;
 
-    /// Deletes the recipient's confirm-type notification once answered, and returns it; `None`
-    /// when there is no such notification.
-    async fn confirm(&self, user_id: i64, id: i64) -> StoreResult<Option<Notification>>;
+    /// Deletes the recipient's confirm-type notification once answered with `value`, and
+    /// returns it; `None` when there is no such notification. Records `notifyDelete` and
+    /// `notifyConfirm`.
+    async fn confirm(
+        &self,
+        user_id: i64,
+        id: i64,
+        value: String,
+    ) -> StoreResult<Option<Notification>>;
+
+    /// Records the recipient's answer to a notification (`notifyAnswer`) and returns the
+    /// notification; `None` when the recipient has no such notification.
+    async fn answer(
+        &self,
+        user_id: i64,
+        id: i64,
+        text: String,
+    ) -> StoreResult<Option<Notification>>;
+
+    /// The hub that this store feeds with every committed event.
+    fn hub(&self) -> Arc<Hub>;
+
+    /// `user_id`'s events with ids above `after`, oldest first, at most `limit`.
+    async fn events_after(&self, user_id: i64, after: i64, limit: usize)
+        -> StoreResult<Vec<Event>>;
+
+    /// The newest event id of the whole log (0 when empty).
+    async fn event_head(&self) -> StoreResult<i64>;
+
+    /// Deletes up to `chunk` of the oldest events created before `before` (Unix seconds);
+    /// returns how many went.
+    async fn prune_events(&self, before: i64, chunk: usize) -> StoreResult<usize>;
+
+    /// Turns a user's e-mail on or off (D13); `false` when there is no such user.
+    async fn set_email_notifications(&self, user_id: i64, on: bool) -> StoreResult<bool>;
+
+    /// Outbox rows due at `now`, oldest first, at most `limit`.
+    async fn due_mails(&self, now: i64, limit: usize) -> StoreResult<Vec<DueMail>>;
+
+    /// Records the outcome of outbox rows, all in one transaction.
+    async fn update_mails(&self, updates: Vec<(i64, MailUpdate)>) -> StoreResult<()>;
+
+    /// Outbox rows, newest first, optionally of one state.
+    async fn outbox_rows(&self, state: Option<String>, limit: usize)
+        -> StoreResult<Vec<OutboxRow>>;
+
+    /// Makes a row pending again with a fresh count of attempts, due at `now`; `false` when
+    /// there is no such row.
+    async fn retry_mail(&self, id: i64, now: i64) -> StoreResult<bool>;
+
+    /// How many outbox rows are pending.
+    async fn outbox_depth(&self) -> StoreResult<i64>;
+
+    /// Deletes up to `chunk` rows sent or skipped before `before`; returns how many went.
+    async fn prune_outbox(&self, before: i64, chunk: usize) -> StoreResult<usize>;
 
     /// The users with these ids, in id order.
     async fn users_by_id(&self, ids: Vec<i64>) -> StoreResult<Vec<UserRecord>>;
@@ -369,7 +490,8 @@ pub trait Store: Send + Sync + 'static {
 
     // The test-server toolkit (issue 16).
 
-    /// Removes notifications (and their chats); with `keep_directory = false` also users,
+    /// Removes notifications (and their chats), events and the outbox; with
+    /// `keep_directory = false` also users,
     /// webhooks, apps, installations, tokens, codes and sessions. Ids never go backwards.
     async fn reset(&self, keep_directory: bool) -> StoreResult<()>;
 

@@ -19,13 +19,18 @@ use rusqlite::{
 };
 use tokio::sync::{mpsc, oneshot};
 
+use super::event::{self, Event, Kind, MAX_IDS_PER_EVENT};
+use super::hub::{Hub, HubLimits};
 use super::{
-    AccessGrant, App, NewApp, NewTokens, Notification, NotifyChat, Session, Store, StoreError,
-    StoreResult, User, UserRecord, UserUpdate, Webhook, WebhookInfo,
+    AccessGrant, App, DueMail, MailText, MailUpdate, NewApp, NewTokens, Notification, NotifyChat,
+    OutboxRow, Recipient, Session, Store, StoreError, StoreResult, User, UserRecord, UserUpdate,
+    Webhook, WebhookInfo,
 };
+use crate::clock::Clock;
 use crate::domain::directory::{FilterOp, FilterValue, UserField, UserQuery, UserSort};
 use crate::domain::inbox::{
-    Cursor, ReadRequest, ReadScope, SearchRequest, TagField, NOTIFY_TYPE_CONFIRM,
+    self, Cursor, ReadRequest, ReadScope, SearchRequest, TagField, NOTIFY_EVENT, NOTIFY_MODULE,
+    NOTIFY_TYPE_CONFIRM,
 };
 use crate::domain::notify::Draft;
 use crate::limits::RateOverride;
@@ -40,6 +45,8 @@ const MIGRATIONS: &[&str] = &[
     // 0005 belongs to another branch; the list is positional, so it goes before this one.
     include_str!("../../migrations/0006_tag_origin.sql"),
     include_str!("../../migrations/0007_data_at_rest.sql"),
+    // 0008 was not needed; the list is positional.
+    include_str!("../../migrations/0009_delivery.sql"),
 ];
 
 /// The notification columns in the order `row_to_notification` reads them.
@@ -77,28 +84,32 @@ pub mod sql {
     );
     pub const TAG_OF: &str =
         "SELECT tag, tag_origin FROM notifications WHERE id = ?1 AND user_id = ?2";
+    // Each toggle returns the ids it changed: they become the notifyRead/notifyUnread event.
     pub const MARK_ONE: &str = "UPDATE notifications SET is_read = ?3 \
-         WHERE id = ?1 AND user_id = ?2 AND notify_type <> 1";
+         WHERE id = ?1 AND user_id = ?2 AND notify_type <> 1 AND is_read <> ?3 RETURNING id";
     /// "This one and all newer", read: only unread rows, through their partial index.
     pub const READ_FROM: &str = "UPDATE notifications SET is_read = 1 \
-         WHERE user_id = ?1 AND is_read = 0 AND id >= ?2 AND notify_type <> 1";
+         WHERE user_id = ?1 AND is_read = 0 AND id >= ?2 AND notify_type <> 1 RETURNING id";
     pub const UNREAD_FROM: &str = "UPDATE notifications SET is_read = 0 \
-         WHERE user_id = ?1 AND id >= ?2 AND is_read = 1 AND notify_type <> 1";
+         WHERE user_id = ?1 AND id >= ?2 AND is_read = 1 AND notify_type <> 1 RETURNING id";
     /// Same-tag siblings are those of the same tag origin too (README "Tag origin").
     pub const MARK_TAG: &str = "UPDATE notifications SET is_read = ?3 \
-         WHERE user_id = ?1 AND tag = ?2 AND tag_origin IS ?4 AND is_read <> ?3 AND notify_type <> 1";
+         WHERE user_id = ?1 AND tag = ?2 AND tag_origin IS ?4 AND is_read <> ?3 AND notify_type <> 1 \
+         RETURNING id";
     /// Tag replace on add (D4): the recipient's rows with this tag from this origin, or stored
-    /// before origins were recorded (`legacy`, migration 0006).
+    /// before origins were recorded (`legacy`, migration 0006). Returns what notifyDelete reports.
     pub const REPLACE_TAG: &str = "DELETE FROM notifications \
-         WHERE user_id = ?1 AND tag = ?2 AND tag_origin IN (?3, 'legacy')";
+         WHERE user_id = ?1 AND tag = ?2 AND tag_origin IN (?3, 'legacy') RETURNING id, notify_type";
     pub const READ_ALL: &str = "UPDATE notifications SET is_read = 1 \
-         WHERE user_id = ?1 AND is_read = 0 AND notify_type <> 1";
-    pub const DELETE_OWN: &str = "DELETE FROM notifications WHERE id = ?1 AND user_id = ?2";
+         WHERE user_id = ?1 AND is_read = 0 AND notify_type <> 1 RETURNING id";
+    // Deletes return what notifyDelete reports: ids and their types (and recipients).
+    pub const DELETE_OWN: &str =
+        "DELETE FROM notifications WHERE id = ?1 AND user_id = ?2 RETURNING notify_type";
     /// Delete by TAG for every recipient, only the caller's origin's rows (and `legacy` ones).
-    pub const DELETE_TAG: &str =
-        "DELETE FROM notifications WHERE tag = ?1 AND tag_origin IN (?2, 'legacy')";
-    pub const DELETE_SUB_TAG: &str =
-        "DELETE FROM notifications WHERE sub_tag = ?1 AND tag_origin IN (?2, 'legacy')";
+    pub const DELETE_TAG: &str = "DELETE FROM notifications \
+         WHERE tag = ?1 AND tag_origin IN (?2, 'legacy') RETURNING id, user_id, notify_type";
+    pub const DELETE_SUB_TAG: &str = "DELETE FROM notifications \
+         WHERE sub_tag = ?1 AND tag_origin IN (?2, 'legacy') RETURNING id, user_id, notify_type";
     pub const CONFIRM: &str =
         "DELETE FROM notifications WHERE id = ?1 AND user_id = ?2 AND notify_type = 1";
     /// The per-recipient cap, first pass: the recipient's oldest read notifications.
@@ -111,8 +122,25 @@ pub mod sql {
     /// time grows with them; a primary-key range, whatever the table's size).
     pub const OLDEST: &str = "SELECT id, created_at FROM notifications ORDER BY id LIMIT ?1";
     /// The one statement that removes notifications for the lifecycle (retention and the cap).
-    pub const REMOVE: &str =
-        "DELETE FROM notifications WHERE id IN (SELECT value FROM json_each(?1))";
+    pub const REMOVE: &str = "DELETE FROM notifications \
+         WHERE id IN (SELECT value FROM json_each(?1)) RETURNING id, user_id, notify_type";
+    /// A user's events after an id, oldest first: the replay of a resuming stream.
+    pub const EVENTS_AFTER: &str = "SELECT id, kind, payload FROM events \
+         WHERE user_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3";
+    /// Retention: the oldest chunk, of which those older than the cut-off go. Bounded work
+    /// even when nothing is old enough (no scan of the table).
+    pub const PRUNE_EVENTS: &str = "DELETE FROM events \
+         WHERE id IN (SELECT id FROM events ORDER BY id LIMIT ?2) AND created_at < ?1";
+    /// The e-mail worker's work list: pending rows through their partial index, in due order.
+    /// The index is named: without statistics the planner would take `outbox_by_state` and sort.
+    pub const DUE_MAILS: &str = "SELECT o.id, o.notification_id, o.user_id, o.tag, o.sender_name, \
+                o.attempts, n.id IS NOT NULL AND n.is_read = 0, n.text, n.text_out, n.created_at, \
+                u.active = 1 AND u.email <> '' AND u.email_notifications = 1, u.email, u.name \
+           FROM outbox o INDEXED BY outbox_due \
+           LEFT JOIN notifications n ON n.id = o.notification_id \
+           LEFT JOIN users u ON u.id = o.user_id \
+          WHERE o.state = 'pending' AND o.due_at <= ?1 \
+          ORDER BY o.due_at, o.id LIMIT ?2";
 }
 
 /// How many queued writes one transaction may take; bounds the latency of the first in line.
@@ -158,8 +186,27 @@ const WEBHOOK_CACHE_MAX: usize = 10_000;
 /// A write, run by the writer thread inside its own savepoint. It returns whether it succeeded
 /// (a failed write's savepoint is rolled back) and a completion that answers the caller once the
 /// group's commit has decided whether the write stands.
-type Job = Box<dyn FnOnce(&Connection) -> (bool, Completion) + Send>;
+type Job = Box<dyn FnOnce(&Connection, &mut Events) -> (bool, Completion) + Send>;
 type Completion = Box<dyn FnOnce(Option<&str>) + Send>;
+/// The events the writes of a group recorded in their savepoints; the hub gets them once the
+/// group commits.
+pub struct Events {
+    list: Vec<Arc<Event>>,
+    /// The group's time (Unix seconds, from the application clock): the events' `created_at`.
+    now: i64,
+}
+
+/// What the deployment chooses about delivery when it opens the store.
+#[derive(Clone, Default)]
+pub struct DeliveryOptions {
+    /// `Some(email.delay_seconds)` when SMTP is configured: notifications to mailable
+    /// recipients get an outbox row, due this many seconds after they were added (D10).
+    /// `None`: e-mail is off and nothing is queued.
+    pub mail_delay: Option<i64>,
+    pub hub: HubLimits,
+    /// The application clock; event times come from it.
+    pub clock: Clock,
+}
 
 /// How a data directory is opened.
 #[derive(Debug, Clone, Default)]
@@ -202,6 +249,8 @@ pub struct SqliteStore {
     webhook_cache: Mutex<HashMap<i64, CachedWebhooks>>,
     /// The checkpointer thread runs while this lives.
     _checkpointer: Arc<()>,
+    hub: Arc<Hub>,
+    mail_delay: Option<i64>,
 }
 
 struct CachedWebhooks {
@@ -214,14 +263,23 @@ impl SqliteStore {
     /// Opens (creating if needed) the database in `data_dir`, applies migrations, and starts the
     /// writer thread.
     pub fn open(data_dir: &Path) -> StoreResult<SqliteStore> {
-        SqliteStore::open_with(data_dir, &OpenOptions::default())
+        SqliteStore::open_with(
+            data_dir,
+            &OpenOptions::default(),
+            DeliveryOptions::default(),
+        )
     }
 
     /// `open`, failing fast with a message naming the file or directory when storage cannot be
     /// used: a data directory that is not writable, an empty database file where a database
     /// was expected, or (with `quick_check`) a damaged database. Creates the directory 0700 and
-    /// the database files 0600, and tightens database files that are looser.
-    pub fn open_with(data_dir: &Path, options: &OpenOptions) -> StoreResult<SqliteStore> {
+    /// the database files 0600, and tightens database files that are looser. `delivery` holds
+    /// the deployment's delivery choices (e-mail delay, stream limits, the clock).
+    pub fn open_with(
+        data_dir: &Path,
+        options: &OpenOptions,
+        delivery: DeliveryOptions,
+    ) -> StoreResult<SqliteStore> {
         prepare_dir(data_dir)?;
         let path = data_dir.join(DB_FILE);
         let conn = {
@@ -246,9 +304,12 @@ impl SqliteStore {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let health = Arc::new(Health::default());
         let writer_health = health.clone();
+        let hub = Hub::new(delivery.hub);
+        let writer_hub = hub.clone();
+        let clock = delivery.clock.clone();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx, writer_health))
+            .spawn(move || writer_loop(conn, rx, writer_health, writer_hub, clock))
             .map_err(|e| StoreError::Backend(format!("starting writer: {e}")))?;
         let alive = Arc::new(());
         let checkpoint_conn = open_connection(&path, false).map_err(backend)?;
@@ -268,6 +329,8 @@ impl SqliteStore {
             auth_epoch: Arc::new(AtomicU64::new(0)),
             webhook_cache: Mutex::new(HashMap::new()),
             _checkpointer: alive,
+            hub,
+            mail_delay: delivery.mail_delay,
         })
     }
 
@@ -277,26 +340,27 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
-        self.write_job(f, Some(self.auth_epoch.clone())).await
+        self.write_job(move |c, _| f(c), Some(self.auth_epoch.clone()))
+            .await
     }
 
-    /// `write` for jobs known not to change credentials (notification inserts): the cache
-    /// stays valid.
+    /// `write` for jobs known not to change credentials (the notification lifecycle): the
+    /// cache stays valid. The job may record events; they reach the hub after the commit.
     async fn write_keeping_auth<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+        f: impl FnOnce(&Connection, &mut Events) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
         self.write_job(f, None).await
     }
 
     async fn write_job<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+        f: impl FnOnce(&Connection, &mut Events) -> StoreResult<T> + Send + 'static,
         invalidates: Option<Arc<AtomicU64>>,
     ) -> StoreResult<T> {
         let (reply, rx) = oneshot::channel();
-        let job: Job = Box::new(move |conn| {
-            let result = f(conn);
+        let job: Job = Box::new(move |conn, events| {
+            let result = f(conn, events);
             let ok = result.is_ok();
             let completion: Completion = Box::new(move |commit_error| {
                 // Before the caller hears back, so a caller that changed a credential never
@@ -565,7 +629,13 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     }
 }
 
-fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>, health: Arc<Health>) {
+fn writer_loop(
+    mut conn: Connection,
+    mut rx: mpsc::Receiver<Job>,
+    health: Arc<Health>,
+    hub: Arc<Hub>,
+    clock: Clock,
+) {
     let mut group: Vec<Job> = Vec::with_capacity(MAX_GROUP);
     let mut last_group = 0;
     while let Some(first) = rx.blocking_recv() {
@@ -580,7 +650,7 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>, health: Arc<He
             drain(&mut rx, &mut group);
         }
         last_group = group.len();
-        commit_group(&mut conn, &mut group, &health);
+        commit_group(&mut conn, &mut group, &health, &hub, &clock);
     }
 }
 
@@ -593,22 +663,41 @@ fn drain(rx: &mut mpsc::Receiver<Job>, group: &mut Vec<Job>) {
     }
 }
 
-fn commit_group(conn: &mut Connection, group: &mut Vec<Job>, health: &Health) {
+fn commit_group(
+    conn: &mut Connection,
+    group: &mut Vec<Job>,
+    health: &Health,
+    hub: &Hub,
+    clock: &Clock,
+) {
     crate::metrics::record_commit_batch(group.len());
     let mut completions = Vec::with_capacity(group.len());
+    let mut events = Events {
+        list: Vec::new(),
+        now: clock.unix(),
+    };
     let committed = (|| -> rusqlite::Result<()> {
         let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         for job in group.drain(..) {
             // A savepoint per write: one failing write must not take the others down with it.
             let sp = tx.savepoint()?;
-            let (ok, completion) = job(&sp);
+            let mark = events.list.len();
+            let (ok, completion) = job(&sp, &mut events);
             completions.push(completion);
             if ok {
                 sp.commit()?;
+            } else {
+                // Rolled back with the savepoint: they never happened.
+                events.list.truncate(mark);
             }
         }
         tx.commit()
     })();
+    // After the commit and never before; before the callers hear back, so a client that sees
+    // its REST answer finds the event already on its way. `publish` never blocks.
+    if committed.is_ok() {
+        hub.publish(&events.list);
+    }
     let error = committed.err().map(|e| {
         tracing::error!(error = %e, writes = completions.len(), "group commit failed");
         e.to_string()
@@ -625,27 +714,155 @@ fn commit_group(conn: &mut Connection, group: &mut Vec<Job>, health: &Health) {
     }
 }
 
-fn confirm(conn: &Connection, user_id: i64, id: i64) -> rusqlite::Result<Option<Notification>> {
+/// Appends an event to the log inside the current savepoint, and to the group's list for the
+/// hub.
+fn record(
+    conn: &Connection,
+    events: &mut Events,
+    user_id: i64,
+    kind: Kind,
+    payload: String,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO events (user_id, kind, payload, created_at) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![user_id, kind.name(), payload, events.now])?;
+    events.list.push(Arc::new(Event {
+        id: conn.last_insert_rowid(),
+        user_id,
+        kind,
+        payload: payload.into(),
+    }));
+    Ok(())
+}
+
+/// The recipient's notification chat id and unread counter as of now in this transaction.
+fn chat_counter(conn: &Connection, user_id: i64) -> rusqlite::Result<(i64, i64)> {
+    Ok(conn
+        .prepare_cached(sql::CHAT)?
+        .query_row([user_id], |r| Ok((r.get(0)?, r.get(2)?)))
+        .optional()?
+        .unwrap_or((0, 0)))
+}
+
+/// `notifyDelete` events for one recipient's deleted `(id, notify_type)` pairs.
+fn record_deletes(
+    conn: &Connection,
+    events: &mut Events,
+    user_id: i64,
+    deleted: &[(i64, i64)],
+) -> rusqlite::Result<()> {
+    if deleted.is_empty() {
+        return Ok(());
+    }
+    let (_, counter) = chat_counter(conn, user_id)?;
+    for chunk in deleted.chunks(MAX_IDS_PER_EVENT) {
+        record(
+            conn,
+            events,
+            user_id,
+            Kind::Delete,
+            event::delete_payload(chunk, counter),
+        )?;
+    }
+    Ok(())
+}
+
+/// Deletes by a statement returning `(id, user_id, notify_type)`, with a `notifyDelete` per
+/// recipient.
+fn delete_returning(
+    conn: &Connection,
+    events: &mut Events,
+    stmt: &str,
+    value: &str,
+    origin: &str,
+) -> rusqlite::Result<u64> {
+    let rows: Vec<(i64, i64, i64)> = conn
+        .prepare_cached(stmt)?
+        .query_map(params![value, origin], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut by_user: std::collections::BTreeMap<i64, Vec<(i64, i64)>> = Default::default();
+    for (id, user, notify_type) in &rows {
+        by_user.entry(*user).or_default().push((*id, *notify_type));
+    }
+    for (user, mut deleted) in by_user {
+        deleted.sort_unstable();
+        record_deletes(conn, events, user, &deleted)?;
+    }
+    Ok(rows.len() as u64)
+}
+
+fn confirm(
+    conn: &Connection,
+    events: &mut Events,
+    user_id: i64,
+    id: i64,
+    value: &str,
+) -> rusqlite::Result<Option<Notification>> {
     let found = conn
         .prepare_cached(sql::ONE)?
         .query_row(params![id, user_id], row_to_notification)
         .optional()?
         .filter(|n| n.notify_type == NOTIFY_TYPE_CONFIRM);
-    if found.is_some() {
+    if let Some(n) = &found {
         conn.prepare_cached(sql::CONFIRM)?
             .execute(params![id, user_id])?;
+        // As Bitrix24: the confirmation is deleted, then the choice is announced.
+        record_deletes(conn, events, user_id, &[(id, n.notify_type)])?;
+        let (chat_id, counter) = chat_counter(conn, user_id)?;
+        let messages = inbox::confirm_messages(n.buttons.as_deref(), value);
+        record(
+            conn,
+            events,
+            user_id,
+            Kind::Confirm,
+            event::confirm_payload(id, chat_id, value, &messages, counter),
+        )?;
     }
     Ok(found)
+}
+
+fn answer(
+    conn: &Connection,
+    events: &mut Events,
+    user_id: i64,
+    id: i64,
+    text: &str,
+) -> rusqlite::Result<Option<Notification>> {
+    let found = conn
+        .prepare_cached(sql::ONE)?
+        .query_row(params![id, user_id], row_to_notification)
+        .optional()?;
+    if found.is_some() {
+        let (chat_id, counter) = chat_counter(conn, user_id)?;
+        record(
+            conn,
+            events,
+            user_id,
+            Kind::Answer,
+            event::answer_payload(id, chat_id, text, counter),
+        )?;
+    }
+    Ok(found)
+}
+
+fn returned_ids(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    p: impl rusqlite::Params,
+) -> rusqlite::Result<Vec<i64>> {
+    stmt.query_map(p, |r| r.get(0))?.collect()
 }
 
 /// One read or unread toggle, only ever among the caller's notifications, never on
 /// confirm-type ones (§4.4). As in the newest source, marking read works from any id (the
 /// caller's rows from that id up), while marking unread needs the id to be one of the caller's.
-fn mark_read(conn: &Connection, user_id: i64, req: &ReadRequest) -> rusqlite::Result<()> {
+/// Returns the ids whose state changed.
+fn mark_read(conn: &Connection, user_id: i64, req: &ReadRequest) -> rusqlite::Result<Vec<i64>> {
     let (id, and_newer) = match req.scope {
         ReadScope::All => {
-            conn.prepare_cached(sql::READ_ALL)?.execute([user_id])?;
-            return Ok(());
+            return returned_ids(&mut conn.prepare_cached(sql::READ_ALL)?, [user_id]);
         }
         ReadScope::Only(id) => (id, false),
         ReadScope::AndNewer(id) => (id, true),
@@ -655,23 +872,72 @@ fn mark_read(conn: &Connection, user_id: i64, req: &ReadRequest) -> rusqlite::Re
         .query_row(params![id, user_id], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     if tag.is_none() && !req.read {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let read = req.read as i64;
-    if !and_newer {
-        conn.prepare_cached(sql::MARK_ONE)?
-            .execute(params![id, user_id, read])?;
+    let mut changed = if !and_newer {
+        returned_ids(
+            &mut conn.prepare_cached(sql::MARK_ONE)?,
+            params![id, user_id, read],
+        )?
     } else if req.read {
-        conn.prepare_cached(sql::READ_FROM)?
-            .execute(params![user_id, id])?;
+        returned_ids(
+            &mut conn.prepare_cached(sql::READ_FROM)?,
+            params![user_id, id],
+        )?
     } else {
-        conn.prepare_cached(sql::UNREAD_FROM)?
-            .execute(params![user_id, id])?;
-    }
+        returned_ids(
+            &mut conn.prepare_cached(sql::UNREAD_FROM)?,
+            params![user_id, id],
+        )?
+    };
     // Notifications that share the tag are one event for the user: toggled together.
     if let Some((Some(tag), origin)) = tag {
-        conn.prepare_cached(sql::MARK_TAG)?
-            .execute(params![user_id, tag, read, origin])?;
+        changed.extend(returned_ids(
+            &mut conn.prepare_cached(sql::MARK_TAG)?,
+            params![user_id, tag, read, origin],
+        )?);
+    }
+    Ok(changed)
+}
+
+/// Runs read toggles in order and records one `notifyRead` / `notifyUnread` per direction with
+/// the ids that changed.
+fn mark_read_all(
+    conn: &Connection,
+    events: &mut Events,
+    user_id: i64,
+    requests: &[ReadRequest],
+) -> rusqlite::Result<()> {
+    let mut read = Vec::new();
+    let mut unread = Vec::new();
+    for r in requests {
+        let changed = mark_read(conn, user_id, r)?;
+        // A later toggle of the same id in the other direction undoes the earlier one.
+        let (into, from) = if r.read {
+            (&mut read, &mut unread)
+        } else {
+            (&mut unread, &mut read)
+        };
+        from.retain(|i| !changed.contains(i));
+        into.extend(changed);
+    }
+    if read.is_empty() && unread.is_empty() {
+        return Ok(());
+    }
+    let (chat_id, counter) = chat_counter(conn, user_id)?;
+    for (kind, mut ids) in [(Kind::Read, read), (Kind::Unread, unread)] {
+        ids.sort_unstable();
+        ids.dedup();
+        for chunk in ids.chunks(MAX_IDS_PER_EVENT) {
+            record(
+                conn,
+                events,
+                user_id,
+                kind,
+                event::read_payload(chat_id, chunk, counter),
+            )?;
+        }
     }
     Ok(())
 }
@@ -679,17 +945,41 @@ fn mark_read(conn: &Connection, user_id: i64, req: &ReadRequest) -> rusqlite::Re
 /// Removes notifications by id. Every lifecycle removal (retention, the per-recipient cap) goes
 /// through here, so that whatever must follow a removal (the counters follow by trigger; the
 /// delivery events will hook in here) happens in one place and in the same transaction.
-fn remove_notifications(conn: &Connection, ids: &[i64]) -> rusqlite::Result<usize> {
+fn remove_notifications(
+    conn: &Connection,
+    events: &mut Events,
+    ids: &[i64],
+) -> rusqlite::Result<usize> {
     if ids.is_empty() {
         return Ok(0);
     }
-    conn.prepare_cached(sql::REMOVE)?.execute([id_list(ids)])
+    let removed: Vec<(i64, i64, i64)> = conn
+        .prepare_cached(sql::REMOVE)?
+        .query_map([id_list(ids)], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    // Live clients learn of these removals like of any delete (issue 12: every visible change).
+    let mut by_user: std::collections::BTreeMap<i64, Vec<(i64, i64)>> = Default::default();
+    for (id, user_id, notify_type) in &removed {
+        by_user
+            .entry(*user_id)
+            .or_default()
+            .push((*id, *notify_type));
+    }
+    for (user_id, deleted) in by_user {
+        record_deletes(conn, events, user_id, &deleted)?;
+    }
+    Ok(removed.len())
 }
 
 /// Keeps the recipient within `cap` stored notifications (`limits.max_notifications_per_user`)
 /// after an insert: the oldest read ones go first, then the oldest unread. At most
 /// `CAP_TRIM_MAX` go per call. The total is the chat counter, a primary-key lookup.
-fn enforce_cap(conn: &Connection, user_id: i64, cap: i64) -> rusqlite::Result<()> {
+fn enforce_cap(
+    conn: &Connection,
+    events: &mut Events,
+    user_id: i64,
+    cap: i64,
+) -> rusqlite::Result<()> {
     if cap <= 0 {
         return Ok(());
     }
@@ -714,14 +1004,19 @@ fn enforce_cap(conn: &Connection, user_id: i64, cap: i64) -> rusqlite::Result<()
             .collect::<rusqlite::Result<_>>()?;
         ids.extend(unread);
     }
-    remove_notifications(conn, &ids).map(|_| ())
+    remove_notifications(conn, events, &ids).map(|_| ())
 }
 
 /// One chunk of retention: of the `chunk` oldest notifications, removes those created before
 /// `before`, and returns how many went: `chunk` only when all of them were old, which is when
 /// the next chunk may hold more. A young notification among the oldest ids (the clock went
 /// backwards) holds the ones after it back until it expires too.
-fn expire_chunk(conn: &Connection, before: i64, chunk: usize) -> rusqlite::Result<usize> {
+fn expire_chunk(
+    conn: &Connection,
+    events: &mut Events,
+    before: i64,
+    chunk: usize,
+) -> rusqlite::Result<usize> {
     let oldest: Vec<(i64, i64)> = conn
         .prepare_cached(sql::OLDEST)?
         .query_map([chunk as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
@@ -731,25 +1026,35 @@ fn expire_chunk(conn: &Connection, before: i64, chunk: usize) -> rusqlite::Resul
         .filter(|(_, created)| *created < before)
         .map(|(id, _)| *id)
         .collect();
-    remove_notifications(conn, &expired)
+    remove_notifications(conn, events, &expired)
 }
 
 fn insert_notification(
     conn: &Connection,
+    events: &mut Events,
     d: &Draft,
     created_at: i64,
     cap: i64,
+    mail_delay: Option<i64>,
 ) -> rusqlite::Result<Option<i64>> {
-    let active: Option<bool> = conn
-        .prepare_cached("SELECT active FROM users WHERE id = ?1")?
-        .query_row([d.recipient], |r| r.get(0))
+    let user: Option<(bool, bool)> = conn
+        .prepare_cached(
+            "SELECT active, email <> '' AND email_notifications = 1 FROM users WHERE id = ?1",
+        )?
+        .query_row([d.recipient], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
-    if active != Some(true) {
+    let Some((true, mailable)) = user else {
         return Ok(None);
-    }
+    };
     if let Some(tag) = &d.tag {
-        conn.prepare_cached(sql::REPLACE_TAG)?
-            .execute(params![d.recipient, tag, d.tag_origin])?;
+        // A TAG replace is a delete and then an add, as Bitrix24 announces it.
+        let replaced: Vec<(i64, i64)> = conn
+            .prepare_cached(sql::REPLACE_TAG)?
+            .query_map(params![d.recipient, tag, d.tag_origin], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        record_deletes(conn, events, d.recipient, &replaced)?;
     }
     conn.prepare_cached(
         "INSERT INTO notifications
@@ -770,7 +1075,44 @@ fn insert_notification(
         d.tag_origin
     ])?;
     let id = conn.last_insert_rowid();
-    enforce_cap(conn, d.recipient, cap)?;
+    let (chat_id, counter) = chat_counter(conn, d.recipient)?;
+    let added = Notification {
+        id,
+        user_id: d.recipient,
+        author_id: d.author_id,
+        notify_type: d.notify_type,
+        module: NOTIFY_MODULE.to_owned(),
+        event: NOTIFY_EVENT.to_owned(),
+        text: d.text.clone(),
+        tag: d.tag.clone(),
+        sub_tag: d.sub_tag.clone(),
+        attach: d.attach.clone(),
+        buttons: None,
+        read: false,
+        created_at,
+    };
+    record(
+        conn,
+        events,
+        d.recipient,
+        Kind::Add,
+        event::add_payload(&added, chat_id, counter),
+    )?;
+    if let Some(delay) = mail_delay.filter(|_| mailable && !d.skip_email) {
+        conn.prepare_cached(
+            "INSERT INTO outbox (notification_id, user_id, tag, sender_name, due_at, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?
+        .execute(params![
+            id,
+            d.recipient,
+            d.tag,
+            d.sender_name,
+            created_at.saturating_add(delay),
+            created_at
+        ])?;
+    }
+    enforce_cap(conn, events, d.recipient, cap)?;
     Ok(Some(id))
 }
 
@@ -1086,8 +1428,9 @@ fn row_to_user(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
 impl Store for SqliteStore {
     async fn add_notification(&self, draft: Draft, created_at: i64) -> StoreResult<Option<i64>> {
         let cap = self.notification_cap;
-        self.write_keeping_auth(move |c| {
-            insert_notification(c, &draft, created_at, cap).map_err(backend)
+        let mail_delay = self.mail_delay;
+        self.write_keeping_auth(move |c, events| {
+            insert_notification(c, events, &draft, created_at, cap, mail_delay).map_err(backend)
         })
         .await
     }
@@ -1613,21 +1956,25 @@ impl Store for SqliteStore {
     }
 
     async fn mark_read(&self, user_id: i64, requests: Vec<ReadRequest>) -> StoreResult<()> {
-        self.write(move |c| {
-            requests
-                .iter()
-                .try_for_each(|r| mark_read(c, user_id, r))
-                .map_err(backend)
+        self.write_keeping_auth(move |c, events| {
+            mark_read_all(c, events, user_id, &requests).map_err(backend)
         })
         .await
     }
 
     async fn delete_own(&self, user_id: i64, id: i64) -> StoreResult<bool> {
-        self.write(move |c| {
-            c.prepare_cached(sql::DELETE_OWN)
-                .and_then(|mut s| s.execute(params![id, user_id]))
-                .map(|n| n > 0)
-                .map_err(backend)
+        self.write_keeping_auth(move |c, events| {
+            (|| {
+                let deleted: Option<i64> = c
+                    .prepare_cached(sql::DELETE_OWN)?
+                    .query_row(params![id, user_id], |r| r.get(0))
+                    .optional()?;
+                if let Some(notify_type) = deleted {
+                    record_deletes(c, events, user_id, &[(id, notify_type)])?;
+                }
+                Ok(deleted.is_some())
+            })()
+            .map_err(backend)
         })
         .await
     }
@@ -1642,18 +1989,230 @@ impl Store for SqliteStore {
             TagField::Tag => sql::DELETE_TAG,
             TagField::SubTag => sql::DELETE_SUB_TAG,
         };
-        self.write(move |c| {
-            c.prepare_cached(stmt)
-                .and_then(|mut s| s.execute([value, origin]))
-                .map(|n| n as u64)
+        self.write_keeping_auth(move |c, events| {
+            delete_returning(c, events, stmt, &value, &origin).map_err(backend)
+        })
+        .await
+    }
+
+    async fn confirm(
+        &self,
+        user_id: i64,
+        id: i64,
+        value: String,
+    ) -> StoreResult<Option<Notification>> {
+        self.write_keeping_auth(move |c, events| {
+            confirm(c, events, user_id, id, &value).map_err(backend)
+        })
+        .await
+    }
+
+    async fn answer(
+        &self,
+        user_id: i64,
+        id: i64,
+        text: String,
+    ) -> StoreResult<Option<Notification>> {
+        self.write_keeping_auth(move |c, events| {
+            answer(c, events, user_id, id, &text).map_err(backend)
+        })
+        .await
+    }
+
+    fn hub(&self) -> Arc<Hub> {
+        self.hub.clone()
+    }
+
+    async fn events_after(
+        &self,
+        user_id: i64,
+        after: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<Event>> {
+        self.read(move |c| {
+            c.prepare_cached(sql::EVENTS_AFTER)?
+                .query_map(params![user_id, after, limit as i64], |r| {
+                    let kind: String = r.get(1)?;
+                    let payload: String = r.get(2)?;
+                    Ok((r.get::<_, i64>(0)?, kind, payload))
+                })?
+                .filter_map(|row| match row {
+                    // A kind this build does not know (written by a newer one) is skipped.
+                    Ok((id, kind, payload)) => Kind::from_name(&kind).map(|kind| {
+                        Ok(Event {
+                            id,
+                            user_id,
+                            kind,
+                            payload: payload.into(),
+                        })
+                    }),
+                    Err(e) => Some(Err(e)),
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn event_head(&self) -> StoreResult<i64> {
+        self.read(|c| c.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0)))
+            .await
+    }
+
+    async fn prune_events(&self, before: i64, chunk: usize) -> StoreResult<usize> {
+        self.write_keeping_auth(move |c, _| {
+            c.prepare_cached(sql::PRUNE_EVENTS)
+                .and_then(|mut s| s.execute(params![before, chunk as i64]))
                 .map_err(backend)
         })
         .await
     }
 
-    async fn confirm(&self, user_id: i64, id: i64) -> StoreResult<Option<Notification>> {
-        self.write(move |c| confirm(c, user_id, id).map_err(backend))
-            .await
+    async fn set_email_notifications(&self, user_id: i64, on: bool) -> StoreResult<bool> {
+        self.write(move |c| {
+            c.execute(
+                "UPDATE users SET email_notifications = ?2 WHERE id = ?1",
+                params![user_id, on],
+            )
+            .map(|n| n > 0)
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn due_mails(&self, now: i64, limit: usize) -> StoreResult<Vec<DueMail>> {
+        self.read(move |c| {
+            c.prepare_cached(sql::DUE_MAILS)?
+                .query_map(params![now, limit as i64], |r| {
+                    let live: Option<bool> = r.get(6)?;
+                    let mailable: Option<bool> = r.get(10)?;
+                    Ok(DueMail {
+                        outbox_id: r.get(0)?,
+                        notification_id: r.get(1)?,
+                        user_id: r.get(2)?,
+                        tag: r.get(3)?,
+                        sender_name: r.get(4)?,
+                        attempts: r.get(5)?,
+                        notification: match live {
+                            Some(true) => Some(MailText {
+                                text: r.get(7)?,
+                                text_out: r.get(8)?,
+                                created_at: r.get(9)?,
+                            }),
+                            _ => None,
+                        },
+                        recipient: match mailable {
+                            Some(true) => Some(Recipient {
+                                email: r.get(11)?,
+                                name: r.get(12)?,
+                            }),
+                            _ => None,
+                        },
+                    })
+                })?
+                .collect()
+        })
+        .await
+    }
+
+    async fn update_mails(&self, updates: Vec<(i64, MailUpdate)>) -> StoreResult<()> {
+        self.write_keeping_auth(move |c, _| {
+            (|| {
+                let mut done = c.prepare_cached(
+                    "UPDATE outbox SET state = ?2, done_at = ?3, last_error = ?4,
+                            attempts = attempts + ?5 WHERE id = ?1",
+                )?;
+                let mut retry = c.prepare_cached(
+                    "UPDATE outbox SET due_at = ?2, last_error = ?3, attempts = attempts + 1
+                      WHERE id = ?1",
+                )?;
+                for (id, update) in &updates {
+                    match update {
+                        MailUpdate::Sent { at } => {
+                            done.execute(params![id, "sent", at, None::<String>, 0])?
+                        }
+                        MailUpdate::Skipped { at } => {
+                            done.execute(params![id, "skipped", at, None::<String>, 0])?
+                        }
+                        MailUpdate::Dead { at, error } => {
+                            done.execute(params![id, "dead", at, error, 1])?
+                        }
+                        MailUpdate::Retry { due_at, error } => {
+                            retry.execute(params![id, due_at, error])?
+                        }
+                    };
+                }
+                Ok(())
+            })()
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn outbox_rows(
+        &self,
+        state: Option<String>,
+        limit: usize,
+    ) -> StoreResult<Vec<OutboxRow>> {
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT id, notification_id, user_id, tag, state, attempts, due_at, last_error,
+                        created_at, done_at
+                   FROM outbox WHERE ?1 IS NULL OR state = ?1 ORDER BY id DESC LIMIT ?2",
+            )?
+            .query_map(params![state, limit as i64], |r| {
+                Ok(OutboxRow {
+                    id: r.get(0)?,
+                    notification_id: r.get(1)?,
+                    user_id: r.get(2)?,
+                    tag: r.get(3)?,
+                    state: r.get(4)?,
+                    attempts: r.get(5)?,
+                    due_at: r.get(6)?,
+                    last_error: r.get(7)?,
+                    created_at: r.get(8)?,
+                    done_at: r.get(9)?,
+                })
+            })?
+            .collect()
+        })
+        .await
+    }
+
+    async fn retry_mail(&self, id: i64, now: i64) -> StoreResult<bool> {
+        self.write_keeping_auth(move |c, _| {
+            c.execute(
+                "UPDATE outbox SET state = 'pending', attempts = 0, due_at = ?2, last_error = NULL,
+                        done_at = NULL WHERE id = ?1",
+                params![id, now],
+            )
+            .map(|n| n > 0)
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn outbox_depth(&self) -> StoreResult<i64> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT COUNT(*) FROM outbox WHERE state = 'pending'",
+                [],
+                |r| r.get(0),
+            )
+        })
+        .await
+    }
+
+    async fn prune_outbox(&self, before: i64, chunk: usize) -> StoreResult<usize> {
+        self.write_keeping_auth(move |c, _| {
+            c.execute(
+                "DELETE FROM outbox WHERE id IN (
+                     SELECT id FROM outbox WHERE state IN ('sent', 'skipped') AND done_at < ?1
+                      ORDER BY id LIMIT ?2)",
+                params![before, chunk as i64],
+            )
+            .map_err(backend)
+        })
+        .await
     }
 
     async fn users_by_id(&self, ids: Vec<i64>) -> StoreResult<Vec<UserRecord>> {
@@ -1704,8 +2263,10 @@ impl Store for SqliteStore {
     }
 
     async fn expire_notifications(&self, before: i64, chunk: usize) -> StoreResult<usize> {
-        self.write_keeping_auth(move |c| expire_chunk(c, before, chunk.max(1)).map_err(backend))
-            .await
+        self.write_keeping_auth(move |c, events| {
+            expire_chunk(c, events, before, chunk.max(1)).map_err(backend)
+        })
+        .await
     }
 
     async fn forget_expired_credentials(&self, now: i64) -> StoreResult<()> {
@@ -1831,7 +2392,7 @@ mod tests {
 
         // The path notification inserts take leaves the cached entry valid.
         let epoch = store.auth_epoch.load(Ordering::SeqCst);
-        store.write_keeping_auth(|_| Ok(())).await.unwrap();
+        store.write_keeping_auth(|_, _| Ok(())).await.unwrap();
         assert_eq!(store.auth_epoch.load(Ordering::SeqCst), epoch);
         // Any other write voids it.
         store.flush().await;

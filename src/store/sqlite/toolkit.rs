@@ -8,12 +8,16 @@ use super::{backend, insert_user, insert_webhook};
 use crate::limits::RateOverride;
 use crate::store::{NewApp, StoreResult, User};
 
-/// Empties the state a test produces. `AUTOINCREMENT` keeps its counters in `sqlite_sequence`,
+/// Empties the state a test produces: notifications, their chats, the event log and the
+/// e-mail outbox. `AUTOINCREMENT` keeps its counters in `sqlite_sequence`,
 /// which is left alone, so notification, chat, webhook and app ids never go backwards.
 pub(super) fn reset(c: &Connection, keep_directory: bool) -> StoreResult<()> {
     // The chats go with their notifications: the counters are the triggers' business, and a
     // chat id is handed out again only through AUTOINCREMENT, so never reused.
-    let mut sql = String::from("DELETE FROM notifications; DELETE FROM notify_chats;");
+    let mut sql = String::from(
+        "DELETE FROM notifications; DELETE FROM notify_chats; DELETE FROM events;
+         DELETE FROM outbox;",
+    );
     if !keep_directory {
         sql.push_str(
             "DELETE FROM oauth_tokens; DELETE FROM oauth_codes; DELETE FROM sessions;

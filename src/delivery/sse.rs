@@ -1,0 +1,302 @@
+//! `GET /events`: a user's events as Server-Sent Events.
+//!
+//! Credentials, as a REST call takes them where a browser's `EventSource` or a program can send
+//! them:
+//! - the session cookie of the login page;
+//! - an OAuth access token: `Authorization: Bearer`, or `?auth=` / `?access_token=` (EventSource
+//!   cannot set headers);
+//! - a webhook: its URL with `events` in place of a method, `GET /rest/{user_id}/{code}/events`.
+//!
+//! Tokens and webhooks need the `im` scope. A bad credential gets the REST error envelope with
+//! its status (`NO_AUTH_FOUND` 401, `invalid_token` 401, `expired_token` 401,
+//! `INVALID_CREDENTIALS` 403, `insufficient_scope` 403), never a stream; too many streams get
+//! `OVERLOAD_LIMIT` (503).
+//!
+//! The stream: a first frame with `retry:` and `id:` (the resume point, so an EventSource that
+//! reconnects before any event still resumes from here), then one frame per event:
+//! `id: N`, `event: notifyAdd|notifyDelete|...`, `data: {json with "counter"}` (payloads in
+//! [`crate::store::event`]), and a `:ping` comment after `events.heartbeat_seconds` of silence.
+//!
+//! Order of work, so that nothing is missed and nothing repeats: subscribe to the hub before the
+//! response headers go out; then, when the client resumes (`Last-Event-ID` or
+//! `?last_event_id=`), replay its newer events from the log, oldest first; then go live, skipping
+//! any live event whose id was already sent (the seam between replay and live). A subscriber the
+//! hub dropped for being slow subscribes again and replays from its last sent id, so a slow
+//! reader loses nothing either.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::stream::{self, Stream};
+
+use crate::auth::{self, Caller, CallerKind, Credential};
+use crate::conn::ConnInfo;
+use crate::error::ApiError;
+use crate::limits::rate::RateKey;
+use crate::protocol::dispatch::{self, Channel};
+use crate::protocol::envelope;
+use crate::protocol::route::Transport;
+use crate::state::AppState;
+use crate::store::event::Event;
+use crate::store::hub::{Hub, Slot, Subscription};
+use crate::store::Store;
+use crate::value::{Array, Value};
+
+/// Events read from the log per query while replaying.
+const REPLAY_PAGE: usize = 256;
+/// What an EventSource waits before reconnecting.
+const RETRY: Duration = Duration::from_secs(2);
+
+/// `GET /events` (session cookie or OAuth token).
+pub async fn events(State(state): State<AppState>, req: Request) -> Response {
+    open(state, req, None).await
+}
+
+/// The webhook credentials of `/rest/{user_id}/{code}/events` (with or without a trailing `/`),
+/// which the server routes here instead of to the REST handler.
+pub fn webhook_path(path: &str) -> Option<(String, String)> {
+    let route = crate::protocol::route::parse(path.strip_prefix("/rest")?)?;
+    if route.method != "events" || route.transport != Transport::Json {
+        return None;
+    }
+    route.webhook
+}
+
+/// Opens a stream for a request; `webhook` holds the credentials of a webhook path.
+pub async fn open(state: AppState, req: Request, webhook: Option<(String, String)>) -> Response {
+    let (parts, _) = req.into_parts();
+    let mut params: Array = parts
+        .uri
+        .query()
+        .map(|q| {
+            form_urlencoded::parse(q.as_bytes())
+                .map(|(k, v)| (k.as_ref().into(), Value::Str(v.into_owned())))
+                .collect()
+        })
+        .unwrap_or_default();
+    let resume = parts
+        .headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| params.get_str("last_event_id").map(Value::to_php_string))
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .filter(|id| *id >= 0);
+    if let Some((login, code)) = webhook {
+        params.insert("aplogin", Value::Str(login));
+        params.insert("ap", Value::Str(code));
+    }
+    let cred = match auth::extract(&parts.headers, &mut params) {
+        // EventSource sends cookies, not headers: a signed-in browser has only its cookie.
+        Credential::None => match auth::session_cookie(&parts.headers) {
+            Some(cookie) => Credential::Session {
+                csrf: String::new(),
+                cookie: Some(cookie),
+            },
+            None => Credential::None,
+        },
+        c => c,
+    };
+    let conn = parts.extensions.get::<ConnInfo>().copied();
+    let trusted = &state.config.trusted_proxies;
+    let rate_key = conn.map(|c| RateKey {
+        ip: c.client_ip(&parts.headers, trusted),
+        credential: cred.fingerprint(),
+    });
+    let channel = Channel {
+        secure: conn.is_some_and(|c| c.is_secure(&parts.headers, trusted)),
+    };
+    let caller = authenticate(&state, cred, channel).await;
+    // Opening a stream is charged like one REST call, good credential or not.
+    if let (Some(limiter), Some(key)) = (&state.limits.rate, &rate_key) {
+        let over = caller.as_ref().map(|c| c.rate).unwrap_or_default();
+        if !limiter.check(key, over) {
+            return refuse(&ApiError::query_limit_exceeded());
+        }
+    }
+    let caller = match caller {
+        Ok(c) => c,
+        Err(e) => return refuse(&e),
+    };
+    if !caller.is_session() && !caller.has_scope("im") {
+        return refuse(&caller.insufficient_scope());
+    }
+    let hub = state.store.hub();
+    let Some(slot) = hub.admit(caller.user_id) else {
+        return refuse(&ApiError::overload_limit());
+    };
+    // Live before the headers go out: whatever commits from here on reaches this stream.
+    let Some(sub) = hub.subscribe(caller.user_id) else {
+        return refuse(&ApiError::overload_limit());
+    };
+    let head = match state.store.event_head().await {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::error!(error = %e, "reading the event log failed");
+            return refuse(&ApiError::internal());
+        }
+    };
+    // A resume point past the head (a log that started over) would hide every new event.
+    let start = resume.map_or(head, |r| r.min(head));
+    let feed = Feed {
+        store: state.store.clone(),
+        hub,
+        user_id: caller.user_id,
+        sub: Some(sub),
+        last: start,
+        replay: resume.is_some(),
+        backlog: VecDeque::new(),
+        announce: true,
+        _slot: slot,
+    };
+    tracing::info!(
+        user_id = caller.user_id,
+        resume = resume.is_some(),
+        "event stream opened"
+    );
+    let heartbeat = Duration::from_secs(state.config.events.heartbeat_seconds.max(1));
+    let mut resp = Sse::new(feed.into_stream())
+        .keep_alive(KeepAlive::new().interval(heartbeat).text("ping"))
+        .into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // nginx and similar proxies would otherwise buffer the stream.
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    if !caller.is_session() {
+        // Token and webhook streams carry their credential themselves: any page may read them.
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        );
+    }
+    resp
+}
+
+async fn authenticate(
+    state: &AppState,
+    cred: Credential,
+    channel: Channel,
+) -> Result<Caller, ApiError> {
+    match cred {
+        // The cookie alone: a stream only reads, so there is no CSRF token to check.
+        Credential::Session { csrf, cookie } if csrf.is_empty() => {
+            let cookie = cookie.ok_or_else(ApiError::no_auth_found)?;
+            let session = state
+                .store
+                .session(auth::secret::hash(&cookie), state.clock.unix())
+                .await
+                .map_err(auth::internal)?
+                .ok_or_else(ApiError::session_user_not_authorized)?;
+            Ok(Caller {
+                user_id: session.user_id,
+                kind: CallerKind::Session,
+                scopes: auth::known_scopes(),
+                rate: Default::default(),
+            })
+        }
+        cred => dispatch::authenticate(state, cred, channel).await,
+    }
+}
+
+fn refuse(e: &ApiError) -> Response {
+    envelope::error_response(Transport::Json, e)
+}
+
+/// One stream's position: what it has sent, and where its next events come from.
+struct Feed {
+    store: Arc<dyn Store>,
+    hub: Arc<Hub>,
+    user_id: i64,
+    /// `None` after the hub dropped this stream; it subscribes again before replaying.
+    sub: Option<Subscription>,
+    /// The highest event id sent (or the resume point): nothing at or below it is sent again.
+    last: i64,
+    /// Events after `last` must be read from the log before going live.
+    replay: bool,
+    backlog: VecDeque<Event>,
+    /// The first frame (`retry:` and `id:`) is still to be sent.
+    announce: bool,
+    _slot: Slot,
+}
+
+impl Feed {
+    fn into_stream(self) -> impl Stream<Item = Result<SseEvent, Infallible>> + Send {
+        stream::unfold(self, |mut feed| async move {
+            let frame = feed.next().await?;
+            Some((Ok(frame), feed))
+        })
+    }
+
+    /// The next frame, or `None` when the stream should end (shutdown, or the log is
+    /// unreadable: the client reconnects and resumes).
+    async fn next(&mut self) -> Option<SseEvent> {
+        if self.announce {
+            self.announce = false;
+            return Some(SseEvent::default().retry(RETRY).id(self.last.to_string()));
+        }
+        loop {
+            if let Some(ev) = self.backlog.pop_front() {
+                if let Some(frame) = self.frame(&ev) {
+                    return Some(frame);
+                }
+                continue;
+            }
+            if self.replay {
+                match self
+                    .store
+                    .events_after(self.user_id, self.last, REPLAY_PAGE)
+                    .await
+                {
+                    Ok(page) => {
+                        self.replay = page.len() == REPLAY_PAGE;
+                        self.backlog.extend(page);
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "replaying the event log failed");
+                        return None;
+                    }
+                }
+            }
+            let Some(sub) = self.sub.as_mut() else {
+                // Dropped for being slow: subscribe again first, then catch up from the log.
+                self.sub = Some(self.hub.subscribe(self.user_id)?);
+                self.replay = true;
+                continue;
+            };
+            match sub.rx.recv().await {
+                Some(ev) => {
+                    if let Some(frame) = self.frame(&ev) {
+                        return Some(frame);
+                    }
+                }
+                None => {
+                    self.sub = None;
+                    if self.hub.is_closed() {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The frame of an event not sent yet; `None` for one at or below `last`.
+    fn frame(&mut self, ev: &Event) -> Option<SseEvent> {
+        if ev.id <= self.last {
+            return None;
+        }
+        self.last = ev.id;
+        Some(
+            SseEvent::default()
+                .id(ev.id.to_string())
+                .event(ev.kind.name())
+                .data(&*ev.payload),
+        )
+    }
+}

@@ -1,0 +1,235 @@
+//! The event log's kinds and payloads: the one place that says what a change looks like to a
+//! live channel (issue 12).
+//!
+//! Every change a user can see is stored as an event (table `events`, written in the same
+//! transaction as the change) with one of these kinds and a JSON payload that always carries the
+//! user's new unread `counter`. The names are Bitrix24's Push&Pull commands of module `im`
+//! (push-pull.md §6), so the SSE stream sends them as they are and the Push&Pull endpoint maps
+//! them one to one. Shapes:
+//!
+//! | kind | payload |
+//! |---|---|
+//! | `notifyAdd` | the notification as `im.notify.get` shows it (§2.8), plus `counter` |
+//! | `notifyDelete` | `{"id": {"<id>": <notify_type>, ...}, "counter": N}` (§6.2) |
+//! | `notifyRead`, `notifyUnread` | `{"chatId": C, "list": [ids], "counter": N}` (§6.3) |
+//! | `notifyAnswer` | `{"id": I, "chatId": C, "answer": "text", "counter": N}` |
+//! | `notifyConfirm` | `{"id": I, "chatId": C, "value": "Y", "confirmMessages": [..], "counter": N}` (§6.3) |
+//!
+//! A TAG replace is a `notifyDelete` of the replaced notifications followed by the `notifyAdd`,
+//! as Bitrix24 sends them; a confirmation is a `notifyDelete` then a `notifyConfirm`.
+
+use std::sync::Arc;
+
+use super::Notification;
+use crate::clock::rfc3339_local;
+use crate::domain::inbox::NOTIFY_TYPE_CONFIRM;
+use crate::value::{Array, Key, Value};
+
+/// At most this many ids go into one `notifyDelete`, `notifyRead` or `notifyUnread`: a read.all
+/// over many unread notifications becomes several events, so no single event is unbounded.
+pub const MAX_IDS_PER_EVENT: usize = 1000;
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Add,
+    Delete,
+    Read,
+    Unread,
+    Answer,
+    Confirm,
+}
+
+impl Kind {
+    /// The Push&Pull command name, also the SSE `event:` field and the `events.kind` column.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Add => "notifyAdd",
+            Kind::Delete => "notifyDelete",
+            Kind::Read => "notifyRead",
+            Kind::Unread => "notifyUnread",
+            Kind::Answer => "notifyAnswer",
+            Kind::Confirm => "notifyConfirm",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Kind> {
+        Some(match name {
+            "notifyAdd" => Kind::Add,
+            "notifyDelete" => Kind::Delete,
+            "notifyRead" => Kind::Read,
+            "notifyUnread" => Kind::Unread,
+            "notifyAnswer" => Kind::Answer,
+            "notifyConfirm" => Kind::Confirm,
+            _ => return None,
+        })
+    }
+}
+
+/// A committed event, as the hub fans it out and the log replays it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// Increasing over the whole log; the SSE `id:` and the resume point.
+    pub id: i64,
+    /// The recipient: only this user's streams see it.
+    pub user_id: i64,
+    pub kind: Kind,
+    /// One JSON object without newlines, `counter` included: the SSE `data:` line as it is.
+    pub payload: Arc<str>,
+}
+
+/// A notification as the readers show it (§2.8), members in the documented order. `chat_id` is
+/// the recipient's notification chat. Shared by `im.notify.get`, `im.notify.history.search` and
+/// `notifyAdd`.
+pub fn notification_value(n: &Notification, chat_id: i64) -> Value {
+    let mut v = Array::new();
+    v.insert("id", Value::Int(n.id));
+    v.insert("chat_id", Value::Int(chat_id));
+    v.insert("author_id", Value::Int(n.author_id));
+    v.insert("date", Value::Str(rfc3339_local(n.created_at as f64)));
+    v.insert("notify_type", Value::Int(n.notify_type));
+    v.insert("notify_module", Value::from(n.module.as_str()));
+    v.insert("notify_event", Value::from(n.event.as_str()));
+    v.insert("notify_tag", Value::Str(n.tag.clone().unwrap_or_default()));
+    v.insert(
+        "notify_sub_tag",
+        Value::Str(n.sub_tag.clone().unwrap_or_default()),
+    );
+    v.insert("notify_title", Value::from(""));
+    v.insert(
+        "setting_name",
+        Value::Str(format!("{}|{}", n.module, n.event)),
+    );
+    v.insert("text", Value::from(n.text.as_str()));
+    v.insert("notify_read", Value::from(if n.read { "Y" } else { "N" }));
+    if n.notify_type == NOTIFY_TYPE_CONFIRM {
+        v.insert(
+            "notify_buttons",
+            Value::Str(n.buttons.clone().unwrap_or_default()),
+        );
+    }
+    v.insert("params", params_value(n));
+    Value::Arr(v)
+}
+
+/// `params`: null, or an object whose `ATTACH` is the list of the notification's attachments.
+fn params_value(n: &Notification) -> Value {
+    let attach = n
+        .attach
+        .as_deref()
+        .and_then(|a| serde_json::from_str::<serde_json::Value>(a).ok())
+        .map(Value::from_json);
+    match attach {
+        Some(a) => Value::map([("ATTACH", Value::list([a]))]),
+        None => Value::Null,
+    }
+}
+
+fn with_counter(v: Value, counter: i64) -> String {
+    let mut v = match v {
+        Value::Arr(a) => a,
+        _ => Array::new(),
+    };
+    v.insert("counter", Value::Int(counter));
+    Value::Arr(v).to_bitrix_json()
+}
+
+/// `notifyAdd`: the notification with the recipient's unread counter after the add.
+pub fn add_payload(n: &Notification, chat_id: i64, counter: i64) -> String {
+    with_counter(notification_value(n, chat_id), counter)
+}
+
+/// `notifyDelete`: `(id, notify_type)` pairs; always a JSON object, even for one id.
+pub fn delete_payload(ids: &[(i64, i64)], counter: i64) -> String {
+    let mut map = Array::new();
+    for (id, notify_type) in ids {
+        // String keys keep it `{"12": 4}`: the list rule (P6) never applies to them.
+        map.insert(Key::Str(id.to_string()), Value::Int(*notify_type));
+    }
+    let mut v = Array::new();
+    v.insert("id", Value::Arr(map));
+    with_counter(Value::Arr(v), counter)
+}
+
+/// `notifyRead` / `notifyUnread`: the ids whose state changed, ascending.
+pub fn read_payload(chat_id: i64, ids: &[i64], counter: i64) -> String {
+    let mut v = Array::new();
+    v.insert("chatId", Value::Int(chat_id));
+    v.insert("list", Value::list(ids.iter().map(|i| Value::Int(*i))));
+    with_counter(Value::Arr(v), counter)
+}
+
+/// `notifyAnswer`: which notification was answered, and the answer's text.
+pub fn answer_payload(id: i64, chat_id: i64, answer: &str, counter: i64) -> String {
+    let mut v = Array::new();
+    v.insert("id", Value::Int(id));
+    v.insert("chatId", Value::Int(chat_id));
+    v.insert("answer", Value::from(answer));
+    with_counter(Value::Arr(v), counter)
+}
+
+/// `notifyConfirm`: which confirmation was answered, the chosen button value and the messages
+/// `im.notify.confirm` answered.
+pub fn confirm_payload(
+    id: i64,
+    chat_id: i64,
+    value: &str,
+    messages: &[String],
+    counter: i64,
+) -> String {
+    let mut v = Array::new();
+    v.insert("id", Value::Int(id));
+    v.insert("chatId", Value::Int(chat_id));
+    v.insert("value", Value::from(value));
+    v.insert(
+        "confirmMessages",
+        Value::list(messages.iter().map(|m| Value::from(m.as_str()))),
+    );
+    with_counter(Value::Arr(v), counter)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_round_trip_by_name() {
+        for k in [
+            Kind::Add,
+            Kind::Delete,
+            Kind::Read,
+            Kind::Unread,
+            Kind::Answer,
+            Kind::Confirm,
+        ] {
+            assert_eq!(Kind::from_name(k.name()), Some(k));
+        }
+        assert_eq!(Kind::from_name("notifyReadAll"), None);
+    }
+
+    #[test]
+    fn delete_is_an_object_of_types_with_the_counter() {
+        let p: serde_json::Value =
+            serde_json::from_str(&delete_payload(&[(12, 4), (13, 2)], 3)).unwrap();
+        assert_eq!(
+            p,
+            serde_json::json!({"id": {"12": 4, "13": 2}, "counter": 3})
+        );
+        let one: serde_json::Value = serde_json::from_str(&delete_payload(&[(0, 4)], 0)).unwrap();
+        assert!(one["id"].is_object(), "{one}");
+    }
+
+    #[test]
+    fn read_lists_ids_and_payloads_are_one_line() {
+        let p = read_payload(7, &[1, 2], 0);
+        assert!(!p.contains('\n'));
+        let v: serde_json::Value = serde_json::from_str(&p).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"chatId": 7, "list": [1, 2], "counter": 0})
+        );
+        let a: serde_json::Value =
+            serde_json::from_str(&answer_payload(5, 7, "line\nbreak", 1)).unwrap();
+        assert_eq!(a["answer"], "line\nbreak");
+    }
+}

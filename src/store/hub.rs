@@ -1,0 +1,254 @@
+//! The in-process fan-out of committed events, by user id.
+//!
+//! The store's writer hands every committed group's events to [`Hub::publish`] after the commit
+//! and never before. Each subscriber has a bounded channel; publishing never waits: a subscriber
+//! whose channel is full is dropped on the spot (its receiver sees the channel close after the
+//! events already queued), and it resumes from the event log. So the writer's cost after a commit
+//! is one map lookup and one `try_send` per event and subscriber of that event's user, however
+//! slow any reader is.
+//!
+//! Streams are bounded per user and in total through [`Hub::admit`]: a channel (SSE, later
+//! Push&Pull) holds a [`Slot`] for as long as it serves one client, whether or not it is
+//! subscribed at that moment.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::mpsc;
+
+use super::event::Event;
+
+/// Events a subscriber may have queued before it counts as slow and is dropped.
+pub const SUBSCRIBER_QUEUE: usize = 256;
+
+#[derive(Debug, Clone, Copy)]
+pub struct HubLimits {
+    /// Streams one user may hold at once.
+    pub per_user: usize,
+    /// Streams the whole process may hold at once.
+    pub total: usize,
+}
+
+impl Default for HubLimits {
+    fn default() -> HubLimits {
+        HubLimits {
+            per_user: 16,
+            total: 10_000,
+        }
+    }
+}
+
+/// A user's subscribers: (subscription id, its channel).
+type Senders = Vec<(u64, mpsc::Sender<Arc<Event>>)>;
+
+pub struct Hub {
+    subscribers: Mutex<HashMap<i64, Senders>>,
+    slots: Mutex<SlotCounts>,
+    limits: HubLimits,
+    next_id: AtomicU64,
+    closed: AtomicBool,
+}
+
+#[derive(Default)]
+struct SlotCounts {
+    total: usize,
+    by_user: HashMap<i64, usize>,
+}
+
+/// A live subscription; dropping it unsubscribes.
+pub struct Subscription {
+    pub rx: mpsc::Receiver<Arc<Event>>,
+    hub: Arc<Hub>,
+    user_id: i64,
+    id: u64,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.hub.remove(self.user_id, self.id);
+    }
+}
+
+/// One admitted stream; dropping it frees its place.
+pub struct Slot {
+    hub: Arc<Hub>,
+    user_id: i64,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut slots = self.hub.slots.lock().expect("hub slots poisoned");
+        slots.total -= 1;
+        if let Some(n) = slots.by_user.get_mut(&self.user_id) {
+            *n -= 1;
+            if *n == 0 {
+                slots.by_user.remove(&self.user_id);
+            }
+        }
+        crate::metrics::set_streams(slots.total);
+    }
+}
+
+impl Hub {
+    pub fn new(limits: HubLimits) -> Arc<Hub> {
+        Arc::new(Hub {
+            subscribers: Mutex::new(HashMap::new()),
+            slots: Mutex::new(SlotCounts::default()),
+            limits,
+            next_id: AtomicU64::new(1),
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    /// A place for one more stream of `user_id`, or `None` when the user or the process is at
+    /// its limit.
+    pub fn admit(self: &Arc<Hub>, user_id: i64) -> Option<Slot> {
+        let mut slots = self.slots.lock().expect("hub slots poisoned");
+        let mine = slots.by_user.get(&user_id).copied().unwrap_or(0);
+        if slots.total >= self.limits.total || mine >= self.limits.per_user {
+            return None;
+        }
+        slots.total += 1;
+        *slots.by_user.entry(user_id).or_default() += 1;
+        crate::metrics::set_streams(slots.total);
+        Some(Slot {
+            hub: self.clone(),
+            user_id,
+        })
+    }
+
+    /// Starts receiving `user_id`'s events committed from now on. `None` once the hub is closed
+    /// (the server is shutting down).
+    pub fn subscribe(self: &Arc<Hub>, user_id: i64) -> Option<Subscription> {
+        let (tx, rx) = mpsc::channel(SUBSCRIBER_QUEUE);
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut subs = self.subscribers.lock().expect("hub poisoned");
+            // Checked under the lock, so `close` cannot miss a subscriber added concurrently.
+            if self.closed.load(Ordering::SeqCst) {
+                return None;
+            }
+            subs.entry(user_id).or_default().push((id, tx));
+        }
+        Some(Subscription {
+            rx,
+            hub: self.clone(),
+            user_id,
+            id,
+        })
+    }
+
+    /// Fans committed events out; never blocks. Called by the store after the commit.
+    pub fn publish(&self, events: &[Arc<Event>]) {
+        if events.is_empty() {
+            return;
+        }
+        let mut subs = self.subscribers.lock().expect("hub poisoned");
+        for event in events {
+            let Some(list) = subs.get_mut(&event.user_id) else {
+                continue;
+            };
+            list.retain(|(_, tx)| match tx.try_send(event.clone()) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    // Too slow: dropped here, it catches up from the log.
+                    crate::metrics::record_subscriber_dropped();
+                    false
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            });
+            if list.is_empty() {
+                subs.remove(&event.user_id);
+            }
+        }
+    }
+
+    /// Ends every subscription, and refuses new ones: streams finish so that shutdown can drain.
+    pub fn close(&self) {
+        let mut subs = self.subscribers.lock().expect("hub poisoned");
+        self.closed.store(true, Ordering::SeqCst);
+        subs.clear();
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    /// Current subscriptions of a user (for tests and diagnostics).
+    pub fn subscriber_count(&self, user_id: i64) -> usize {
+        self.subscribers
+            .lock()
+            .expect("hub poisoned")
+            .get(&user_id)
+            .map_or(0, Vec::len)
+    }
+
+    fn remove(&self, user_id: i64, id: u64) {
+        let mut subs = self.subscribers.lock().expect("hub poisoned");
+        if let Some(list) = subs.get_mut(&user_id) {
+            list.retain(|(i, _)| *i != id);
+            if list.is_empty() {
+                subs.remove(&user_id);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::event::Kind;
+
+    fn ev(id: i64, user_id: i64) -> Arc<Event> {
+        Arc::new(Event {
+            id,
+            user_id,
+            kind: Kind::Add,
+            payload: "{}".into(),
+        })
+    }
+
+    #[tokio::test]
+    async fn fans_out_by_user_and_drops_the_slow() {
+        let hub = Hub::new(HubLimits::default());
+        let mut a = hub.subscribe(1).unwrap();
+        let mut slow = hub.subscribe(1).unwrap();
+        let mut other = hub.subscribe(2).unwrap();
+        hub.publish(&[ev(1, 1), ev(2, 2)]);
+        assert_eq!(a.rx.recv().await.unwrap().id, 1);
+        assert_eq!(other.rx.recv().await.unwrap().id, 2);
+        // `a` keeps reading; `slow` never does. Publishing never blocks, and `slow` is dropped.
+        for i in 0..(SUBSCRIBER_QUEUE as i64 + 10) {
+            hub.publish(&[ev(10 + i, 1)]);
+            assert_eq!(a.rx.recv().await.unwrap().id, 10 + i);
+        }
+        assert_eq!(hub.subscriber_count(1), 1);
+        let mut seen = 0;
+        while slow.rx.recv().await.is_some() {
+            seen += 1;
+        }
+        // It got what fitted (the first event and a full queue), then the channel closed.
+        assert_eq!(seen, SUBSCRIBER_QUEUE);
+        drop(a);
+        assert_eq!(hub.subscriber_count(1), 0);
+        hub.close();
+        assert!(other.rx.recv().await.is_none());
+        assert!(hub.subscribe(3).is_none());
+    }
+
+    #[test]
+    fn admits_within_limits() {
+        let hub = Hub::new(HubLimits {
+            per_user: 2,
+            total: 3,
+        });
+        let a = hub.admit(1).unwrap();
+        let _b = hub.admit(1).unwrap();
+        assert!(hub.admit(1).is_none());
+        let _c = hub.admit(2).unwrap();
+        assert!(hub.admit(3).is_none());
+        drop(a);
+        assert!(hub.admit(1).is_some());
+    }
+}
