@@ -89,6 +89,8 @@ stage "readme example" bash scripts/readme-example.sh || true
 # The real Bitrix24 clients (npm, PyPI, curl) against the binary just built.
 stage interop bash tests/interop/run.sh || true
 stage tests run_tests "$@" || true
+# The notification center in Debian's chromium (installs chromium and playwright-core).
+stage browser bash scripts/browser-test.sh || true
 
 # Reliability and security checks (issue 7), in their short CI forms. Each installs what it
 # needs from crates.io or PyPI (cargo tools under .tools/cargo). RELIABILITY_QUICK=1 skips

@@ -349,6 +349,9 @@ pub struct UserUpdateArgs {
     /// New password for the login page
     #[arg(long)]
     pub password: Option<String>,
+    /// Turn the user's e-mail for MESSAGE_OUT on or off (D13)
+    #[arg(long, value_enum)]
+    pub email_notifications: Option<OnOff>,
 }
 
 #[derive(Args, Debug)]
@@ -565,14 +568,24 @@ pub async fn run_admin(config: Config, command: Command) -> anyhow::Result<()> {
                 active: None,
                 password_hash: a.password.as_deref().map(password::hash).transpose()?,
             };
-            if update == UserUpdate::default() {
-                bail!("nothing to change: give --name, --last-name, --email, --admin, --no-admin or --password");
+            if update == UserUpdate::default() && a.email_notifications.is_none() {
+                bail!("nothing to change: give --name, --last-name, --email, --admin, --no-admin, --password or --email-notifications");
             }
             let ends = update.ends_credentials();
-            store
-                .update_user(a.id, update)
-                .await
-                .context("updating the user")?;
+            if update != UserUpdate::default() {
+                store
+                    .update_user(a.id, update)
+                    .await
+                    .context("updating the user")?;
+            }
+            if let Some(state) = a.email_notifications {
+                if !store
+                    .set_email_notifications(a.id, state == OnOff::On)
+                    .await?
+                {
+                    bail!("user {} does not exist", a.id);
+                }
+            }
             println!("Updated user {}", a.id);
             if ends {
                 println!("Their sessions and OAuth tokens are ended.");

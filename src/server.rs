@@ -97,6 +97,13 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/admin.js", get(web::admin_page::js))
         .route("/admin/api", any(web::admin::api))
         .route("/admin/api/{*path}", any(web::admin::api))
+        .route("/", get(web::center::index))
+        .route("/center/item/{id}", get(web::center::item))
+        .route("/center/action", post(web::center::action))
+        .route("/center/lang", post(web::center::set_lang))
+        .route("/center/email", post(web::center::set_email))
+        .route("/assets/center.js", get(web::center::script))
+        .route("/assets/center.css", get(web::center::style))
         .route("/events", get(delivery::sse::events))
         .route(
             "/unsubscribe",

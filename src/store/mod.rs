@@ -358,6 +358,9 @@ pub trait Store: Send + Sync + 'static {
     /// Turns a user's e-mail on or off (D13); `false` when there is no such user.
     async fn set_email_notifications(&self, user_id: i64, on: bool) -> StoreResult<bool>;
 
+    /// A user's e-mail setting (D13), for the center's settings panel; `None` without the user.
+    async fn email_notifications(&self, user_id: i64) -> StoreResult<Option<bool>>;
+
     /// Outbox rows due at `now`, oldest first, at most `limit`.
     async fn due_mails(&self, now: i64, limit: usize) -> StoreResult<Vec<DueMail>>;
 

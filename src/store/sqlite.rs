@@ -2079,6 +2079,15 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn email_notifications(&self, user_id: i64) -> StoreResult<Option<bool>> {
+        self.read(move |c| {
+            c.prepare_cached("SELECT email_notifications FROM users WHERE id = ?1")?
+                .query_row([user_id], |r| r.get(0))
+                .optional()
+        })
+        .await
+    }
+
     async fn due_mails(&self, now: i64, limit: usize) -> StoreResult<Vec<DueMail>> {
         self.read(move |c| {
             c.prepare_cached(sql::DUE_MAILS)?
