@@ -91,6 +91,8 @@ stage interop bash tests/interop/run.sh || true
 # Bitrix24's PullClient against the built-in Push&Pull server (WebSocket and long polling).
 stage "push&pull" bash tests/pull/run.sh || true
 stage tests run_tests "$@" || true
+# The notification center in Debian's chromium (installs chromium and playwright-core).
+stage browser bash scripts/browser-test.sh || true
 
 # Reliability and security checks (issue 7), in their short CI forms. Each installs what it
 # needs from crates.io or PyPI (cargo tools under .tools/cargo). RELIABILITY_QUICK=1 skips

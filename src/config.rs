@@ -37,6 +37,36 @@ pub struct Config {
     pub pull: PullConfig,
     pub smtp: SmtpConfig,
     pub email: EmailConfig,
+    pub admin: AdminConfig,
+    pub journal: JournalConfig,
+}
+
+/// The admin API under `/admin/api/` (the test-server toolkit).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default)]
+pub struct AdminConfig {
+    /// The admin token (`Authorization: Bearer TOKEN`). Unset: the first start creates one,
+    /// prints it once and stores only its SHA-256.
+    pub token: Option<String>,
+}
+
+/// The request journal: the last REST calls, in memory, for `/admin/api/requests`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct JournalConfig {
+    /// How many calls are kept (a batch's commands count one each); 0 switches recording off.
+    pub capacity: usize,
+    /// Bytes of parameters, and of result, kept per entry; the rest is cut off.
+    pub entry_bytes: usize,
+}
+
+impl Default for JournalConfig {
+    fn default() -> JournalConfig {
+        JournalConfig {
+            capacity: 1000,
+            entry_bytes: 4096,
+        }
+    }
 }
 
 /// The event log and the live streams (issue 12).
@@ -357,6 +387,8 @@ impl Default for Config {
             retention: RetentionConfig::default(),
             storage: StorageConfig::default(),
             log: LogConfig::default(),
+            admin: AdminConfig::default(),
+            journal: JournalConfig::default(),
             events: EventsConfig::default(),
             pull: PullConfig::default(),
             smtp: SmtpConfig::default(),

@@ -171,3 +171,40 @@ fn example_config_file_parses_to_the_defaults() {
     );
     assert!(dir.path().join("data/imnotify.sqlite3").exists());
 }
+
+#[test]
+fn user_update_turns_email_notifications_off_and_on() {
+    let s = Server::start();
+    let email_on = || -> i64 {
+        s.db()
+            .query_row(
+                "SELECT email_notifications FROM users WHERE id = 1",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    assert_eq!(email_on(), 1, "on by default (D13)");
+    let out = s.cli(&[
+        "user",
+        "update",
+        "--id",
+        "1",
+        "--email-notifications",
+        "off",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(email_on(), 0);
+    let out = s.cli(&["user", "update", "--id", "1", "--email-notifications", "on"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(email_on(), 1);
+    let out = s.cli(&[
+        "user",
+        "update",
+        "--id",
+        "999",
+        "--email-notifications",
+        "off",
+    ]);
+    assert!(!out.status.success(), "an unknown user is an error");
+}

@@ -16,11 +16,11 @@ use crate::state::AppState;
 use crate::store::{App, Session};
 use crate::value::{Array, Value};
 
-type Form = (Method, HeaderMap, Option<ConnInfo>, Array);
+pub(crate) type Form = (Method, HeaderMap, Option<ConnInfo>, Array);
 
 /// Query and urlencoded body, body winning, with PHP's rules. A body that is too large or too
 /// slow is refused with the REST layer's errors (413, 408) rather than read as empty.
-async fn form(req: Request, limits: &Limits) -> Result<Form, ApiError> {
+pub(crate) async fn form(req: Request, limits: &Limits) -> Result<Form, ApiError> {
     let (parts, body) = req.into_parts();
     let max_body = limits.max_body_bytes;
     let deadline = std::time::Duration::from_secs(limits.body_read_timeout_secs.max(1));
