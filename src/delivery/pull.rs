@@ -21,6 +21,8 @@
 //! - A long poll is held up to [`POLL_HOLD`]: `200` with framed messages, else `304` with
 //!   `Last-Message-Id` and the `Expires` the client checks; never `200` with an empty body. A
 //!   first poll without `mid` gets `304` with the head at once (§3.3).
+//! - Both go through the per-IP gate of REST calls; a refused channel counts as a failed
+//!   authentication there, and a gated address gets 503 before any check.
 
 use std::time::Duration;
 
@@ -34,6 +36,7 @@ use serde_json::{json, Value as Json};
 use crate::auth::channel::{self, Channel, KEY_SETTING};
 use crate::auth::secret;
 use crate::clock::rfc3339_local;
+use crate::conn::ConnInfo;
 use crate::state::AppState;
 use crate::store::event::{Event, Kind};
 use crate::store::hub::Subscription;
@@ -97,6 +100,42 @@ fn ask(req: &Request) -> Ask {
         }
     }
     a
+}
+
+/// Why a request gets no stream.
+enum Refusal {
+    /// The per-IP gate refused the address (too many failures or requests in flight).
+    Gate,
+    /// The channel is bad or expired (or the key is unreadable).
+    Channel,
+}
+
+/// Checks a request's channel through the per-IP gate of REST calls (issue 10 §2): an address
+/// whose failures filled its bucket is refused, and a refused channel counts as a failure.
+async fn check_gated(
+    state: &AppState,
+    client_ip: Option<std::net::IpAddr>,
+    channel_id: &str,
+) -> Result<(Channel, String), Refusal> {
+    let ticket = match (&state.limits.ip_gate, client_ip) {
+        (Some(gate), Some(ip)) => match gate.admit(ip, state.clock.monotonic()) {
+            Ok(t) => Some(t),
+            Err(_) => return Err(Refusal::Gate),
+        },
+        _ => None,
+    };
+    let checked = check(state, channel_id).await;
+    if let (None, Some(gate), Some(ip)) = (&checked, &state.limits.ip_gate, client_ip) {
+        gate.failed(ip, state.clock.monotonic());
+    }
+    drop(ticket);
+    checked.ok_or(Refusal::Channel)
+}
+
+fn client_ip(state: &AppState, req: &Request) -> Option<std::net::IpAddr> {
+    req.extensions()
+        .get::<ConnInfo>()
+        .map(|c| c.client_ip(req.headers(), &state.config.trusted_proxies))
 }
 
 async fn check(state: &AppState, channel_id: &str) -> Option<(Channel, String)> {
@@ -346,7 +385,11 @@ impl Cursor {
 /// `GET /subws/`.
 pub async fn subws(State(state): State<AppState>, ws: WebSocketUpgrade, req: Request) -> Response {
     let ask = ask(&req);
-    let channel = check(&state, &ask.channel_id).await;
+    let channel = match check_gated(&state, client_ip(&state, &req), &ask.channel_id).await {
+        Ok(c) => Some(c),
+        Err(Refusal::Channel) => None,
+        Err(Refusal::Gate) => return StatusCode::SERVICE_UNAVAILABLE.into_response(),
+    };
     // The client only ever sends `ping`, `pong` and `mack:<mid>`: small buffers and a small
     // message limit keep an idle socket cheap and bound what one client can make us hold
     // (tungstenite's defaults are a 128 KiB read buffer and 64 MiB messages).
@@ -470,8 +513,12 @@ async fn serve_socket(
 /// `GET /sub/`: one long poll.
 pub async fn sub(State(state): State<AppState>, req: Request) -> Response {
     let ask = ask(&req);
-    let Some((channel, _)) = check(&state, &ask.channel_id).await else {
-        return (StatusCode::BAD_REQUEST, "WRONG_CHANNEL_ID").into_response();
+    let channel = match check_gated(&state, client_ip(&state, &req), &ask.channel_id).await {
+        Ok((c, _)) => c,
+        Err(Refusal::Channel) => {
+            return (StatusCode::BAD_REQUEST, "WRONG_CHANNEL_ID").into_response()
+        }
+        Err(Refusal::Gate) => return StatusCode::SERVICE_UNAVAILABLE.into_response(),
     };
     let channel_pub = channel::public_part(&ask.channel_id).to_owned();
     let hub = state.store.hub();
