@@ -34,8 +34,39 @@ pub struct Config {
     pub storage: StorageConfig,
     pub log: LogConfig,
     pub events: EventsConfig,
+    pub pull: PullConfig,
     pub smtp: SmtpConfig,
     pub email: EmailConfig,
+    pub admin: AdminConfig,
+    pub journal: JournalConfig,
+}
+
+/// The admin API under `/admin/api/` (the test-server toolkit).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// The admin token (`Authorization: Bearer TOKEN`). Unset: the first start creates one,
+    /// prints it once and stores only its SHA-256.
+    pub token: Option<String>,
+}
+
+/// The request journal: the last REST calls, in memory, for `/admin/api/requests`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct JournalConfig {
+    /// How many calls are kept (a batch's commands count one each); 0 switches recording off.
+    pub capacity: usize,
+    /// Bytes of parameters, and of result, kept per entry; the rest is cut off.
+    pub entry_bytes: usize,
+}
+
+impl Default for JournalConfig {
+    fn default() -> JournalConfig {
+        JournalConfig {
+            capacity: 1000,
+            entry_bytes: 4096,
+        }
+    }
 }
 
 /// The event log and the live streams (issue 12).
@@ -59,6 +90,22 @@ impl Default for EventsConfig {
             max_streams_per_user: 16,
             max_streams: 10_000,
             heartbeat_seconds: 15,
+        }
+    }
+}
+
+/// The built-in Push&Pull server (issue 13; push-pull.md).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PullConfig {
+    /// Seconds a channel handed out by `pull.config.get` stays good (Bitrix24: 43205, §1.3).
+    pub channel_ttl_seconds: i64,
+}
+
+impl Default for PullConfig {
+    fn default() -> PullConfig {
+        PullConfig {
+            channel_ttl_seconds: 43_205,
         }
     }
 }
@@ -340,7 +387,10 @@ impl Default for Config {
             retention: RetentionConfig::default(),
             storage: StorageConfig::default(),
             log: LogConfig::default(),
+            admin: AdminConfig::default(),
+            journal: JournalConfig::default(),
             events: EventsConfig::default(),
+            pull: PullConfig::default(),
             smtp: SmtpConfig::default(),
             email: EmailConfig::default(),
         }

@@ -39,7 +39,7 @@ fn main() -> std::process::ExitCode {
         .expect("building the tokio runtime");
     let result = runtime.block_on(async move {
         match args.command {
-            Command::Serve(_) => imnotify::app::serve(config).await,
+            Command::Serve(s) => imnotify::app::serve(config, s.fixtures).await,
             other => cli::run_admin(config, other).await,
         }
     });

@@ -587,3 +587,45 @@ fn rate_limit_keys_on_the_canonical_identity() {
         "80 calls as one webhook in four spellings were never limited"
     );
 }
+
+/// The event stream's webhook form is the same credential as a REST call: guessing codes
+/// through `/rest/{user}/{code}/events` (or tokens through `/events?auth=`) is charged to the
+/// same per-address failure bucket, and a flooded address is refused there too, so the stream
+/// is no free oracle for webhook codes.
+#[test]
+fn failed_authentications_on_event_streams_are_limited_per_ip() {
+    let mut opts = limited();
+    opts.envs.push((
+        "IMNOTIFY_LIMITS__FAILED_AUTH_PER_SECOND".into(),
+        "0.02".into(),
+    ));
+    let s = Server::start_with(opts);
+    let statuses: Vec<u16> = (0..130)
+        .map(|i| {
+            let path = if i % 2 == 0 {
+                format!("/rest/1/wrongcode{i:07}/events")
+            } else {
+                format!("/events?auth=badtoken{i:07}")
+            };
+            send_from(4, &s, &request_bytes("GET", &path, &[], b""))
+                .0
+                .status
+        })
+        .collect();
+    assert!(
+        statuses[..50].iter().all(|st| *st == 401 || *st == 403),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.contains(&503),
+        "130 wrong stream credentials from one address were never limited: {statuses:?}"
+    );
+    // The flooded address cannot go on guessing through REST either, and others are served.
+    let (r, _) = send_from(
+        4,
+        &s,
+        &request_bytes("GET", "/rest/1/wrongcode/server.time", &[], b""),
+    );
+    r.assert_error(503, "QUERY_LIMIT_EXCEEDED");
+    assert_eq!(s.get(&s.hook_url("server.time")).status, 200);
+}

@@ -350,8 +350,21 @@ fn banner_names_the_listen_address_and_the_public_url() {
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let first = lines.next().unwrap().unwrap();
     let second = lines.next().unwrap().unwrap();
-    let third = lines.nth(1).unwrap().unwrap();
-    let hint = lines.nth(2).unwrap().unwrap();
+    let mut rest = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let done = line.starts_with("To read it");
+        rest.push(line);
+        if done || rest.len() > 10 {
+            break;
+        }
+    }
+    let third = rest
+        .iter()
+        .find(|l| l.starts_with("Webhook: "))
+        .unwrap()
+        .clone();
+    let hint = rest.last().unwrap().clone();
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(

@@ -540,3 +540,27 @@ fn a_subscriber_that_never_reads_does_not_slow_the_writer_and_catches_up() {
         count += 1;
     }
 }
+
+#[test]
+fn a_long_answer_is_cut_as_a_message_is() {
+    // An answer is an event: kept in the log for a day and sent to every stream of the user.
+    // Uncut, one request (or one /center/action post, which has no rate limit) stored megabytes.
+    let s = Server::start();
+    let id = s.notify(json!({"USER_ID": 1, "MESSAGE": "question"}));
+    let mut st = Stream::open(&s, &events_path(&s), &[]);
+    call(
+        &s,
+        "im.notify.answer",
+        json!({"ID": id, "ANSWER_TEXT": "a".repeat(1_000_000)}),
+    );
+    let (_, kind, data) = st.event();
+    assert_eq!(kind, "notifyAnswer");
+    let answer = data["answer"].as_str().unwrap();
+    assert!(answer.len() < 21_000, "{} bytes", answer.len());
+    assert!(answer.ends_with(" (...)"));
+    let stored: i64 = s
+        .db()
+        .query_row("SELECT max(length(payload)) FROM events", [], |r| r.get(0))
+        .unwrap();
+    assert!(stored < 25_000, "{stored} bytes in the event log");
+}

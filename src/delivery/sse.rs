@@ -105,14 +105,35 @@ pub async fn open(state: AppState, req: Request, webhook: Option<(String, String
     };
     let conn = parts.extensions.get::<ConnInfo>().copied();
     let trusted = &state.config.trusted_proxies;
-    let rate_key = conn.map(|c| RateKey {
-        ip: c.client_ip(&parts.headers, trusted),
-        credential: cred.fingerprint(),
-    });
+    let client_ip = conn.map(|c| c.client_ip(&parts.headers, trusted));
+    // The per-IP gate of REST calls (issue 10 §2): an address whose failed authentications
+    // filled its bucket is refused here too, or `/rest/{user}/{code}/events` would be a free
+    // oracle for webhook codes. The ticket is held while authenticating only, not for the
+    // stream's life.
+    let ticket = match (&state.limits.ip_gate, client_ip) {
+        (Some(gate), Some(ip)) => match gate.admit(ip, state.clock.monotonic()) {
+            Ok(t) => Some(t),
+            Err(_) => return refuse(&ApiError::query_limit_exceeded()),
+        },
+        _ => None,
+    };
+    let presented = cred.fingerprint();
     let channel = Channel {
         secure: conn.is_some_and(|c| c.is_secure(&parts.headers, trusted)),
     };
     let caller = authenticate(&state, cred, channel).await;
+    if let (Err(_), Some(gate), Some(ip)) = (&caller, &state.limits.ip_gate, client_ip) {
+        gate.failed(ip, state.clock.monotonic());
+    }
+    drop(ticket);
+    // As for REST calls: the caller's canonical identity once known, however it was spelled.
+    let rate_key = client_ip.map(|ip| RateKey {
+        ip,
+        credential: match &caller {
+            Ok(c) => c.rate_identity(),
+            Err(_) => presented,
+        },
+    });
     // Opening a stream is charged like one REST call, good credential or not.
     if let (Some(limiter), Some(key)) = (&state.limits.rate, &rate_key) {
         let over = caller.as_ref().map(|c| c.rate).unwrap_or_default();

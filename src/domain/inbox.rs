@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Duration, FixedOffset, NaiveDate, TimeZone};
 
-use crate::domain::notify::{namespaced, tag_namespace, tag_origin, Origin};
+use crate::domain::notify::{cut_long_text, namespaced, tag_namespace, tag_origin, Origin};
 use crate::error::ApiError;
 use crate::value::{php_trim, Array, Value};
 
@@ -341,7 +341,8 @@ pub fn answer_request(params: &Array) -> Result<(i64, String), ApiError> {
     let p = params.upper_case_keys();
     let id = notify_id(&p)?;
     match p.get_str("ANSWER_TEXT") {
-        Some(v) if v.is_truthy() => Ok((id, php_trim(&v.to_php_string()).to_owned())),
+        // Cut as MESSAGE is: the answer is kept in the event log and sent to every stream.
+        Some(v) if v.is_truthy() => Ok((id, cut_long_text(php_trim(&v.to_php_string())))),
         _ => Err(ApiError::answer_text_error()),
     }
 }

@@ -214,7 +214,12 @@ pub fn normalize_text(text: &str) -> String {
         .replace("#BR#", "\n")
         .replace("[BR]", "\n")
         .replace("[br]", "\n");
-    let trimmed = php_trim(&replaced);
+    cut_long_text(php_trim(&replaced))
+}
+
+/// A text longer than the messenger keeps, cut with a visible marker (D7); shorter ones as they
+/// are. Every caller-supplied text that is stored or sent as an event goes through it.
+pub fn cut_long_text(trimmed: &str) -> String {
     if trimmed.chars().count() > TEXT_CUT_THRESHOLD {
         let mut cut: String = trimmed.chars().take(TEXT_KEEP).collect();
         cut.push_str(" (...)");

@@ -35,6 +35,8 @@ use crate::domain::inbox::{
 use crate::domain::notify::Draft;
 use crate::limits::RateOverride;
 
+mod toolkit;
+
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0001_init.sql"),
     include_str!("../../migrations/0002_oauth.sql"),
@@ -2351,6 +2353,36 @@ impl Store for SqliteStore {
 
     fn writer_queue_depth(&self) -> usize {
         self.writer.max_capacity() - self.writer.capacity()
+    }
+
+    async fn reset(&self, keep_directory: bool) -> StoreResult<()> {
+        self.write(move |c| toolkit::reset(c, keep_directory)).await
+    }
+
+    async fn put_setting(&self, key: &str, value: String) -> StoreResult<()> {
+        let key = key.to_owned();
+        self.write(move |c| toolkit::put_setting(c, &key, &value))
+            .await
+    }
+
+    async fn upsert_user(&self, user: User) -> StoreResult<bool> {
+        self.write(move |c| toolkit::upsert_user(c, &user)).await
+    }
+
+    async fn ensure_webhook(
+        &self,
+        user_id: i64,
+        code_hash: [u8; 32],
+        scopes: &[String],
+        rate: RateOverride,
+    ) -> StoreResult<(i64, bool)> {
+        let scopes = scopes.join(",");
+        self.write(move |c| toolkit::ensure_webhook(c, user_id, &code_hash, &scopes, &rate))
+            .await
+    }
+
+    async fn upsert_app(&self, app: NewApp) -> StoreResult<(i64, bool)> {
+        self.write(move |c| toolkit::upsert_app(c, &app)).await
     }
 }
 

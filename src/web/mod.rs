@@ -1,6 +1,9 @@
 //! Browser-facing endpoints: the notification center (`center`, with its texts in `i18n`), the
-//! login page, the OAuth consent page and the token endpoint.
+//! login page, the OAuth consent page and the token endpoint; and the test-server toolkit's
+//! admin API (`admin`) and page (`admin_page`).
 
+pub mod admin;
+pub mod admin_page;
 pub mod center;
 pub mod i18n;
 pub mod oauth;
