@@ -88,6 +88,8 @@ stage "pre-commit" bash scripts/pre-commit.sh || true
 stage "readme example" bash scripts/readme-example.sh || true
 # The real Bitrix24 clients (npm, PyPI, curl) against the binary just built.
 stage interop bash tests/interop/run.sh || true
+# Bitrix24's PullClient against the built-in Push&Pull server (WebSocket and long polling).
+stage "push&pull" bash tests/pull/run.sh || true
 stage tests run_tests "$@" || true
 # The notification center in Debian's chromium (installs chromium and playwright-core).
 stage browser bash scripts/browser-test.sh || true

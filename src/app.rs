@@ -17,6 +17,7 @@ use crate::state::{AppState, Registry};
 use crate::store::hub::HubLimits;
 use crate::store::sqlite::{DeliveryOptions, OpenOptions, SqliteStore};
 use crate::store::{Store, StoreError, User};
+use crate::toolkit::Toolkit;
 
 /// Length of generated webhook codes: Bitrix24's own codes have 16 characters.
 pub const WEBHOOK_CODE_LEN: usize = 16;
@@ -145,10 +146,60 @@ async fn bootstrap(store: &dyn Store) -> anyhow::Result<Option<String>> {
     ))
 }
 
-pub async fn serve(mut config: Config) -> anyhow::Result<()> {
+/// Length of a generated admin token.
+pub const ADMIN_TOKEN_LEN: usize = 32;
+
+/// Sets the admin API's token digest: `admin.token` when configured, else the one stored in
+/// the settings, else a new one, which is returned to be shown once.
+pub async fn admin_token(
+    store: &dyn Store,
+    config: &Config,
+    toolkit: &Toolkit,
+    from_fixtures: Option<&str>,
+) -> anyhow::Result<Option<String>> {
+    if let Some(token) = config.admin.token.as_deref().filter(|t| !t.is_empty()) {
+        toolkit.set_admin_token_hash(secret::hash(token));
+        return Ok(None);
+    }
+    if let Some(token) = from_fixtures {
+        let hash = secret::hash(token);
+        store
+            .put_setting(crate::web::admin::TOKEN_SETTING, hex::encode(hash))
+            .await?;
+        toolkit.set_admin_token_hash(hash);
+        return Ok(None);
+    }
+    let fresh = secret::generate(ADMIN_TOKEN_LEN);
+    let fresh_hex = hex::encode(secret::hash(&fresh));
+    let stored = store
+        .setting(crate::web::admin::TOKEN_SETTING, fresh_hex.clone())
+        .await?;
+    let mut hash = [0u8; 32];
+    hex::decode_to_slice(&stored, &mut hash).context("the stored admin token digest")?;
+    toolkit.set_admin_token_hash(hash);
+    Ok((stored == fresh_hex).then_some(fresh))
+}
+
+/// Runs the server; `fixtures` is the `--fixtures` file, applied before the first request.
+pub async fn serve(mut config: Config, fixtures: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     let clock = Clock::system();
     let store = open_store_with(&config, true, clock.clone())?;
     let first_code = bootstrap(store.as_ref()).await?;
+    let applied = match &fixtures {
+        Some(path) => {
+            let applied = crate::fixtures::apply_file(store.as_ref(), path).await?;
+            tracing::info!(
+                changed = applied.changed,
+                unchanged = applied.unchanged,
+                "fixtures applied"
+            );
+            Some(applied)
+        }
+        None => None,
+    };
+    let toolkit = Arc::new(Toolkit::new(&config));
+    let fixture_token = applied.as_ref().and_then(|a| a.admin_token.as_deref());
+    let new_admin_token = admin_token(store.as_ref(), &config, &toolkit, fixture_token).await?;
     let bound = server::bind(&config).await?;
     // From here on `listen` is the bound address (port 0 resolved): the Host allow-list and the
     // fallback portal URL are made from it.
@@ -156,13 +207,23 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
     let base = config.base_url(bound.addr);
 
     // Stdout carries what a person (or a test) needs to start calling; logs go to stderr.
-    println!("imnotify listening on {base}");
+    // The socket itself, so nobody looks for TLS or a name that a proxy in front provides.
+    println!("imnotify listening on {}", config.listen_url(bound.addr));
+    if config.public_url.is_some() {
+        println!("Public URL: {base}");
+    }
+    if let Some(token) = new_admin_token {
+        println!("Admin token (for {base}/admin/api/, shown only now): {token}");
+    }
     if let Some(code) = first_code {
         println!("Created user 1 (admin) and a webhook with scope im. Its code is shown only now.");
         println!("Webhook: {base}/rest/1/{code}/");
         println!("Try it:");
         println!(
             "curl -X POST -H \"Content-Type: application/json\" -H \"Accept: application/json\" -d '{{\"USER_ID\":1,\"MESSAGE\":\"System notification\",\"MESSAGE_OUT\":\"System notification for email\",\"TAG\":\"SYSTEM_EVENT_42\",\"SUB_TAG\":\"SYSTEM_EVENT|42\"}}' {base}/rest/1/{code}/im.notify.system.add"
+        );
+        println!(
+            "To read it in the page: imnotify user password --id 1 --password '...', then open {base}/ and sign in as 1."
         );
     }
     tracing::info!(addr = %bound.addr, tls = config.tls_enabled(), require_https = config.require_https(), "serving");
@@ -213,6 +274,7 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
         limits: limits.clone(),
         clock: clock.clone(),
         methods: Arc::new(registry()),
+        toolkit,
     };
     let sweeper = tokio::spawn(async move {
         let mut tick = tokio::time::interval(LIMITS_SWEEP_INTERVAL);

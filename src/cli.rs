@@ -7,9 +7,12 @@ use std::path::PathBuf;
 use anyhow::{bail, Context as _};
 use clap::{Args, Parser, Subcommand};
 
+pub mod remote;
+
 use crate::app;
 use crate::auth::{oauth, password, secret};
 use crate::config::{Config, Overrides};
+use crate::fixtures;
 use crate::limits::RateOverride;
 use crate::store::sqlite::split_scopes;
 use crate::store::{NewApp, User, UserUpdate};
@@ -41,13 +44,24 @@ Keys (environment variable in brackets; nested keys use a double underscore):
   limits.header_read_timeout_secs [IMNOTIFY_LIMITS__HEADER_READ_TIMEOUT_SECS] default 10; also the idle timeout
   limits.body_read_timeout_secs   [IMNOTIFY_LIMITS__BODY_READ_TIMEOUT_SECS]   default 30 (408 above)
   limits.max_notifications_per_user [IMNOTIFY_LIMITS__MAX_NOTIFICATIONS_PER_USER] default 10000; oldest read go first; 0: no cap
+  limits.batch_max_answer_bytes [IMNOTIFY_LIMITS__BATCH_MAX_ANSWER_BYTES] default 16777216 (ERROR_BATCH_ANSWER_TOO_LARGE above)
+  limits.max_connections   [IMNOTIFY_LIMITS__MAX_CONNECTIONS]   default 10000; lowered to RLIMIT_NOFILE less 128
+  limits.max_connections_per_ip [IMNOTIFY_LIMITS__MAX_CONNECTIONS_PER_IP] default 512; 0: no cap
+  limits.max_in_flight_per_ip   [IMNOTIFY_LIMITS__MAX_IN_FLIGHT_PER_IP]   default 64 (QUERY_LIMIT_EXCEEDED above); 0: no cap
+  limits.failed_auth_per_second [IMNOTIFY_LIMITS__FAILED_AUTH_PER_SECOND] default 1.0 (leaky-bucket drain)
+  limits.failed_auth_burst [IMNOTIFY_LIMITS__FAILED_AUTH_BURST] default 100 failed authentications per client IP
+  limits.password_hash_concurrency [IMNOTIFY_LIMITS__PASSWORD_HASH_CONCURRENCY] default 4 /login checks at once (429 above)
   retention.days           [IMNOTIFY_RETENTION__DAYS]           default 60; older notifications are removed; 0: keep
   retention.interval_secs  [IMNOTIFY_RETENTION__INTERVAL_SECS]  default 7200 (first run at start)
   storage.quick_check      [IMNOTIFY_STORAGE__QUICK_CHECK]      default true: check the database at start
+  admin.token              [IMNOTIFY_ADMIN__TOKEN]              the admin API's token; unset: made and printed at first start
+  journal.capacity         [IMNOTIFY_JOURNAL__CAPACITY]         default 1000 calls kept in memory; 0 is off
+  journal.entry_bytes      [IMNOTIFY_JOURNAL__ENTRY_BYTES]      default 4096 (parameters and result, each)
   events.retention_hours   [IMNOTIFY_EVENTS__RETENTION_HOURS]   default 24; GET /events resumes within it
   events.max_streams_per_user [IMNOTIFY_EVENTS__MAX_STREAMS_PER_USER] default 16 (OVERLOAD_LIMIT above)
   events.max_streams       [IMNOTIFY_EVENTS__MAX_STREAMS]       default 10000
   events.heartbeat_seconds [IMNOTIFY_EVENTS__HEARTBEAT_SECONDS] default 15
+  pull.channel_ttl_seconds [IMNOTIFY_PULL__CHANNEL_TTL_SECONDS] default 43205: Push&Pull channel lifetime
   smtp.host                [IMNOTIFY_SMTP__HOST]                e-mail for MESSAGE_OUT is off without it
   smtp.port                [IMNOTIFY_SMTP__PORT]                default 465 (tls), 587 (starttls), 25 (none)
   smtp.tls                 [IMNOTIFY_SMTP__TLS]                 none, starttls (default) or tls
@@ -100,6 +114,17 @@ pub enum Command {
     /// Show and revive the e-mails of the outbox
     #[command(subcommand)]
     Outbox(OutboxCommand),
+    /// The running server's request journal (admin API)
+    #[command(subcommand)]
+    Requests(remote::RequestsCommand),
+    /// The running server's injected faults (admin API)
+    #[command(subcommand)]
+    Fault(remote::FaultCommand),
+    /// The running server's test clock (admin API)
+    #[command(subcommand)]
+    Clock(remote::ClockCommand),
+    /// Empty the running server's notifications, journal and faults (admin API)
+    Reset(remote::ResetArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -191,6 +216,18 @@ pub struct AppAddArgs {
     /// Display name; system notifications from the app start with it
     #[arg(long)]
     pub name: String,
+    /// Use this client id instead of a random one; adding it again updates that app
+    #[arg(long, value_name = "ID", requires = "client_secret")]
+    pub client_id: Option<String>,
+    /// The client secret to go with --client-id (8 to 256 visible characters)
+    #[arg(
+        long,
+        value_name = "SECRET",
+        requires = "client_id",
+        env = "IMNOTIFY_CLIENT_SECRET",
+        hide_env_values = true
+    )]
+    pub client_secret: Option<String>,
     /// Comma-separated scopes, e.g. im or im,user
     #[arg(long, value_name = "SCOPES")]
     pub scope: String,
@@ -269,6 +306,10 @@ pub struct ServeArgs {
     /// Switch off the rate limit and the operating-time limit (for benchmarks and load tests)
     #[arg(long)]
     pub no_limits: bool,
+    /// TOML file of users, webhooks (with fixed codes) and apps (with fixed client ids and
+    /// secrets) to create or update at start; see README, "Testing your integration"
+    #[arg(long, value_name = "FILE")]
+    pub fixtures: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -382,6 +423,15 @@ pub struct WebhookAddArgs {
     /// The user the webhook acts as
     #[arg(long)]
     pub user_id: i64,
+    /// Use this code (8 to 64 letters and digits) instead of a random one; adding the same
+    /// code again updates that webhook, so CI scripts can run this every time
+    #[arg(
+        long,
+        value_name = "CODE",
+        env = "IMNOTIFY_WEBHOOK_CODE",
+        hide_env_values = true
+    )]
+    pub code: Option<String>,
     /// Comma-separated scopes, e.g. im or im,user
     #[arg(long, value_name = "SCOPES")]
     pub scope: String,
@@ -417,9 +467,20 @@ pub fn load_config(global: &GlobalArgs, mut overrides: Overrides) -> anyhow::Res
 }
 
 pub async fn run_admin(config: Config, command: Command) -> anyhow::Result<()> {
+    // The admin API's forms talk to the running server, not to the data directory.
+    let command = match command {
+        Command::Requests(c) => return remote::run(config, remote::requests(c)).await,
+        Command::Fault(c) => return remote::run(config, remote::fault(c)).await,
+        Command::Clock(c) => return remote::run(config, remote::clock(c)).await,
+        Command::Reset(a) => return remote::run(config, remote::reset(a)).await,
+        other => other,
+    };
     let store = app::open_store(&config, false)?;
     match command {
         Command::Serve(_) => unreachable!("serve is handled by main"),
+        Command::Requests(_) | Command::Fault(_) | Command::Clock(_) | Command::Reset(_) => {
+            unreachable!("admin API commands are handled above")
+        }
         Command::User(UserCommand::Add(a)) => {
             if a.id <= 0 {
                 bail!("--id must be a positive integer");
@@ -643,20 +704,26 @@ pub async fn run_admin(config: Config, command: Command) -> anyhow::Result<()> {
             oauth::check_redirect_uri(&a.redirect_uri)
                 .map_err(|e| anyhow::anyhow!("--redirect-uri: {e}"))?;
             let rate = a.rate.parse()?;
-            let client_id = oauth::new_client_id();
-            let client_secret = oauth::new_client_secret();
-            store
-                .add_app(NewApp {
-                    client_id: client_id.clone(),
-                    secret_hash: secret::hash(&client_secret),
-                    name: a.name.clone(),
-                    scopes: scopes.clone(),
-                    redirect_uri: a.redirect_uri.clone(),
-                    allowed_users: a.allowed_users.clone(),
-                    rate,
-                })
-                .await
-                .context("adding the application")?;
+            let fixed = a.client_id.is_some();
+            let client_id = a.client_id.unwrap_or_else(oauth::new_client_id);
+            let client_secret = a.client_secret.unwrap_or_else(oauth::new_client_secret);
+            let app = NewApp {
+                client_id: client_id.clone(),
+                secret_hash: secret::hash(&client_secret),
+                name: a.name.clone(),
+                scopes: scopes.clone(),
+                redirect_uri: a.redirect_uri.clone(),
+                allowed_users: a.allowed_users.clone(),
+                rate,
+            };
+            if fixed {
+                fixtures::check_client_id(&client_id)?;
+                fixtures::check_client_secret(&client_secret)?;
+                store.upsert_app(app).await.map(|_| ())
+            } else {
+                store.add_app(app).await.map(|_| ())
+            }
+            .context("adding the application")?;
             if a.json {
                 println!(
                     "{}",
@@ -711,9 +778,19 @@ pub async fn run_admin(config: Config, command: Command) -> anyhow::Result<()> {
                 bail!("--scope needs at least one scope, e.g. im");
             }
             let rate = a.rate.parse()?;
-            let code = app::create_webhook(store.as_ref(), a.user_id, &scopes, rate)
-                .await
-                .context("adding the webhook")?;
+            let code = match a.code {
+                Some(code) => {
+                    fixtures::check_code(&code)?;
+                    store
+                        .ensure_webhook(a.user_id, secret::hash(&code), &scopes, rate)
+                        .await
+                        .context("adding the webhook")?;
+                    code
+                }
+                None => app::create_webhook(store.as_ref(), a.user_id, &scopes, rate)
+                    .await
+                    .context("adding the webhook")?,
+            };
             let url = format!(
                 "{}/rest/{}/{}/",
                 config.base_url(config.listen),

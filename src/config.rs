@@ -8,11 +8,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use figment::providers::{Env, Format, Serialized, Toml};
-use figment::Figment;
+use figment::{Figment, Provider};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Address to listen on. Port 0 picks a free port.
     pub listen: SocketAddr,
@@ -34,13 +34,44 @@ pub struct Config {
     pub storage: StorageConfig,
     pub log: LogConfig,
     pub events: EventsConfig,
+    pub pull: PullConfig,
     pub smtp: SmtpConfig,
     pub email: EmailConfig,
+    pub admin: AdminConfig,
+    pub journal: JournalConfig,
+}
+
+/// The admin API under `/admin/api/` (the test-server toolkit).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// The admin token (`Authorization: Bearer TOKEN`). Unset: the first start creates one,
+    /// prints it once and stores only its SHA-256.
+    pub token: Option<String>,
+}
+
+/// The request journal: the last REST calls, in memory, for `/admin/api/requests`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct JournalConfig {
+    /// How many calls are kept (a batch's commands count one each); 0 switches recording off.
+    pub capacity: usize,
+    /// Bytes of parameters, and of result, kept per entry; the rest is cut off.
+    pub entry_bytes: usize,
+}
+
+impl Default for JournalConfig {
+    fn default() -> JournalConfig {
+        JournalConfig {
+            capacity: 1000,
+            entry_bytes: 4096,
+        }
+    }
 }
 
 /// The event log and the live streams (issue 12).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct EventsConfig {
     /// Hours an event stays in the log for resuming streams (at least 24 is recommended).
     pub retention_hours: i64,
@@ -63,9 +94,25 @@ impl Default for EventsConfig {
     }
 }
 
+/// The built-in Push&Pull server (issue 13; push-pull.md).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PullConfig {
+    /// Seconds a channel handed out by `pull.config.get` stays good (Bitrix24: 43205, §1.3).
+    pub channel_ttl_seconds: i64,
+}
+
+impl Default for PullConfig {
+    fn default() -> PullConfig {
+        PullConfig {
+            channel_ttl_seconds: 43_205,
+        }
+    }
+}
+
 /// How the server hands e-mail to a mail server. Without `host`, e-mail is off.
 #[derive(Clone, Serialize, Deserialize, PartialEq, Default)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct SmtpConfig {
     pub host: Option<String>,
     /// Default: 465 for `tls`, 587 for `starttls`, 25 for `none`.
@@ -119,7 +166,7 @@ pub enum SmtpTls {
 
 /// E-mail for MESSAGE_OUT (DECISIONS D10-D14).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct EmailConfig {
     /// A notification's mail is due this many seconds after it was added (D10).
     pub delay_seconds: i64,
@@ -149,7 +196,7 @@ impl Default for EmailConfig {
 /// days with an agent that runs every two hours (`Bitrix\Im\Notify::cleanNotifyAgent`); these
 /// are its values.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct RetentionConfig {
     /// Notifications older than this many days are removed; 0 keeps them for ever.
     pub days: u32,
@@ -168,7 +215,7 @@ impl Default for RetentionConfig {
 
 /// Checks of the data directory.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct StorageConfig {
     /// Run `PRAGMA quick_check` when `serve` starts. It reads the whole database (2 s for 270 MB,
     /// a million notifications, on a busy 2-core machine); switch it off for very large
@@ -183,7 +230,7 @@ impl Default for StorageConfig {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct TlsConfig {
     /// PEM certificate chain; with `key`, the server speaks HTTPS itself.
     pub cert: Option<PathBuf>,
@@ -192,7 +239,7 @@ pub struct TlsConfig {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// ATTACH_OVERSIZE threshold: bytes of the normalised attachment's JSON (D1).
     pub attach_max_bytes: usize,
@@ -241,7 +288,7 @@ pub struct Limits {
 
 /// The request-rate limit (P8): a leaky bucket per (client IP, credential).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct RateConfig {
     pub enabled: bool,
     /// How fast the bucket drains, in requests per second.
@@ -263,7 +310,7 @@ impl Default for RateConfig {
 
 /// The operating-time limit (P9): handler seconds per (credential, method) over ten minutes.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct OperatingConfig {
     pub enabled: bool,
     /// OPERATION_TIME_LIMIT once the last ten minutes' handler time is strictly above this.
@@ -309,7 +356,7 @@ impl Default for Limits {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
     /// `text` or `json`.
     pub format: String,
@@ -340,7 +387,10 @@ impl Default for Config {
             retention: RetentionConfig::default(),
             storage: StorageConfig::default(),
             log: LogConfig::default(),
+            admin: AdminConfig::default(),
+            journal: JournalConfig::default(),
             events: EventsConfig::default(),
+            pull: PullConfig::default(),
             smtp: SmtpConfig::default(),
             email: EmailConfig::default(),
         }
@@ -373,7 +423,15 @@ impl Config {
             }
             fig = fig.merge(Toml::file(path));
         }
-        fig = fig.merge(Env::prefixed("IMNOTIFY_").split("__").ignore(&["config"]));
+        // Only variables that name a config key reach the config; the others (IMNOTIFY_PASSWORD,
+        // misspellings) are left to [`unknown_env_vars`], which only warns, so that a file's
+        // unknown keys can be refused without refusing the environment's.
+        let known = known_keys();
+        fig = fig.merge(
+            Env::prefixed("IMNOTIFY_")
+                .split("__")
+                .filter(move |k| known.contains(&k.as_str().to_ascii_lowercase())),
+        );
         let o = overrides;
         if let Some(v) = o.listen {
             fig = fig.merge(Serialized::default("listen", v));
@@ -466,6 +524,12 @@ impl Config {
         if let Some(u) = &self.public_url {
             return u.trim_end_matches('/').to_owned();
         }
+        self.listen_url(bound)
+    }
+
+    /// The URL of the socket itself (`http(s)://ip:port`, an unspecified address shown as
+    /// 127.0.0.1), whatever `public_url` says.
+    pub fn listen_url(&self, bound: SocketAddr) -> String {
         let scheme = if self.tls_enabled() { "https" } else { "http" };
         let host = if bound.ip().is_unspecified() {
             SocketAddr::new(IpAddr::from([127, 0, 0, 1]), bound.port())
@@ -474,6 +538,76 @@ impl Config {
         };
         format!("{scheme}://{host}")
     }
+}
+
+/// Every config key as a dotted lowercase path (`limits.rate.burst`), tables left out: the
+/// leaves of [`Config::default`] serialized, so a new field is a known key without a list to keep.
+pub fn known_keys() -> std::collections::BTreeSet<String> {
+    fn walk(
+        prefix: &str,
+        dict: &figment::value::Dict,
+        out: &mut std::collections::BTreeSet<String>,
+    ) {
+        for (k, v) in dict {
+            let key = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
+            match v {
+                figment::value::Value::Dict(_, d) => walk(&key, d, out),
+                _ => {
+                    out.insert(key);
+                }
+            }
+        }
+    }
+    let mut out = std::collections::BTreeSet::new();
+    if let Ok(data) = Figment::from(Serialized::defaults(Config::default())).data() {
+        for dict in data.values() {
+            walk("", dict, &mut out);
+        }
+    }
+    // `Option` fields that are `None` by default serialize to nothing; name them here.
+    for k in [
+        "public_url",
+        "require_https",
+        "tls.cert",
+        "tls.key",
+        "smtp.host",
+        "smtp.port",
+        "smtp.username",
+        "smtp.password",
+        "smtp.from",
+    ] {
+        out.insert(k.to_owned());
+    }
+    out
+}
+
+/// `IMNOTIFY_*` variables read by the program itself rather than as config keys.
+pub const OTHER_ENV_VARS: &[&str] = &[
+    "IMNOTIFY_CONFIG",
+    "IMNOTIFY_PASSWORD",
+    "IMNOTIFY_TEST_PANIC_METHOD",
+    "IMNOTIFY_BIN",
+];
+
+/// Names of `IMNOTIFY_*` environment variables in `vars` that are neither a config key (see
+/// [`known_keys`]; `__` separates levels) nor in [`OTHER_ENV_VARS`]: most likely misspelled.
+/// They are ignored; the server logs each as a warning at start.
+pub fn unknown_env_vars(vars: impl IntoIterator<Item = (String, String)>) -> Vec<String> {
+    let known = known_keys();
+    vars.into_iter()
+        .map(|(name, _)| name)
+        .filter(|name| {
+            let Some(rest) = name.strip_prefix("IMNOTIFY_") else {
+                return false;
+            };
+            !OTHER_ENV_VARS.contains(&name.as_str())
+                && !known.contains(&rest.to_ascii_lowercase().replace("__", "."))
+        })
+        .collect()
 }
 
 /// A `Host` header value by a strict grammar: `name[:port]`, `ipv4[:port]` or `[ipv6][:port]`,
@@ -597,6 +731,39 @@ mod tests {
             assert!(Config::load(None, &Overrides::default()).is_err());
             Ok(())
         });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn unknown_file_keys_are_refused_env_only_warned() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("c.toml", "[limits]\nmax_conections = 5\n")?;
+            let e = Config::load(Some(Path::new("c.toml")), &Overrides::default()).unwrap_err();
+            assert!(e.to_string().contains("max_conections"), "{e}");
+            jail.create_file("d.toml", "listn = \"127.0.0.1:1\"\n")?;
+            let e = Config::load(Some(Path::new("d.toml")), &Overrides::default()).unwrap_err();
+            assert!(e.to_string().contains("listn"), "{e}");
+            jail.set_env("IMNOTIFY_LIMITS__MAX_CONECTIONS", "5");
+            jail.set_env("IMNOTIFY_PASSWORD", "secret");
+            jail.set_env("IMNOTIFY_LIMITS__MAX_CONNECTIONS", "7");
+            let c = Config::load(None, &Overrides::default()).unwrap();
+            assert_eq!(c.limits.max_connections, 7);
+            Ok(())
+        });
+        let vars = [
+            "IMNOTIFY_LIMITS__MAX_CONECTIONS",
+            "IMNOTIFY_PASSWORD",
+            "IMNOTIFY_CONFIG",
+            "IMNOTIFY_SMTP__HOST",
+            "IMNOTIFY_ALLOWED_HOSTS",
+            "IMNOTIFY_LISTN",
+            "PATH",
+        ]
+        .map(|n| (n.to_owned(), String::new()));
+        assert_eq!(
+            unknown_env_vars(vars),
+            ["IMNOTIFY_LIMITS__MAX_CONECTIONS", "IMNOTIFY_LISTN"]
+        );
     }
 
     #[test]

@@ -30,13 +30,16 @@ fn main() -> std::process::ExitCode {
         }
     };
     imnotify::telemetry::init(&config.log);
+    for name in imnotify::config::unknown_env_vars(std::env::vars()) {
+        tracing::warn!(variable = %name, "ignoring unknown environment variable {name}: no such config key");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("building the tokio runtime");
     let result = runtime.block_on(async move {
         match args.command {
-            Command::Serve(_) => imnotify::app::serve(config).await,
+            Command::Serve(s) => imnotify::app::serve(config, s.fixtures).await,
             other => cli::run_admin(config, other).await,
         }
     });

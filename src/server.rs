@@ -91,6 +91,12 @@ pub fn router(state: AppState) -> Router {
         .route("/oauth/authorize/", any(web::oauth::authorize))
         .route("/oauth/token", any(web::oauth::token))
         .route("/oauth/token/", any(web::oauth::token))
+        .route("/admin", get(|| async { web::redirect("/admin/") }))
+        .route("/admin/", any(web::admin_page::page))
+        .route("/admin/admin.css", get(web::admin_page::css))
+        .route("/admin/admin.js", get(web::admin_page::js))
+        .route("/admin/api", any(web::admin::api))
+        .route("/admin/api/{*path}", any(web::admin::api))
         .route("/", get(web::center::index))
         .route("/center/item/{id}", get(web::center::item))
         .route("/center/action", post(web::center::action))
@@ -98,7 +104,12 @@ pub fn router(state: AppState) -> Router {
         .route("/center/email", post(web::center::set_email))
         .route("/assets/center.js", get(web::center::script))
         .route("/assets/center.css", get(web::center::style))
+        .route("/assets/page.css", get(web::page_style))
         .route("/events", get(delivery::sse::events))
+        .route("/subws/", get(delivery::pull::subws))
+        .route("/subws", get(delivery::pull::subws))
+        .route("/sub/", get(delivery::pull::sub))
+        .route("/sub", get(delivery::pull::sub))
         .route(
             "/unsubscribe",
             get(delivery::mail::unsubscribe_page).post(delivery::mail::unsubscribe),

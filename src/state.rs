@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::limits::Limiters;
 use crate::store::Store;
+use crate::toolkit::Toolkit;
 use crate::value::{Array, Value};
 
 #[derive(Clone)]
@@ -25,6 +26,8 @@ pub struct AppState {
     pub clock: Clock,
     /// Every method this server answers.
     pub methods: Arc<Registry>,
+    /// The test-server toolkit: request journal, faults, admin token (`toolkit`).
+    pub toolkit: Arc<Toolkit>,
 }
 
 /// What a method handler returns: `result`, plus `next`/`total` for list methods (§5.1).

@@ -27,6 +27,21 @@ fn without_a_session_the_center_redirects_to_the_login_page() {
     assert_eq!(r.header("location"), Some("/login?next=/"));
     let r = s.get("/center/item/1");
     assert_eq!(r.status, 401);
+    // The sign-in and consent pages carry the same strict headers as the center, with no
+    // inline style for the CSP to allow and an icon that needs no request.
+    let path = "/login?next=/";
+    let r = s.get(path);
+    let csp = r.header("content-security-policy").unwrap_or_default();
+    assert!(
+        csp.contains("style-src 'self'") && csp.contains("script-src 'self'"),
+        "{path}: {csp:?}"
+    );
+    assert_eq!(r.header("referrer-policy"), Some("same-origin"), "{path}");
+    assert!(!r.body.contains("<style"), "{path}");
+    assert!(r.body.contains("rel=\"icon\""), "{path}: {}", r.body);
+    let css = s.get("/assets/page.css");
+    assert_eq!(css.status, 200);
+    assert!(css.body.contains(".error"));
 }
 
 #[test]

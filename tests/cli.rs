@@ -208,3 +208,176 @@ fn user_update_turns_email_notifications_off_and_on() {
     ]);
     assert!(!out.status.success(), "an unknown user is an error");
 }
+
+#[test]
+fn a_second_user_with_the_same_email_is_refused() {
+    let s = Server::start();
+    let ok = |args: &[&str]| {
+        let out = s.cli(args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let refused = |args: &[&str]| {
+        let out = s.cli(args);
+        assert!(!out.status.success(), "{args:?} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("already used by user 5"), "{err}");
+    };
+    ok(&[
+        "user",
+        "add",
+        "--id",
+        "5",
+        "--name",
+        "A",
+        "--email",
+        "ann@example.com",
+    ]);
+    refused(&[
+        "user",
+        "add",
+        "--id",
+        "6",
+        "--name",
+        "B",
+        "--email",
+        "Ann@Example.com",
+    ]);
+    ok(&[
+        "user",
+        "add",
+        "--id",
+        "6",
+        "--name",
+        "B",
+        "--email",
+        "boris@example.com",
+    ]);
+    refused(&["user", "update", "--id", "6", "--email", "ANN@example.com"]);
+    // A user keeps (or re-sets) its own address; users without one do not collide.
+    ok(&["user", "update", "--id", "5", "--email", "ann@example.com"]);
+    ok(&["user", "add", "--id", "8", "--name", "C"]);
+    ok(&["user", "add", "--id", "9", "--name", "D"]);
+}
+
+#[test]
+fn unknown_config_keys_are_refused_in_the_file_and_warned_in_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("imnotify.toml");
+    std::fs::write(&cfg, "[limits]\nmax_conections = 5\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["user", "add", "--id", "4", "--name", "Cfg", "--config"])
+        .arg(&cfg)
+        .env("IMNOTIFY_DATA_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("max_conections"), "{err}");
+
+    let out = Command::new(BIN)
+        .args(["user", "add", "--id", "4", "--name", "Env"])
+        .env("IMNOTIFY_DATA_DIR", dir.path())
+        .env("IMNOTIFY_LIMITS__MAX_CONECTIONS", "5")
+        .env("IMNOTIFY_PASSWORD", "a long enough password")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("IMNOTIFY_LIMITS__MAX_CONECTIONS"), "{err}");
+    assert!(!err.contains("IMNOTIFY_PASSWORD"), "{err}");
+}
+
+/// Every key in README's configuration table is in `serve --help` and in `config.example.toml`.
+#[test]
+fn every_readme_config_key_is_in_help_and_the_example_file() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml"))
+            .unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    let section = readme.split("\n## Configuration").nth(1).unwrap();
+    let section = section.split("\n## ").next().unwrap();
+    let section = section.split("\n\n|").nth(1).unwrap();
+    let section = section.split("\n\n").next().unwrap();
+    let mut keys = Vec::new();
+    for line in section.lines().filter(|l| l.starts_with("| `")) {
+        // The first cell may hold several keys: `smtp.username`, `smtp.password`.
+        let cell = line.split('|').nth(1).unwrap();
+        keys.extend(cell.split('`').skip(1).step_by(2).map(str::to_owned));
+    }
+    assert!(keys.len() > 30, "{keys:?}");
+    for key in &keys {
+        let env = format!("IMNOTIFY_{}", key.to_uppercase().replace('.', "__"));
+        assert!(help.contains(&env), "serve --help lacks {env} ({key})");
+        let leaf = key.rsplit('.').next().unwrap();
+        assert!(
+            example.lines().any(|l| {
+                let l = l.trim_start_matches(['#', ' ']);
+                l.starts_with(&format!("{leaf} =")) || l.starts_with(&format!("{leaf}="))
+            }),
+            "config.example.toml lacks {key}"
+        );
+    }
+}
+
+/// With `public_url`, the banner still names the socket it listens on, then the public URL.
+#[test]
+fn banner_names_the_listen_address_and_the_public_url() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--public-url",
+            "https://public.example.com",
+        ])
+        .env("IMNOTIFY_DATA_DIR", dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let second = lines.next().unwrap().unwrap();
+    let mut rest = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let done = line.starts_with("To read it");
+        rest.push(line);
+        if done || rest.len() > 10 {
+            break;
+        }
+    }
+    let third = rest
+        .iter()
+        .find(|l| l.starts_with("Webhook: "))
+        .unwrap()
+        .clone();
+    let hint = rest.last().unwrap().clone();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        first.starts_with("imnotify listening on http://127.0.0.1:") && !first.contains("public"),
+        "{first}"
+    );
+    assert_eq!(second, "Public URL: https://public.example.com");
+    assert!(
+        third.starts_with("Webhook: https://public.example.com/rest/1/"),
+        "{third}"
+    );
+    assert!(
+        hint.contains("user password --id 1") && hint.contains("sign in as 1"),
+        "{hint}"
+    );
+}

@@ -1,5 +1,6 @@
 //! Authentication: which credential a call carries (§1.7, P3) and who the caller is.
 
+pub mod channel;
 pub mod oauth;
 pub mod password;
 pub mod secret;
@@ -223,7 +224,7 @@ pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
 /// Every scope this server knows, sorted: the scopes a method may require (checked when the
 /// registry is built), what `scope` with `full` lists, and what a browser session (the user in
 /// person) holds.
-pub const SCOPES: &[&str] = &["im", "user"];
+pub const SCOPES: &[&str] = &["im", "pull", "pull_channel", "user"];
 
 /// [`SCOPES`] as owned strings, the form a [`Caller`] holds.
 pub fn known_scopes() -> Vec<String> {

@@ -15,7 +15,7 @@
 //! The stream: a first frame with `retry:` and `id:` (the resume point, so an EventSource that
 //! reconnects before any event still resumes from here), then one frame per event:
 //! `id: N`, `event: notifyAdd|notifyDelete|...`, `data: {json with "counter"}` (payloads in
-//! [`crate::store::event`]), and a `:ping` comment after `events.heartbeat_seconds` of silence.
+//! [`crate::store::event`]), and a `: ping` comment after `events.heartbeat_seconds` of silence.
 //!
 //! Order of work, so that nothing is missed and nothing repeats: subscribe to the hub before the
 //! response headers go out; then, when the client resumes (`Last-Event-ID` or

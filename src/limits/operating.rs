@@ -131,6 +131,11 @@ impl OperatingLimiter {
     pub fn tracked_keys(&self) -> usize {
         self.lock().len()
     }
+
+    /// Forgets every account (the admin reset).
+    pub fn clear(&self) {
+        self.lock().clear();
+    }
 }
 
 fn sum_live(buckets: &[Bucket], now: f64) -> f64 {

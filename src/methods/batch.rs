@@ -10,6 +10,7 @@ use crate::error::ApiError;
 use crate::protocol::batch::{self, Command, Results};
 use crate::protocol::dispatch::{self, Executed, MethodSpec};
 use crate::protocol::envelope::Output;
+use crate::protocol::hook;
 use crate::protocol::params::{self, DecodeLimits};
 use crate::state::AppState;
 use crate::value::Array;
@@ -87,7 +88,7 @@ async fn run_command(
         Some(Err(e)) => return Ok(Err(e)),
         Some(Ok(p)) => p,
     };
-    Ok(dispatch::execute(state, spec, caller, command_params)
+    Ok(hook::command(state, spec, caller, command_params)
         .await
         .map_err(|mut e| {
             // Inside a batch the scope error carries no description (§6.3).

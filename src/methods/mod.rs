@@ -20,6 +20,7 @@ pub mod batch;
 pub mod discovery;
 pub mod inbox;
 pub mod notify;
+pub mod pull;
 pub mod users;
 
 use crate::protocol::dispatch::MethodSpec;
@@ -35,6 +36,7 @@ pub fn all() -> Vec<MethodSpec> {
     all.extend(notify::methods());
     all.extend(inbox::methods());
     all.extend(users::methods());
+    all.extend(pull::methods());
     all.extend(batch::methods());
     if std::env::var_os(TEST_PANIC_ENV).is_some_and(|v| v == "1") {
         all.push(MethodSpec {

@@ -3,6 +3,7 @@
 pub mod batch;
 pub mod dispatch;
 pub mod envelope;
+pub mod hook;
 pub mod openapi;
 pub mod params;
 pub mod route;
@@ -120,6 +121,7 @@ pub async fn rest_handler(State(state): State<AppState>, req: Request) -> Respon
     }
     dispatch::carry_start(&mut params);
     let cred = auth::extract(&parts.headers, &mut params);
+    let journal_credential = hook::presented(&cred);
     let channel = Channel {
         secure: conn.is_some_and(|c| c.is_secure(&parts.headers, trusted)),
     };
@@ -152,10 +154,16 @@ pub async fn rest_handler(State(state): State<AppState>, req: Request) -> Respon
             );
         }
     }
-    let outcome = match authenticated {
-        Ok(caller) => dispatch::execute(&state, spec, &caller, params).await,
-        Err(e) => Err(e),
-    };
+    let outcome = hook::direct(
+        &state,
+        spec,
+        route.transport,
+        journal_credential,
+        authenticated,
+        params,
+        started,
+    )
+    .await;
     let resp = match outcome {
         Ok(done) => {
             let timing = Timing::of(start, state.clock.now(), &done);

@@ -490,4 +490,29 @@ pub trait Store: Send + Sync + 'static {
     fn writer_queue_depth(&self) -> usize {
         0
     }
+
+    // The test-server toolkit (issue 16).
+
+    /// Removes notifications (and their chats), events and the outbox; with
+    /// `keep_directory = false` also users,
+    /// webhooks, apps, installations, tokens, codes and sessions. Ids never go backwards.
+    async fn reset(&self, keep_directory: bool) -> StoreResult<()>;
+
+    /// Sets a server-wide value, replacing any.
+    async fn put_setting(&self, key: &str, value: String) -> StoreResult<()>;
+
+    /// Creates the user or updates its fields; `true` when anything changed.
+    async fn upsert_user(&self, user: User) -> StoreResult<bool>;
+
+    /// The webhook of `user_id` with this code hash, created or updated; (id, changed).
+    async fn ensure_webhook(
+        &self,
+        user_id: i64,
+        code_hash: [u8; 32],
+        scopes: &[String],
+        rate: RateOverride,
+    ) -> StoreResult<(i64, bool)>;
+
+    /// The app with this client id, created or updated; (id, changed).
+    async fn upsert_app(&self, app: NewApp) -> StoreResult<(i64, bool)>;
 }

@@ -35,6 +35,8 @@ use crate::domain::inbox::{
 use crate::domain::notify::Draft;
 use crate::limits::RateOverride;
 
+mod toolkit;
+
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0001_init.sql"),
     include_str!("../../migrations/0002_oauth.sql"),
@@ -1114,7 +1116,33 @@ fn insert_notification(
     Ok(Some(id))
 }
 
+/// E-mail sign-in finds a user by address (case-insensitive), so two users may not share one:
+/// a `Conflict` naming the other user when a user other than `user_id` has `email` already.
+/// Checked on the writer, so no second write can slip in between check and write. An empty
+/// address (no e-mail) is never a duplicate.
+fn check_email_free(conn: &Connection, user_id: i64, email: &str) -> StoreResult<()> {
+    if email.is_empty() {
+        return Ok(());
+    }
+    let other: Option<i64> = conn
+        .query_row(
+            "SELECT id FROM users WHERE id <> ?1 AND email <> '' AND lower(email) = lower(?2)
+              LIMIT 1",
+            params![user_id, email],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(backend)?;
+    match other {
+        Some(other) => Err(StoreError::Conflict(format!(
+            "e-mail {email} is already used by user {other}; e-mail sign-in needs it to be unique"
+        ))),
+        None => Ok(()),
+    }
+}
+
 fn insert_user(conn: &Connection, u: &User) -> StoreResult<()> {
+    check_email_free(conn, u.id, &u.email)?;
     conn.execute(
         "INSERT INTO users (id, name, last_name, email, active, is_admin, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, strftime('%s','now'))",
@@ -1529,6 +1557,9 @@ impl Store for SqliteStore {
 
     async fn update_user(&self, user_id: i64, u: UserUpdate) -> StoreResult<()> {
         self.write(move |c| {
+            if let Some(email) = &u.email {
+                check_email_free(c, user_id, email)?;
+            }
             let n = c
                 .execute(
                     "UPDATE users SET name = coalesce(?2, name), last_name = coalesce(?3, last_name),
@@ -2322,6 +2353,36 @@ impl Store for SqliteStore {
 
     fn writer_queue_depth(&self) -> usize {
         self.writer.max_capacity() - self.writer.capacity()
+    }
+
+    async fn reset(&self, keep_directory: bool) -> StoreResult<()> {
+        self.write(move |c| toolkit::reset(c, keep_directory)).await
+    }
+
+    async fn put_setting(&self, key: &str, value: String) -> StoreResult<()> {
+        let key = key.to_owned();
+        self.write(move |c| toolkit::put_setting(c, &key, &value))
+            .await
+    }
+
+    async fn upsert_user(&self, user: User) -> StoreResult<bool> {
+        self.write(move |c| toolkit::upsert_user(c, &user)).await
+    }
+
+    async fn ensure_webhook(
+        &self,
+        user_id: i64,
+        code_hash: [u8; 32],
+        scopes: &[String],
+        rate: RateOverride,
+    ) -> StoreResult<(i64, bool)> {
+        let scopes = scopes.join(",");
+        self.write(move |c| toolkit::ensure_webhook(c, user_id, &code_hash, &scopes, &rate))
+            .await
+    }
+
+    async fn upsert_app(&self, app: NewApp) -> StoreResult<(i64, bool)> {
+        self.write(move |c| toolkit::upsert_app(c, &app)).await
     }
 }
 

@@ -324,7 +324,7 @@ async fn render_index(
     Ok(format!(
         "<!doctype html><html lang=\"{code}\"><head><meta charset=\"utf-8\">\
 <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-<title>{title}</title><link rel=\"stylesheet\" href=\"/assets/center.css\">\
+<title>{title}</title><link rel=\"icon\" href=\"data:,\"><link rel=\"stylesheet\" href=\"/assets/center.css\">\
 <script src=\"/assets/center.js\" defer></script></head>\
 <body data-csrf=\"{csrf}\" data-title=\"{base_title}\" data-t-new=\"{t_new}\" data-t-removed=\"{t_removed}\" \
 data-t-done=\"{t_done}\" data-t-failed=\"{t_failed}\" data-t-live=\"{t_live}\" data-t-offline=\"{t_offline}\" \

@@ -1,6 +1,9 @@
 //! Browser-facing endpoints: the notification center (`center`, with its texts in `i18n`), the
-//! login page, the OAuth consent page and the token endpoint.
+//! login page, the OAuth consent page and the token endpoint; and the test-server toolkit's
+//! admin API (`admin`) and page (`admin_page`).
 
+pub mod admin;
+pub mod admin_page;
 pub mod center;
 pub mod i18n;
 pub mod oauth;
@@ -96,13 +99,44 @@ pub fn esc(s: &str) -> String {
     out
 }
 
+/// The stylesheet of the sign-in and consent pages, served at `/assets/page.css` so that
+/// their CSP needs no inline style.
+pub const PAGE_CSS: &str = include_str!("../../assets/page.css");
+
+/// The policy of the sign-in and consent pages: the center's, less `form-action`, because the
+/// consent form's answer redirects to the application's own `redirect_uri`, which browsers
+/// check against `form-action` too.
+const PAGE_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
+img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; \
+object-src 'none'";
+
+/// `GET /assets/page.css`.
+pub async fn page_style() -> Response {
+    let mut resp = PAGE_CSS.into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/css; charset=utf-8"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    resp
+}
+
+/// A small HTML page (sign-in, consent, errors) with `body` as its content (already escaped),
+/// sent with a CSP, `Referrer-Policy: same-origin`, `X-Frame-Options: DENY` and `no-store`.
 pub fn page(status: StatusCode, title: &str, body: &str) -> Response {
     let html = format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{t} · imnotify</title>\
 <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-<style>body{{font-family:system-ui,sans-serif;max-width:28rem;margin:3rem auto;padding:0 1rem}}\
-label{{display:block;margin:.6rem 0}}input{{width:100%;padding:.4rem}}button{{padding:.5rem 1rem;margin-right:.5rem}}\
-.error{{color:#b00020}}</style></head><body><h1>{t}</h1>{body}</body></html>",
+<link rel=\"icon\" href=\"data:,\"><link rel=\"stylesheet\" href=\"/assets/page.css\">\
+</head><body><h1>{t}</h1>{body}</body></html>",
         t = esc(title)
     );
     let mut resp = (status, html).into_response();
@@ -114,6 +148,18 @@ label{{display:block;margin:.6rem 0}}input{{width:100%;padding:.4rem}}button{{pa
     // The consent page must not be framed by another site (clickjacking).
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(PAGE_CSP),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     resp
 }
 

@@ -19,6 +19,8 @@ pub struct Server {
     pub addr: String,
     /// `/rest/1/CODE/`, the first-start webhook of user 1 (scope im).
     pub hook: String,
+    /// The admin token the first start printed, if it made one (no `admin.token` configured).
+    pub admin_token: Option<String>,
     pub extra_args: Vec<String>,
     pub envs: Vec<(String, String)>,
     pub fsize_limit: Option<u64>,
@@ -70,6 +72,7 @@ impl Server {
             base: String::new(),
             addr: String::new(),
             hook: String::new(),
+            admin_token: None,
             extra_args: opts.args,
             envs: opts.envs,
             fsize_limit: opts.fsize_limit,
@@ -128,10 +131,16 @@ impl Server {
                     break;
                 }
             }
+            if let Some((_, token)) = line
+                .strip_prefix("Admin token ")
+                .and_then(|l| l.rsplit_once(": "))
+            {
+                self.admin_token = Some(token.trim().to_owned());
+            }
             if let Some(url) = line.strip_prefix("Webhook: ") {
                 let url = url.trim();
-                let b = base.as_deref().expect("listening line comes first");
-                self.hook = url.strip_prefix(b).unwrap().to_owned();
+                // From the path on: with public_url the link's base is not the socket's.
+                self.hook = url[url.find("/rest/").expect("a webhook URL")..].to_owned();
                 break;
             }
         }

@@ -54,6 +54,10 @@ NOTIFY_TYPE_SYSTEM = 4  # src/domain/notify.rs
 # What each client sends. One place, so every client is held to the same expectations.
 # --------------------------------------------------------------------------------------------
 
+# The admin token every test server gets (IMNOTIFY_ADMIN__TOKEN): fixed, it is a test server.
+ADMIN_TOKEN = "interop-admin-token-0123456789"
+
+
 def plan_for(client: str) -> dict:
     """The notifications a client sends. Texts carry the client's name so rows are traceable."""
     client_id = f"interop-{client}"  # CLIENT_ID: makes a webhook's TAG/SUB_TAG apply (D3)
@@ -137,6 +141,14 @@ def plan_for(client: str) -> dict:
         "SUB_TAG": f"{tag}_OAUTH|1",
         "ATTACH": {"BLOCKS": [{"MESSAGE": f"{client} oauth attach"}]},
     }
+    # Sent while the server answers QUERY_LIMIT_EXCEEDED three times (a fault of the admin API):
+    # the client must retry until it is stored.
+    retried = {
+        "USER_ID": RECIPIENT,
+        "MESSAGE": f"{client}: sent through three QUERY_LIMIT_EXCEEDED",
+        "TAG": f"{tag}_RETRY",
+        "CLIENT_ID": client_id,
+    }
     refreshed = dict(oauth, MESSAGE=f"{client}: sent after a token refresh",
                      TAG=f"{tag}_REFRESH", SUB_TAG=f"{tag}_REFRESH|1",
                      ATTACH={"BLOCKS": [{"MESSAGE": f"{client} refresh attach"}]})
@@ -146,6 +158,11 @@ def plan_for(client: str) -> dict:
         "batch": batch,
         "oauth_notification": oauth,
         "refresh_notification": refreshed,
+        "fault_notification": retried,
+        "fault_refresh_notification": dict(
+            oauth, MESSAGE=f"{client}: sent after an injected expired_token",
+            TAG=f"{tag}_EXPIRED", SUB_TAG=f"{tag}_EXPIRED|1",
+            ATTACH={"BLOCKS": [{"MESSAGE": f"{client} expired attach"}]}),
     }
 
 
@@ -153,12 +170,12 @@ def plan_for(client: str) -> dict:
 CLIENT_CASES = {
     "curl": ["webhook_example", "oauth_example"],
     "b24jssdk": ["notify", "user_id_empty", "batch", "oauth", "oauth_refresh"],
-    "b24pysdk": ["notify", "user_id_empty", "batch", "oauth", "oauth_refresh"],
+    "b24pysdk": ["notify", "user_id_empty", "batch", "oauth", "oauth_refresh", "fault_refresh"],
     "fast_bitrix24": ["notify", "user_id_empty", "user_id_empty_batch", "batch", "oauth",
-                      "oauth_refresh"],
+                      "oauth_refresh", "fault_retry"],
     "pybitrix24": ["notify", "user_id_empty", "batch", "oauth", "oauth_refresh"],
 }
-OAUTH_CASES = {"oauth", "oauth_refresh", "oauth_example"}
+OAUTH_CASES = {"oauth", "oauth_refresh", "oauth_example", "fault_refresh"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -210,7 +227,9 @@ class Server:
         # Clients address the server by name, so TLS checks the certificate's DNS name.
         self.public_port = public_port or self.port
         self.base = f"https://localhost:{self.public_port}"
-        self.env = dict(os.environ, IMNOTIFY_PUBLIC_URL=self.base)
+        # The admin API's token, for the cases that inject faults (fault_retry).
+        self.env = dict(os.environ, IMNOTIFY_PUBLIC_URL=self.base,
+                        IMNOTIFY_ADMIN__TOKEN=ADMIN_TOKEN)
         self.env.pop("IMNOTIFY_DATA_DIR", None)
         self.proc = None
         self.webhook = None
@@ -497,6 +516,7 @@ def run_client(client: str, binary: str, certs: dict, work: Path, capture: bool)
                                 f"{server.webhook['code']}/"),
             "plan": plan,
             "oauth": None,
+            "admin": {"url": f"{server.base}/admin/api", "token": ADMIN_TOKEN},
         }
         oauth_skip = oauth_error = None
         if server.has_oauth():
@@ -505,8 +525,13 @@ def run_client(client: str, binary: str, certs: dict, work: Path, capture: bool)
                                             "--json").stdout)
                 token = json.loads(server.cli("app", "token", "--client-id", app["client_id"],
                                               "--user-id", "1", "--json").stdout)
+                # A second pair for fault_refresh: refresh tokens are single use.
+                spare = json.loads(server.cli("app", "token", "--client-id", app["client_id"],
+                                              "--user-id", "1", "--json").stdout)
                 config["oauth"] = {"client_id": app["client_id"],
-                                   "client_secret": app["client_secret"], **token}
+                                   "client_secret": app["client_secret"], **token,
+                                   "spare": {"access_token": spare["access_token"],
+                                             "refresh_token": spare["refresh_token"]}}
             except (RuntimeError, ValueError, KeyError) as e:
                 # Only the OAuth cases fail; the webhook cases still run.
                 oauth_error = f"could not make an app and a token: {type(e).__name__}: {e}"
@@ -588,7 +613,9 @@ def payloads_of(plan: dict, cases) -> list:
     """The payloads the given cases send (the refused `bad` payload is never among them)."""
     by_case = {"notify": plan["notifications"], "batch": plan["batch"],
                "oauth": [plan["oauth_notification"]],
-               "oauth_refresh": [plan["refresh_notification"]]}
+               "oauth_refresh": [plan["refresh_notification"]],
+               "fault_retry": [plan["fault_notification"]],
+               "fault_refresh": [plan["fault_refresh_notification"]]}
     return [p for c in cases for p in by_case.get(c, [])]
 
 
@@ -615,6 +642,19 @@ def verify_case(client, case, r, plan, config, rows, certs, accounted) -> list:
         for nid, payload in zip(ids, plan["batch"]):
             problems += check_row(rows, nid, payload, hook_ns(payload))
             accounted.add(nid)
+    elif case == "fault_refresh":
+        key = config["oauth"]["client_id"]
+        problems += check_row(rows, ids[0] if ids else None, plan["fault_refresh_notification"],
+                              key, APP_NAME)
+        accounted.update(ids[:1])
+        if r.get("faulted") != 1 or r.get("refreshes") != 1:
+            problems.append(f"expected one faulted call and one refresh, got {r!r}")
+    elif case == "fault_retry":
+        payload = plan["fault_notification"]
+        problems += check_row(rows, ids[0] if ids else None, payload, hook_ns(payload))
+        accounted.update(ids[:1])
+        if r.get("faulted") != 3:
+            problems.append(f"the journal shows {r.get('faulted')} faulted calls, not 3")
     elif case in ("user_id_empty", "user_id_empty_batch"):
         pass  # nothing stored: db_nothing_else checks that
     elif case == "webhook_example":

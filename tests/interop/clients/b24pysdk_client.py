@@ -13,6 +13,9 @@ Its typed method `client.im.notify.system.add(attach=...)` accepts only a dict (
 so the short-form ATTACH (a list) goes through the SDK's generic `BitrixToken.call_method`.
 """
 
+import json
+import ssl
+import urllib.request
 from datetime import datetime, timedelta, timezone
 
 import requests
@@ -113,3 +116,39 @@ def oauth_refresh():
     report("oauth_refresh", is_id(nid) and refreshed,
            f"id {nid}, refreshes {len(app.answers)}", ids=[nid],
            new_refresh_token=token.refresh_token)
+
+
+def admin(method, path, body=None):
+    """A call to imnotify's admin API (the test-server toolkit), with the run's admin token."""
+    a = CONFIG["admin"]
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(f"{a['url']}{path}", data=data, method=method,
+                                 headers={"Authorization": f"Bearer {a['token']}",
+                                          "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, context=ssl.create_default_context()) as r:
+        return json.loads(r.read())
+
+
+@case("fault_refresh", needs_oauth=True)
+def fault_refresh():
+    # A valid token, but the server answers the next add of this app with expired_token: the
+    # SDK must refresh through the app and send the call again.
+    o = CONFIG["oauth"]
+    spare = o["spare"]
+    app = ImnotifyApp(o["client_id"], o["client_secret"], f"{CONFIG['base']}/oauth/token/")
+    token = BitrixToken(domain=CONFIG["host"], auth_token=spare["access_token"],
+                        refresh_token=spare["refresh_token"],
+                        expires=datetime.now(timezone.utc) + timedelta(minutes=50),
+                        expires_in=3600, bitrix_app=app)
+    fault = admin("POST", "/faults", {"method": "im.notify.system.add", "error": "expired_token",
+                                      "times": 1, "client_id": o["client_id"]})
+    try:
+        nid = typed_add(Client(token), PLAN["fault_refresh_notification"]).result
+    finally:
+        admin("DELETE", f"/faults/{fault['id']}")
+    journal = admin("GET", "/requests?method=im.notify.system.add")["requests"]
+    faulted = sum(1 for e in journal if e["fault_id"] == fault["id"]
+                  and e["error"] == "expired_token" and e["status"] == 401)
+    report("fault_refresh", is_id(nid) and len(app.answers) == 1,
+           f"id {nid}, {faulted} faulted, {len(app.answers)} refreshes", ids=[nid],
+           faulted=faulted, refreshes=len(app.answers))

@@ -110,3 +110,31 @@ def oauth_refresh():
     report("oauth_refresh", is_id(nid) and state["calls"] == 2,
            f"id {nid}, token_func called {state['calls']} times", ids=[nid],
            new_refresh_token=state["refresh_token"])
+
+
+def admin(method, path, body=None):
+    """A call to imnotify's admin API (the test-server toolkit), with the run's admin token."""
+    a = CONFIG["admin"]
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(f"{a['url']}{path}", data=data, method=method,
+                                 headers={"Authorization": f"Bearer {a['token']}",
+                                          "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, context=ssl.create_default_context()) as r:
+        return json.loads(r.read())
+
+
+@case("fault_retry")
+def fault_retry():
+    # The server answers the next three adds with QUERY_LIMIT_EXCEEDED (503): fast-bitrix24
+    # retries server errors with its own back-off, so the call must end up stored.
+    fault = admin("POST", "/faults", {"method": "im.notify.system.add",
+                                      "error": "QUERY_LIMIT_EXCEEDED", "times": 3})
+    try:
+        nid = hook.call("im.notify.system.add", PLAN["fault_notification"], raw=True)["result"]
+    finally:
+        admin("DELETE", f"/faults/{fault['id']}")
+    journal = admin("GET", "/requests?method=im.notify.system.add")["requests"]
+    faulted = sum(1 for e in journal if e["fault_id"] == fault["id"]
+                  and e["error"] == "QUERY_LIMIT_EXCEEDED" and e["status"] == 503)
+    report("fault_retry", is_id(nid), f"id {nid} after {faulted} faulted calls", ids=[nid],
+           faulted=faulted)

@@ -1,0 +1,139 @@
+//! Push&Pull channel ids: the bearer credential of `/subws/` and `/sub/` (issue 13;
+//! push-pull.md §1.3).
+//!
+//! A signed channel id is `<id>.<sig>`: `id` is 32 lower-case hex digits and `sig` the 40 hex
+//! digits of HMAC-SHA1(key, id), the form Bitrix24's push server checks. The key is one random
+//! secret kept in the database (setting [`KEY_SETTING`]), so every instance signs and checks
+//! alike.
+//!
+//! Deviation, recorded in README "Compatibility": Bitrix24 ids are 32 random hex digits looked
+//! up in a table. Here the id carries what the server must know, so checking it needs no
+//! lookup: `<10 hex random><12 hex user id><10 hex end (unix seconds)>`. The client treats ids
+//! as opaque, and the signature makes them unforgeable.
+
+use hmac::{Hmac, Mac};
+use sha1::Sha1;
+
+/// The setting that holds the signing key (64 hex digits), created on first use.
+pub const KEY_SETTING: &str = "pull_channel_key";
+
+/// A channel Bitrix24's way: 12 hours and 5 seconds (push-pull.md §1.3), the default of
+/// `pull.channel_ttl_seconds`.
+pub const DEFAULT_TTL_SECONDS: i64 = 43_205;
+
+/// A checked channel: whose it is and until when (unix seconds) it is good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Channel {
+    pub user_id: i64,
+    pub end: i64,
+}
+
+/// Why a channel id was refused; every case closes the socket with 4010.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// Not of the form, or the signature does not match.
+    Invalid,
+    /// Well signed, but past its end.
+    Expired,
+}
+
+fn mac(key: &str, id: &str) -> Hmac<Sha1> {
+    let mut m = Hmac::<Sha1>::new_from_slice(key.as_bytes()).expect("HMAC takes any key length");
+    m.update(id.as_bytes());
+    m
+}
+
+/// A new signed id for `user_id`, good until `end` (unix seconds).
+pub fn sign(key: &str, user_id: i64, end: i64) -> String {
+    let id = format!(
+        "{}{:012x}{:010x}",
+        super::secret::generate_hex(10),
+        user_id as u64 & 0xffff_ffff_ffff,
+        end.max(0) as u64 & 0xff_ffff_ffff
+    );
+    let sig = hex::encode(mac(key, &id).finalize().into_bytes());
+    format!("{id}.{sig}")
+}
+
+/// The unsigned part of a signed id (what a message's `channel` member shows).
+pub fn public_part(signed: &str) -> &str {
+    signed.split('.').next().unwrap_or_default()
+}
+
+/// Checks one signed id at unix time `now`: the signature in constant time, then the end.
+pub fn verify(key: &str, signed: &str, now: i64) -> Result<Channel, Refused> {
+    let (id, sig) = signed.split_once('.').ok_or(Refused::Invalid)?;
+    let hex_ok = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    if !hex_ok(id, 32) || !hex_ok(sig, 40) {
+        return Err(Refused::Invalid);
+    }
+    let sig = hex::decode(sig).map_err(|_| Refused::Invalid)?;
+    mac(key, id)
+        .verify_slice(&sig)
+        .map_err(|_| Refused::Invalid)?;
+    let user_id = i64::from_str_radix(&id[10..22], 16).map_err(|_| Refused::Invalid)?;
+    let end = i64::from_str_radix(&id[22..32], 16).map_err(|_| Refused::Invalid)?;
+    if end <= now {
+        return Err(Refused::Expired);
+    }
+    Ok(Channel { user_id, end })
+}
+
+/// Checks a `CHANNEL_ID` parameter (already URL-decoded): one or more signed ids joined by
+/// `/`, every one checked (§1.3). All must name the same user; the first is returned.
+pub fn verify_list(key: &str, list: &str, now: i64) -> Result<Channel, Refused> {
+    let mut first: Option<Channel> = None;
+    // A bound on the work one URL can ask for: the client sends at most two (private, shared).
+    for part in list.split('/').take(4) {
+        let c = verify(key, part, now)?;
+        match first {
+            Some(f) if f.user_id != c.user_id => return Err(Refused::Invalid),
+            Some(_) => {}
+            None => first = Some(c),
+        }
+    }
+    if list.split('/').count() > 4 {
+        return Err(Refused::Invalid);
+    }
+    first.ok_or(Refused::Invalid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signs_and_checks() {
+        let key = "k".repeat(64);
+        let s = sign(&key, 42, 1000);
+        assert_eq!(s.len(), 32 + 1 + 40);
+        assert_eq!(
+            verify(&key, &s, 999),
+            Ok(Channel {
+                user_id: 42,
+                end: 1000
+            })
+        );
+        assert_eq!(verify(&key, &s, 1000), Err(Refused::Expired));
+        assert_eq!(verify("other", &s, 999), Err(Refused::Invalid));
+        // One changed digit of the signature, or of the id (a different user), is refused.
+        let mut t = s.clone().into_bytes();
+        let last = t.len() - 1;
+        t[last] = if t[last] == b'0' { b'1' } else { b'0' };
+        assert_eq!(
+            verify(&key, std::str::from_utf8(&t).unwrap(), 999),
+            Err(Refused::Invalid)
+        );
+        let forged = format!("{}{:012x}{}", &s[..10], 43, &s[22..]);
+        assert_eq!(verify(&key, &forged, 999), Err(Refused::Invalid));
+        assert_eq!(
+            verify_list(&key, &format!("{s}/{s}"), 999).map(|c| c.user_id),
+            Ok(42)
+        );
+        assert_eq!(
+            verify_list(&key, &format!("{s}/x"), 999),
+            Err(Refused::Invalid)
+        );
+        assert_eq!(verify_list(&key, "", 999), Err(Refused::Invalid));
+    }
+}

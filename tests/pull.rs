@@ -1,0 +1,141 @@
+//! Push&Pull over HTTP (issue 13): `pull.config.get` (scopes, URLs not from `Host`, the signed
+//! channel), and the long poll `/sub/` (first poll 304 with the head, 200 with framed messages,
+//! held 304, bad channel 400, the key surviving a restart). The WebSocket side and the real
+//! PullClient are in `tests/pull/run.sh`.
+
+mod common;
+
+use common::{Options, Server};
+use serde_json::{json, Value};
+
+fn config(s: &Server, hook: &str, method: &str, host: &str) -> Value {
+    let r = s.request(
+        "POST",
+        &format!("{hook}{method}"),
+        &[("Host", host), ("Content-Type", "application/json")],
+        br#"{"CACHE":"N"}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()["result"].clone()
+}
+
+fn poll(s: &Server, channel: &str, mid: Option<&str>) -> common::Response {
+    let enc: String = form_urlencoded::byte_serialize(channel.as_bytes()).collect();
+    let mid = mid.map(|m| format!("&mid={m}")).unwrap_or_default();
+    s.get(&format!("/sub/?CHANNEL_ID={enc}&revision=19{mid}"))
+}
+
+#[test]
+fn config_needs_its_scope_and_names_the_server_not_the_host_header() {
+    let s = Server::start();
+    // The first-start webhook has only `im`.
+    let r = s.post_json(&s.hook_url("pull.config.get"), &json!({}));
+    r.assert_error(403, "insufficient_scope");
+    let hook = s.add_webhook(1, "im,pull_channel");
+    let c = config(&s, &hook, "pull.config.get", "evil.example");
+    let ws = c["server"]["websocket"].as_str().unwrap();
+    assert_eq!(ws, format!("ws://{}/subws/", s.addr), "{c}");
+    assert_eq!(c["server"]["long_polling"], format!("{}/sub/", s.base));
+    assert_eq!(c["server"]["version"], 3);
+    assert!(c["server"]["config_timestamp"].is_i64());
+    assert_eq!(c["api"]["revision_web"], 19);
+    let id = c["channels"]["private"]["id"].as_str().unwrap();
+    assert!(
+        id.len() == 73 && id.as_bytes()[32] == b'.',
+        "signed id {id}"
+    );
+    assert!(c["exp"].as_i64().unwrap() > 43_000 + chrono_now());
+    // The application method needs `pull`, and gives a webhook the same private channel.
+    let r = s.post_json(&format!("{hook}pull.application.config.get"), &json!({}));
+    r.assert_error(403, "insufficient_scope");
+    let both = s.add_webhook(1, "im,pull");
+    let a = config(&s, &both, "pull.application.config.get", &s.addr);
+    assert_eq!(a["channels"]["private"]["type"], "private");
+    // The channel id never reaches the log.
+    assert!(!s.log().contains(&id[..32]), "channel id logged");
+}
+
+fn chrono_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+#[test]
+fn long_poll_answers_304_with_the_head_then_framed_messages() {
+    let s = Server::start_with(Options {
+        // Holds last three heartbeats (capped at 40 s): 3 s here.
+        envs: vec![("IMNOTIFY_EVENTS__HEARTBEAT_SECONDS".into(), "1".into())],
+        ..Options::default()
+    });
+    let hook = s.add_webhook(1, "im,pull_channel");
+    let c = config(&s, &hook, "pull.config.get", &s.addr);
+    let channel = c["channels"]["private"]["id"].as_str().unwrap().to_owned();
+
+    // A tampered signature: no messages.
+    let mut bad = channel.clone().into_bytes();
+    let last = bad.len() - 1;
+    bad[last] = if bad[last] == b'0' { b'1' } else { b'0' };
+    assert_eq!(
+        poll(&s, std::str::from_utf8(&bad).unwrap(), None).status,
+        400
+    );
+
+    let before = s.notify(json!({"USER_ID": 1, "MESSAGE": "before"}));
+    // First poll without mid: at once, 304 with the head.
+    let first = poll(&s, &channel, None);
+    assert_eq!(first.status, 304);
+    assert_eq!(
+        first.header("expires"),
+        Some("Thu, 01 Jan 1973 11:11:01 GMT")
+    );
+    let head = first.header("last-message-id").unwrap().to_owned();
+    assert_eq!(head.len(), 26);
+
+    // Nothing new: held, then 304 with the same mid, never 200 with an empty body.
+    let t = std::time::Instant::now();
+    let idle = poll(&s, &channel, Some(&head));
+    assert_eq!(idle.status, 304, "{}", idle.body);
+    assert!(t.elapsed() >= std::time::Duration::from_secs(2));
+    assert_eq!(idle.header("last-message-id"), Some(head.as_str()));
+
+    let id = s.notify(json!({"USER_ID": 1, "MESSAGE": "a#!NGINXNME!#b\u{2028}"}));
+    let got = poll(&s, &channel, Some(&head));
+    assert_eq!(got.status, 200);
+    let inner = got
+        .body
+        .strip_prefix("#!NGINXNMS!#")
+        .and_then(|b| b.strip_suffix("#!NGINXNME!#"))
+        .unwrap_or_else(|| panic!("one framed message: {}", got.body));
+    assert!(
+        !inner.contains('#') && !inner.contains('\u{2028}'),
+        "{inner}"
+    );
+    let m: Value = serde_json::from_str(inner).unwrap();
+    assert_eq!(m["text"]["module_id"], "im");
+    assert_eq!(m["text"]["command"], "notifyAdd");
+    assert_eq!(m["text"]["params"]["id"], id);
+    assert_eq!(m["text"]["params"]["text"], "a#!NGINXNME!#b\u{2028}");
+    assert_eq!(m["text"]["params"]["counter"], 2);
+    let mid = m["mid"].as_str().unwrap().to_owned();
+    assert!(mid > head);
+
+    // Replay from mid 0 gives both, oldest first; the key survives a restart.
+    let mut s = s;
+    s.terminate();
+    s.restart();
+    let all = poll(&s, &channel, Some(&"0".repeat(26)));
+    assert_eq!(all.status, 200, "{}", all.body);
+    let ids: Vec<i64> = all
+        .body
+        .split("#!NGINXNME!#")
+        .filter_map(|p| p.strip_prefix("#!NGINXNMS!#"))
+        .map(|j| {
+            serde_json::from_str::<Value>(j).unwrap()["text"]["params"]["id"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(ids, vec![before, id]);
+}

@@ -1,0 +1,948 @@
+//! The test-server toolkit (issue 16) against the real binary: the admin API's token, the
+//! request journal, faults, the test clock, reset and fixtures.
+
+mod common;
+
+use common::{Options, Response, Server};
+use serde_json::{json, Value};
+
+const TOKEN: &str = "toolkit-test-admin-token-0123456789";
+
+fn start() -> Server {
+    Server::start_with(Options {
+        envs: vec![("IMNOTIFY_ADMIN__TOKEN".into(), TOKEN.into())],
+        ..Options::default()
+    })
+}
+
+fn admin(s: &Server, method: &str, path: &str, body: Option<Value>) -> Response {
+    let auth = format!("Bearer {TOKEN}");
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    s.request(
+        method,
+        path,
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        body.as_bytes(),
+    )
+}
+
+fn admin_ok(s: &Server, method: &str, path: &str, body: Option<Value>) -> Value {
+    let r = admin(s, method, path, body);
+    assert!(
+        r.status == 200 || r.status == 201,
+        "{method} {path}: {} {}",
+        r.status,
+        r.body
+    );
+    r.json()
+}
+
+fn journal(s: &Server, query: &str) -> Vec<Value> {
+    admin_ok(s, "GET", &format!("/admin/api/requests{query}"), None)["requests"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// Every admin route, with a body where it takes one.
+const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/admin/api/requests"),
+    ("DELETE", "/admin/api/requests"),
+    ("GET", "/admin/api/faults"),
+    ("POST", "/admin/api/faults"),
+    ("DELETE", "/admin/api/faults"),
+    ("DELETE", "/admin/api/faults/1"),
+    ("GET", "/admin/api/clock"),
+    ("POST", "/admin/api/clock"),
+    ("DELETE", "/admin/api/clock"),
+    ("POST", "/admin/api/reset"),
+    ("GET", "/admin/api/no-such-route"),
+    ("GET", "/admin/api"),
+];
+
+#[test]
+fn every_admin_route_refuses_a_missing_or_wrong_token() {
+    let s = start();
+    s.add_user(5, &["--password", "pw-of-five"]);
+    let cookie = s.sign_in("5", "pw-of-five");
+    s.notify(json!({"USER_ID": 1, "MESSAGE": "before"}));
+    for (method, path) in ROUTES {
+        let body = br#"{"advance_seconds": 100000, "method": "*", "error": "INTERNAL_SERVER_ERROR", "keep_directory": false}"#;
+        for headers in [
+            vec![],
+            vec![("Authorization", "Bearer wrong-token")],
+            vec![("Authorization", "Basic dG9rZW46")],
+            vec![("Authorization", "Bearer ")],
+            // A signed-in user who is not an admin.
+            vec![("Cookie", cookie.as_str())],
+        ] {
+            let r = s.request(method, path, &headers, body);
+            assert_eq!(r.status, 401, "{method} {path} {headers:?}: {}", r.body);
+            assert_eq!(r.json()["error"], "unauthorized");
+            assert!(r.header("www-authenticate").is_some());
+        }
+    }
+    // Nothing happened: the clock did not move, nothing was reset, no fault exists.
+    let clock = admin_ok(&s, "GET", "/admin/api/clock", None);
+    assert_eq!(clock["offset_seconds"], 0.0);
+    assert_eq!(s.notification_count(), 1);
+    assert_eq!(
+        admin_ok(&s, "GET", "/admin/api/faults", None)["faults"],
+        json!([])
+    );
+    // With the token, an unknown admin route is a JSON 404, not the REST envelope.
+    let r = admin(&s, "GET", "/admin/api/no-such-route", None);
+    assert_eq!(r.status, 404, "{}", r.body);
+
+    // The admin API is not a REST method: not under /rest/, not in the OpenAPI document.
+    let doc = s.get("/openapi.json").body;
+    assert!(
+        !doc.contains("admin"),
+        "admin routes leaked into /openapi.json"
+    );
+    let r = s.request(
+        "GET",
+        "/rest/admin/api/requests",
+        &[("Authorization", &format!("Bearer {TOKEN}"))],
+        b"",
+    );
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["error"], "ERROR_METHOD_NOT_FOUND");
+}
+
+#[test]
+fn the_first_start_prints_an_admin_token_and_keeps_only_its_hash() {
+    let mut s = Server::start();
+    let token = s
+        .admin_token
+        .clone()
+        .expect("an admin token line on first start");
+    assert!(token.len() >= 32, "{token}");
+    let auth = format!("Bearer {token}");
+    let r = s.request("GET", "/admin/api/clock", &[("Authorization", &auth)], b"");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let stored: String = s
+        .db()
+        .query_row(
+            "SELECT value FROM settings WHERE key = 'admin_token_sha256'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_ne!(stored, token);
+    assert_eq!(stored.len(), 64);
+    // A restart keeps the same token and does not print it again.
+    s.terminate();
+    s.restart();
+    let r = s.request("GET", "/admin/api/clock", &[("Authorization", &auth)], b"");
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+#[test]
+fn an_admin_session_may_use_the_api_with_its_csrf_token() {
+    let s = start();
+    s.add_user(9, &["--admin", "--password", "pw-of-nine"]);
+    let cookie = s.sign_in("9", "pw-of-nine");
+    let r = s.request("GET", "/admin/api/faults", &[("Cookie", &cookie)], b"");
+    assert_eq!(r.status, 200, "{}", r.body);
+    // A change needs the session's CSRF token as well: a cross-site form cannot send it.
+    let body = br#"{"advance_seconds": 10}"#;
+    let r = s.request("POST", "/admin/api/clock", &[("Cookie", &cookie)], body);
+    assert_eq!(r.status, 401, "{}", r.body);
+    // The session's CSRF token, as the consent page shows it.
+    let (client_id, _) = app(&s);
+    let csrf = s.consent_csrf(&client_id, &cookie);
+    let r = s.request(
+        "POST",
+        "/admin/api/clock",
+        &[("Cookie", &cookie), ("X-CSRF-Token", &csrf)],
+        body,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+#[test]
+fn the_journal_shows_a_webhook_call_with_its_params_and_never_the_code() {
+    let s = start();
+    let code = s
+        .hook
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert_eq!(code.len(), 16);
+    let id = s.notify(json!({"USER_ID": 1, "MESSAGE": "journal me", "TAG": "J1", "ap": "x"}));
+    // The same call with the code as a parameter too (aplogin/ap form).
+    let r = s.post_form(
+        "/rest/im.notify.system.add",
+        &format!("aplogin=1&ap={code}&USER_ID=1&MESSAGE=second&password=hunter2"),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    // A failing call: wrong code.
+    let r = s.post_json(
+        "/rest/1/wrongcodewrongco/im.notify.system.add",
+        &json!({"USER_ID": 1, "MESSAGE": "x"}),
+    );
+    assert_eq!(r.status, 403, "{}", r.body);
+
+    let raw = admin(
+        &s,
+        "GET",
+        "/admin/api/requests?method=im.notify.system.add",
+        None,
+    );
+    assert_eq!(raw.status, 200);
+    assert!(
+        !raw.body.contains(&code),
+        "the webhook code leaked: {}",
+        raw.body
+    );
+    assert!(
+        !raw.body.contains("hunter2"),
+        "a password leaked: {}",
+        raw.body
+    );
+    let entries = raw.json()["requests"].as_array().unwrap().clone();
+    assert_eq!(entries.len(), 3, "{entries:?}");
+    // Newest first.
+    let (failed, second, first) = (&entries[0], &entries[1], &entries[2]);
+    assert!(first["id"].as_u64() < second["id"].as_u64());
+    assert_eq!(first["method"], "im.notify.system.add");
+    assert_eq!(first["transport"], "json");
+    assert_eq!(first["params"]["MESSAGE"], "journal me");
+    assert_eq!(first["params"]["TAG"], "J1");
+    assert_eq!(first["params"]["USER_ID"], 1);
+    assert_eq!(first["status"], 200);
+    assert_eq!(first["error"], Value::Null);
+    assert_eq!(first["result"], id);
+    assert_eq!(first["credential"]["kind"], "webhook");
+    assert_eq!(first["credential"]["user_id"], 1);
+    assert!(first["credential"]["webhook_id"].as_i64().unwrap() >= 1);
+    assert!(first["at"].as_str().unwrap().ends_with('Z'));
+    assert!(first["duration_ms"].as_f64().unwrap() >= 0.0);
+    assert_eq!(second["params"]["password"], "***");
+    assert_eq!(failed["status"], 403);
+    assert_eq!(failed["error"], "INVALID_CREDENTIALS");
+    assert_eq!(failed["credential"]["kind"], "webhook");
+    assert_eq!(failed["result"], Value::Null);
+
+    // Filters: status, since_id, limit.
+    assert_eq!(journal(&s, "?status=403").len(), 1);
+    let since = first["id"].as_u64().unwrap();
+    assert_eq!(journal(&s, &format!("?since_id={since}")).len(), 2);
+    assert_eq!(journal(&s, "?limit=1").len(), 1);
+
+    // A batch is recorded with each of its commands, which name it.
+    let r = s.post_json(
+        &s.hook_url("batch"),
+        &json!({"cmd": {"a": "im.notify.system.add?USER_ID=1&MESSAGE=in%20batch", "b": "im.counters.get"}}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let all = journal(&s, "");
+    let batch = all.iter().find(|e| e["method"] == "batch").unwrap();
+    let commands: Vec<_> = all
+        .iter()
+        .filter(|e| e["batch_id"] == batch["id"])
+        .collect();
+    assert_eq!(commands.len(), 2, "{all:?}");
+    assert!(commands.iter().all(|e| e["transport"] == "batch"));
+    let add = commands
+        .iter()
+        .find(|e| e["method"] == "im.notify.system.add")
+        .unwrap();
+    assert_eq!(add["params"]["MESSAGE"], "in batch");
+
+    // DELETE clears it.
+    admin_ok(&s, "DELETE", "/admin/api/requests", None);
+    assert!(journal(&s, "").iter().all(|e| e["method"] != "batch"));
+}
+
+#[test]
+fn the_journal_is_bounded_in_entries_and_in_bytes() {
+    let s = Server::start_with(Options {
+        envs: vec![
+            ("IMNOTIFY_ADMIN__TOKEN".into(), TOKEN.into()),
+            ("IMNOTIFY_JOURNAL__CAPACITY".into(), "3".into()),
+            ("IMNOTIFY_JOURNAL__ENTRY_BYTES".into(), "256".into()),
+        ],
+        ..Options::default()
+    });
+    let big = "x".repeat(200_000);
+    let r = s.post_json(
+        &s.hook_url("im.notify.system.add"),
+        &json!({"USER_ID": 1, "MESSAGE": big}),
+    );
+    assert_eq!(r.status, 200);
+    for i in 0..4 {
+        s.notify(json!({"USER_ID": 1, "MESSAGE": format!("m{i}")}));
+    }
+    let raw = admin(&s, "GET", "/admin/api/requests", None);
+    let entries = raw.json()["requests"].as_array().unwrap().clone();
+    assert_eq!(entries.len(), 3);
+    assert_eq!(entries[0]["params"]["MESSAGE"], "m3");
+
+    admin_ok(&s, "DELETE", "/admin/api/requests", None);
+    s.post_json(
+        &s.hook_url("im.notify.system.add"),
+        &json!({"USER_ID": 1, "MESSAGE": big}),
+    );
+    let raw = admin(&s, "GET", "/admin/api/requests", None);
+    assert!(raw.body.len() < 2048, "{} bytes", raw.body.len());
+    assert_eq!(raw.json()["requests"][0]["truncated"], true);
+
+    let off = Server::start_with(Options {
+        envs: vec![
+            ("IMNOTIFY_ADMIN__TOKEN".into(), TOKEN.into()),
+            ("IMNOTIFY_JOURNAL__CAPACITY".into(), "0".into()),
+        ],
+        ..Options::default()
+    });
+    off.notify(json!({"USER_ID": 1, "MESSAGE": "not recorded"}));
+    assert!(journal(&off, "").is_empty());
+}
+
+#[test]
+fn a_fault_answers_n_times_as_the_real_server_would_then_the_call_succeeds() {
+    let s = start();
+    let f = admin_ok(
+        &s,
+        "POST",
+        "/admin/api/faults",
+        Some(
+            json!({"method": "im.notify.system.add", "error": "QUERY_LIMIT_EXCEEDED", "times": 3}),
+        ),
+    );
+    let fault_id = f["id"].as_u64().unwrap();
+    for _ in 0..3 {
+        let r = s.post_json(
+            &s.hook_url("im.notify.system.add"),
+            &json!({"USER_ID": 1, "MESSAGE": "faulted"}),
+        );
+        r.assert_error(503, "QUERY_LIMIT_EXCEEDED");
+    }
+    assert_eq!(s.notification_count(), 0);
+    // Another method is untouched meanwhile.
+    let r = s.get(&s.hook_url("im.counters.get"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    s.notify(json!({"USER_ID": 1, "MESSAGE": "fourth time lucky"}));
+
+    let faults = admin_ok(&s, "GET", "/admin/api/faults", None)["faults"].clone();
+    assert_eq!(faults[0]["hits"], 3);
+    assert_eq!(faults[0]["remaining"], 0);
+    let marked: Vec<_> = journal(&s, "?method=im.notify.system.add")
+        .into_iter()
+        .filter(|e| e["fault_id"] == fault_id)
+        .collect();
+    assert_eq!(marked.len(), 3);
+    assert!(marked
+        .iter()
+        .all(|e| e["error"] == "QUERY_LIMIT_EXCEEDED" && e["status"] == 503));
+
+    // An XML call gets the XML envelope of the error; a delay answers late.
+    admin_ok(&s, "DELETE", &format!("/admin/api/faults/{fault_id}"), None);
+    let r = admin(&s, "DELETE", &format!("/admin/api/faults/{fault_id}"), None);
+    assert_eq!(r.status, 404);
+    admin_ok(
+        &s,
+        "POST",
+        "/admin/api/faults",
+        Some(
+            json!({"method": "im.counters.get", "error": "OPERATION_TIME_LIMIT", "delay_ms": 300, "times": 1}),
+        ),
+    );
+    let t = std::time::Instant::now();
+    let r = s.get(&s.hook_url("im.counters.get.xml"));
+    assert!(t.elapsed() >= std::time::Duration::from_millis(300));
+    assert_eq!(r.status, 429);
+    assert!(
+        r.body.contains("<error>OPERATION_TIME_LIMIT</error>"),
+        "{}",
+        r.body
+    );
+
+    // A code outside the catalogue is refused.
+    let r = admin(
+        &s,
+        "POST",
+        "/admin/api/faults",
+        Some(json!({"method": "*", "error": "MADE_UP"})),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+}
+
+#[test]
+fn inside_a_batch_a_faulted_command_fails_alone() {
+    let s = start();
+    admin_ok(
+        &s,
+        "POST",
+        "/admin/api/faults",
+        Some(json!({"method": "im.notify.system.add", "error": "INTERNAL_SERVER_ERROR"})),
+    );
+    let r = s.post_json(
+        &s.hook_url("batch"),
+        &json!({"cmd": {
+            "a": "im.notify.system.add?USER_ID=1&MESSAGE=x",
+            "b": "im.counters.get",
+        }}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let result = &r.json()["result"];
+    assert_eq!(
+        result["result_error"]["a"]["error"], "INTERNAL_SERVER_ERROR",
+        "{result}"
+    );
+    assert!(result["result_error"].get("b").is_none(), "{result}");
+    assert!(result["result"]["b"].is_object(), "{result}");
+    assert_eq!(s.notification_count(), 0);
+}
+
+fn app(s: &Server) -> (String, String) {
+    let out = s.cli(&["app", "add", "--name", "Clocked", "--scope", "im", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    (
+        v["client_id"].as_str().unwrap().to_owned(),
+        v["client_secret"].as_str().unwrap().to_owned(),
+    )
+}
+
+#[test]
+fn advancing_the_clock_expires_the_access_token_and_the_refresh_token_still_works() {
+    let s = start();
+    let (client_id, client_secret) = app(&s);
+    let out = s.cli(&[
+        "app",
+        "token",
+        "--client-id",
+        &client_id,
+        "--user-id",
+        "1",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let t: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let access = t["access_token"].as_str().unwrap();
+    let refresh = t["refresh_token"].as_str().unwrap();
+    let call = |token: &str| {
+        s.post_json(
+            &format!("/rest/im.notify.system.add?auth={token}"),
+            &json!({"USER_ID": 1, "MESSAGE": "clock"}),
+        )
+    };
+    assert_eq!(call(access).status, 200);
+    let before = admin_ok(&s, "GET", "/admin/api/clock", None)["unix"]
+        .as_f64()
+        .unwrap();
+
+    let moved = admin_ok(
+        &s,
+        "POST",
+        "/admin/api/clock",
+        Some(json!({"advance_seconds": 3601})),
+    );
+    assert!(moved["offset_seconds"].as_f64().unwrap() >= 3601.0);
+    assert!(moved["unix"].as_f64().unwrap() - before >= 3601.0);
+    call(access).assert_error(401, "expired_token");
+    // The time block follows the clock too.
+    let r = s.get(&s.hook_url("server.time"));
+    let server_time = r.json()["time"]["start"].as_f64().unwrap();
+    assert!(server_time - before >= 3601.0, "{}", r.body);
+
+    let r = s.get(&format!(
+        "/oauth/token/?grant_type=refresh_token&client_id={client_id}&client_secret={client_secret}&refresh_token={refresh}"
+    ));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let fresh = r.json()["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(call(&fresh).status, 200);
+
+    // DELETE goes back to real time, where the new token is valid too.
+    let back = admin_ok(&s, "DELETE", "/admin/api/clock", None);
+    assert_eq!(back["offset_seconds"], 0.0);
+    assert_eq!(call(&fresh).status, 200);
+    let r = admin(
+        &s,
+        "POST",
+        "/admin/api/clock",
+        Some(json!({"advance_seconds": -5})),
+    );
+    assert_eq!(r.status, 400);
+}
+
+#[test]
+fn reset_keeps_the_directory_and_empties_the_rest_and_ids_go_on() {
+    let s = start();
+    s.add_user(5, &[]);
+    let hook5 = s.add_webhook(5, "im");
+    let first = s.notify(json!({"USER_ID": 5, "MESSAGE": "one"}));
+    let second = s.notify(json!({"USER_ID": 1, "MESSAGE": "two"}));
+    admin_ok(
+        &s,
+        "POST",
+        "/admin/api/faults",
+        Some(json!({"method": "user.get", "error": "INTERNAL_SERVER_ERROR"})),
+    );
+    let count = |sql: &str| -> i64 { s.db().query_row(sql, [], |r| r.get(0)).unwrap() };
+    assert!(count("SELECT COUNT(*) FROM events") > 0);
+    let r = admin_ok(&s, "POST", "/admin/api/reset", None);
+    assert_eq!(r["keep_directory"], true);
+    assert_eq!(s.notification_count(), 0);
+    assert_eq!(count("SELECT COUNT(*) FROM events"), 0);
+    assert_eq!(count("SELECT COUNT(*) FROM outbox"), 0);
+    assert!(journal(&s, "").is_empty());
+    assert_eq!(
+        admin_ok(&s, "GET", "/admin/api/faults", None)["faults"],
+        json!([])
+    );
+    // The directory stays: both webhooks still work, and ids carry on past the old ones.
+    let r = s.post_json(
+        &format!("{hook5}im.notify.system.add"),
+        &json!({"USER_ID": 5, "MESSAGE": "after"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let after = r.json()["result"].as_i64().unwrap();
+    assert!(after > first.max(second), "{after} after {first}, {second}");
+    let counters = s.get(&format!("{hook5}im.counters.get")).json();
+    assert_eq!(counters["result"]["TYPE"]["NOTIFY"], 1, "{counters}");
+    let chat = s.get(&format!("{hook5}im.notify.get")).json();
+    assert_eq!(chat["result"]["total_count"], 1, "{chat}");
+
+    // Without the directory: users, webhooks and apps go too.
+    let r = admin_ok(
+        &s,
+        "POST",
+        "/admin/api/reset",
+        Some(json!({"keep_directory": false})),
+    );
+    assert_eq!(r["keep_directory"], false);
+    let users: i64 = s
+        .db()
+        .query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(users, 0);
+    let r = s.post_json(
+        &format!("{hook5}im.notify.system.add"),
+        &json!({"USER_ID": 5, "MESSAGE": "gone"}),
+    );
+    r.assert_error(403, "INVALID_CREDENTIALS");
+    // And a user made again gets notification ids that still go on.
+    s.add_user(5, &[]);
+    let hook = s.add_webhook(5, "im");
+    let r = s.post_json(
+        &format!("{hook}im.notify.system.add"),
+        &json!({"USER_ID": 5, "MESSAGE": "reborn"}),
+    );
+    assert!(r.json()["result"].as_i64().unwrap() > after, "{}", r.body);
+}
+
+const FIXTURES: &str = r#"# CI fixtures
+admin_token = "fixture-admin-token-0123456789"
+
+[[users]]
+id = 7
+name = "Anna"
+email = "anna@example.test"
+password = "anna-password"
+admin = true
+
+[[webhooks]]
+user_id = 7
+code = "fixedwebhookcode1"
+scope = ["im", "user"]
+
+[[apps]]
+client_id = "local.ci"
+client_secret = "fixed-client-secret-1"
+name = "CI app"
+scope = ["im"]
+redirect_uri = "https://ci.example/oauth"
+"#;
+
+/// The rows fixtures write, as text, to compare before and after.
+fn directory_dump(s: &Server) -> String {
+    let db = s.db();
+    let mut out = String::new();
+    for sql in [
+        "SELECT id, name, last_name, email, active, is_admin, created_at, password_hash FROM users ORDER BY id",
+        "SELECT id, user_id, hex(code_hash), scopes, active, created_at, rate_per_second, rate_burst FROM webhooks ORDER BY id",
+        "SELECT id, client_id, hex(secret_hash), name, scopes, redirect_uri, allowed_users, active, created_at FROM apps ORDER BY id",
+        "SELECT key, value FROM settings ORDER BY key",
+    ] {
+        let mut stmt = db.prepare(sql).unwrap();
+        let n = stmt.column_count();
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((0..n)
+                    .map(|i| format!("{:?}", r.get_ref(i).unwrap()))
+                    .collect::<Vec<_>>()
+                    .join("|"))
+            })
+            .unwrap();
+        for row in rows {
+            out.push_str(&row.unwrap());
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[test]
+fn fixtures_give_working_fixed_credentials_and_applying_twice_changes_nothing() {
+    let files = tempfile::tempdir().unwrap();
+    let path = files.path().join("fixtures.toml");
+    std::fs::write(&path, FIXTURES).unwrap();
+    let mut s = Server::start_with(Options {
+        args: vec!["--fixtures".into(), path.display().to_string()],
+        ..Options::default()
+    });
+    // The fixed webhook works at once.
+    let r = s.post_json(
+        "/rest/7/fixedwebhookcode1/im.notify.system.add",
+        &json!({"USER_ID": 7, "MESSAGE": "from CI"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = s.get("/rest/7/fixedwebhookcode1/user.current");
+    assert_eq!(r.json()["result"]["NAME"], "Anna", "{}", r.body);
+    // The fixed admin token, and no token printed: the file gave one.
+    assert_eq!(s.admin_token, None);
+    let r = s.request(
+        "GET",
+        "/admin/api/requests",
+        &[("Authorization", "Bearer fixture-admin-token-0123456789")],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    // The fixed app: its secret is the one in the file.
+    let out = s.cli(&[
+        "app",
+        "token",
+        "--client-id",
+        "local.ci",
+        "--user-id",
+        "7",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let t: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r = s.get(&format!(
+        "/oauth/token/?grant_type=refresh_token&client_id=local.ci&client_secret=fixed-client-secret-1&refresh_token={}",
+        t["refresh_token"].as_str().unwrap()
+    ));
+    assert_eq!(r.status, 200, "{}", r.body);
+    // The password signs in.
+    s.sign_in("7", "anna-password");
+    // Plain codes and secrets are nowhere in the database.
+    let dump = directory_dump(&s);
+    for plain in [
+        "fixedwebhookcode1",
+        "fixed-client-secret-1",
+        "fixture-admin-token",
+        "anna-password",
+    ] {
+        assert!(!dump.contains(plain), "{plain} stored in plain text");
+    }
+
+    // Applying the same file again (a restart) changes nothing.
+    s.terminate();
+    s.restart();
+    assert_eq!(directory_dump(&s), dump);
+    let r = s.post_json(
+        "/rest/7/fixedwebhookcode1/im.notify.system.add",
+        &json!({"USER_ID": 7, "MESSAGE": "again"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+#[test]
+fn a_wrong_fixtures_file_stops_the_start_and_names_the_line() {
+    let files = tempfile::tempdir().unwrap();
+    let data = files.path().join("data");
+    for (text, line, needle) in [
+        ("[[users]]\nid = 7\nname = \"A\"\n\n[[webhooks]]\nuser_id = 99\ncode = \"fixedwebhookcode1\"\nscope = [\"im\"]\n", 5, "user 99 does not exist"),
+        ("[[users]]\nid = 7\nname = \"A\"\ncolour = \"red\"\n", 4, "unknown field"),
+        ("[[webhooks]]\nuser_id = 1\ncode = \"short\"\nscope = [\"im\"]\n", 1, "8 to 64"),
+        ("[[apps]]\nclient_id = \"local.ci\"\nclient_secret = \"fixed-client-secret-1\"\nname = \"x\"\nscope = [\"crm\"]\n", 1, "unknown scope"),
+        ("[[users]]\nid = \"seven\"\nname = \"A\"\n", 2, "invalid type"),
+    ] {
+        let path = files.path().join("bad.toml");
+        std::fs::write(&path, text).unwrap();
+        let out = std::process::Command::new(common::BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--fixtures"])
+            .arg(&path)
+            .arg("--data-dir")
+            .arg(&data)
+            .env_remove("IMNOTIFY_DATA_DIR")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{text}");
+        assert!(
+            err.contains(&format!("bad.toml:{line}:")) && err.contains(needle),
+            "expected line {line} and {needle:?} in: {err}"
+        );
+    }
+}
+
+#[test]
+fn the_cli_takes_fixed_codes_and_client_credentials_and_repeats_safely() {
+    let s = start();
+    for _ in 0..2 {
+        let out = s.cli(&[
+            "webhook",
+            "add",
+            "--user-id",
+            "1",
+            "--code",
+            "cicode12345678",
+            "--scope",
+            "im",
+            "--json",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["code"], "cicode12345678");
+        let out = s.cli(&[
+            "app",
+            "add",
+            "--name",
+            "CI",
+            "--scope",
+            "im",
+            "--client-id",
+            "local.fixed",
+            "--client-secret",
+            "fixed-secret-99",
+            "--json",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["client_id"], "local.fixed");
+        assert_eq!(v["client_secret"], "fixed-secret-99");
+    }
+    let count = |sql: &str| -> i64 { s.db().query_row(sql, [], |r| r.get(0)).unwrap() };
+    assert_eq!(
+        count("SELECT COUNT(*) FROM webhooks"),
+        2,
+        "the first-start one and ours"
+    );
+    assert_eq!(count("SELECT COUNT(*) FROM apps"), 1);
+    let r = s.post_json(
+        "/rest/1/cicode12345678/im.notify.system.add",
+        &json!({"USER_ID": 1, "MESSAGE": "fixed"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let bad = s.cli(&[
+        "webhook",
+        "add",
+        "--user-id",
+        "1",
+        "--code",
+        "no/slash",
+        "--scope",
+        "im",
+    ]);
+    assert!(!bad.status.success());
+    let half = s.cli(&[
+        "app",
+        "add",
+        "--name",
+        "x",
+        "--scope",
+        "im",
+        "--client-id",
+        "local.y",
+    ]);
+    assert!(!half.status.success(), "--client-id needs --client-secret");
+}
+
+/// Runs an admin API command of the CLI against `s`, with `token`.
+fn remote(s: &Server, token: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(common::BIN)
+        .args(args)
+        .args(["--url", &s.base, "--token", token])
+        .env_remove("IMNOTIFY_ADMIN__TOKEN")
+        .output()
+        .unwrap()
+}
+
+fn remote_json(s: &Server, args: &[&str]) -> Value {
+    let out = remote(s, TOKEN, args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn the_cli_forms_of_the_admin_api_call_the_running_server() {
+    let s = start();
+    let f = remote_json(
+        &s,
+        &[
+            "fault",
+            "add",
+            "--method",
+            "im.notify.system.add",
+            "--error",
+            "expired_token",
+            "--times",
+            "1",
+        ],
+    );
+    assert_eq!(f["remaining"], 1);
+    let r = s.post_json(
+        &s.hook_url("im.notify.system.add"),
+        &json!({"USER_ID": 1, "MESSAGE": "cli"}),
+    );
+    r.assert_error(401, "expired_token");
+    s.notify(json!({"USER_ID": 1, "MESSAGE": "cli"}));
+    let listed = remote_json(&s, &["fault", "list"]);
+    assert_eq!(listed["faults"][0]["hits"], 1);
+
+    let j = remote_json(
+        &s,
+        &[
+            "requests",
+            "list",
+            "--method",
+            "im.notify.system.add",
+            "--status",
+            "401",
+        ],
+    );
+    let entries = j["requests"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{j}");
+    assert_eq!(entries[0]["fault_id"], f["id"]);
+
+    let c = remote_json(&s, &["clock", "advance", "--seconds", "90"]);
+    assert!(c["offset_seconds"].as_f64().unwrap() >= 90.0);
+    let c = remote_json(&s, &["clock", "reset"]);
+    assert_eq!(c["offset_seconds"], 0.0);
+
+    remote_json(&s, &["reset"]);
+    assert_eq!(s.notification_count(), 0);
+    assert_eq!(remote_json(&s, &["fault", "list"])["faults"], json!([]));
+    remote_json(&s, &["requests", "clear"]);
+
+    // A wrong token: the command fails and says why.
+    let out = remote(&s, "not-the-token", &["requests", "list"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
+}
+
+#[test]
+fn the_admin_page_is_for_admins_escapes_what_it_shows_and_checks_csrf() {
+    let s = start();
+    s.add_user(5, &["--password", "pw-of-five"]);
+    s.add_user(9, &["--admin", "--password", "pw-of-nine"]);
+    let r = s.get("/admin/");
+    assert_eq!(r.status, 303);
+    assert_eq!(r.header("location"), Some("/login?next=/admin/"));
+    let user = s.sign_in("5", "pw-of-five");
+    let r = s.request("GET", "/admin/", &[("Cookie", &user)], b"");
+    assert_eq!(r.status, 403, "{}", r.body);
+
+    s.notify(
+        json!({"USER_ID": 1, "MESSAGE": "<script>alert(1)</script>", "TAG": "\"><img src=x>"}),
+    );
+    let admin_cookie = s.sign_in("9", "pw-of-nine");
+    let r = s.request("GET", "/admin/", &[("Cookie", &admin_cookie)], b"");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let csp = r.header("content-security-policy").unwrap();
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("script-src 'self'"),
+        "{csp}"
+    );
+    assert!(!csp.contains("unsafe-inline"));
+    assert_eq!(r.header("x-frame-options"), Some("DENY"));
+    assert!(!r.body.contains("<script>alert"), "unescaped: {}", r.body);
+    assert!(!r.body.contains("<img src=x>"), "unescaped: {}", r.body);
+    assert!(r.body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+    assert!(r.body.contains("im.notify.system.add"));
+    // The one script is the file, never inline.
+    assert_eq!(r.body.matches("<script").count(), 1);
+    assert!(r.body.contains("<script src=\"/admin/admin.js\"></script>"));
+    for (path, ty) in [
+        ("/admin/admin.js", "text/javascript"),
+        ("/admin/admin.css", "text/css"),
+    ] {
+        let r = s.get(path);
+        assert_eq!(r.status, 200);
+        assert!(r.header("content-type").unwrap().starts_with(ty));
+    }
+
+    // A fault form without the session's CSRF token changes nothing.
+    let form = "action=add&method=user.get&error=INTERNAL_SERVER_ERROR";
+    let r = s.request(
+        "POST",
+        "/admin/",
+        &[
+            ("Cookie", &admin_cookie),
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        ],
+        format!("{form}&csrf=forged").as_bytes(),
+    );
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(
+        admin_ok(&s, "GET", "/admin/api/faults", None)["faults"],
+        json!([])
+    );
+    let csrf = common::csrf_from(
+        &s.request("GET", "/admin/", &[("Cookie", &admin_cookie)], b"")
+            .body,
+    );
+    let r = s.request(
+        "POST",
+        "/admin/",
+        &[
+            ("Cookie", &admin_cookie),
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        ],
+        format!("{form}&csrf={csrf}").as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let faults = admin_ok(&s, "GET", "/admin/api/faults", None)["faults"].clone();
+    assert_eq!(faults[0]["method"], "user.get");
+    assert!(r.body.contains("user.get"));
+    let id = faults[0]["id"].as_u64().unwrap();
+    let r = s.request(
+        "POST",
+        "/admin/",
+        &[
+            ("Cookie", &admin_cookie),
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        ],
+        format!("action=remove&id={id}&csrf={csrf}").as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        admin_ok(&s, "GET", "/admin/api/faults", None)["faults"],
+        json!([])
+    );
+}
