@@ -25,7 +25,7 @@
 //! reader loses nothing either.
 //!
 //! A stream is only as good as its credential: it checks the credential again before it sends
-//! an event (unless it did so in the last [`RECHECK_FRESH`]) and every [`RECHECK_EVERY`] while
+//! a live event (a replayed one: unless it did so in the last [`RECHECK_FRESH`]) and every [`RECHECK_EVERY`] while
 //! idle, and ends when the credential no longer authenticates (token revoked or expired, by
 //! the application clock; session ended; webhook revoked, through the webhook cache, which
 //! trusts an entry for 1 s; user deactivated; `im` scope gone). So revocation ends open streams
@@ -63,7 +63,8 @@ const REPLAY_PAGE: usize = 256;
 const RETRY: Duration = Duration::from_secs(2);
 /// How often an idle stream checks its credential again.
 pub const RECHECK_EVERY: Duration = Duration::from_secs(2);
-/// A check this recent covers the next event too, so a burst costs one lookup, not one per event.
+/// While replaying from the log, a check this recent covers the next event too, so a page
+/// costs one lookup, not one per event. A live event is always checked first.
 pub const RECHECK_FRESH: Duration = Duration::from_millis(100);
 
 /// `GET /events` (session cookie or OAuth token).
@@ -263,8 +264,8 @@ impl Guard {
     /// Whether the credential still authenticates as the stream's user with the `im` scope.
     /// Checks again unless the last check is fresher than [`RECHECK_FRESH`]. A storage failure
     /// counts as invalid: the client reconnects, authenticates anew and resumes.
-    async fn valid(&mut self) -> bool {
-        if self.checked.elapsed() < RECHECK_FRESH {
+    async fn valid(&mut self, force: bool) -> bool {
+        if !force && self.checked.elapsed() < RECHECK_FRESH {
             return true;
         }
         match authenticate(&self.state, self.cred.clone(), self.channel).await {
@@ -327,7 +328,7 @@ impl Feed {
                 if ev.id <= self.last {
                     continue;
                 }
-                if !self.guard.valid().await {
+                if !self.guard.valid(false).await {
                     return None;
                 }
                 return self.frame(&ev);
@@ -359,7 +360,7 @@ impl Feed {
             let received = tokio::select! {
                 r = sub.rx.recv() => r,
                 () = tokio::time::sleep_until(due) => {
-                    if !self.guard.valid().await {
+                    if !self.guard.valid(true).await {
                         return None;
                     }
                     continue;
@@ -370,7 +371,7 @@ impl Feed {
                     if ev.id <= self.last {
                         continue;
                     }
-                    if !self.guard.valid().await {
+                    if !self.guard.valid(true).await {
                         return None;
                     }
                     return self.frame(&ev);
