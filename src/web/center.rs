@@ -813,26 +813,39 @@ pub async fn action(State(state): State<AppState>, req: Request) -> Response {
     resp
 }
 
-/// `POST /center/lang`: the language switch; keeps the choice in a cookie for a year.
-pub async fn set_lang(State(state): State<AppState>, req: Request) -> Response {
-    let (_, headers, _, p) = match super::oauth::form(req, &state.config.limits).await {
-        Ok(f) => f,
-        Err(e) => return error_response(&e),
-    };
-    let (_session, session_csrf) = match current_session(&state, &headers).await {
+/// A settings form of the signed-in user: the session, and a field reader (scalars only, as
+/// strings). Without a session the answer is the login redirect; a missing or wrong CSRF token
+/// is `session_failed`.
+async fn settings_form(
+    state: &AppState,
+    req: Request,
+) -> Result<(Session, impl Fn(&str) -> String), Response> {
+    let (_, headers, _, p) = super::oauth::form(req, &state.config.limits)
+        .await
+        .map_err(|e| error_response(&e))?;
+    let (session, session_csrf) = match current_session(state, &headers).await {
         Ok(Some((cookie, s))) => (s, secret::session_csrf(&cookie)),
-        Ok(None) => return redirect("/login?next=/"),
-        Err(e) => return error_response(&e),
+        Ok(None) => return Err(redirect("/login?next=/")),
+        Err(e) => return Err(error_response(&e)),
     };
-    let field = |k: &str| {
+    let field = move |k: &str| {
         p.get_str(k)
             .filter(|v| v.is_scalar())
             .map(Value::to_php_string)
             .unwrap_or_default()
     };
     if !secret::verify(&field("csrf"), &secret::hash(&session_csrf)) {
-        return error_response(&ApiError::session_failed());
+        return Err(error_response(&ApiError::session_failed()));
     }
+    Ok((session, field))
+}
+
+/// `POST /center/lang`: the language switch; keeps the choice in a cookie for a year.
+pub async fn set_lang(State(state): State<AppState>, req: Request) -> Response {
+    let (_, field) = match settings_form(&state, req).await {
+        Ok(f) => f,
+        Err(resp) => return resp,
+    };
     let lang = Lang::from_code(&field("lang")).unwrap_or(Lang::En);
     let mut resp = redirect("/");
     let cookie = format!(
@@ -847,24 +860,10 @@ pub async fn set_lang(State(state): State<AppState>, req: Request) -> Response {
 
 /// `POST /center/email`: the settings panel's e-mail switch (D13), `email=on|off`.
 pub async fn set_email(State(state): State<AppState>, req: Request) -> Response {
-    let (_, headers, _, p) = match super::oauth::form(req, &state.config.limits).await {
+    let (session, field) = match settings_form(&state, req).await {
         Ok(f) => f,
-        Err(e) => return error_response(&e),
+        Err(resp) => return resp,
     };
-    let (session, session_csrf) = match current_session(&state, &headers).await {
-        Ok(Some((cookie, s))) => (s, secret::session_csrf(&cookie)),
-        Ok(None) => return redirect("/login?next=/"),
-        Err(e) => return error_response(&e),
-    };
-    let field = |k: &str| {
-        p.get_str(k)
-            .filter(|v| v.is_scalar())
-            .map(Value::to_php_string)
-            .unwrap_or_default()
-    };
-    if !secret::verify(&field("csrf"), &secret::hash(&session_csrf)) {
-        return error_response(&ApiError::session_failed());
-    }
     let on = match field("email").as_str() {
         "on" => true,
         "off" => false,
