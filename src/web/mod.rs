@@ -112,21 +112,7 @@ object-src 'none'";
 
 /// `GET /assets/page.css`.
 pub async fn page_style() -> Response {
-    let mut resp = PAGE_CSS.into_response();
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/css; charset=utf-8"),
-    );
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=300"),
-    );
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    resp
+    center::asset(PAGE_CSS, "text/css; charset=utf-8")
 }
 
 /// A small HTML page (sign-in, consent, errors) with `body` as its content (already escaped),
