@@ -91,6 +91,9 @@ stage interop bash tests/interop/run.sh || true
 # Bitrix24's PullClient against the built-in Push&Pull server (WebSocket and long polling).
 stage "push&pull" bash tests/pull/run.sh || true
 stage tests run_tests "$@" || true
+# bench/run.sh in its smoke form (debug build, 1 s scenarios): the harness keeps working;
+# nothing about speed is asserted.
+stage "bench smoke" env BENCH_SMOKE=1 bash bench/run.sh || true
 # The notification center in Debian's chromium (installs chromium and playwright-core).
 stage browser bash scripts/browser-test.sh || true
 
