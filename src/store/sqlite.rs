@@ -198,12 +198,13 @@ const WEBHOOK_CACHE_MAX: usize = 10_000;
 /// (a failed write's savepoint is rolled back) and a completion that answers the caller once the
 /// group's commit has decided whether the write stands.
 struct Job {
-    run: Box<dyn FnOnce(&Connection, &mut Events) -> (bool, Completion) + Send>,
+    run: Run,
     /// The caller has its answer already, before the commit, and is about to send its next
     /// write (a `batch`, see [`super::SHARED_COMMIT`]): the writer keeps the transaction open
     /// for it a little, so the batch's writes share one commit.
     hold: bool,
 }
+type Run = Box<dyn FnOnce(&Connection, &mut Events) -> (bool, Completion) + Send>;
 type Completion = Box<dyn FnOnce(Option<&str>) + Send>;
 /// The events the writes of a group recorded in their savepoints; the hub gets them once the
 /// group commits.
