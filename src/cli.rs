@@ -125,6 +125,9 @@ pub enum Command {
     Clock(remote::ClockCommand),
     /// Empty the running server's notifications, journal and faults (admin API)
     Reset(remote::ResetArgs),
+    /// The running server's captured mails (admin API; with email.capture)
+    #[command(subcommand)]
+    Mail(remote::MailCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -473,12 +476,17 @@ pub async fn run_admin(config: Config, command: Command) -> anyhow::Result<()> {
         Command::Fault(c) => return remote::run(config, remote::fault(c)).await,
         Command::Clock(c) => return remote::run(config, remote::clock(c)).await,
         Command::Reset(a) => return remote::run(config, remote::reset(a)).await,
+        Command::Mail(c) => return remote::run(config, remote::mail(c)).await,
         other => other,
     };
     let store = app::open_store(&config, false)?;
     match command {
         Command::Serve(_) => unreachable!("serve is handled by main"),
-        Command::Requests(_) | Command::Fault(_) | Command::Clock(_) | Command::Reset(_) => {
+        Command::Requests(_)
+        | Command::Fault(_)
+        | Command::Clock(_)
+        | Command::Reset(_)
+        | Command::Mail(_) => {
             unreachable!("admin API commands are handled above")
         }
         Command::User(UserCommand::Add(a)) => {
