@@ -75,7 +75,8 @@ impl Default for JournalConfig {
 pub struct EventsConfig {
     /// Hours an event stays in the log for resuming streams (at least 24 is recommended).
     pub retention_hours: i64,
-    /// Open streams one user may hold; more get OVERLOAD_LIMIT (503).
+    /// Open streams one user may hold; more get OVERLOAD_LIMIT (503). A quarter of them only
+    /// browser sessions may take (`store::hub::HubLimits::reserved_for_browser`).
     pub max_streams_per_user: usize,
     /// Open streams the server holds in all; more get OVERLOAD_LIMIT (503).
     pub max_streams: usize,

@@ -40,7 +40,7 @@ use crate::clock::rfc3339_local;
 use crate::conn::ConnInfo;
 use crate::state::AppState;
 use crate::store::event::{Event, Kind};
-use crate::store::hub::Subscription;
+use crate::store::hub::{StreamKind, Subscription};
 
 /// Close code that makes the client fetch a new config (WRONG_CHANNEL_ID, §3.5).
 pub const CLOSE_WRONG_CHANNEL: u16 = 4010;
@@ -447,7 +447,7 @@ async fn serve_socket(
 ) {
     let channel_pub = channel::public_part(&ask.channel_id).to_owned();
     let hub = state.store.hub();
-    let Some(_slot) = hub.admit(channel.user_id) else {
+    let Some(_slot) = hub.admit(channel.user_id, StreamKind::Integration) else {
         return close(socket, CLOSE_TRY_AGAIN, "too many streams").await;
     };
     let Some((mut cursor, _)) = Cursor::open(&state, channel.user_id, ask.resume).await else {
@@ -546,7 +546,7 @@ pub async fn sub(State(state): State<AppState>, req: Request) -> Response {
     };
     let channel_pub = channel::public_part(&ask.channel_id).to_owned();
     let hub = state.store.hub();
-    let Some(_slot) = hub.admit(channel.user_id) else {
+    let Some(_slot) = hub.admit(channel.user_id, StreamKind::Integration) else {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     };
     let Some((mut cursor, head)) = Cursor::open(&state, channel.user_id, ask.resume).await else {
