@@ -1099,3 +1099,49 @@ fn captured_mail_is_bounded_oldest_dropped() {
         .collect();
     assert_eq!(kept, [json!(ids[2]), json!(ids[1])], "{mail}");
 }
+
+#[test]
+fn the_admin_page_shows_captured_mail_escaped_and_clears_it() {
+    let s = start_capturing();
+    s.add_user(9, &["--admin", "--password", "pw-of-nine"]);
+    let id =
+        s.notify(json!({"USER_ID": 2, "MESSAGE": "Deploy <script>alert(1)</script> [b]done[/b]"}));
+    admin_ok(
+        &s,
+        "POST",
+        "/admin/api/clock",
+        Some(json!({"advance_seconds": 601})),
+    );
+    assert_eq!(wait_for_mail(&s, 1).len(), 1);
+    let cookie = s.sign_in("9", "pw-of-nine");
+    let r = s.request("GET", "/admin/", &[("Cookie", &cookie)], b"");
+    assert_eq!(r.status, 200);
+    let section = &r.body[r.body.find("<h2>Captured mail</h2>").expect("mail section")..];
+    assert!(section.contains("anna@example.org"), "{section}");
+    assert!(section.contains(&format!("<td>{id}</td>")), "{section}");
+    assert!(section.contains("System notification: Deploy"), "{section}");
+    // The HTML part is shown as escaped source, never as markup of the page.
+    assert!(
+        section.contains("&lt;strong&gt;done&lt;/strong&gt;"),
+        "{section}"
+    );
+    assert!(!r.body.contains("<script>alert"), "{}", r.body);
+    assert_eq!(r.body.matches("<script").count(), 1);
+
+    let csrf = common::csrf_from(&r.body);
+    let r = s.request(
+        "POST",
+        "/admin/",
+        &[
+            ("Cookie", &cookie),
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        ],
+        format!("action=clear_mail&csrf={csrf}").as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("No mail yet."));
+    assert_eq!(
+        admin_ok(&s, "GET", "/admin/api/mail", None)["mail"],
+        json!([])
+    );
+}
