@@ -72,6 +72,8 @@ Keys (environment variable in brackets; nested keys use a double underscore):
   email.retry_base_seconds [IMNOTIFY_EMAIL__RETRY_BASE_SECONDS] default 30 (doubling, with jitter)
   email.retry_max_seconds  [IMNOTIFY_EMAIL__RETRY_MAX_SECONDS]  default 3600
   email.keep_hours         [IMNOTIFY_EMAIL__KEEP_HOURS]         default 168: sent rows stay listed
+  email.capture            [IMNOTIFY_EMAIL__CAPTURE]            keep mails for /admin/api/mail, not sent
+  email.capture_capacity   [IMNOTIFY_EMAIL__CAPTURE_CAPACITY]   default 1000 captured mails
   log.format               [IMNOTIFY_LOG__FORMAT]               text or json
   log.filter               [IMNOTIFY_LOG__FILTER]               default info";
 
