@@ -928,10 +928,13 @@ fn the_admin_page_is_for_admins_escapes_what_it_shows_and_checks_csrf() {
         ],
         format!("{form}&csrf={csrf}").as_bytes(),
     );
-    assert_eq!(r.status, 200, "{}", r.body);
+    // Post/Redirect/Get: back to the page, which shows the new fault.
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(r.header("location"), Some("/admin/"));
     let faults = admin_ok(&s, "GET", "/admin/api/faults", None)["faults"].clone();
     assert_eq!(faults[0]["method"], "user.get");
-    assert!(r.body.contains("user.get"));
+    let page = s.request("GET", "/admin/", &[("Cookie", &admin_cookie)], b"");
+    assert!(page.body.contains("user.get"));
     let id = faults[0]["id"].as_u64().unwrap();
     let r = s.request(
         "POST",
@@ -942,7 +945,7 @@ fn the_admin_page_is_for_admins_escapes_what_it_shows_and_checks_csrf() {
         ],
         format!("action=remove&id={id}&csrf={csrf}").as_bytes(),
     );
-    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.status, 303, "{}", r.body);
     assert_eq!(
         admin_ok(&s, "GET", "/admin/api/faults", None)["faults"],
         json!([])
@@ -1138,7 +1141,8 @@ fn the_admin_page_shows_captured_mail_escaped_and_clears_it() {
         ],
         format!("action=clear_mail&csrf={csrf}").as_bytes(),
     );
-    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.status, 303, "{}", r.body);
+    let r = s.request("GET", "/admin/", &[("Cookie", &cookie)], b"");
     assert!(r.body.contains("No mail yet."));
     assert_eq!(
         admin_ok(&s, "GET", "/admin/api/mail", None)["mail"],

@@ -144,7 +144,8 @@ fn text(p: &Array, key: &str) -> String {
         .to_owned()
 }
 
-/// `/admin/` (GET: the page; POST: a fault form or the mail clear, then back to the page).
+/// `/admin/` (GET: the page; POST: a fault form or the mail clear, then a 303 back to the
+/// page, or the page with the form's error and 400).
 pub async fn page(State(state): State<AppState>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let cookie = match admin_session(&state, &parts.headers).await {
@@ -173,6 +174,10 @@ pub async fn page(State(state): State<AppState>, req: Request) -> Response {
             );
         }
         notice = apply_form(&state, &form);
+        // Post/Redirect/Get: a reload of the page never repeats the form.
+        if notice.is_empty() {
+            return redirect("/admin/");
+        }
     } else if parts.method != Method::GET && parts.method != Method::HEAD {
         return html(StatusCode::METHOD_NOT_ALLOWED, "");
     }
@@ -185,7 +190,12 @@ pub async fn page(State(state): State<AppState>, req: Request) -> Response {
     faults_section(&state, &csrf, &mut out);
     mail_section(&state, &csrf, &mut out);
     directory_section(&state, &mut out).await;
-    html(StatusCode::OK, &out)
+    let status = if notice.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::BAD_REQUEST
+    };
+    html(status, &out)
 }
 
 /// A fault form: `action=add` with the spec's fields, or `action=remove` with `id`. Returns
