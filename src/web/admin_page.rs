@@ -80,9 +80,13 @@ const JS: &str = r#"(function () {
 })();
 "#;
 
-fn with_headers(mut resp: Response, content_type: &'static str) -> Response {
+/// The page's own headers: its CSP (stricter than the center's), no framing, no caching.
+fn page_headers(mut resp: Response) -> Response {
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(CSP),
@@ -100,14 +104,14 @@ fn with_headers(mut resp: Response, content_type: &'static str) -> Response {
     resp
 }
 
-/// `/admin/admin.css`
+/// `/admin/admin.css`, through the one way static assets are served (`center::asset`).
 pub async fn css() -> Response {
-    with_headers(CSS.into_response(), "text/css; charset=utf-8")
+    super::center::asset(CSS, "text/css; charset=utf-8")
 }
 
 /// `/admin/admin.js`
 pub async fn js() -> Response {
-    with_headers(JS.into_response(), "text/javascript; charset=utf-8")
+    super::center::asset(JS, "text/javascript; charset=utf-8")
 }
 
 fn html(status: StatusCode, body: &str) -> Response {
@@ -117,7 +121,7 @@ fn html(status: StatusCode, body: &str) -> Response {
 <link rel=\"stylesheet\" href=\"/admin/admin.css\"></head><body><h1>imnotify admin</h1>{body}\
 <script src=\"/admin/admin.js\"></script></body></html>"
     );
-    with_headers((status, doc).into_response(), "text/html; charset=utf-8")
+    page_headers((status, doc).into_response())
 }
 
 /// The signed-in admin's session cookie, or the answer for anyone else: to the login page
