@@ -397,9 +397,9 @@ async fn reset(state: &AppState, body: &Bytes) -> Response {
             "the reset failed; see the server log",
         );
     }
+    state.toolkit.mail.clear();
     state.toolkit.journal.clear();
     state.toolkit.faults.clear();
-    state.toolkit.mail.clear();
     if let Some(o) = &state.limits.operating {
         o.clear();
     }
