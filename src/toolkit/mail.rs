@@ -3,12 +3,15 @@
 //!
 //! The worker applies the same rules as for SMTP (the due time of D10, skipping read or deleted
 //! notifications, grouping by tag of D12) and hands the composed mail here; a kept mail counts
-//! as sent. Memory is bounded by `email.capture_capacity` mails (oldest dropped) of one
-//! composed mail each, whose size the notification limits already bound.
+//! as sent. Memory is bounded twice, oldest dropped first: by `email.capture_capacity` mails,
+//! and by [`MAX_BYTES`] of text, since one mail of a tag group may carry many notifications.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+
+/// The most bytes (headers and both parts) the capture holds together.
+pub const MAX_BYTES: usize = 64 * 1024 * 1024;
 
 /// One kept mail.
 #[derive(Debug, Clone)]
@@ -32,18 +35,44 @@ pub struct CapturedMail {
 /// The ring of kept mails.
 pub struct MailCapture {
     capacity: usize,
+    max_bytes: usize,
     next_id: AtomicU64,
-    ring: Mutex<VecDeque<CapturedMail>>,
+    /// The mails, oldest first, and their bytes together.
+    ring: Mutex<(VecDeque<CapturedMail>, usize)>,
+}
+
+impl CapturedMail {
+    /// The bytes this mail holds (its strings; the fixed part is not counted).
+    pub fn bytes(&self) -> usize {
+        self.text.len()
+            + self.html.len()
+            + self
+                .headers
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()
+    }
 }
 
 impl MailCapture {
     /// A ring of at most `capacity` mails (0 keeps none).
     pub fn new(capacity: usize) -> MailCapture {
+        MailCapture::with_bytes(capacity, MAX_BYTES)
+    }
+
+    /// A ring of at most `capacity` mails and `max_bytes` bytes; a single larger mail is still
+    /// kept, alone.
+    pub fn with_bytes(capacity: usize, max_bytes: usize) -> MailCapture {
         MailCapture {
             capacity,
+            max_bytes,
             next_id: AtomicU64::new(1),
-            ring: Mutex::new(VecDeque::with_capacity(capacity.min(1024))),
+            ring: Mutex::new((VecDeque::with_capacity(capacity.min(1024)), 0)),
         }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (VecDeque<CapturedMail>, usize)> {
+        self.ring.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Keeps `mail` (its `id` is assigned here), dropping the oldest past the capacity.
@@ -54,26 +83,32 @@ impl MailCapture {
         if self.capacity == 0 {
             return id;
         }
-        let mut ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
-        while ring.len() >= self.capacity {
-            ring.pop_front();
+        let size = mail.bytes();
+        let mut guard = self.lock();
+        let (ring, bytes) = &mut *guard;
+        while ring.len() >= self.capacity || (!ring.is_empty() && *bytes + size > self.max_bytes) {
+            if let Some(old) = ring.pop_front() {
+                *bytes -= old.bytes();
+            }
         }
+        *bytes += size;
         ring.push_back(mail);
         id
     }
 
     /// The kept mails, newest first, at most `limit`.
     pub fn list(&self, limit: usize) -> Vec<CapturedMail> {
-        let ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
-        ring.iter().rev().take(limit).cloned().collect()
+        self.lock().0.iter().rev().take(limit).cloned().collect()
     }
 
     pub fn clear(&self) {
-        self.ring.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        let mut guard = self.lock();
+        guard.0.clear();
+        guard.1 = 0;
     }
 
     pub fn len(&self) -> usize {
-        self.ring.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.lock().0.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -115,5 +150,32 @@ mod tests {
         let off = MailCapture::new(0);
         off.push(mail(1));
         assert!(off.is_empty());
+    }
+
+    #[test]
+    fn keeps_within_the_byte_budget_too() {
+        let big = |u| CapturedMail {
+            text: "x".repeat(400),
+            ..mail(u)
+        };
+        let c = MailCapture::with_bytes(100, 1000);
+        for u in 1..=5 {
+            c.push(big(u));
+        }
+        let kept: Vec<i64> = c.list(10).iter().map(|m| m.user_id).collect();
+        assert_eq!(kept, [5, 4]);
+        // One mail over the budget is kept alone.
+        let huge = CapturedMail {
+            text: "x".repeat(5000),
+            ..mail(6)
+        };
+        c.push(huge);
+        assert_eq!(c.len(), 1);
+        c.push(big(7));
+        assert_eq!(c.len(), 1);
+        c.clear();
+        c.push(big(8));
+        c.push(big(9));
+        assert_eq!(c.len(), 2);
     }
 }
