@@ -76,7 +76,7 @@ impl Command {
 
     fn params(&self) -> Value {
         match self {
-            Command::SystemAdd(n) | Command::PersonalAdd(n) => n.params(),
+            Command::SystemAdd(n) | Command::PersonalAdd(n) => n.to_params(),
             Command::Delete(d) => d.params(),
             Command::Get(q) => get_params(q),
             Command::Read(id, read, only) => read_params(*id, *read, *only),
@@ -107,8 +107,15 @@ impl Command {
     }
 }
 
-/// An add's result: the id, or `false` when the recipient does not exist or is inactive.
-pub(crate) fn added_id(v: Value) -> Result<u64, Error> {
+/// An add method's `result`: the id, or `false` when the recipient does not exist or is
+/// inactive, which becomes [`Error::Api`] with [`ErrorCode::UserNotExists`] and status 200.
+///
+/// ```
+/// use imnotify_client::{added_id, ErrorCode};
+/// assert_eq!(added_id(serde_json::json!(42)).unwrap(), 42);
+/// assert_eq!(added_id(serde_json::json!(false)).unwrap_err().code(), Some(&ErrorCode::UserNotExists));
+/// ```
+pub fn added_id(v: Value) -> Result<u64, Error> {
     match &v {
         Value::Number(n) => n.as_u64(),
         Value::String(s) => s.parse().ok(),
@@ -203,10 +210,7 @@ fn php_query(prefix: &str, v: &Value, out: &mut form_urlencoded::Serializer<'_, 
     }
 }
 
-pub(crate) fn outputs(
-    commands: &[(&str, Command)],
-    mut r: BatchResult,
-) -> crate::BatchOutputs {
+pub(crate) fn outputs(commands: &[(&str, Command)], mut r: BatchResult) -> crate::BatchOutputs {
     let mut out = Vec::new();
     for (name, c) in commands {
         let result = if let Some(e) = r.result_error.remove(*name) {

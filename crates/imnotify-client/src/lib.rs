@@ -41,14 +41,14 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 pub use imnotify_wire::attach;
-pub use imnotify_wire::envelope::{Answer, BatchResult, ErrorBody, Time};
+pub use imnotify_wire::envelope::{Answer, BatchResult, ErrorBody, Success, Time};
 pub use imnotify_wire::error::{ErrorCode, ErrorKind};
 
 mod batch;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use batch::{Command, Output};
+pub use batch::{added_id, Command, Output};
 
 /// What [`Client::batch`] returns: each command's name with its typed result or its error, in
 /// the order given (commands a `halt` skipped are left out).
@@ -566,7 +566,13 @@ impl Notify {
         self
     }
 
-    fn params(&self) -> Value {
+    /// The method parameters as JSON (`USER_ID`, `MESSAGE`, and the set options).
+    ///
+    /// ```
+    /// let p = imnotify_client::Notify::new(3, "hi").tag("t").to_params();
+    /// assert_eq!(p, serde_json::json!({"USER_ID": 3, "MESSAGE": "hi", "TAG": "t"}));
+    /// ```
+    pub fn to_params(&self) -> Value {
         let mut p = Map::new();
         p.insert("USER_ID".into(), json!(self.user_id));
         p.insert("MESSAGE".into(), json!(self.message));
@@ -842,7 +848,7 @@ impl Client {
         } else {
             Idempotent::No
         };
-        let v: Value = self.call(method, n.params(), idem)?;
+        let v: Value = self.call(method, n.to_params(), idem)?;
         batch::added_id(v)
     }
 
@@ -933,11 +939,7 @@ impl Client {
     /// for (name, result) in out { println!("{name}: {result:?}"); }
     /// # Ok::<(), imnotify_client::Error>(())
     /// ```
-    pub fn batch(
-        &self,
-        commands: &[(&str, Command)],
-        halt: bool,
-    ) -> Result<BatchOutputs, Error> {
+    pub fn batch(&self, commands: &[(&str, Command)], halt: bool) -> Result<BatchOutputs, Error> {
         let (params, idem) = batch::params(commands, halt);
         let result: BatchResult = self.call("batch", params, idem)?;
         Ok(batch::outputs(commands, result))
@@ -957,12 +959,31 @@ impl Client {
         params: Value,
         idempotent: bool,
     ) -> Result<T, Error> {
+        self.call_full(method, params, idempotent).map(|s| s.result)
+    }
+
+    /// As [`Client::call_raw`], but the whole success body: `result`, `next`, `total` and the
+    /// `time` block.
+    ///
+    /// ```no_run
+    /// # let client = imnotify_client::Client::from_webhook("https://p.example/rest/1/c/")?;
+    /// let answer = client.call_full::<u64>("im.notify.system.add",
+    ///     imnotify_client::Notify::new(1, "hi").to_params(), false)?;
+    /// println!("{} after {:?}", answer.result, answer.time.map(|t| t.duration));
+    /// # Ok::<(), imnotify_client::Error>(())
+    /// ```
+    pub fn call_full<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        params: Value,
+        idempotent: bool,
+    ) -> Result<Success<T>, Error> {
         let idem = if idempotent {
             Idempotent::Yes
         } else {
             Idempotent::No
         };
-        self.call(method, params, idem)
+        self.call_answer(method, params, idem)
     }
 
     fn call<T: DeserializeOwned>(
@@ -971,6 +992,15 @@ impl Client {
         params: Value,
         idem: Idempotent,
     ) -> Result<T, Error> {
+        self.call_answer(method, params, idem).map(|s| s.result)
+    }
+
+    fn call_answer<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        params: Value,
+        idem: Idempotent,
+    ) -> Result<Success<T>, Error> {
         let retry = &self.inner.retry;
         let mut attempt = 0u32;
         let mut refreshed = false;
@@ -1041,7 +1071,7 @@ impl Client {
         }
     }
 
-    fn once<T: DeserializeOwned>(&self, method: &str, params: &Value) -> Result<T, Error> {
+    fn once<T: DeserializeOwned>(&self, method: &str, params: &Value) -> Result<Success<T>, Error> {
         let mut body = params.clone();
         if let AuthState::OAuth(o) = &self.inner.auth {
             if let Value::Object(m) = &mut body {
@@ -1060,11 +1090,11 @@ impl Client {
         })?;
         match answer {
             Answer::Success(s) => {
-                if let Some(t) = s.time {
+                if let Some(t) = &s.time {
                     lock(&self.inner.operating)
                         .insert(method.to_owned(), (t.operating, t.operating_reset_at));
                 }
-                Ok(s.result)
+                Ok(s)
             }
             Answer::Error(e) => Err(Error::from_body(status, e)),
         }

@@ -1093,10 +1093,15 @@ impl File {
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub struct Delimiter {
     /// Pixels.
+    #[serde(default = "default_delimiter_size")]
     pub size: i64,
     /// The line's colour.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub color: Option<String>,
+}
+
+fn default_delimiter_size() -> i64 {
+    DEFAULT_DELIMITER_SIZE
 }
 
 impl Default for Delimiter {
