@@ -1121,23 +1121,29 @@ impl Client {
         let AuthState::OAuth(o) = &self.inner.auth else {
             return Ok(());
         };
-        let (endpoint, form) = {
+        // A GET with the query, the form Bitrix24's OAuth documentation gives for
+        // oauth.bitrix.info (imnotify's /oauth/token/ takes GET and POST alike).
+        let url = {
             let o = lock(o);
-            let form = form_urlencoded::Serializer::new(String::new())
+            let query = form_urlencoded::Serializer::new(String::new())
                 .append_pair("grant_type", "refresh_token")
                 .append_pair("client_id", &o.client_id)
                 .append_pair("client_secret", &o.client_secret)
                 .append_pair("refresh_token", &o.tokens.refresh_token)
                 .finish();
-            (o.token_endpoint.clone(), form)
+            let sep = if o.token_endpoint.contains('?') {
+                '&'
+            } else {
+                '?'
+            };
+            format!("{}{sep}{query}", o.token_endpoint)
         };
         self.limit();
         let mut resp = self
             .inner
             .agent
-            .post(&endpoint)
-            .header("Content-Type", "application/x-www-form-urlencoded")
-            .send(form)
+            .get(&url)
+            .call()
             .map_err(|e| Error::Network(e.to_string()))?;
         let status = resp.status().as_u16();
         let text = resp
