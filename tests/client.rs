@@ -371,10 +371,7 @@ fn stub(answers: Vec<Option<(u16, String)>>) -> Stub {
         let mut answers = answers.into_iter();
         for conn in listener.incoming() {
             let Ok(mut conn) = conn else { return };
-            loop {
-                let Some(request) = read_request(&mut conn) else {
-                    break;
-                };
+            while let Some(request) = read_request(&mut conn) {
                 log.lock().unwrap().push(request);
                 let Some(answer) = answers.next() else { return };
                 let Some((status, body)) = answer else {
@@ -573,7 +570,7 @@ fn expired_token_answer_refreshes_by_the_documented_token_request() {
         access_token: "s6p6eclrvim6da22ft9ch94ekreb52lv".into(),
         refresh_token: "4s386p3q0tr8dy89xvmt96234v3dljg8".into(),
     };
-    assert_eq!(*seen.lock().unwrap(), [new.clone()]);
+    assert_eq!(*seen.lock().unwrap(), std::slice::from_ref(&new));
     let calls = portal.seen.lock().unwrap();
     assert!(calls[0].contains(r#""auth":"old-access""#), "{}", calls[0]);
     assert!(calls[1].contains(&format!(r#""auth":"{}""#, new.access_token)));
