@@ -787,3 +787,34 @@ fn send_prints_the_id_or_the_answer_and_exits_by_the_kind_of_failure() {
         "network error",
     );
 }
+
+/// The crate-level example of imnotify-client is the one the README shows (issue 17).
+#[test]
+fn the_readme_shows_the_crate_level_example() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+    let lib = std::fs::read_to_string(format!("{root}/crates/imnotify-client/src/lib.rs")).unwrap();
+    let block = |lines: Vec<String>, open: &str| -> Vec<String> {
+        lines
+            .iter()
+            .skip_while(|l| l.trim() != open)
+            .skip(1)
+            .take_while(|l| l.trim() != "```")
+            .filter(|l| !l.starts_with("# "))
+            .cloned()
+            .collect()
+    };
+    let in_readme = block(readme.lines().map(str::to_owned).collect(), "```rust");
+    let crate_doc: Vec<String> = lib
+        .lines()
+        .take_while(|l| l.starts_with("//!"))
+        .map(|l| {
+            l.trim_start_matches("//!")
+                .trim_start_matches(' ')
+                .to_owned()
+        })
+        .collect();
+    let in_crate = block(crate_doc, "```no_run");
+    assert!(in_readme.len() >= 3, "{in_readme:?}");
+    assert_eq!(in_readme, in_crate);
+}

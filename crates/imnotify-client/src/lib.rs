@@ -26,7 +26,7 @@
 //! # Ok::<(), imnotify_client::Error>(())
 //! ```
 //!
-//! With the `testing` feature, [`testing::Server`] starts a real `imnotify serve` for a test.
+//! With the `testing` feature, `testing::Server` starts a real `imnotify serve` for a test.
 #![warn(missing_docs)]
 
 use std::collections::HashMap;
