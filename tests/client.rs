@@ -818,3 +818,45 @@ fn the_readme_shows_the_crate_level_example() {
     assert!(in_readme.len() >= 3, "{in_readme:?}");
     assert_eq!(in_readme, in_crate);
 }
+
+/// `OPERATION_TIME_LIMIT`: the client waits for the `operating_reset_at` of the method's last
+/// `time` block and repeats the call, or reports the error when that is too far away.
+#[test]
+fn operation_time_limit_waits_for_the_reset_the_time_block_announced() {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let ok = format!(
+        r#"{{"result":{{"TYPE":{{"NOTIFY":1}}}},"time":{{"operating":479.5,"operating_reset_at":{}}}}}"#,
+        now + 2
+    );
+    let blocked = r#"{"error":"OPERATION_TIME_LIMIT","error_description":"Method is blocked due to operation time limit."}"#;
+    let s = stub(vec![
+        Some((200, ok.clone())),
+        Some((429, blocked.into())),
+        Some((200, ok.clone())),
+    ]);
+    let c = stub_client(&s, quick_retry());
+    assert_eq!(c.counters().unwrap().notify, 1);
+    let began = Instant::now();
+    assert_eq!(c.counters().unwrap().notify, 1);
+    // Blocked, then a wait until two seconds after the first call (a lower bound).
+    assert!(
+        began.elapsed() >= Duration::from_millis(1000),
+        "{:?}",
+        began.elapsed()
+    );
+    assert_eq!(s.seen.lock().unwrap().len(), 3);
+
+    let s = stub(vec![Some((200, ok)), Some((429, blocked.into()))]);
+    let c = stub_client(
+        &s,
+        RetryPolicy {
+            max_operating_wait: Duration::ZERO,
+            ..quick_retry()
+        },
+    );
+    c.counters().unwrap();
+    assert_eq!(api_code(c.counters()), (ErrorCode::OperationTimeLimit, 429));
+}
