@@ -8,6 +8,7 @@ use anyhow::{bail, Context as _};
 use clap::{Args, Parser, Subcommand};
 
 pub mod remote;
+pub mod send;
 
 use crate::app;
 use crate::auth::{oauth, password, secret};
@@ -130,6 +131,8 @@ pub enum Command {
     /// The running server's captured mails (admin API; with email.capture)
     #[command(subcommand)]
     Mail(remote::MailCommand),
+    /// Send a notification to a Bitrix24 portal or an imnotify server by webhook (the Rust client)
+    Send(send::SendArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -484,6 +487,7 @@ pub async fn run_admin(config: Config, command: Command) -> anyhow::Result<()> {
     let store = app::open_store(&config, false)?;
     match command {
         Command::Serve(_) => unreachable!("serve is handled by main"),
+        Command::Send(_) => unreachable!("send is handled by main"),
         Command::Requests(_)
         | Command::Fault(_)
         | Command::Clock(_)
