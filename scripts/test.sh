@@ -68,9 +68,9 @@ print_summary() {
 run_tests() {
   # nextest ships with this machine's toolchain; plain cargo test is the fallback.
   if cargo nextest --version >/dev/null 2>&1; then
-    cargo nextest run --locked --all-targets --no-fail-fast "$@"
+    cargo nextest run --locked --workspace --all-targets --no-fail-fast "$@"
   else
-    cargo test --locked --all-targets --no-fail-fast "$@"
+    cargo test --locked --workspace --all-targets --no-fail-fast "$@"
   fi
 }
 
@@ -78,7 +78,7 @@ run_tests() {
 stage "smtp server" bash scripts/smtp-deps.sh || true
 
 # One build of every target, in the debug profile, then the tests.
-if ! stage build cargo build --locked --all-targets; then
+if ! stage build cargo build --locked --workspace --all-targets; then
   print_summary
   exit 1
 fi
@@ -91,6 +91,8 @@ stage interop bash tests/interop/run.sh || true
 # Bitrix24's PullClient against the built-in Push&Pull server (WebSocket and long polling).
 stage "push&pull" bash tests/pull/run.sh || true
 stage tests run_tests "$@" || true
+# The examples in the client crates' docs (nextest does not run doctests).
+stage doctests cargo test --locked --doc -p imnotify-wire -p imnotify-client --all-features || true
 # bench/run.sh in its smoke form (debug build, 1 s scenarios): the harness keeps working;
 # nothing about speed is asserted.
 stage "bench smoke" env BENCH_SMOKE=1 bash bench/run.sh || true
