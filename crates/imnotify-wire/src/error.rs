@@ -126,8 +126,9 @@ catalogue! {
 
 macro_rules! codes {
     ($( $(#[$doc:meta])* $variant:ident => $code:literal $kind:ident; )*) => {
-        /// One variant per distinct `error` code of the [`CATALOGUE`], and [`ErrorCode::Other`]
-        /// for a code a real portal may send that imnotify does not (Bitrix24 has many).
+        /// One variant per distinct `error` code of the [`CATALOGUE`] and of spec §8 (codes only
+        /// a Bitrix24 portal sends included), and [`ErrorCode::Other`] for any other code a real
+        /// portal may send (Bitrix24 has many).
         ///
         /// ```
         /// use imnotify_wire::error::ErrorCode;
