@@ -109,8 +109,7 @@ fn send(a: SendArgs) -> Result<String, Error> {
     if let Some(attach) = attach {
         params["ATTACH"] = attach;
     }
-    let answer =
-        client.call_full::<serde_json::Value>(
+    let answer = client.call_full::<serde_json::Value>(
         "im.notify.system.add",
         params,
         n.replaces_on_repeat(false),

@@ -159,11 +159,7 @@ pub(crate) fn read_params(id: u64, read: bool, only_current: bool) -> Value {
 }
 
 /// The `batch` parameters, and whether the whole batch may be repeated.
-pub(crate) fn params(
-    commands: &[(&str, Command)],
-    halt: bool,
-    oauth: bool,
-) -> (Value, Idempotent) {
+pub(crate) fn params(commands: &[(&str, Command)], halt: bool, oauth: bool) -> (Value, Idempotent) {
     let mut cmd = Map::new();
     for (name, c) in commands {
         let mut q = form_urlencoded::Serializer::new(String::new());

@@ -1088,6 +1088,12 @@ impl Client {
                     refreshed = true;
                     continue;
                 }
+                // A token that a concurrent refresh (by a clone) has just replaced: the server
+                // may already call it invalid. Repeat with the new one.
+                Error::Api {
+                    code: ErrorCode::InvalidToken | ErrorCode::ExpiredToken,
+                    ..
+                } if token.is_some() && self.access_token() != token => continue,
                 Error::Api {
                     code: ErrorCode::QueryLimitExceeded,
                     ..
