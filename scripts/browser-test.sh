@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The notification center in a real browser: Debian's chromium driven by playwright-core (from
+# The notification center and the admin page in a real browser: Debian's chromium driven by playwright-core (from
 # npm, pinned by tests/browser/package-lock.json) against the debug binary. Never downloads a
 # browser. Screenshots go to target/artifacts/.
 #   scripts/browser-test.sh            every test in tests/browser/*.test.mjs

@@ -13,12 +13,14 @@ use crate::delivery::{mail, outbox};
 use crate::limits::{Limiters, RateOverride};
 use crate::methods;
 use crate::server;
-use crate::state::{AppState, Registry};
+use crate::state::{AppState, Keys, Registry};
 use crate::store::hub::HubLimits;
 use crate::store::sqlite::{DeliveryOptions, OpenOptions, SqliteStore};
 use crate::store::{Store, StoreError, User};
 use crate::toolkit::Toolkit;
 
+/// The sender of captured mails when `smtp.from` is not set (`email.capture` without SMTP).
+const CAPTURE_FROM: &str = "imnotify <imnotify@localhost>";
 /// Length of generated webhook codes: Bitrix24's own codes have 16 characters.
 pub const WEBHOOK_CODE_LEN: usize = 16;
 /// How often drained rate buckets and expired operating windows are forgotten. A drained bucket
@@ -55,7 +57,7 @@ pub fn open_store_with(
     };
     let delivery = DeliveryOptions {
         // Without SMTP nothing is queued (issue 12: "Without smtp.host, e-mail is off").
-        mail_delay: config.smtp.enabled().then_some(config.email.delay_seconds),
+        mail_delay: config.mail_enabled().then_some(config.email.delay_seconds),
         hub: HubLimits {
             per_user: config.events.max_streams_per_user,
             total: config.events.max_streams,
@@ -234,30 +236,44 @@ pub async fn serve(mut config: Config, fixtures: Option<std::path::PathBuf>) -> 
         config.events.clone(),
         config.email.clone(),
     ))];
-    if config.smtp.enabled() {
+    // Read once here: `/unsubscribe` and the Push&Pull channel check then touch no storage.
+    let keys = Arc::new(Keys {
+        mail: store
+            .setting(mail::KEY_SETTING, secret::generate_hex(64))
+            .await?,
+        pull_channel: store
+            .setting(crate::auth::channel::KEY_SETTING, secret::generate_hex(64))
+            .await?,
+    });
+    if config.mail_enabled() {
         let settings = mail::MailSettings {
             from: config
                 .smtp
                 .from
                 .as_deref()
-                .unwrap_or_default()
+                .filter(|f| !f.is_empty())
+                .unwrap_or(CAPTURE_FROM)
                 .parse()
                 .context("smtp.from is not a mailbox")?,
             base_url: base.clone(),
-            key: store
-                .setting(mail::KEY_SETTING, secret::generate_hex(64))
-                .await?,
+            key: keys.mail.clone(),
         };
-        let transport = outbox::transport(&config.smtp).context("smtp settings")?;
+        // Capture wins over SMTP: a test server configured with both sends nothing.
+        let sink = if config.email.capture {
+            outbox::Sink::Capture(toolkit.clone())
+        } else {
+            outbox::Sink::Smtp(outbox::transport(&config.smtp).context("smtp settings")?)
+        };
         background.push(tokio::spawn(outbox::run(
             store.clone(),
             clock.clone(),
-            transport,
+            sink,
             settings,
             config.email.clone(),
         )));
         tracing::info!(
             delay_seconds = config.email.delay_seconds,
+            capture = config.email.capture,
             "e-mail for MESSAGE_OUT is on"
         );
     }
@@ -275,6 +291,7 @@ pub async fn serve(mut config: Config, fixtures: Option<std::path::PathBuf>) -> 
         clock: clock.clone(),
         methods: Arc::new(registry()),
         toolkit,
+        keys,
     };
     let sweeper = tokio::spawn(async move {
         let mut tick = tokio::time::interval(LIMITS_SWEEP_INTERVAL);

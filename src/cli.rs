@@ -73,6 +73,8 @@ Keys (environment variable in brackets; nested keys use a double underscore):
   email.retry_base_seconds [IMNOTIFY_EMAIL__RETRY_BASE_SECONDS] default 30 (doubling, with jitter)
   email.retry_max_seconds  [IMNOTIFY_EMAIL__RETRY_MAX_SECONDS]  default 3600
   email.keep_hours         [IMNOTIFY_EMAIL__KEEP_HOURS]         default 168: sent rows stay listed
+  email.capture            [IMNOTIFY_EMAIL__CAPTURE]            keep mails for /admin/api/mail, not sent
+  email.capture_capacity   [IMNOTIFY_EMAIL__CAPTURE_CAPACITY]   default 1000 captured mails
   log.format               [IMNOTIFY_LOG__FORMAT]               text or json
   log.filter               [IMNOTIFY_LOG__FILTER]               default info";
 
@@ -126,6 +128,9 @@ pub enum Command {
     Clock(remote::ClockCommand),
     /// Empty the running server's notifications, journal and faults (admin API)
     Reset(remote::ResetArgs),
+    /// The running server's captured mails (admin API; with email.capture)
+    #[command(subcommand)]
+    Mail(remote::MailCommand),
     /// Send a notification to a Bitrix24 portal or an imnotify server by webhook (the Rust client)
     Send(send::SendArgs),
 }
@@ -476,13 +481,18 @@ pub async fn run_admin(config: Config, command: Command) -> anyhow::Result<()> {
         Command::Fault(c) => return remote::run(config, remote::fault(c)).await,
         Command::Clock(c) => return remote::run(config, remote::clock(c)).await,
         Command::Reset(a) => return remote::run(config, remote::reset(a)).await,
+        Command::Mail(c) => return remote::run(config, remote::mail(c)).await,
         other => other,
     };
     let store = app::open_store(&config, false)?;
     match command {
         Command::Serve(_) => unreachable!("serve is handled by main"),
         Command::Send(_) => unreachable!("send is handled by main"),
-        Command::Requests(_) | Command::Fault(_) | Command::Clock(_) | Command::Reset(_) => {
+        Command::Requests(_)
+        | Command::Fault(_)
+        | Command::Clock(_)
+        | Command::Reset(_)
+        | Command::Mail(_) => {
             unreachable!("admin API commands are handled above")
         }
         Command::User(UserCommand::Add(a)) => {

@@ -75,7 +75,8 @@ impl Default for JournalConfig {
 pub struct EventsConfig {
     /// Hours an event stays in the log for resuming streams (at least 24 is recommended).
     pub retention_hours: i64,
-    /// Open streams one user may hold; more get OVERLOAD_LIMIT (503).
+    /// Open streams one user may hold; more get OVERLOAD_LIMIT (503). A quarter of them only
+    /// browser sessions may take (`store::hub::HubLimits::reserved_for_browser`).
     pub max_streams_per_user: usize,
     /// Open streams the server holds in all; more get OVERLOAD_LIMIT (503).
     pub max_streams: usize,
@@ -138,6 +139,13 @@ impl std::fmt::Debug for SmtpConfig {
     }
 }
 
+impl Config {
+    /// Whether notifications are queued for e-mail at all: with SMTP, or with mail capture.
+    pub fn mail_enabled(&self) -> bool {
+        self.smtp.enabled() || self.email.capture
+    }
+}
+
 impl SmtpConfig {
     pub fn enabled(&self) -> bool {
         self.host.as_deref().is_some_and(|h| !h.is_empty())
@@ -178,6 +186,11 @@ pub struct EmailConfig {
     pub retry_max_seconds: u64,
     /// Hours sent and skipped outbox rows are kept for `imnotify outbox list`.
     pub keep_hours: i64,
+    /// Keep mails in memory for `GET /admin/api/mail` instead of sending them (issue 16, the
+    /// test-server toolkit). Works without `smtp.host`; the due-time rules are the same.
+    pub capture: bool,
+    /// Captured mails kept; past this the oldest is dropped.
+    pub capture_capacity: usize,
 }
 
 impl Default for EmailConfig {
@@ -188,6 +201,8 @@ impl Default for EmailConfig {
             retry_base_seconds: 30,
             retry_max_seconds: 3600,
             keep_hours: 168,
+            capture: false,
+            capture_capacity: 1000,
         }
     }
 }

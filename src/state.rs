@@ -28,6 +28,18 @@ pub struct AppState {
     pub methods: Arc<Registry>,
     /// The test-server toolkit: request journal, faults, admin token (`toolkit`).
     pub toolkit: Arc<Toolkit>,
+    /// Server secrets read once at start, so no request reads (or writes) them.
+    pub keys: Arc<Keys>,
+}
+
+/// The server's signing keys (64 hex digits each), from the `settings` table: created by the
+/// first start, the same for every instance on one database.
+#[derive(Debug, Clone, Default)]
+pub struct Keys {
+    /// Signs unsubscribe links and names mails (`delivery::mail::KEY_SETTING`).
+    pub mail: String,
+    /// Signs Push&Pull channel ids (`auth::channel::KEY_SETTING`).
+    pub pull_channel: String,
 }
 
 /// What a method handler returns: `result`, plus `next`/`total` for list methods (§5.1).

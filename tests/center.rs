@@ -232,3 +232,73 @@ fn the_settings_panel_switches_e_mail_off_and_on() {
         if next == "off" { "on" } else { "off" }
     )));
 }
+
+#[test]
+fn page_writes_are_charged_to_the_session_users_rate_limit() {
+    let s = Server::start_with(common::Options {
+        limits: true,
+        envs: vec![
+            ("IMNOTIFY_LIMITS__RATE__BURST".into(), "5".into()),
+            ("IMNOTIFY_LIMITS__RATE__PER_SECOND".into(), "0.5".into()),
+        ],
+        ..Default::default()
+    });
+    let cookie = signed_in(&s);
+    let csrf = csrf_from(&page(&s, &cookie, "/", &[]).body);
+    let post = |path: &str, body: String, json: bool| {
+        let mut h = vec![
+            ("Cookie", cookie.as_str()),
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        ];
+        if json {
+            h.push(("Accept", "application/json"));
+        }
+        s.request("POST", path, &h, body.as_bytes())
+    };
+    // The script's form: the bucket holds 5, then 429 with the REST error code.
+    let statuses: Vec<u16> = (0..8)
+        .map(|_| {
+            post(
+                "/center/action",
+                format!("csrf={csrf}&action=read_all"),
+                true,
+            )
+            .status
+        })
+        .collect();
+    assert_eq!(statuses[0], 200, "{statuses:?}");
+    assert_eq!(
+        statuses[7], 429,
+        "page writes are not limited: {statuses:?}"
+    );
+    let r = post(
+        "/center/action",
+        format!("csrf={csrf}&action=read_all"),
+        true,
+    );
+    assert_eq!(r.status, 429);
+    assert_eq!(r.json()["error"], "QUERY_LIMIT_EXCEEDED");
+    assert!(r.header("retry-after").is_some());
+    // The page forms share the bucket.
+    let r = post(
+        "/center/action",
+        format!("csrf={csrf}&action=read_all"),
+        false,
+    );
+    assert_eq!(r.status, 429, "{}", r.body);
+    let r = post("/center/lang", format!("csrf={csrf}&lang=ru"), false);
+    assert_eq!(r.status, 429, "{}", r.body);
+    let r = post("/center/email", format!("csrf={csrf}&email=off"), false);
+    assert_eq!(r.status, 429, "{}", r.body);
+    // And so do REST calls made with the same session.
+    let r = s.request(
+        "POST",
+        "/rest/im.notify.read.all.json",
+        &[
+            ("Cookie", cookie.as_str()),
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        ],
+        format!("sessid={csrf}").as_bytes(),
+    );
+    assert_eq!(r.status, 503, "{}", r.body);
+}

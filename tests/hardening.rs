@@ -228,3 +228,31 @@ fn openapi_describes_every_registered_method() {
         );
     }
 }
+
+#[test]
+fn unsubscribe_links_are_behind_the_per_ip_gate_of_failed_authentications() {
+    let s = Server::start_with(Options {
+        limits: true,
+        envs: vec![
+            ("IMNOTIFY_LIMITS__FAILED_AUTH_BURST".into(), "5".into()),
+            (
+                "IMNOTIFY_LIMITS__FAILED_AUTH_PER_SECOND".into(),
+                "0.01".into(),
+            ),
+        ],
+        ..Options::default()
+    });
+    let fake = format!("/unsubscribe?u=1&s={}", "0".repeat(32));
+    let statuses: Vec<u16> = (0..10).map(|_| s.get(&fake).status).collect();
+    assert_eq!(statuses[0], 403, "{statuses:?}");
+    assert_eq!(
+        statuses[9], 503,
+        "guessing links is not gated: {statuses:?}"
+    );
+    // It is the REST calls' gate: the address is refused there too.
+    let r = s.post_json(
+        &s.hook_url("im.notify.system.add"),
+        &serde_json::json!({"USER_ID": 1, "MESSAGE": "x"}),
+    );
+    assert_eq!(r.status, 503, "{}", r.body);
+}

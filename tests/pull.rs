@@ -139,3 +139,87 @@ fn long_poll_answers_304_with_the_head_then_framed_messages() {
         .collect();
     assert_eq!(ids, vec![before, id]);
 }
+
+/// Reads from a WebSocket until the server's close frame; returns its close code. Server
+/// frames are unmasked: `0x88, len, code_hi, code_lo, reason...` (pings, `0x89`, are skipped).
+fn ws_close_code(sock: &mut std::net::TcpStream, limit: std::time::Duration) -> Option<u16> {
+    use std::io::Read;
+    sock.set_read_timeout(Some(std::time::Duration::from_millis(200)))
+        .unwrap();
+    let until = std::time::Instant::now() + limit;
+    let mut buf: Vec<u8> = Vec::new();
+    while std::time::Instant::now() < until {
+        let mut chunk = [0u8; 1024];
+        match sock.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(_) => {}
+        }
+        // Walk the frames read so far.
+        let mut at = 0;
+        while at + 2 <= buf.len() {
+            let (op, len) = (buf[at] & 0x0f, (buf[at + 1] & 0x7f) as usize);
+            if at + 2 + len > buf.len() {
+                break;
+            }
+            if op == 0x8 && len >= 2 {
+                return Some(u16::from_be_bytes([buf[at + 2], buf[at + 3]]));
+            }
+            at += 2 + len;
+        }
+    }
+    None
+}
+
+#[test]
+fn a_deactivated_users_channel_is_refused_and_its_open_socket_closed() {
+    use std::io::{Read, Write};
+    let s = Server::start();
+    s.add_user(2, &[]);
+    let hook = s.add_webhook(2, "im,pull_channel");
+    let c = config(&s, &hook, "pull.config.get", &s.addr);
+    let channel = c["channels"]["private"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(poll(&s, &channel, None).status, 304);
+
+    let enc: String = form_urlencoded::byte_serialize(channel.as_bytes()).collect();
+    let mut sock = std::net::TcpStream::connect(&s.addr).unwrap();
+    write!(
+        sock,
+        "GET /subws/?CHANNEL_ID={enc}&revision=19 HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: 13\r\n\r\n",
+        s.addr
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        sock.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    // Open and quiet while the user is active.
+    assert_eq!(
+        ws_close_code(&mut sock, std::time::Duration::from_millis(2500)),
+        None
+    );
+
+    let out = s.cli(&["user", "deactivate", "--id", "2"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The socket re-checks every 2 s: closed with 4010 (WRONG_CHANNEL_ID) well within 10 s,
+    // long before the channel's 12 h end.
+    assert_eq!(
+        ws_close_code(&mut sock, std::time::Duration::from_secs(10)),
+        Some(4010)
+    );
+    // A new poll with the same, still unexpired, channel is refused.
+    assert_eq!(poll(&s, &channel, None).status, 400);
+}

@@ -330,3 +330,129 @@ fn readme_quick_start_answers_are_the_real_ones() {
     }
     assert!(checked >= 4, "only {checked} answers were checked");
 }
+
+/// The lines of README's "Testing your integration" section.
+fn toolkit_section(readme: &str) -> Vec<(usize, &str)> {
+    readme
+        .lines()
+        .enumerate()
+        .skip_while(|(_, l)| !l.starts_with("## Testing your integration"))
+        .skip(1)
+        .take_while(|(_, l)| !l.starts_with("## "))
+        .map(|(i, l)| (i + 1, l))
+        .collect()
+}
+
+/// One `curl` of the section, as a request: method, path, headers, body.
+fn curl_request(
+    words: &[String],
+    base: &str,
+    token: &str,
+) -> (String, String, Vec<String>, String) {
+    let (mut method, mut url, mut headers, mut body) = (None, String::new(), Vec::new(), None);
+    let mut it = words.iter().skip(1);
+    while let Some(w) = it.next() {
+        match w.as_str() {
+            "-X" => method = it.next().cloned(),
+            "-H" => headers.push(it.next().unwrap().replace("$TOKEN", token)),
+            "-d" => body = it.next().cloned(),
+            w if w.starts_with('-') => {}
+            w => url = w.replace("$BASE", base),
+        }
+    }
+    let method = method.unwrap_or_else(|| if body.is_some() { "POST" } else { "GET" }.into());
+    let path = url.strip_prefix(base).unwrap_or(&url).to_owned();
+    (method, path, headers, body.unwrap_or_default())
+}
+
+/// Every `curl` in the "Testing your integration" section's shell blocks, run in order against
+/// a server with mail capture (after a notification, so the journal and the mail are not
+/// empty): each answers 2xx, and each `# {...}` sample under one has the real answer's keys.
+/// The CI job's `imnotify serve` line uses only flags that `serve` has.
+#[test]
+fn readme_toolkit_calls_work_and_their_samples_match() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("reading README.md");
+    let section = toolkit_section(&readme);
+    assert!(
+        !section.is_empty(),
+        "no \"Testing your integration\" section"
+    );
+    let token = "readme-admin-token-0123456789";
+    let s = Server::start_with(common::Options {
+        envs: vec![
+            ("IMNOTIFY_ADMIN__TOKEN".into(), token.into()),
+            ("IMNOTIFY_EMAIL__CAPTURE".into(), "true".into()),
+        ],
+        ..Default::default()
+    });
+    s.add_user(7, &["--email", "anna@example.org"]);
+    s.notify(serde_json::json!({"USER_ID": 7, "MESSAGE": "Build failed"}));
+
+    let mut in_sh = false;
+    let mut last: Option<(usize, String)> = None;
+    let mut checked = 0;
+    for (line, text) in &section {
+        let t = text.trim();
+        if t.starts_with("```") {
+            in_sh = !in_sh && t == "```sh";
+            continue;
+        }
+        if !in_sh {
+            continue;
+        }
+        if t.starts_with("curl ") {
+            let (method, path, headers, body) = curl_request(&shell_words(t), &s.base, token);
+            let h: Vec<(&str, &str)> = headers.iter().filter_map(|h| h.split_once(": ")).collect();
+            let r = s.request(&method, &path, &h, body.as_bytes());
+            assert!(
+                (200..300).contains(&r.status),
+                "README.md:{line}: `{t}` answered {}: {}",
+                r.status,
+                r.body
+            );
+            last = Some((*line, r.body));
+            checked += 1;
+        } else if let Some(sample) = t.strip_prefix("# {") {
+            let (at, body) = last.take().expect("a sample under a curl");
+            let documented: Value = serde_json::from_str(&format!("{{{sample}"))
+                .unwrap_or_else(|e| panic!("README.md:{line}: the sample is not JSON ({e})"));
+            let mut real: Value = serde_json::from_str(&body).unwrap();
+            // The mail is kept a moment after the clock moved (the worker looks every second).
+            let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while real["mail"] == serde_json::json!([]) && std::time::Instant::now() < until {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                let r = s.request(
+                    "GET",
+                    "/admin/api/mail",
+                    &[("Authorization", &format!("Bearer {token}"))],
+                    b"",
+                );
+                real = r.json();
+            }
+            let (mut want, mut got) = (BTreeSet::new(), BTreeSet::new());
+            shape(&documented, "", &mut want);
+            shape(&real, "", &mut got);
+            assert_eq!(
+                want, got,
+                "README.md:{at}: the sample's keys differ: {real}"
+            );
+        }
+    }
+    assert!(checked >= 6, "only {checked} curl calls found");
+
+    // The CI job's serve line.
+    let serve = section
+        .iter()
+        .find(|(_, l)| l.contains("imnotify serve "))
+        .expect("the CI job starts imnotify serve")
+        .1;
+    let help = std::process::Command::new(BIN)
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for flag in serve.split_whitespace().filter(|w| w.starts_with("--")) {
+        assert!(help.contains(flag), "serve has no {flag}: {serve}");
+    }
+}

@@ -446,8 +446,9 @@ fn resume_after_a_restart_loses_nothing_and_repeats_nothing() {
 
 #[test]
 fn streams_are_bounded_per_user() {
+    // Three places: two for integrations, one kept for the browser (see the next test).
     let s = Server::start_with(Options {
-        envs: vec![("IMNOTIFY_EVENTS__MAX_STREAMS_PER_USER".into(), "2".into())],
+        envs: vec![("IMNOTIFY_EVENTS__MAX_STREAMS_PER_USER".into(), "3".into())],
         ..Default::default()
     });
     let mut a = Stream::open(&s, &events_path(&s), &[]);
@@ -478,6 +479,66 @@ fn streams_are_bounded_per_user() {
             "the closed stream's place was never freed"
         );
         std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn an_integration_cannot_take_the_places_kept_for_the_users_browser() {
+    // 8 places per user: 2 kept for browser sessions, 6 for the rest.
+    let s = Server::start_with(Options {
+        envs: vec![("IMNOTIFY_EVENTS__MAX_STREAMS_PER_USER".into(), "8".into())],
+        ..Default::default()
+    });
+    let out = s.cli(&[
+        "user",
+        "password",
+        "--id",
+        "1",
+        "--password",
+        "pw-8-streams",
+    ]);
+    assert!(out.status.success());
+    let cookie = s.sign_in("1", "pw-8-streams");
+    let mut held = Vec::new();
+    for _ in 0..6 {
+        let mut st = Stream::open(&s, &events_path(&s), &[]);
+        assert_eq!(st.status, 200);
+        st.next();
+        held.push(st);
+    }
+    // The webhook holds all it may: one more is refused...
+    let more = Stream::open(&s, &events_path(&s), &[]);
+    assert_eq!(more.status, 503);
+    // ...and so is a Push&Pull long poll of the same user (an integration too).
+    let hook = s.add_webhook(1, "im,pull_channel");
+    let r = s.post_json(&format!("{hook}pull.config.get"), &json!({}));
+    let channel = r.json()["result"]["channels"]["private"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let enc: String = form_urlencoded::byte_serialize(channel.as_bytes()).collect();
+    assert_eq!(
+        s.get(&format!("/sub/?CHANNEL_ID={enc}&revision=19")).status,
+        503
+    );
+    // The user's browser still gets its two streams, and live events on them.
+    let mut browsers = [
+        Stream::open(&s, "/events", &[("Cookie", &cookie)]),
+        Stream::open(&s, "/events", &[("Cookie", &cookie)]),
+    ];
+    for b in &mut browsers {
+        assert_eq!(b.status, 200);
+        b.next();
+    }
+    let third = Stream::open(&s, "/events", &[("Cookie", &cookie)]);
+    assert_eq!(third.status, 503);
+    let id = call(
+        &s,
+        "im.notify.system.add",
+        json!({"USER_ID": 1, "MESSAGE": "to the browser"}),
+    );
+    for b in &mut browsers {
+        assert_eq!(b.event().2["id"], id);
     }
 }
 

@@ -59,6 +59,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/admin/api/clock"),
     ("DELETE", "/admin/api/clock"),
     ("POST", "/admin/api/reset"),
+    ("GET", "/admin/api/mail"),
+    ("DELETE", "/admin/api/mail"),
     ("GET", "/admin/api/no-such-route"),
     ("GET", "/admin/api"),
 ];
@@ -926,10 +928,13 @@ fn the_admin_page_is_for_admins_escapes_what_it_shows_and_checks_csrf() {
         ],
         format!("{form}&csrf={csrf}").as_bytes(),
     );
-    assert_eq!(r.status, 200, "{}", r.body);
+    // Post/Redirect/Get: back to the page, which shows the new fault.
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(r.header("location"), Some("/admin/"));
     let faults = admin_ok(&s, "GET", "/admin/api/faults", None)["faults"].clone();
     assert_eq!(faults[0]["method"], "user.get");
-    assert!(r.body.contains("user.get"));
+    let page = s.request("GET", "/admin/", &[("Cookie", &admin_cookie)], b"");
+    assert!(page.body.contains("user.get"));
     let id = faults[0]["id"].as_u64().unwrap();
     let r = s.request(
         "POST",
@@ -940,9 +945,207 @@ fn the_admin_page_is_for_admins_escapes_what_it_shows_and_checks_csrf() {
         ],
         format!("action=remove&id={id}&csrf={csrf}").as_bytes(),
     );
-    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.status, 303, "{}", r.body);
     assert_eq!(
         admin_ok(&s, "GET", "/admin/api/faults", None)["faults"],
+        json!([])
+    );
+}
+
+/// A server that captures mail (no SMTP configured), with the default e-mail delay of 600 s.
+fn start_capturing() -> Server {
+    let s = Server::start_with(Options {
+        envs: vec![
+            ("IMNOTIFY_ADMIN__TOKEN".into(), TOKEN.into()),
+            ("IMNOTIFY_EMAIL__CAPTURE".into(), "true".into()),
+        ],
+        ..Options::default()
+    });
+    s.add_user(2, &["--email", "anna@example.org"]);
+    s
+}
+
+/// Polls the captured mail until `n` are there (the worker looks every second).
+fn wait_for_mail(s: &Server, n: usize) -> Vec<Value> {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let v = admin_ok(s, "GET", "/admin/api/mail", None);
+        let mail = v["mail"].as_array().unwrap().clone();
+        if mail.len() >= n || std::time::Instant::now() > until {
+            return mail;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn advancing_the_clock_past_the_email_delay_captures_the_unread_notification_only() {
+    let s = start_capturing();
+    let unread = s.notify(json!({"USER_ID": 2, "MESSAGE": "Build [b]failed[/b]"}));
+    let read = s.notify(json!({"USER_ID": 2, "MESSAGE": "read in time"}));
+    let hook2 = s.add_webhook(2, "im");
+    let r = s.post_json(
+        &format!("{hook2}im.notify.read"),
+        &json!({"ID": read, "ONLY_CURRENT": "Y"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    // Not due yet: the worker has had time to look, and keeps nothing.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let v = admin_ok(&s, "GET", "/admin/api/mail", None);
+    assert_eq!(v["capture"], true);
+    assert_eq!(v["mail"], json!([]), "{v}");
+
+    admin_ok(
+        &s,
+        "POST",
+        "/admin/api/clock",
+        Some(json!({"advance_seconds": 601})),
+    );
+    let mail = wait_for_mail(&s, 1);
+    assert_eq!(mail.len(), 1, "{mail:?}");
+    let m = &mail[0];
+    assert_eq!(m["user_id"], 2);
+    assert_eq!(m["notification_ids"], json!([unread]));
+    let h = &m["headers"];
+    assert!(
+        h["To"].as_str().unwrap().contains("anna@example.org"),
+        "{m}"
+    );
+    assert!(h["From"].as_str().unwrap().contains('@'), "{m}");
+    assert_eq!(h["Subject"], "System notification: Build failed");
+    assert!(h["Message-ID"]
+        .as_str()
+        .unwrap()
+        .contains(&format!("imnotify.{unread}.")));
+    assert!(h["List-Unsubscribe"]
+        .as_str()
+        .unwrap()
+        .contains("/unsubscribe?u=2&s="));
+    assert!(m["text"].as_str().unwrap().contains("Build failed"), "{m}");
+    assert!(
+        m["html"]
+            .as_str()
+            .unwrap()
+            .contains("<strong>failed</strong>"),
+        "{m}"
+    );
+    // Kept counts as sent: the worker does not keep it again, and the outbox says sent.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let v = admin_ok(&s, "GET", "/admin/api/mail", None);
+    assert_eq!(v["mail"].as_array().unwrap().len(), 1, "{v}");
+    let out = s.cli(&["outbox", "list", "--json"]);
+    let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let state_of = |id: i64| {
+        rows.iter()
+            .find(|r| r["notification_id"] == id)
+            .map(|r| r["state"].clone())
+    };
+    assert_eq!(state_of(unread), Some(json!("sent")), "{rows:?}");
+    assert_eq!(state_of(read), Some(json!("skipped")), "{rows:?}");
+
+    // The CLI form shows the same mail and clears it.
+    let listed = remote_json(&s, &["mail", "list"]);
+    assert_eq!(listed["mail"][0]["id"], m["id"]);
+    assert_eq!(listed["mail"][0]["headers"]["Subject"], h["Subject"]);
+    remote_json(&s, &["mail", "clear"]);
+    assert_eq!(remote_json(&s, &["mail", "list"])["mail"], json!([]));
+
+    // Reset empties the capture too.
+    s.notify(json!({"USER_ID": 2, "MESSAGE": "again"}));
+    admin_ok(
+        &s,
+        "POST",
+        "/admin/api/clock",
+        Some(json!({"advance_seconds": 601})),
+    );
+    assert_eq!(wait_for_mail(&s, 1).len(), 1);
+    admin_ok(&s, "POST", "/admin/api/reset", None);
+    assert_eq!(
+        admin_ok(&s, "GET", "/admin/api/mail", None)["mail"],
+        json!([])
+    );
+}
+
+#[test]
+fn captured_mail_is_bounded_oldest_dropped() {
+    let s = Server::start_with(Options {
+        envs: vec![
+            ("IMNOTIFY_ADMIN__TOKEN".into(), TOKEN.into()),
+            ("IMNOTIFY_EMAIL__CAPTURE".into(), "true".into()),
+            ("IMNOTIFY_EMAIL__CAPTURE_CAPACITY".into(), "2".into()),
+            ("IMNOTIFY_EMAIL__DELAY_SECONDS".into(), "0".into()),
+        ],
+        ..Options::default()
+    });
+    s.add_user(2, &["--email", "anna@example.org"]);
+    let ids: Vec<i64> = (0..3)
+        .map(|i| s.notify(json!({"USER_ID": 2, "MESSAGE": format!("n{i}")})))
+        .collect();
+    // All three are handled (the outbox says sent), but only the newest two are kept.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let out = s.cli(&["outbox", "list", "--json", "--state", "sent"]);
+        let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+        if rows.len() == 3 || std::time::Instant::now() > until {
+            assert_eq!(rows.len(), 3, "{rows:?}");
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let mail = admin_ok(&s, "GET", "/admin/api/mail", None)["mail"].clone();
+    let kept: Vec<Value> = mail
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["notification_ids"][0].clone())
+        .collect();
+    assert_eq!(kept, [json!(ids[2]), json!(ids[1])], "{mail}");
+}
+
+#[test]
+fn the_admin_page_shows_captured_mail_escaped_and_clears_it() {
+    let s = start_capturing();
+    s.add_user(9, &["--admin", "--password", "pw-of-nine"]);
+    let id =
+        s.notify(json!({"USER_ID": 2, "MESSAGE": "Deploy <script>alert(1)</script> [b]done[/b]"}));
+    admin_ok(
+        &s,
+        "POST",
+        "/admin/api/clock",
+        Some(json!({"advance_seconds": 601})),
+    );
+    assert_eq!(wait_for_mail(&s, 1).len(), 1);
+    let cookie = s.sign_in("9", "pw-of-nine");
+    let r = s.request("GET", "/admin/", &[("Cookie", &cookie)], b"");
+    assert_eq!(r.status, 200);
+    let section = &r.body[r.body.find("<h2>Captured mail</h2>").expect("mail section")..];
+    assert!(section.contains("anna@example.org"), "{section}");
+    assert!(section.contains(&format!("<td>{id}</td>")), "{section}");
+    assert!(section.contains("System notification: Deploy"), "{section}");
+    // The HTML part is shown as escaped source, never as markup of the page.
+    assert!(
+        section.contains("&lt;strong&gt;done&lt;/strong&gt;"),
+        "{section}"
+    );
+    assert!(!r.body.contains("<script>alert"), "{}", r.body);
+    assert_eq!(r.body.matches("<script").count(), 1);
+
+    let csrf = common::csrf_from(&r.body);
+    let r = s.request(
+        "POST",
+        "/admin/",
+        &[
+            ("Cookie", &cookie),
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        ],
+        format!("action=clear_mail&csrf={csrf}").as_bytes(),
+    );
+    assert_eq!(r.status, 303, "{}", r.body);
+    let r = s.request("GET", "/admin/", &[("Cookie", &cookie)], b"");
+    assert!(r.body.contains("No mail yet."));
+    assert_eq!(
+        admin_ok(&s, "GET", "/admin/api/mail", None)["mail"],
         json!([])
     );
 }

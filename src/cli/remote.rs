@@ -1,5 +1,5 @@
 //! The command-line forms of the admin API (`imnotify requests list`, `imnotify fault add`,
-//! `imnotify clock advance`, `imnotify reset`): each calls the running server over HTTP with
+//! `imnotify clock advance`, `imnotify reset`, `imnotify mail list`): each calls the running server over HTTP with
 //! the admin token and prints the server's JSON answer.
 
 use anyhow::{bail, Context as _};
@@ -115,6 +115,22 @@ pub enum ClockCommand {
     },
 }
 
+#[derive(Subcommand, Debug)]
+pub enum MailCommand {
+    /// Captured mails, newest first, with headers and both parts (GET /admin/api/mail)
+    List {
+        #[arg(long)]
+        limit: Option<usize>,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Forget the captured mails (DELETE /admin/api/mail)
+    Clear {
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+}
+
 /// Remove notifications, the journal, faults and limiter state (POST /admin/api/reset)
 #[derive(Args, Debug)]
 pub struct ResetArgs {
@@ -221,6 +237,16 @@ pub fn clock(c: ClockCommand) -> Call {
             ..Call::new("POST", "/admin/api/clock", remote)
         },
         ClockCommand::Reset { remote } => Call::new("DELETE", "/admin/api/clock", remote),
+    }
+}
+
+pub fn mail(c: MailCommand) -> Call {
+    match c {
+        MailCommand::List { limit, remote } => {
+            let q = limit.map(|l| format!("?limit={l}")).unwrap_or_default();
+            Call::new("GET", format!("/admin/api/mail{q}"), remote)
+        }
+        MailCommand::Clear { remote } => Call::new("DELETE", "/admin/api/mail", remote),
     }
 }
 

@@ -7,7 +7,7 @@
 //! rendered by the one parser of the domain (`domain::bbcode`): plain text for the text part,
 //! safe HTML (with inline styles, as mail clients need) for the HTML part.
 
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::http::Uri;
 use axum::response::{Html, IntoResponse, Response};
@@ -17,7 +17,9 @@ use lettre::message::{Mailbox, MultiPart};
 use lettre::Message;
 use sha2::Sha256;
 
+use crate::conn::ConnInfo;
 use crate::domain::bbcode;
+use crate::limits::abuse::Ticket;
 use crate::state::AppState;
 use crate::store::{DueMail, MailText, Recipient};
 use crate::web::esc;
@@ -147,14 +149,35 @@ pub fn message_id(settings: &MailSettings, notification_id: i64) -> String {
     )
 }
 
+/// A composed mail, with its two parts as text (for mail capture, which shows them).
+pub struct Composed {
+    pub message: Message,
+    pub text: String,
+    pub html: String,
+}
+
+/// The headers a captured mail shows, in this order (`toolkit::mail`).
+pub const CAPTURED_HEADERS: &[&str] = &[
+    "Date",
+    "From",
+    "To",
+    "Subject",
+    "Message-ID",
+    "List-Unsubscribe",
+    "List-Unsubscribe-Post",
+    "Auto-Submitted",
+];
+
 /// The mail for a group of due rows of one recipient (one row, or several that share a tag,
 /// D12), listed newest first. `rows` must all carry a notification and the same recipient.
+/// `now` (unix seconds, from the server's clock) is its `Date`, so a test clock moves it too.
 pub fn compose(
     settings: &MailSettings,
     recipient: &Recipient,
     user_id: i64,
     rows: &[&DueMail],
-) -> Result<Message, String> {
+    now: f64,
+) -> Result<Composed, String> {
     let mut items: Vec<(&DueMail, &MailText)> = rows
         .iter()
         .filter_map(|r| r.notification.as_ref().map(|n| (*r, n)))
@@ -195,6 +218,7 @@ pub fn compose(
         .from(settings.from.clone())
         .to(to)
         .subject(subject)
+        .date(std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(now.max(0.0)))
         .message_id(Some(message_id(settings, newest.notification_id)))
         .raw_header(HeaderValue::new(
             HeaderName::new_from_ascii_str("List-Unsubscribe"),
@@ -208,8 +232,16 @@ pub fn compose(
             HeaderName::new_from_ascii_str("Auto-Submitted"),
             "auto-generated".to_owned(),
         ))
-        .multipart(MultiPart::alternative_plain_html(text, html))
+        .multipart(MultiPart::alternative_plain_html(
+            text.clone(),
+            html.clone(),
+        ))
         .map_err(|e| format!("building the message: {e}"))
+        .map(|message| Composed {
+            message,
+            text,
+            html,
+        })
 }
 
 /// A display name as an RFC 5322 quoted string.
@@ -245,27 +277,28 @@ impl UnsubscribeQuery {
 
 /// `GET /unsubscribe?u=&s=`: a page with a button, so that link scanners that follow every URL
 /// in a mail do not unsubscribe anyone.
-pub async fn unsubscribe_page(state: State<AppState>, uri: Uri) -> Response {
-    let q = UnsubscribeQuery::of(&uri);
-    match checked(&state, &q).await {
-        Ok(user_id) => Html(format!(
+pub async fn unsubscribe_page(state: State<AppState>, req: Request) -> Response {
+    let q = UnsubscribeQuery::of(req.uri());
+    match gated(&state, &req, &q) {
+        Ok((user_id, _ticket)) => Html(format!(
             "<!doctype html><html><head><meta charset=\"utf-8\"><title>Unsubscribe</title></head>\
              <body><h1>E-mail notifications</h1><form method=\"post\" action=\"/unsubscribe?u={user_id}&amp;s={}\">\
              <button type=\"submit\">Stop e-mail notifications</button></form></body></html>",
             esc(q.s.as_deref().unwrap_or_default())
         ))
         .into_response(),
-        Err(resp) => resp,
+        Err(refused) => refused.into_response(),
     }
 }
 
 /// `POST /unsubscribe?u=&s=`: RFC 8058's one-click unsubscribe. Turns the user's e-mail off.
 /// The signed link is the credential; no cookie or CSRF token is involved (RFC 8058 §3).
-pub async fn unsubscribe(state: State<AppState>, uri: Uri) -> Response {
-    let q = UnsubscribeQuery::of(&uri);
-    let user_id = match checked(&state, &q).await {
-        Ok(id) => id,
-        Err(resp) => return resp,
+pub async fn unsubscribe(state: State<AppState>, req: Request) -> Response {
+    let q = UnsubscribeQuery::of(req.uri());
+    // The ticket is held over the write: it counts toward the address's requests in flight.
+    let (user_id, _ticket) = match gated(&state, &req, &q) {
+        Ok(ok) => ok,
+        Err(refused) => return refused.into_response(),
     };
     match state.store.set_email_notifications(user_id, false).await {
         Ok(_) => {
@@ -286,24 +319,52 @@ pub async fn unsubscribe(state: State<AppState>, uri: Uri) -> Response {
     }
 }
 
-async fn checked(state: &AppState, q: &UnsubscribeQuery) -> Result<i64, Response> {
-    let bad = || (StatusCode::FORBIDDEN, "invalid unsubscribe link").into_response();
+/// The link's check behind the per-IP gate of REST calls (issue 10 §2): a gated address gets
+/// 503 before any check, and a bad link counts as a failed authentication of the address, so
+/// guessing signatures is as slow as guessing webhook codes.
+fn gated(
+    state: &AppState,
+    req: &Request,
+    q: &UnsubscribeQuery,
+) -> Result<(i64, Option<Ticket>), (StatusCode, &'static str)> {
+    let ip = req
+        .extensions()
+        .get::<ConnInfo>()
+        .map(|c| c.client_ip(req.headers(), &state.config.trusted_proxies));
+    let gate = state.limits.ip_gate.as_ref().zip(ip);
+    let ticket = match gate {
+        Some((gate, ip)) => match gate.admit(ip, state.clock.monotonic()) {
+            Ok(t) => Some(t),
+            Err(_) => return Err((StatusCode::SERVICE_UNAVAILABLE, "try again later")),
+        },
+        None => None,
+    };
+    match checked(state, q) {
+        Ok(user_id) => Ok((user_id, ticket)),
+        Err(resp) => {
+            if let Some((gate, ip)) = gate {
+                gate.failed(ip, state.clock.monotonic());
+            }
+            Err(resp)
+        }
+    }
+}
+
+/// The link's user id, if its signature is right. The key is in memory (`AppState::keys`), so
+/// a check reads and writes no storage.
+fn checked(state: &AppState, q: &UnsubscribeQuery) -> Result<i64, (StatusCode, &'static str)> {
+    let bad = || (StatusCode::FORBIDDEN, "invalid unsubscribe link");
     let user_id: i64 =
         q.u.as_deref()
             .and_then(|u| u.parse().ok())
             .filter(|u| *u > 0)
             .ok_or_else(bad)?;
     let signature = q.s.as_deref().unwrap_or_default();
-    // Shape first: a malformed link costs no storage access.
+    // Shape first: a malformed link costs no HMAC.
     if signature.len() != 32 || !signature.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(bad());
     }
-    let key = state
-        .store
-        .setting(KEY_SETTING, crate::auth::secret::generate_hex(64))
-        .await
-        .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())?;
-    if !unsubscribe_valid(&key, user_id, signature) {
+    if !unsubscribe_valid(&state.keys.mail, user_id, signature) {
         return Err(bad());
     }
     Ok(user_id)
@@ -377,7 +438,9 @@ mod tests {
             email: "u@example.org".into(),
             name: "U \"x\"".into(),
         };
-        let m = compose(&settings(), &to, 5, &[&row]).unwrap();
+        let m = compose(&settings(), &to, 5, &[&row], 1_700_000_000.0)
+            .unwrap()
+            .message;
         let raw = String::from_utf8(m.formatted()).unwrap();
         assert!(
             raw.contains("Subject: System notification: Build failed x"),
@@ -389,6 +452,10 @@ mod tests {
             "{raw}"
         );
         assert!(raw.contains("multipart/alternative"), "{raw}");
+        assert!(
+            raw.contains("Date: Tue, 14 Nov 2023 22:13:20 +0000"),
+            "{raw}"
+        );
         assert!(!raw.contains("<script>"), "{raw}");
     }
 }

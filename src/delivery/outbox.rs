@@ -26,6 +26,8 @@ use crate::clock::Clock;
 use crate::config::{EmailConfig, EventsConfig, SmtpConfig, SmtpTls};
 use crate::metrics::{self, MailOutcome};
 use crate::store::{DueMail, MailUpdate, Store};
+use crate::toolkit::mail::CapturedMail;
+use crate::toolkit::Toolkit;
 
 /// Due rows taken per round; a full round is followed by the next at once.
 const BATCH: usize = 100;
@@ -38,6 +40,14 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60);
 const PRUNE_CHUNK: usize = 1000;
 
 pub type Transport = AsyncSmtpTransport<Tokio1Executor>;
+
+/// Where composed mails go.
+pub enum Sink {
+    /// Sent over SMTP.
+    Smtp(Transport),
+    /// Kept in the toolkit's mail capture (`email.capture`).
+    Capture(Arc<Toolkit>),
+}
 
 /// The SMTP transport of the configuration (`smtp.*`).
 pub fn transport(smtp: &SmtpConfig) -> anyhow::Result<Transport> {
@@ -75,12 +85,12 @@ pub fn backoff(failures: i64, base: u64, max: u64, rng: &mut impl Rng) -> u64 {
 pub async fn run(
     store: Arc<dyn Store>,
     clock: Clock,
-    transport: Transport,
+    sink: Sink,
     settings: MailSettings,
     config: EmailConfig,
 ) {
     loop {
-        let full = match round(store.as_ref(), &clock, &transport, &settings, &config).await {
+        let full = match round(store.as_ref(), &clock, &sink, &settings, &config).await {
             Ok(n) => n == BATCH,
             Err(e) => {
                 tracing::error!(error = %e, "e-mail worker round failed");
@@ -100,7 +110,7 @@ pub async fn run(
 async fn round(
     store: &dyn Store,
     clock: &Clock,
-    transport: &Transport,
+    sink: &Sink,
     settings: &MailSettings,
     config: &EmailConfig,
 ) -> Result<usize, crate::store::StoreError> {
@@ -126,14 +136,23 @@ async fn round(
     }
     for ((user_id, _, _), rows) in groups {
         let recipient = rows[0].recipient.clone().expect("filtered above");
-        let outcome = match mail::compose(settings, &recipient, user_id, &rows) {
-            Ok(message) => {
-                match tokio::time::timeout(SEND_TIMEOUT, transport.send(message)).await {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err(e)) => Err((e.to_string(), e.is_permanent())),
-                    Err(_) => Err(("timed out".to_owned(), false)),
+        let outcome = match mail::compose(settings, &recipient, user_id, &rows, clock.now()) {
+            Ok(composed) => match sink {
+                Sink::Smtp(transport) => {
+                    match tokio::time::timeout(SEND_TIMEOUT, transport.send(composed.message)).await
+                    {
+                        Ok(Ok(_)) => Ok(()),
+                        Ok(Err(e)) => Err((e.to_string(), e.is_permanent())),
+                        Err(_) => Err(("timed out".to_owned(), false)),
+                    }
                 }
-            }
+                Sink::Capture(toolkit) => {
+                    toolkit
+                        .mail
+                        .push(captured(composed, user_id, &rows, clock.now()));
+                    Ok(())
+                }
+            },
             // A message that cannot be built (a malformed address) never will be.
             Err(e) => Err((e, true)),
         };
@@ -187,6 +206,27 @@ async fn round(
         store.update_mails(updates).await?;
     }
     Ok(taken)
+}
+
+/// A composed mail as the capture keeps it: the headers of `mail::CAPTURED_HEADERS` and both
+/// parts.
+fn captured(c: mail::Composed, user_id: i64, rows: &[&DueMail], at: f64) -> CapturedMail {
+    let h = c.message.headers();
+    let headers = mail::CAPTURED_HEADERS
+        .iter()
+        .filter_map(|name| h.get_raw(name).map(|v| ((*name).to_owned(), v.to_owned())))
+        .collect();
+    let mut notification_ids: Vec<i64> = rows.iter().map(|r| r.notification_id).collect();
+    notification_ids.sort_unstable_by(|a, b| b.cmp(a));
+    CapturedMail {
+        id: 0,
+        at,
+        user_id,
+        notification_ids,
+        headers,
+        text: c.text,
+        html: c.html,
+    }
 }
 
 /// Deletes events older than `events.retention_hours` and finished outbox rows older than

@@ -3,8 +3,10 @@
 //!
 //! Another view of the event log (`store::event`, `store::hub`), as `delivery::sse` is:
 //! - The credential is `CHANNEL_ID` (URL-decoded, `/`-joined signed ids, every one checked by
-//!   `auth::channel`). On WebSocket a bad or expired one completes the upgrade and closes with
-//!   4010, so the client fetches a fresh config (§3.5); a long poll gets 400.
+//!   `auth::channel`, with the key held in memory). On WebSocket a bad or expired one completes
+//!   the upgrade and closes with 4010, so the client fetches a fresh config (§3.5); a long poll
+//!   gets 400. A channel names only its user, so the user must still be active: checked at
+//!   connect (every poll) and every [`RECHECK_EVERY`] on an open socket (closed with 4010).
 //! - A message id (`mid`) is the event id as 26 decimal digits: increasing over the whole log,
 //!   so any instance can replay it. A client that sends `mid` gets every newer event of its user,
 //!   oldest first, from the log, then live events (subscribed before the replay, deduplicated by
@@ -33,13 +35,12 @@ use axum::response::{IntoResponse, Response};
 use md5::{Digest, Md5};
 use serde_json::{json, Value as Json};
 
-use crate::auth::channel::{self, Channel, KEY_SETTING};
-use crate::auth::secret;
+use crate::auth::channel::{self, Channel};
 use crate::clock::rfc3339_local;
 use crate::conn::ConnInfo;
 use crate::state::AppState;
 use crate::store::event::{Event, Kind};
-use crate::store::hub::Subscription;
+use crate::store::hub::{StreamKind, Subscription};
 
 /// Close code that makes the client fetch a new config (WRONG_CHANNEL_ID, §3.5).
 pub const CLOSE_WRONG_CHANNEL: u16 = 4010;
@@ -57,6 +58,8 @@ const MAX_CLIENT_MESSAGE: usize = 4096;
 const CHANNEL_GRACE: Duration = Duration::from_secs(30);
 /// Events read from the log per query while replaying.
 const REPLAY_PAGE: usize = 256;
+/// How often an open socket checks that its user is still active (as SSE streams do).
+pub const RECHECK_EVERY: Duration = Duration::from_secs(2);
 
 /// The 26-digit message id of an event id: the event id in 23 digits, then `000`. A control
 /// message sent after event N gets N's digits and a non-zero suffix, so it sorts after N and
@@ -139,22 +142,34 @@ fn client_ip(state: &AppState, req: &Request) -> Option<std::net::IpAddr> {
 }
 
 async fn check(state: &AppState, channel_id: &str) -> Option<(Channel, String)> {
-    let key = match state
-        .store
-        .setting(KEY_SETTING, secret::generate_hex(64))
-        .await
-    {
-        Ok(k) => k,
-        Err(e) => {
-            tracing::error!(error = %e, "reading the channel key failed");
-            return None;
-        }
-    };
+    // The key is in memory (`AppState::keys`): a channel check reads no storage before the
+    // signature is known good.
+    let key = &state.keys.pull_channel;
     // The signed id is a bearer secret: only the outcome is logged, never the id.
-    match channel::verify_list(&key, channel_id, state.clock.unix()) {
-        Ok(c) => Some((c, key)),
+    match channel::verify_list(key, channel_id, state.clock.unix()) {
+        Ok(c) if user_active(state, c.user_id).await == Some(true) => Some((c, key.clone())),
+        Ok(c) => {
+            tracing::info!(
+                user_id = c.user_id,
+                "push&pull channel of an inactive user refused"
+            );
+            None
+        }
         Err(why) => {
             tracing::info!(?why, "push&pull channel refused");
+            None
+        }
+    }
+}
+
+/// Whether the channel's user may still receive: an active user. A signed channel outlives
+/// nothing but its end, so a deactivated user's channel is refused here, at connect and every
+/// [`RECHECK_EVERY`] on an open socket. `None`: the store could not be read.
+async fn user_active(state: &AppState, user_id: i64) -> Option<bool> {
+    match state.store.user(user_id).await {
+        Ok(u) => Some(u.is_some_and(|u| u.active)),
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the channel's user failed");
             None
         }
     }
@@ -432,7 +447,7 @@ async fn serve_socket(
 ) {
     let channel_pub = channel::public_part(&ask.channel_id).to_owned();
     let hub = state.store.hub();
-    let Some(_slot) = hub.admit(channel.user_id) else {
+    let Some(_slot) = hub.admit(channel.user_id, StreamKind::Integration) else {
         return close(socket, CLOSE_TRY_AGAIN, "too many streams").await;
     };
     let Some((mut cursor, _)) = Cursor::open(&state, channel.user_id, ask.resume).await else {
@@ -454,8 +469,17 @@ async fn serve_socket(
     tokio::pin!(expiry);
     let mut expired_sent = false;
     let mut control_seq: u16 = 0;
+    let mut recheck =
+        tokio::time::interval_at(tokio::time::Instant::now() + RECHECK_EVERY, RECHECK_EVERY);
     loop {
         tokio::select! {
+            _ = recheck.tick() => {
+                // A read failure keeps the socket: only a known inactive user ends it.
+                if user_active(&state, channel.user_id).await == Some(false) {
+                    tracing::info!(user_id = channel.user_id, "push&pull socket closed: user inactive");
+                    return close(socket, CLOSE_WRONG_CHANNEL, "WRONG_CHANNEL_ID").await;
+                }
+            }
             _ = &mut expiry => {
                 if expired_sent {
                     return close(socket, CLOSE_WRONG_CHANNEL, "WRONG_CHANNEL_ID").await;
@@ -522,7 +546,7 @@ pub async fn sub(State(state): State<AppState>, req: Request) -> Response {
     };
     let channel_pub = channel::public_part(&ask.channel_id).to_owned();
     let hub = state.store.hub();
-    let Some(_slot) = hub.admit(channel.user_id) else {
+    let Some(_slot) = hub.admit(channel.user_id, StreamKind::Integration) else {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     };
     let Some((mut cursor, head)) = Cursor::open(&state, channel.user_id, ask.resume).await else {

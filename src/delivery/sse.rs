@@ -53,7 +53,7 @@ use crate::protocol::envelope;
 use crate::protocol::route::Transport;
 use crate::state::AppState;
 use crate::store::event::Event;
-use crate::store::hub::{Hub, Slot, Subscription};
+use crate::store::hub::{Hub, Slot, StreamKind, Subscription};
 use crate::store::Store;
 use crate::value::{Array, Value};
 
@@ -163,7 +163,13 @@ pub async fn open(state: AppState, req: Request, webhook: Option<(String, String
         return refuse(&caller.insufficient_scope());
     }
     let hub = state.store.hub();
-    let Some(slot) = hub.admit(caller.user_id) else {
+    // A session is the user's own browser; it keeps places no integration may take.
+    let kind = if caller.is_session() {
+        StreamKind::Browser
+    } else {
+        StreamKind::Integration
+    };
+    let Some(slot) = hub.admit(caller.user_id, kind) else {
         return refuse(&ApiError::overload_limit());
     };
     // Live before the headers go out: whatever commits from here on reaches this stream.

@@ -11,8 +11,8 @@
 //! `publicChannels` `{}`, `exp` (the channel's end, unix seconds) and `serverTime`. The URLs come
 //! from `public_url`, else the address the server listens on; never from the `Host` header.
 
-use crate::auth::channel::{self, KEY_SETTING};
-use crate::auth::{secret, Caller};
+use crate::auth::channel;
+use crate::auth::Caller;
 use crate::clock::rfc3339_local;
 use crate::error::ApiError;
 use crate::protocol::dispatch::MethodSpec;
@@ -33,14 +33,10 @@ pub fn methods() -> Vec<MethodSpec> {
 }
 
 async fn config_get(state: &AppState, caller: &Caller, _: Array) -> Result<Output, ApiError> {
-    let key = state
-        .store
-        .setting(KEY_SETTING, secret::generate_hex(64))
-        .await
-        .map_err(super::storage_failed)?;
+    let key = &state.keys.pull_channel;
     let now = state.clock.unix();
     let end = now.saturating_add(state.config.pull.channel_ttl_seconds.max(1));
-    let id = channel::sign(&key, caller.user_id, end);
+    let id = channel::sign(key, caller.user_id, end);
     let base = state.config.base_url(state.config.listen);
     let ws_base = match base.split_once("://") {
         Some(("https", rest)) => format!("wss://{rest}"),

@@ -7,9 +7,11 @@
 //! is one map lookup and one `try_send` per event and subscriber of that event's user, however
 //! slow any reader is.
 //!
-//! Streams are bounded per user and in total through [`Hub::admit`]: a channel (SSE, later
+//! Streams are bounded per user and in total through [`Hub::admit`]: a channel (SSE,
 //! Push&Pull) holds a [`Slot`] for as long as it serves one client, whether or not it is
-//! subscribed at that moment.
+//! subscribed at that moment. A quarter of a user's places ([`HubLimits::reserved_for_browser`])
+//! is kept for the user's own browser sessions, so an integration holding every stream it may
+//! (webhook or OAuth SSE, Push&Pull channels) cannot starve the notification center.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -39,6 +41,27 @@ impl Default for HubLimits {
     }
 }
 
+impl HubLimits {
+    /// Places of each user that only browser-session streams may take: a quarter of
+    /// `per_user` (4 of the default 16), none when a user may hold fewer than 2 streams.
+    pub fn reserved_for_browser(&self) -> usize {
+        if self.per_user < 2 {
+            0
+        } else {
+            (self.per_user / 4).max(1)
+        }
+    }
+}
+
+/// Who a stream serves, for the per-user places ([`Hub::admit`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamKind {
+    /// The user's browser: SSE with a session cookie (the notification center).
+    Browser,
+    /// Anything else: a webhook's or OAuth app's SSE, a Push&Pull channel.
+    Integration,
+}
+
 /// A user's subscribers: (subscription id, its channel).
 type Senders = Vec<(u64, mpsc::Sender<Arc<Event>>)>;
 
@@ -53,7 +76,8 @@ pub struct Hub {
 #[derive(Default)]
 struct SlotCounts {
     total: usize,
-    by_user: HashMap<i64, usize>,
+    /// Per user: (all streams, integration streams).
+    by_user: HashMap<i64, (usize, usize)>,
 }
 
 /// A live subscription; dropping it unsubscribes.
@@ -74,15 +98,19 @@ impl Drop for Subscription {
 pub struct Slot {
     hub: Arc<Hub>,
     user_id: i64,
+    kind: StreamKind,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         let mut slots = self.hub.slots.lock().expect("hub slots poisoned");
         slots.total -= 1;
-        if let Some(n) = slots.by_user.get_mut(&self.user_id) {
-            *n -= 1;
-            if *n == 0 {
+        if let Some((all, integration)) = slots.by_user.get_mut(&self.user_id) {
+            *all -= 1;
+            if self.kind == StreamKind::Integration {
+                *integration -= 1;
+            }
+            if *all == 0 {
                 slots.by_user.remove(&self.user_id);
             }
         }
@@ -102,19 +130,29 @@ impl Hub {
     }
 
     /// A place for one more stream of `user_id`, or `None` when the user or the process is at
-    /// its limit.
-    pub fn admit(self: &Arc<Hub>, user_id: i64) -> Option<Slot> {
+    /// its limit. Integration streams together get at most `per_user` less the browser's
+    /// reserve ([`HubLimits::reserved_for_browser`]).
+    pub fn admit(self: &Arc<Hub>, user_id: i64, kind: StreamKind) -> Option<Slot> {
         let mut slots = self.slots.lock().expect("hub slots poisoned");
-        let mine = slots.by_user.get(&user_id).copied().unwrap_or(0);
-        if slots.total >= self.limits.total || mine >= self.limits.per_user {
+        let (all, integration) = slots.by_user.get(&user_id).copied().unwrap_or((0, 0));
+        let integration_cap = self.limits.per_user - self.limits.reserved_for_browser();
+        if slots.total >= self.limits.total
+            || all >= self.limits.per_user
+            || (kind == StreamKind::Integration && integration >= integration_cap)
+        {
             return None;
         }
         slots.total += 1;
-        *slots.by_user.entry(user_id).or_default() += 1;
+        let mine = slots.by_user.entry(user_id).or_default();
+        mine.0 += 1;
+        if kind == StreamKind::Integration {
+            mine.1 += 1;
+        }
         crate::metrics::set_streams(slots.total);
         Some(Slot {
             hub: self.clone(),
             user_id,
+            kind,
         })
     }
 
@@ -243,12 +281,45 @@ mod tests {
             per_user: 2,
             total: 3,
         });
-        let a = hub.admit(1).unwrap();
-        let _b = hub.admit(1).unwrap();
-        assert!(hub.admit(1).is_none());
-        let _c = hub.admit(2).unwrap();
-        assert!(hub.admit(3).is_none());
+        let a = hub.admit(1, StreamKind::Browser).unwrap();
+        let _b = hub.admit(1, StreamKind::Browser).unwrap();
+        assert!(hub.admit(1, StreamKind::Browser).is_none());
+        let _c = hub.admit(2, StreamKind::Browser).unwrap();
+        assert!(hub.admit(3, StreamKind::Browser).is_none());
         drop(a);
-        assert!(hub.admit(1).is_some());
+        assert!(hub.admit(1, StreamKind::Browser).is_some());
+    }
+
+    #[test]
+    fn integrations_leave_the_browser_its_reserve() {
+        let limits = HubLimits {
+            per_user: 16,
+            total: 100,
+        };
+        assert_eq!(limits.reserved_for_browser(), 4);
+        let hub = Hub::new(limits);
+        let held: Vec<Slot> = (0..12)
+            .map(|_| hub.admit(1, StreamKind::Integration).unwrap())
+            .collect();
+        assert!(hub.admit(1, StreamKind::Integration).is_none());
+        // Another user's integrations are not affected.
+        assert!(hub.admit(2, StreamKind::Integration).is_some());
+        let browsers: Vec<Slot> = (0..4)
+            .map(|_| hub.admit(1, StreamKind::Browser).unwrap())
+            .collect();
+        assert!(hub.admit(1, StreamKind::Browser).is_none());
+        drop(browsers);
+        // Browsers may also use the integrations' share when it is free.
+        drop(held);
+        let all: Vec<Slot> = (0..16)
+            .map(|_| hub.admit(1, StreamKind::Browser).unwrap())
+            .collect();
+        assert_eq!(all.len(), 16);
+        let one = HubLimits {
+            per_user: 1,
+            total: 10,
+        };
+        assert_eq!(one.reserved_for_browser(), 0);
+        assert!(Hub::new(one).admit(1, StreamKind::Integration).is_some());
     }
 }

@@ -1,5 +1,5 @@
 //! The admin API of the test-server toolkit (issue 16), under `/admin/api/`: the request
-//! journal, faults, the test clock and reset. JSON in and out.
+//! journal, faults, the test clock, reset and captured mail. JSON in and out.
 //!
 //! Every route needs the admin token (`Authorization: Bearer TOKEN`) or the session cookie of
 //! a signed-in admin user (with the session's CSRF token in `X-CSRF-Token` for anything but
@@ -18,6 +18,7 @@ use crate::auth::secret;
 use crate::state::AppState;
 use crate::toolkit::faults::FaultSpec;
 use crate::toolkit::journal::{Entry, Filter};
+use crate::toolkit::mail::CapturedMail;
 
 /// The largest admin request body: a fault spec or a clock move is a few hundred bytes.
 const MAX_BODY: usize = 64 * 1024;
@@ -151,6 +152,11 @@ pub async fn api(State(state): State<AppState>, req: Request) -> Response {
             clock(&state)
         }
         "/reset" if m == Method::POST => reset(&state, &body).await,
+        "/mail" if m == Method::GET => mail(&state, query),
+        "/mail" if m == Method::DELETE => {
+            state.toolkit.mail.clear();
+            answer(StatusCode::OK, json!({"cleared": true}))
+        }
         _ => match path.strip_prefix("/faults/").map(str::parse::<u64>) {
             Some(Ok(id)) if m == Method::DELETE => {
                 if state.toolkit.faults.remove(id) {
@@ -270,6 +276,51 @@ fn requests(state: &AppState, query: &str) -> Response {
     answer(StatusCode::OK, json!({"requests": entries}))
 }
 
+/// A captured mail as `GET /admin/api/mail` shows it: `id`, `at` (RFC 3339), `user_id`,
+/// `notification_ids` (newest first), `headers` (name to value, in message order), `text` and
+/// `html` (the two parts).
+pub fn mail_json(m: &CapturedMail) -> Json {
+    let headers: serde_json::Map<String, Json> = m
+        .headers
+        .iter()
+        .map(|(k, v)| (k.clone(), json!(v)))
+        .collect();
+    json!({
+        "id": m.id,
+        "at": rfc3339(m.at),
+        "user_id": m.user_id,
+        "notification_ids": m.notification_ids,
+        "headers": headers,
+        "text": m.text,
+        "html": m.html,
+    })
+}
+
+/// `GET /admin/api/mail?limit=`: `{"capture": bool, "mail": [...]}`, newest first, at most
+/// `limit` (default and most: [`MAX_LIMIT`]).
+fn mail(state: &AppState, query: &str) -> Response {
+    let mut limit = MAX_LIMIT;
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        if k == "limit" && !v.is_empty() {
+            match v.parse::<usize>() {
+                Ok(n) => limit = n.min(MAX_LIMIT),
+                Err(_) => return bad_request("limit must be a number"),
+            }
+        }
+    }
+    let mail: Vec<Json> = state
+        .toolkit
+        .mail
+        .list(limit)
+        .iter()
+        .map(mail_json)
+        .collect();
+    answer(
+        StatusCode::OK,
+        json!({"capture": state.config.email.capture, "mail": mail}),
+    )
+}
+
 fn add_fault(state: &AppState, body: &Bytes) -> Response {
     let v = match object(body) {
         Ok(v) => v,
@@ -346,6 +397,7 @@ async fn reset(state: &AppState, body: &Bytes) -> Response {
             "the reset failed; see the server log",
         );
     }
+    state.toolkit.mail.clear();
     state.toolkit.journal.clear();
     state.toolkit.faults.clear();
     if let Some(o) = &state.limits.operating {

@@ -26,6 +26,8 @@ pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; 
 
 /// Entries the page shows.
 const PAGE_ENTRIES: usize = 100;
+/// Captured mails the page shows.
+const PAGE_MAILS: usize = 50;
 /// Users, webhooks and apps the page lists.
 const DIRECTORY_ROWS: usize = 200;
 
@@ -78,9 +80,13 @@ const JS: &str = r#"(function () {
 })();
 "#;
 
-fn with_headers(mut resp: Response, content_type: &'static str) -> Response {
+/// The page's own headers: its CSP (stricter than the center's), no framing, no caching.
+fn page_headers(mut resp: Response) -> Response {
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(CSP),
@@ -98,14 +104,14 @@ fn with_headers(mut resp: Response, content_type: &'static str) -> Response {
     resp
 }
 
-/// `/admin/admin.css`
+/// `/admin/admin.css`, through the one way static assets are served (`center::asset`).
 pub async fn css() -> Response {
-    with_headers(CSS.into_response(), "text/css; charset=utf-8")
+    super::center::asset(CSS, "text/css; charset=utf-8")
 }
 
 /// `/admin/admin.js`
 pub async fn js() -> Response {
-    with_headers(JS.into_response(), "text/javascript; charset=utf-8")
+    super::center::asset(JS, "text/javascript; charset=utf-8")
 }
 
 fn html(status: StatusCode, body: &str) -> Response {
@@ -115,7 +121,7 @@ fn html(status: StatusCode, body: &str) -> Response {
 <link rel=\"stylesheet\" href=\"/admin/admin.css\"></head><body><h1>imnotify admin</h1>{body}\
 <script src=\"/admin/admin.js\"></script></body></html>"
     );
-    with_headers((status, doc).into_response(), "text/html; charset=utf-8")
+    page_headers((status, doc).into_response())
 }
 
 /// The signed-in admin's session cookie, or the answer for anyone else: to the login page
@@ -142,7 +148,8 @@ fn text(p: &Array, key: &str) -> String {
         .to_owned()
 }
 
-/// `/admin/` (GET: the page; POST: a fault form, then back to the page).
+/// `/admin/` (GET: the page; POST: a fault form or the mail clear, then a 303 back to the
+/// page, or the page with the form's error and 400).
 pub async fn page(State(state): State<AppState>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let cookie = match admin_session(&state, &parts.headers).await {
@@ -171,6 +178,10 @@ pub async fn page(State(state): State<AppState>, req: Request) -> Response {
             );
         }
         notice = apply_form(&state, &form);
+        // Post/Redirect/Get: a reload of the page never repeats the form.
+        if notice.is_empty() {
+            return redirect("/admin/");
+        }
     } else if parts.method != Method::GET && parts.method != Method::HEAD {
         return html(StatusCode::METHOD_NOT_ALLOWED, "");
     }
@@ -181,12 +192,14 @@ pub async fn page(State(state): State<AppState>, req: Request) -> Response {
     }
     journal_section(&state, &query, &mut out);
     faults_section(&state, &csrf, &mut out);
-    out.push_str(
-        "<h2>Captured mail</h2><p class=\"muted\">Mail capture (<code>email.capture</code>) \
-arrives with e-mail delivery, which this server does not have yet.</p>",
-    );
+    mail_section(&state, &csrf, &mut out);
     directory_section(&state, &mut out).await;
-    html(StatusCode::OK, &out)
+    let status = if notice.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::BAD_REQUEST
+    };
+    html(status, &out)
 }
 
 /// A fault form: `action=add` with the spec's fields, or `action=remove` with `id`. Returns
@@ -212,6 +225,10 @@ fn apply_form(state: &AppState, form: &Array) -> String {
             Some(id) if state.toolkit.faults.remove(id) => String::new(),
             _ => "No such fault.".into(),
         },
+        "clear_mail" => {
+            state.toolkit.mail.clear();
+            String::new()
+        }
         _ => "Unknown action.".into(),
     }
 }
@@ -307,6 +324,60 @@ fn faults_section(state: &AppState, csrf: &str, out: &mut String) {
 <label>User <input name=\"user_id\" size=\"4\"></label> \
 <label>Client id <input name=\"client_id\"></label> <button>Add fault</button></form>"
     ));
+}
+
+/// The captured mails (`email.capture`), newest first: headers, the text part, and the HTML
+/// part as escaped source (never rendered here: it is the mail's, not the page's, markup).
+fn mail_section(state: &AppState, csrf: &str, out: &mut String) {
+    out.push_str("<h2>Captured mail</h2>");
+    if !state.config.email.capture {
+        out.push_str(
+            "<p class=\"muted\">Mail capture is off: set <code>email.capture = true</code> \
+(<code>IMNOTIFY_EMAIL__CAPTURE=true</code>) to keep mails here instead of sending them.</p>",
+        );
+        return;
+    }
+    let mails = state.toolkit.mail.list(PAGE_MAILS);
+    out.push_str(&format!(
+        "<form method=\"post\" action=\"/admin/\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+<input type=\"hidden\" name=\"action\" value=\"clear_mail\"><button>Clear captured mail</button></form>\
+<table id=\"mail\"><thead><tr><th>id</th><th>at</th><th>to</th><th>subject</th><th>notifications</th>\
+<th>message</th></tr></thead><tbody>",
+        esc(csrf)
+    ));
+    for m in &mails {
+        let v = super::admin::mail_json(m);
+        let header = |name: &str| {
+            m.headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+                .unwrap_or_default()
+        };
+        let all_headers: String = m
+            .headers
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}\n"))
+            .collect();
+        let ids: Vec<String> = m.notification_ids.iter().map(i64::to_string).collect();
+        out.push_str(&format!(
+            "<tr class=\"mail\"><td>{}</td><td>{}</td><td>{}</td><td class=\"subject\">{}</td><td>{}</td>\
+<td><details><summary>headers</summary><pre>{}</pre></details><pre class=\"text\">{}</pre>\
+<details><summary>HTML part</summary><pre class=\"html\">{}</pre></details></td></tr>",
+            m.id,
+            esc(v["at"].as_str().unwrap_or_default()),
+            esc(header("To")),
+            esc(header("Subject")),
+            esc(&ids.join(", ")),
+            esc(&all_headers),
+            esc(&m.text),
+            esc(&m.html),
+        ));
+    }
+    if mails.is_empty() {
+        out.push_str("<tr><td colspan=\"6\" class=\"muted\">No mail yet.</td></tr>");
+    }
+    out.push_str("</tbody></table>");
 }
 
 async fn directory_section(state: &AppState, out: &mut String) {

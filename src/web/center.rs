@@ -24,9 +24,11 @@ use serde_json::Value as Json;
 use super::i18n::{Lang, Texts, LANG_COOKIE};
 use super::{current_session, esc, redirect};
 use crate::auth::{internal, secret, Caller, CallerKind};
+use crate::conn::ConnInfo;
 use crate::domain::bbcode::{self, safe_color, safe_href, safe_image, Node, Style};
 use crate::domain::inbox::{Cursor, NOTIFY_TYPE_CONFIRM};
 use crate::error::ApiError;
+use crate::limits::rate::RateKey;
 use crate::protocol::dispatch;
 use crate::state::AppState;
 use crate::store::{Notification, Session};
@@ -115,6 +117,57 @@ fn lang_of(headers: &HeaderMap) -> Lang {
 fn error_response(e: &ApiError) -> Response {
     let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     html_response(status, format!("<p>{}</p>", esc(&e.description)))
+}
+
+/// The client address of a request (the peer, or `X-Forwarded-For` from a trusted proxy).
+fn client_ip(state: &AppState, req: &Request) -> Option<std::net::IpAddr> {
+    req.extensions()
+        .get::<ConnInfo>()
+        .map(|c| c.client_ip(req.headers(), &state.config.trusted_proxies))
+}
+
+/// Charges one page write to the request-rate limit (P8) of the session's user: the very
+/// bucket, (client IP, `Caller::rate_identity`), that REST calls with this session fill, so the
+/// page is no way around the limit. `false` when the bucket is full.
+fn within_rate(state: &AppState, ip: Option<std::net::IpAddr>, caller: &Caller) -> bool {
+    match (&state.limits.rate, ip) {
+        (Some(limiter), Some(ip)) => limiter.check(
+            &RateKey {
+                ip,
+                credential: caller.rate_identity(),
+            },
+            caller.rate,
+        ),
+        _ => true,
+    }
+}
+
+/// The answer to a page write over the rate limit: 429 with `Retry-After`, as JSON
+/// (`{"ok": false, "error": "QUERY_LIMIT_EXCEEDED"}`) for the script, else a short page.
+fn too_many(json: bool) -> Response {
+    let mut resp = if json {
+        let mut r = (
+            StatusCode::TOO_MANY_REQUESTS,
+            serde_json::json!({"ok": false, "error": "QUERY_LIMIT_EXCEEDED"}).to_string(),
+        )
+            .into_response();
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        r
+    } else {
+        html_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "<p>{}</p>",
+                esc(&ApiError::query_limit_exceeded().description)
+            ),
+        )
+    };
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    resp
 }
 
 fn session_caller(session: &Session) -> Caller {
@@ -733,6 +786,7 @@ pub async fn action(State(state): State<AppState>, req: Request) -> Response {
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("application/json"));
+    let ip = client_ip(&state, &req);
     let (_, headers, _, p) = match super::oauth::form(req, &state.config.limits).await {
         Ok(f) => f,
         Err(e) => return error_response(&e),
@@ -783,6 +837,9 @@ pub async fn action(State(state): State<AppState>, req: Request) -> Response {
         return error_response(&ApiError::internal());
     };
     let caller = session_caller(&session);
+    if !within_rate(&state, ip, &caller) {
+        return too_many(wants_json);
+    }
     let outcome = dispatch::execute(&state, spec, &caller, params).await;
     if !wants_json {
         return match outcome {
@@ -817,11 +874,12 @@ pub async fn action(State(state): State<AppState>, req: Request) -> Response {
 
 /// A settings form of the signed-in user: the session, and a field reader (scalars only, as
 /// strings). Without a session the answer is the login redirect; a missing or wrong CSRF token
-/// is `session_failed`.
+/// is `session_failed`; past the session user's rate limit, 429 (as [`action`]).
 async fn settings_form(
     state: &AppState,
     req: Request,
 ) -> Result<(Session, impl Fn(&str) -> String), Response> {
+    let ip = client_ip(state, &req);
     let (_, headers, _, p) = super::oauth::form(req, &state.config.limits)
         .await
         .map_err(|e| error_response(&e))?;
@@ -838,6 +896,9 @@ async fn settings_form(
     };
     if !secret::verify(&field("csrf"), &secret::hash(&session_csrf)) {
         return Err(error_response(&ApiError::session_failed()));
+    }
+    if !within_rate(state, ip, &session_caller(&session)) {
+        return Err(too_many(false));
     }
     Ok((session, field))
 }
