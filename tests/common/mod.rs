@@ -141,7 +141,10 @@ pub fn drop_pg_database(url: &str) {
     };
     let name = name.to_owned();
     let _ = std::panic::catch_unwind(|| {
-        pg_query(&server, &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        pg_query(
+            &server,
+            &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        )
     });
 }
 
