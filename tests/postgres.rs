@@ -51,7 +51,7 @@ fn concurrent_tag_replaces_on_two_instances_leave_only_the_newest() {
                             add(
                                 s,
                                 hook,
-                                json!({"USER_ID": 1, "MESSAGE": format!("{w}/{i}"), "TAG": "RACE"}),
+                                json!({"USER_ID": 1, "MESSAGE": format!("{w}/{i}"), "CLIENT_ID": "race", "TAG": "RACE"}),
                             )
                         })
                         .collect::<Vec<_>>()
