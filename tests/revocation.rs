@@ -135,6 +135,9 @@ fn mode(p: &std::path::Path) -> u32 {
 
 #[test]
 fn data_dir_and_database_files_are_private_and_loose_files_are_tightened() {
+    if common::sqlite_only("checks the modes of the SQLite database files") {
+        return;
+    }
     let mut s = Server::start();
     s.notify(json!({"USER_ID": 1, "MESSAGE": "secret text"}));
     let dir = s.data_dir();
