@@ -4,7 +4,6 @@
 
 mod common;
 
-
 use common::{Response, Server};
 use serde_json::{json, Value};
 

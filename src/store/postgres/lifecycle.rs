@@ -9,7 +9,7 @@ use tokio_postgres::{Error, Row};
 
 use super::{
     allowed_list, burst, now_unix_sql, Events, FromRow, TxResult, CAP_TRIM_MAX, EVENTS_CHANNEL,
-    MAIL_LEASE_SECONDS,
+    MAIL_CLAIM_LOCK,
 };
 use crate::domain::directory::{FilterOp, FilterValue, UserField, UserQuery, UserSort};
 use crate::domain::inbox::{
@@ -470,36 +470,40 @@ pub(super) async fn mark_read_all(
     Ok(())
 }
 
-/// Claims up to `limit` due outbox rows: locked with `SKIP LOCKED`, so an instance never
-/// takes a row another is claiming, and leased (`due_at` moved [`MAIL_LEASE_SECONDS`] ahead),
-/// so no instance takes it again until its outcome is recorded or the lease runs out.
+/// Claims up to `limit` due outbox rows on the instance's claims connection: the rows are
+/// locked with `SKIP LOCKED` while an advisory lock per row is taken, and the advisory locks
+/// (session locks) outlive the transaction: no other instance takes these rows until this one
+/// starts its next round (`pg_advisory_unlock_all`) or dies with its connection, when they
+/// are due again at once.
 pub(super) async fn claim_mails(
-    tx: &Transaction<'_>,
+    client: &mut tokio_postgres::Client,
     now: i64,
     limit: usize,
-) -> TxResult<Vec<DueMail>> {
-    let claimed = rows(
-        tx,
-        "WITH due AS (
-             SELECT id FROM outbox WHERE state = 'pending' AND due_at <= $1
-              ORDER BY due_at, id LIMIT $2 FOR UPDATE SKIP LOCKED),
-         leased AS (
-             UPDATE outbox o SET due_at = $1 + $3 FROM due WHERE o.id = due.id
-             RETURNING o.id, o.notification_id, o.user_id, o.tag, o.sender_name, o.attempts)
-         SELECT l.id, l.notification_id, l.user_id, l.tag, l.sender_name, l.attempts,
-                n.id IS NOT NULL AND NOT n.is_read, n.text, n.text_out, n.created_at,
-                u.active AND u.email <> '' AND u.email_notifications, u.email, u.name
-           FROM leased l
-           LEFT JOIN notifications n ON n.id = l.notification_id
-           LEFT JOIN users u ON u.id = l.user_id
-          ORDER BY l.id",
-        &[&now, &(limit as i64), &MAIL_LEASE_SECONDS],
-    )
-    .await?;
-    Ok(claimed
-        .iter()
-        .map(DueMail::from_row)
-        .collect::<Result<_, _>>()?)
+) -> Result<Vec<DueMail>, Error> {
+    client
+        .execute("SELECT pg_advisory_unlock_all()", &[])
+        .await?;
+    let tx = client.transaction().await?;
+    let claimed = tx
+        .query(
+            "WITH due AS MATERIALIZED (
+                 SELECT id, due_at FROM outbox WHERE state = 'pending' AND due_at <= $1
+                  ORDER BY due_at, id LIMIT $2 FOR UPDATE SKIP LOCKED),
+             mine AS (
+                 SELECT id, due_at FROM due
+                  WHERE pg_try_advisory_lock($3, (id % 2147483647)::int))
+             SELECT o.id, o.notification_id, o.user_id, o.tag, o.sender_name, o.attempts,
+                    n.id IS NOT NULL AND NOT n.is_read, n.text, n.text_out, n.created_at,
+                    u.active AND u.email <> '' AND u.email_notifications, u.email, u.name
+               FROM mine JOIN outbox o ON o.id = mine.id
+               LEFT JOIN notifications n ON n.id = o.notification_id
+               LEFT JOIN users u ON u.id = o.user_id
+              ORDER BY mine.due_at, mine.id",
+            &[&now, &(limit as i64), &MAIL_CLAIM_LOCK],
+        )
+        .await?;
+    tx.commit().await?;
+    claimed.iter().map(DueMail::from_row).collect()
 }
 
 pub(super) async fn update_mails(

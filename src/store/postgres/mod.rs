@@ -21,9 +21,10 @@
 //!   notification, every second as a safety net, and after reconnecting, it reads the events
 //!   after the last id it published and publishes them into its local [`Hub`]. The writer never
 //!   publishes itself: one path, so no duplicates.
-//! - **Outbox.** `due_mails` claims due rows with `FOR UPDATE SKIP LOCKED` and leases them
-//!   ([`MAIL_LEASE_SECONDS`]), so two instances never take the same row; `update_mails` then
-//!   records the outcome.
+//! - **Outbox.** `due_mails` claims due rows on a connection of its own: `FOR UPDATE SKIP
+//!   LOCKED`, then a session advisory lock per row, held until the worker's next round. Two
+//!   instances never take the same row, and the rows of an instance that dies are due again
+//!   at once, as on SQLite (its connection ends and the locks with it).
 //! - **Failure.** Pool waits and connects time out after [`POOL_TIMEOUT`]: a call fails with a
 //!   `Backend` error (500, `INTERNAL_SERVER_ERROR`) rather than hang, `/healthz` reports the
 //!   outage, and new connections are made once the database is back.
@@ -64,10 +65,9 @@ pub const POOL_TIMEOUT: Duration = Duration::from_secs(3);
 /// Connections per instance. PostgreSQL's default `max_connections` is 100; three instances
 /// with their LISTEN connections stay well inside it.
 const POOL_SIZE: usize = 16;
-/// How long a claimed outbox row stays with the instance that claimed it. The worker records
-/// the outcome long before (an SMTP send times out after 60 s); after a crash the row is due
-/// again once this has passed.
-pub const MAIL_LEASE_SECONDS: i64 = 300;
+/// The first key of the advisory locks that claim outbox rows (the second is the row's id).
+pub const MAIL_CLAIM_LOCK: i32 = 0x6f62_6f78; // "obox"
+
 /// See the SQLite backend's constant of the same name.
 const CAP_TRIM_MAX: i64 = 1000;
 /// How often a transaction that lost a deadlock or a serialization check is tried again.
@@ -94,6 +94,10 @@ pub struct PgStore {
     mail_delay: Option<i64>,
     clock: Clock,
     feeder: tokio::task::JoinHandle<()>,
+    /// The outbox worker's own connection: its advisory locks are the claims (see
+    /// `lifecycle::claim_mails`). Made on first use and again after it broke.
+    claims: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
+    config: tokio_postgres::Config,
 }
 
 impl Drop for PgStore {
@@ -236,7 +240,7 @@ impl PgStore {
             .get(0);
         let hub = Hub::new(options.hub);
         let health = Arc::new(Health::default());
-        let feeder = tokio::spawn(feed::run(config, hub.clone(), health.clone(), head));
+        let feeder = tokio::spawn(feed::run(config.clone(), hub.clone(), health.clone(), head));
         Ok(PgStore {
             pool,
             hub,
@@ -245,6 +249,8 @@ impl PgStore {
             mail_delay: options.mail_delay,
             clock: options.clock,
             feeder,
+            claims: tokio::sync::Mutex::new(None),
+            config,
         })
     }
 
@@ -831,9 +837,24 @@ impl Store for PgStore {
     }
 
     async fn due_mails(&self, now: i64, limit: usize) -> StoreResult<Vec<DueMail>> {
-        transaction!(self, |tx, ev| {
-            lifecycle::claim_mails(&tx, now, limit).await
-        })
+        let mut claims = self.claims.lock().await;
+        if claims.as_ref().is_none_or(|c| c.is_closed()) {
+            let (client, connection) = self
+                .config
+                .connect(NoTls)
+                .await
+                .map_err(|e| self.db_error(e))?;
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::warn!(error = %e, "the outbox claims connection ended");
+                }
+            });
+            *claims = Some(client);
+        }
+        let client = claims.as_mut().expect("connected above");
+        lifecycle::claim_mails(client, now, limit)
+            .await
+            .map_err(|e| self.db_error(e))
     }
 
     async fn update_mails(&self, updates: Vec<(i64, MailUpdate)>) -> StoreResult<()> {
