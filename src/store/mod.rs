@@ -5,6 +5,7 @@
 
 pub mod event;
 pub mod hub;
+pub mod postgres;
 pub mod sqlite;
 
 use std::sync::Arc;
