@@ -262,7 +262,12 @@ pub async fn serve(mut config: Config, fixtures: Option<std::path::PathBuf>) -> 
         );
     }
 
-    let limits = Arc::new(Limiters::from_config(&config.limits, &clock));
+    let mut limits = Limiters::from_config(&config.limits, &clock);
+    // Instances on one database share the rate and operating limits (issue 14).
+    if let Some(shared) = store.shared_limits() {
+        limits.share(shared);
+    }
+    let limits = Arc::new(limits);
     // Made now, so that the first unknown login does not pay for it and stand out by its time.
     let warm = limits.clone();
     tokio::spawn(async move {
@@ -281,6 +286,7 @@ pub async fn serve(mut config: Config, fixtures: Option<std::path::PathBuf>) -> 
         loop {
             tick.tick().await;
             limits.sweep(clock.now());
+            limits.sweep_shared(clock.now()).await;
         }
     });
     let retention = state.config.retention.clone();
