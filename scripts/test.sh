@@ -93,6 +93,9 @@ stage "push&pull" bash tests/pull/run.sh || true
 stage tests run_tests "$@" || true
 # The notification center in Debian's chromium (installs chromium and playwright-core).
 stage browser bash scripts/browser-test.sh || true
+# Several instances behind Debian's nginx with deploy/nginx.conf, and the cluster-wide limits
+# on PostgreSQL (issue 14; installs nginx, starts its own PostgreSQL with scripts/pg.sh).
+stage cluster bash scripts/cluster-test.sh || true
 
 # Reliability and security checks (issue 7), in their short CI forms. Each installs what it
 # needs from crates.io or PyPI (cargo tools under .tools/cargo). RELIABILITY_QUICK=1 skips
