@@ -175,14 +175,10 @@ impl Limiters {
         let interval = i64::try_from(interval).unwrap_or(i64::MAX);
         let tolerance = interval.saturating_mul(i64::from(burst) - 1);
         let bytes = shared::rate_key_bytes(key, interval as u64, burst);
-        match shared
-            .backend
-            .rate_step(&bytes, now, interval, tolerance)
-            .await
-        {
+        match shared::bounded(shared.backend.rate_step(&bytes, now, interval, tolerance)).await {
             Ok(allowed) => allowed,
             Err(e) => {
-                tracing::warn!(error = %e, "shared rate limit unavailable; limiting per instance");
+                shared.warn("rate limit", &e, self.clock.monotonic());
                 local.check(key, over)
             }
         }
@@ -226,10 +222,12 @@ impl Limiters {
             };
         }
         let minute = operating::minute_of(start);
-        match shared
-            .backend
-            .operating_add(identity, method, minute, start, elapsed)
-            .await
+        match shared::bounded(
+            shared
+                .backend
+                .operating_add(identity, method, minute, start, elapsed),
+        )
+        .await
         {
             Ok(buckets) => {
                 let usage = operating::usage(&buckets, now);
@@ -241,7 +239,7 @@ impl Limiters {
                 usage
             }
             Err(e) => {
-                tracing::warn!(error = %e, "shared operating limit unavailable; counting per instance");
+                shared.warn("operating limit", &e, self.clock.monotonic());
                 local.record(identity, method, start, elapsed, now)
             }
         }
@@ -259,13 +257,13 @@ impl Limiters {
         if let Some(b) = shared.cached(&account, mono) {
             return Some(b);
         }
-        match shared.backend.operating_read(identity, method).await {
+        match shared::bounded(shared.backend.operating_read(identity, method)).await {
             Ok(buckets) => {
                 shared.remember(account, mono, buckets.clone());
                 Some(buckets)
             }
             Err(e) => {
-                tracing::warn!(error = %e, "shared operating limit unavailable; counting per instance");
+                shared.warn("operating limit", &e, mono);
                 None
             }
         }
@@ -278,7 +276,7 @@ impl Limiters {
         }
         if let Some(shared) = &self.shared {
             shared.clear_cache();
-            if let Err(e) = shared.backend.clear_operating().await {
+            if let Err(e) = shared::bounded(shared.backend.clear_operating()).await {
                 tracing::warn!(error = %e, "clearing the shared operating limit failed");
             }
         }

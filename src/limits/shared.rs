@@ -27,6 +27,20 @@ use std::time::Duration;
 use super::operating::Bucket;
 use super::rate::RateKey;
 
+/// The longest a request waits for the shared store before its instance's own limiter
+/// decides: a database that does not answer must not hold every request up.
+pub const SHARED_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `f`, or an error after [`SHARED_TIMEOUT`].
+pub async fn bounded<T>(
+    f: impl std::future::Future<Output = Result<T, String>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(SHARED_TIMEOUT, f).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("no answer within {SHARED_TIMEOUT:?}")),
+    }
+}
+
 /// How long an instance trusts what it last read of an operating account.
 pub const OPERATING_CACHE: Duration = Duration::from_secs(1);
 
@@ -88,9 +102,15 @@ pub fn rate_key_bytes(key: &RateKey, interval_nanos: u64, burst: u32) -> [u8; 44
 
 type Account = (String, &'static str);
 
+/// At most one log line per this interval about the shared store failing: during an outage
+/// every request would otherwise log one.
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
 /// A [`SharedBuckets`] and this instance's short-lived copy of the operating accounts.
 pub struct Shared {
     pub(super) backend: Arc<dyn SharedBuckets>,
+    /// When the last failure was logged (monotonic), and how many went unlogged since.
+    warned: Mutex<(Option<Duration>, u64)>,
     /// (identity, method) → (when read, on the monotonic clock; the buckets).
     cache: Mutex<HashMap<Account, (Duration, Vec<Bucket>)>>,
 }
@@ -99,8 +119,26 @@ impl Shared {
     pub fn new(backend: Arc<dyn SharedBuckets>) -> Shared {
         Shared {
             backend,
+            warned: Mutex::new((None, 0)),
             cache: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Logs a failure of the shared store, at most once per [`WARN_EVERY`].
+    pub(super) fn warn(&self, what: &str, error: &str, mono: Duration) {
+        let mut w = self.warned.lock().unwrap_or_else(|e| e.into_inner());
+        if w.0.is_some_and(|at| mono.saturating_sub(at) < WARN_EVERY) {
+            w.1 += 1;
+            return;
+        }
+        let suppressed = std::mem::take(&mut w.1);
+        w.0 = Some(mono);
+        drop(w);
+        tracing::warn!(
+            error,
+            suppressed,
+            "shared {what} unavailable; the instance's own limiter decides"
+        );
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Account, (Duration, Vec<Bucket>)>> {
@@ -132,6 +170,61 @@ impl Shared {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::Clock;
+    use crate::config::Limits as LimitsConfig;
+    use crate::limits::{Limiters, RateOverride};
+
+    /// A database that accepted the connection and never answers.
+    struct Silent;
+
+    #[async_trait::async_trait]
+    impl SharedBuckets for Silent {
+        async fn rate_step(&self, _: &[u8], _: i64, _: i64, _: i64) -> Result<bool, String> {
+            std::future::pending().await
+        }
+        async fn operating_read(&self, _: &str, _: &str) -> Result<Vec<Bucket>, String> {
+            std::future::pending().await
+        }
+        async fn operating_add(
+            &self,
+            _: &str,
+            _: &str,
+            _: i64,
+            _: f64,
+            _: f64,
+        ) -> Result<Vec<Bucket>, String> {
+            std::future::pending().await
+        }
+        async fn sweep(&self, _: i64, _: f64) -> Result<u64, String> {
+            std::future::pending().await
+        }
+        async fn clear_operating(&self) -> Result<(), String> {
+            std::future::pending().await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_silent_store_does_not_hold_requests_and_the_instance_decides() {
+        let mut l = Limiters::from_config(&LimitsConfig::default(), &Clock::manual(1_800_000_000));
+        l.share(Arc::new(Silent));
+        let key = RateKey {
+            ip: IpAddr::from([127, 0, 0, 1]),
+            credential: [1; 16],
+        };
+        let one = RateOverride {
+            per_second: None,
+            burst: Some(1),
+        };
+        let started = std::time::Instant::now();
+        assert!(l.check_rate(&key, one).await);
+        assert!(
+            !l.check_rate(&key, one).await,
+            "the local bucket of 1 is full"
+        );
+        assert!(l.operating_allows("apauth:1", "m", 1_800_000_000.0).await);
+        let waited = started.elapsed();
+        assert!(waited < SHARED_TIMEOUT * 4, "{waited:?}");
+    }
 
     #[test]
     fn key_bytes_separate_address_credential_and_quota() {
