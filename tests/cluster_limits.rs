@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use imnotify::clock::Clock;
 use imnotify::config::Limits as LimitsConfig;
-use imnotify::limits::{Limiters, RateKey, RateOverride, SharedBuckets};
+use imnotify::limits::{Limiters, RateKey, RateOverride};
 use imnotify::store::pg_limits::PgLimits;
 
 fn database_url() -> Option<String> {
