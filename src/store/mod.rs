@@ -6,6 +6,7 @@
 pub mod event;
 pub mod hub;
 pub mod pg_limits;
+pub mod postgres;
 pub mod sqlite;
 
 use std::sync::Arc;

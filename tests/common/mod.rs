@@ -24,6 +24,10 @@ pub struct Server {
     pub extra_args: Vec<String>,
     pub envs: Vec<(String, String)>,
     pub fsize_limit: Option<u64>,
+    /// Under `IMNOTIFY_TEST_PG`: this server's own database, passed as `--database-url`.
+    pub database_url: Option<String>,
+    /// Whether dropping this server drops its database.
+    pub owns_database: bool,
 }
 
 #[derive(Default)]
@@ -35,6 +39,9 @@ pub struct Options {
     pub limits: bool,
     /// `RLIMIT_FSIZE` for the server process, in bytes (see `limit_file_size`).
     pub fsize_limit: Option<u64>,
+    /// Under `IMNOTIFY_TEST_PG`: serve this database (another server's) instead of a fresh
+    /// one; the server that made it drops it.
+    pub shared_database: Option<String>,
 }
 
 /// Makes `cmd` run with no file allowed to grow past `bytes` (`RLIMIT_FSIZE`), and with
@@ -59,6 +66,85 @@ pub fn limit_file_size(cmd: &mut Command, bytes: u64) {
     }
 }
 
+/// `IMNOTIFY_TEST_PG`: a PostgreSQL server URL (`postgres://user@127.0.0.1:PORT/postgres`,
+/// see `scripts/pg.sh`). When set, every server runs on a fresh database of its own there.
+pub fn test_pg() -> Option<String> {
+    std::env::var("IMNOTIFY_TEST_PG")
+        .ok()
+        .filter(|u| !u.is_empty())
+}
+
+/// For a test that is about SQLite itself (its file, its query plans, its migrations): true,
+/// with the reason printed, when the suite runs on PostgreSQL; the test then returns early.
+pub fn sqlite_only(reason: &str) -> bool {
+    if test_pg().is_some() {
+        eprintln!("not run under PostgreSQL: {reason}");
+        return true;
+    }
+    false
+}
+
+/// Runs SQL statements on the PostgreSQL server `url` names, returning the first column of the
+/// last statement's rows as text.
+pub fn pg_query(url: &str, sql: &str) -> Vec<String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("connecting to {url}: {e}"));
+        let driver = tokio::spawn(connection);
+        let mut out = Vec::new();
+        for message in client.simple_query(sql).await.unwrap() {
+            if let tokio_postgres::SimpleQueryMessage::Row(row) = message {
+                out.push(row.get(0).unwrap_or("").to_owned());
+            }
+        }
+        drop(client);
+        let _ = driver.await;
+        out
+    })
+}
+
+/// The URL of database `name` on the server `url` names.
+pub fn pg_database_url(url: &str, name: &str) -> String {
+    match url.rfind('/') {
+        Some(i) if url[..i].contains("//") && !url[..i].ends_with('/') => {
+            format!("{}/{name}", &url[..i])
+        }
+        _ => format!("{}/{name}", url.trim_end_matches('/')),
+    }
+}
+
+/// A fresh database on the `IMNOTIFY_TEST_PG` server; its URL.
+pub fn fresh_pg_database() -> Option<String> {
+    let server = test_pg()?;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let name = format!(
+        "imnotify_t{}_{}_{:08x}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed),
+        rand::random::<u32>()
+    );
+    pg_query(&server, &format!("CREATE DATABASE {name}"));
+    Some(pg_database_url(&server, &name))
+}
+
+/// Drops the database of `url` (best effort: a test's end must not fail on it).
+pub fn drop_pg_database(url: &str) {
+    let Some(server) = test_pg() else { return };
+    let Some(name) = url.rsplit('/').next() else {
+        return;
+    };
+    let name = name.to_owned();
+    let _ = std::panic::catch_unwind(|| {
+        pg_query(&server, &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+    });
+}
+
 impl Server {
     pub fn start() -> Server {
         Server::start_with(Options::default())
@@ -76,11 +162,20 @@ impl Server {
             extra_args: opts.args,
             envs: opts.envs,
             fsize_limit: opts.fsize_limit,
+            owns_database: opts.shared_database.is_none(),
+            database_url: opts.shared_database.clone().or_else(fresh_pg_database),
         };
         if !opts.limits {
             s.extra_args.push("--no-limits".to_owned());
         }
-        s.launch(true);
+        if opts.shared_database.is_some() {
+            // A second instance: the database has its first user already, so no webhook is
+            // printed; wait for the listening line only.
+            s.addr = "127.0.0.1:0".to_owned();
+            s.launch(false);
+        } else {
+            s.launch(true);
+        }
         s
     }
 
@@ -111,9 +206,13 @@ impl Server {
             .arg(self.data_dir())
             .args(&self.extra_args)
             .env_remove("IMNOTIFY_DATA_DIR")
+            .env_remove("IMNOTIFY_DATABASE_URL")
             .env("IMNOTIFY_LOG__FORMAT", "json")
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log));
+        if let Some(url) = &self.database_url {
+            cmd.env("IMNOTIFY_DATABASE_URL", url);
+        }
         for (k, v) in &self.envs {
             cmd.env(k, v);
         }
@@ -182,13 +281,16 @@ impl Server {
 
     /// Runs an admin command against this server's data directory.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
-        Command::new(BIN)
-            .args(args)
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
             .arg("--data-dir")
             .arg(self.data_dir())
             .env_remove("IMNOTIFY_DATA_DIR")
-            .output()
-            .unwrap()
+            .env_remove("IMNOTIFY_DATABASE_URL");
+        if let Some(url) = &self.database_url {
+            cmd.env("IMNOTIFY_DATABASE_URL", url);
+        }
+        cmd.output().unwrap()
     }
 
     pub fn add_user(&self, id: i64, extra: &[&str]) {
@@ -224,12 +326,22 @@ impl Server {
         format!("/rest/{}/{}/", v["user_id"], v["code"].as_str().unwrap())
     }
 
+    /// The SQLite database. A test that needs it checks [`sqlite_only`] first.
     pub fn db(&self) -> rusqlite::Connection {
+        assert!(
+            self.database_url.is_none(),
+            "this test reads the SQLite file; it cannot run under IMNOTIFY_TEST_PG"
+        );
         rusqlite::Connection::open(self.data_dir().join("imnotify.sqlite3")).unwrap()
     }
 
     /// How many notifications the database holds, for tests that check nothing was stored.
     pub fn notification_count(&self) -> i64 {
+        if let Some(url) = &self.database_url {
+            return self.pg("SELECT COUNT(*) FROM notifications")[0]
+                .parse()
+                .unwrap();
+        }
         self.db()
             .query_row("SELECT COUNT(*) FROM notifications", [], |r| r.get(0))
             .unwrap()
@@ -361,9 +473,22 @@ impl Server {
     }
 }
 
+impl Server {
+    /// Runs SQL on this server's PostgreSQL database (see [`pg_query`]).
+    pub fn pg(&self, sql: &str) -> Vec<String> {
+        pg_query(
+            self.database_url.as_deref().expect("running on PostgreSQL"),
+            sql,
+        )
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill9();
+        if let Some(url) = self.database_url.take().filter(|_| self.owns_database) {
+            drop_pg_database(&url);
+        }
     }
 }
 
