@@ -395,3 +395,232 @@ fn a_dead_instance_is_skipped() {
     }
     assert_eq!(s.notification_count(), 6);
 }
+
+// ---- Three instances on one PostgreSQL database behind nginx (needs IMNOTIFY_TEST_PG) ----
+
+/// Three servers on one fresh database, the first made it (and drops it at the end).
+fn three(envs: &[(&str, &str)], limits: bool) -> Option<[Server; 3]> {
+    if common::test_pg().is_none() {
+        eprintln!("skipped: needs IMNOTIFY_TEST_PG (scripts/pg.sh start) for several instances");
+        return None;
+    }
+    let envs: Vec<(String, String)> = envs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let a = Server::start_with(Options {
+        envs: envs.clone(),
+        limits,
+        ..Options::default()
+    });
+    let next = || {
+        let mut s = Server::start_with(Options {
+            envs: envs.clone(),
+            limits,
+            shared_database: a.database_url.clone(),
+            ..Options::default()
+        });
+        s.hook = a.hook.clone();
+        s
+    };
+    let b = next();
+    let c = next();
+    Some([a, b, c])
+}
+
+fn addr_of(s: &Server) -> SocketAddr {
+    s.addr.parse().expect("a socket address")
+}
+
+#[test]
+fn the_rate_limit_holds_for_the_cluster() {
+    if !nginx_available() {
+        return;
+    }
+    // A slow drain, so that the count hardly depends on how fast this machine sends.
+    let slow = ("IMNOTIFY_LIMITS__RATE__PER_SECOND", "0.2");
+    let Some(cluster) = three(&[TRUSTED, slow], true) else {
+        return;
+    };
+    let n = Nginx::start(&[&cluster[0].addr, &cluster[1].addr, &cluster[2].addr]);
+    let hook = cluster[0].hook.clone();
+    // 150 calls from one client, spread round-robin over the three instances: one burst of 50
+    // for the webhook (plus what drains at 0.2/s while they run), not 50 per instance.
+    let started = Instant::now();
+    let mut statuses = Vec::new();
+    for _ in 0..150 {
+        let (status, _) = call(
+            [127, 0, 0, 2],
+            n.addr(),
+            "POST",
+            &format!("{hook}im.notify.system.add"),
+            &[],
+            r#"{"USER_ID":1,"MESSAGE":"m"}"#,
+        );
+        statuses.push(status);
+    }
+    let took = started.elapsed().as_secs_f64();
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    let refused = statuses.iter().filter(|s| **s == 503).count();
+    assert_eq!(ok + refused, 150, "{statuses:?}");
+    let drained = (took * 0.2).ceil() as usize;
+    eprintln!("cluster rate limit: {ok} of 150 allowed in {took:.1} s through 3 instances");
+    assert!(
+        (50..=(50 + drained).max(55)).contains(&ok),
+        "{ok} allowed in {took:.1} s (burst 50, 0.2/s)"
+    );
+    // Every instance answered some of them (nginx spread the calls).
+    for s in &cluster {
+        assert!(s.log().contains("im.notify.system.add"), "an idle instance");
+    }
+}
+
+#[test]
+fn a_stream_on_one_instance_sees_adds_made_through_the_others() {
+    let Some(cluster) = three(&[], false) else {
+        return;
+    };
+    let [a, b, c] = &cluster;
+    let mut stream = connect_from([127, 0, 0, 1], addr_of(a));
+    stream
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {}events HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n\r\n",
+        a.hook, a.addr
+    )
+    .unwrap();
+    let head = read_until(&mut stream, "\r\n\r\n", Duration::from_secs(10)).expect("stream head");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let mut worst = Duration::ZERO;
+    for (i, via) in [b, c, b, c].iter().enumerate() {
+        let message = format!("cross-instance {i}");
+        let sent = Instant::now();
+        notify(addr_of(via), &a.hook, &message);
+        let seen = read_until(&mut stream, &message, Duration::from_secs(5));
+        let took = sent.elapsed();
+        assert!(seen.is_some(), "{message} never reached the stream on A");
+        worst = worst.max(took);
+    }
+    assert!(worst < Duration::from_secs(1), "worst {worst:?}");
+}
+
+#[test]
+fn concurrent_tag_replaces_through_nginx_leave_one_per_tag() {
+    if !nginx_available() {
+        return;
+    }
+    let Some(cluster) = three(&[], false) else {
+        return;
+    };
+    let n = Nginx::start(&[&cluster[0].addr, &cluster[1].addr, &cluster[2].addr]);
+    let to = n.addr();
+    let hook = cluster[0].hook.clone();
+    let threads: Vec<_> = (0..6)
+        .map(|t| {
+            let hook = hook.clone();
+            std::thread::spawn(move || {
+                for i in 0..15 {
+                    let tag = if i % 2 == 0 { "BUILD" } else { "DEPLOY" };
+                    // Via a webhook a TAG takes effect with a CLIENT_ID (§2.4).
+                    let body = json!({"USER_ID": 1, "MESSAGE": format!("{t}/{i}"), "TAG": tag, "CLIENT_ID": "ci"});
+                    let (status, text) = call(
+                        [127, 0, 0, 1],
+                        to,
+                        "POST",
+                        &format!("{hook}im.notify.system.add"),
+                        &[],
+                        &body.to_string(),
+                    );
+                    assert_eq!(status, 200, "{text}");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("a sender");
+    }
+    let url = cluster[0].database_url.clone().expect("a database");
+    let rows = common::pg_query(
+        &url,
+        "SELECT count(*)::text || ' rows, ' || count(DISTINCT tag)::text || ' tags' FROM notifications",
+    );
+    assert_eq!(
+        rows,
+        ["2 rows, 2 tags"],
+        "one notification per (recipient, tag)"
+    );
+}
+
+#[test]
+fn kill_9_of_one_instance_loses_no_acknowledged_notification() {
+    if !nginx_available() {
+        return;
+    }
+    let Some(mut cluster) = three(&[], false) else {
+        return;
+    };
+    let n = Nginx::start(&[&cluster[0].addr, &cluster[1].addr, &cluster[2].addr]);
+    let to = n.addr();
+    let hook = cluster[0].hook.clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let killed_at = std::sync::Arc::new(std::sync::Mutex::new(None::<Instant>));
+    let senders: Vec<_> = (0..4)
+        .map(|t| {
+            let (hook, stop, killed_at) = (hook.clone(), stop.clone(), killed_at.clone());
+            std::thread::spawn(move || {
+                let (mut acked, mut failed, mut after_kill) = (Vec::new(), 0, 0);
+                let mut i = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    i += 1;
+                    let body = json!({"USER_ID": 1, "MESSAGE": format!("{t}/{i}")});
+                    let (status, text) = call(
+                        [127, 0, 0, 1],
+                        to,
+                        "POST",
+                        &format!("{hook}im.notify.system.add"),
+                        &[],
+                        &body.to_string(),
+                    );
+                    if status == 200 {
+                        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+                        acked.push(v["result"].as_i64().expect("an id"));
+                        if killed_at.lock().unwrap().is_some() {
+                            after_kill += 1;
+                        }
+                    } else {
+                        failed += 1;
+                    }
+                }
+                (acked, failed, after_kill)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    cluster[1].kill9();
+    *killed_at.lock().unwrap() = Some(Instant::now());
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut acked, mut failed, mut after_kill) = (Vec::new(), 0, 0);
+    for s in senders {
+        let (a, f, k) = s.join().expect("a sender");
+        acked.extend(a);
+        failed += f;
+        after_kill += k;
+    }
+    let url = cluster[0].database_url.clone().expect("a database");
+    let stored: std::collections::BTreeSet<i64> =
+        common::pg_query(&url, "SELECT id FROM notifications")
+            .iter()
+            .map(|s| s.parse().expect("an id"))
+            .collect();
+    let lost: Vec<_> = acked.iter().filter(|id| !stored.contains(id)).collect();
+    eprintln!(
+        "kill -9 under load: {} acknowledged ({after_kill} after the kill), {failed} failed, {} lost",
+        acked.len(),
+        lost.len()
+    );
+    assert!(lost.is_empty(), "acknowledged but lost: {lost:?}");
+    assert!(after_kill > 10, "the others kept serving: {after_kill}");
+}
