@@ -20,6 +20,10 @@
 # BENCH_BIN (an imnotify binary to measure instead of the one built here).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# --pg: afterwards, the PostgreSQL scenarios of bench/pg.sh (one and three instances, and the
+# cross-instance delivery latency), with their own baseline and SQLite references.
+with_pg=0
+if [ "${1:-}" = --pg ]; then with_pg=1; shift; fi
 root=$(pwd)
 
 duration=${BENCH_DURATION:-10}
@@ -269,3 +273,6 @@ verdict() { if awk "BEGIN { exit !($1) }"; then echo met; else echo MISSED; fi; 
   echo "| peak RSS < 150 MB | $(mb "${large_peak_kb:-$peak_kb}") MB | $(verdict "${large_peak_kb:-$peak_kb} < 150 * 1024 && $peak_kb < 150 * 1024") |"
 } | tee "$out"
 echo "report: $out" >&2
+if [ "$with_pg" = 1 ]; then
+  BENCH_BIN=$bin bash "$root/bench/pg.sh"
+fi
