@@ -78,8 +78,8 @@ cpu_of() {
 }
 
 drive() { # url [duration]
-  BENCH_HOOK=$hook BENCH_DELAY_MS=0 \
-    wrk -t1 -c"$conns" -d"${2:-$duration}s" --timeout 10s -s "$root/bench/notify.lua" "$1" |
+  BENCH_ROOT=$root BENCH_HOOK=$hook BENCH_DELAY_MS=0 \
+    wrk -t1 -c"$conns" -d"${2:-$duration}s" --timeout 10s -s "$root/bench/pg_notify.lua" "$1" |
     grep '^BENCH '
 }
 field() { sed -E "s/.* $2=([0-9]+).*/\1/" <<<"$1"; }
@@ -192,6 +192,9 @@ else
 fi
 pids+=($!)
 for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$nginx_port/healthz" && break; sleep 0.1; done
+probe=$(curl -s -o /dev/null -w '%{http_code}' -H 'Content-Type: application/json' \
+  -d '{"USER_ID":1,"MESSAGE":"probe"}' "http://127.0.0.1:$nginx_port${hook}im.notify.system.add.json")
+[ "$probe" = 200 ] || { echo "nginx answered $probe; $(tail -n 5 "$work/nginx/error.log")" >&2; exit 1; }
 nginx_pids=$(pgrep -f "nginx.*$work/nginx" | tr '\n' ' ')
 # shellcheck disable=SC2086
 measure "pg x3 (nginx)" "http://127.0.0.1:$nginx_port" "${instances[@]}"
