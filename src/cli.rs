@@ -131,6 +131,15 @@ pub enum Command {
     Clock(remote::ClockCommand),
     /// Empty the running server's notifications, journal and faults (admin API)
     Reset(remote::ResetArgs),
+    /// Copy a SQLite data directory into an empty PostgreSQL database (--database-url)
+    Migrate(MigrateArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct MigrateArgs {
+    /// The SQLite data directory to copy (stop its server first)
+    #[arg(long, value_name = "DATA_DIR")]
+    pub from_sqlite: PathBuf,
 }
 
 #[derive(Subcommand, Debug)]
@@ -482,11 +491,28 @@ pub async fn run_admin(config: Config, command: Command) -> anyhow::Result<()> {
         Command::Reset(a) => return remote::run(config, remote::reset(a)).await,
         other => other,
     };
+    if let Command::Migrate(a) = &command {
+        let Some(url) = config.database_url.clone() else {
+            bail!("migrate copies into PostgreSQL: give --database-url (or IMNOTIFY_DATABASE_URL)");
+        };
+        // Opening the store creates the schema; the copy then runs on its own connection.
+        drop(app::open_store(&config, false).await?);
+        let db = a.from_sqlite.join(crate::store::sqlite::DB_FILE);
+        let report = crate::store::import::sqlite_to_postgres(&db, &url).await?;
+        for (table, rows) in report {
+            println!("{table}\t{rows}");
+        }
+        return Ok(());
+    }
     let store = app::open_store(&config, false).await?;
     match command {
         Command::Serve(_) => unreachable!("serve is handled by main"),
-        Command::Requests(_) | Command::Fault(_) | Command::Clock(_) | Command::Reset(_) => {
-            unreachable!("admin API commands are handled above")
+        Command::Requests(_)
+        | Command::Fault(_)
+        | Command::Clock(_)
+        | Command::Reset(_)
+        | Command::Migrate(_) => {
+            unreachable!("admin API commands and migrate are handled above")
         }
         Command::User(UserCommand::Add(a)) => {
             if a.id <= 0 {

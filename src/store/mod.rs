@@ -5,6 +5,7 @@
 
 pub mod event;
 pub mod hub;
+pub mod import;
 pub mod pg_limits;
 pub mod postgres;
 pub mod sqlite;
