@@ -51,7 +51,7 @@ fn concurrent_tag_replaces_on_two_instances_leave_only_the_newest() {
                             add(
                                 s,
                                 hook,
-                                json!({"USER_ID": 1, "MESSAGE": format!("{w}/{i}"), "TAG": "RACE"}),
+                                json!({"USER_ID": 1, "MESSAGE": format!("{w}/{i}"), "CLIENT_ID": "race", "TAG": "RACE"}),
                             )
                         })
                         .collect::<Vec<_>>()
@@ -65,7 +65,11 @@ fn concurrent_tag_replaces_on_two_instances_leave_only_the_newest() {
     });
     assert_eq!(returned.len(), 80);
     let left = a.pg("SELECT id FROM notifications WHERE user_id = 1 ORDER BY id");
-    assert_eq!(left.len(), 1, "one notification per (recipient, tag): {left:?}");
+    assert_eq!(
+        left.len(),
+        1,
+        "one notification per (recipient, tag): {left:?}"
+    );
     let newest = returned.iter().max().unwrap();
     assert_eq!(left[0], newest.to_string(), "the one left is the newest");
     let chat = a.pg("SELECT total || '/' || unread FROM notify_chats WHERE user_id = 1");
@@ -109,7 +113,11 @@ fn a_reader_resuming_after_any_id_misses_no_event_of_concurrent_writers() {
                     for i in 0..15 {
                         let s = if (w + i) % 2 == 0 { a } else { b };
                         // Untagged, to several recipients' chats: no per-user lock orders them.
-                        add(s, hook, json!({"USER_ID": 1, "MESSAGE": format!("{w}/{i}")}));
+                        add(
+                            s,
+                            hook,
+                            json!({"USER_ID": 1, "MESSAGE": format!("{w}/{i}")}),
+                        );
                     }
                 })
             })
@@ -128,7 +136,11 @@ fn a_reader_resuming_after_any_id_misses_no_event_of_concurrent_writers() {
     });
     assert_eq!(all.len(), 90);
     let seen_set: BTreeSet<i64> = seen.iter().copied().collect();
-    let missed: Vec<i64> = all.iter().filter(|i| !seen_set.contains(i)).copied().collect();
+    let missed: Vec<i64> = all
+        .iter()
+        .filter(|i| !seen_set.contains(i))
+        .copied()
+        .collect();
     assert!(missed.is_empty(), "the resuming reader skipped {missed:?}");
     assert_eq!(seen, all, "seen once each, in id order");
 }
@@ -186,11 +198,19 @@ fn with_the_database_gone_calls_fail_fast_healthz_reports_it_and_service_comes_b
         if r.status == 200 && s.get("/healthz").status == 200 {
             break r.json()["result"].as_i64().unwrap();
         }
-        assert!(Instant::now() < deadline, "not back: {} {}", r.status, r.body);
+        assert!(
+            Instant::now() < deadline,
+            "not back: {} {}",
+            r.status,
+            r.body
+        );
         std::thread::sleep(Duration::from_millis(200));
     };
     assert!(after > before, "ids never go backwards");
     let ids = s.pg("SELECT id FROM notifications ORDER BY id");
-    assert!(ids.contains(&before.to_string()), "acknowledged before the outage: {ids:?}");
+    assert!(
+        ids.contains(&before.to_string()),
+        "acknowledged before the outage: {ids:?}"
+    );
     assert!(ids.contains(&after.to_string()));
 }

@@ -141,7 +141,10 @@ pub fn drop_pg_database(url: &str) {
     };
     let name = name.to_owned();
     let _ = std::panic::catch_unwind(|| {
-        pg_query(&server, &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        pg_query(
+            &server,
+            &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        )
     });
 }
 
@@ -337,7 +340,7 @@ impl Server {
 
     /// How many notifications the database holds, for tests that check nothing was stored.
     pub fn notification_count(&self) -> i64 {
-        if let Some(url) = &self.database_url {
+        if self.database_url.is_some() {
             return self.pg("SELECT COUNT(*) FROM notifications")[0]
                 .parse()
                 .unwrap();
@@ -473,7 +476,130 @@ impl Server {
     }
 }
 
+/// A bound value of [`Server::query`].
+#[derive(Debug, Clone)]
+pub enum Sql {
+    Int(i64),
+    Text(String),
+}
+
+impl From<i64> for Sql {
+    fn from(v: i64) -> Sql {
+        Sql::Int(v)
+    }
+}
+
+impl From<&str> for Sql {
+    fn from(v: &str) -> Sql {
+        Sql::Text(v.to_owned())
+    }
+}
+
+impl From<&String> for Sql {
+    fn from(v: &String) -> Sql {
+        Sql::Text(v.clone())
+    }
+}
+
+impl Sql {
+    fn literal(&self) -> String {
+        match self {
+            Sql::Int(v) => v.to_string(),
+            Sql::Text(t) => format!("'{}'", t.replace('\'', "''")),
+        }
+    }
+}
+
+/// `?N` placeholders filled with literals (for PostgreSQL's simple protocol). Test SQL only:
+/// the values are the tests' own.
+fn inline_params(sql: &str, params: &[Sql]) -> String {
+    let mut out = sql.to_owned();
+    // Highest first, so ?1 does not eat the start of ?10.
+    for (i, p) in params.iter().enumerate().rev() {
+        out = out.replace(&format!("?{}", i + 1), &p.literal());
+    }
+    out
+}
+
 impl Server {
+    /// Runs one statement on this server's database, SQLite or PostgreSQL, with `?N`
+    /// placeholders, and returns its rows, each value as text (`None` for NULL). Write SQL that
+    /// both accept: booleans as `CAST(col AS INTEGER)`.
+    pub fn query(&self, sql: &str, params: &[Sql]) -> Vec<Vec<Option<String>>> {
+        if let Some(url) = &self.database_url {
+            let sql = inline_params(sql, params);
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            return runtime.block_on(async {
+                let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+                    .await
+                    .unwrap();
+                let driver = tokio::spawn(connection);
+                let mut out = Vec::new();
+                for m in client.simple_query(&sql).await.unwrap() {
+                    if let tokio_postgres::SimpleQueryMessage::Row(row) = m {
+                        out.push(
+                            (0..row.len())
+                                .map(|i| row.get(i).map(str::to_owned))
+                                .collect(),
+                        );
+                    }
+                }
+                drop(client);
+                let _ = driver.await;
+                out
+            });
+        }
+        let c = rusqlite::Connection::open(self.data_dir().join("imnotify.sqlite3")).unwrap();
+        c.busy_timeout(Duration::from_secs(10)).unwrap();
+        let values: Vec<rusqlite::types::Value> = params
+            .iter()
+            .map(|p| match p {
+                Sql::Int(v) => rusqlite::types::Value::Integer(*v),
+                Sql::Text(t) => rusqlite::types::Value::Text(t.clone()),
+            })
+            .collect();
+        let mut stmt = c.prepare(sql).unwrap();
+        let n = stmt.column_count();
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(values.iter()), |r| {
+                (0..n)
+                    .map(|i| {
+                        Ok(match r.get::<_, rusqlite::types::Value>(i)? {
+                            rusqlite::types::Value::Null => None,
+                            rusqlite::types::Value::Integer(v) => Some(v.to_string()),
+                            rusqlite::types::Value::Real(v) => Some(v.to_string()),
+                            rusqlite::types::Value::Text(t) => Some(t),
+                            rusqlite::types::Value::Blob(b) => Some(hex::encode(b)),
+                        })
+                    })
+                    .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .unwrap()
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .unwrap();
+        rows
+    }
+
+    /// The single value of a one-row, one-column query, parsed (e.g. a count or an id).
+    pub fn query_value<T: std::str::FromStr>(&self, sql: &str, params: &[Sql]) -> Option<T>
+    where
+        T::Err: std::fmt::Debug,
+    {
+        self.query(sql, params)
+            .into_iter()
+            .next()
+            .and_then(|row| row.into_iter().next().flatten())
+            .map(|v| v.parse().unwrap())
+    }
+
+    /// A write statement (see [`Server::query`]).
+    pub fn execute(&self, sql: &str, params: &[Sql]) {
+        self.query(sql, params);
+    }
+
     /// Runs SQL on this server's PostgreSQL database (see [`pg_query`]).
     pub fn pg(&self, sql: &str) -> Vec<String> {
         pg_query(

@@ -98,27 +98,25 @@ pub(super) async fn write_events(tx: &Transaction<'_>, ev: &mut Events) -> Resul
         return Ok(());
     }
     let n = ev.list.len() as i64;
-    let last: i64 = rows(
-        tx,
-        "UPDATE event_counter SET last_id = last_id + $1 RETURNING last_id",
-        &[&n],
-    )
-    .await?[0]
-        .get(0);
-    let ids: Vec<i64> = (last - n + 1..=last).collect();
     let users: Vec<i64> = ev.list.iter().map(|e| e.0).collect();
     let kinds: Vec<&str> = ev.list.iter().map(|e| e.1.name()).collect();
     let payloads: Vec<&str> = ev.list.iter().map(|e| e.2.as_str()).collect();
+    // One statement, so the counter's lock is held for this round trip and the commit only.
     exec(
         tx,
-        "INSERT INTO events (id, user_id, kind, payload, created_at)
-         SELECT e.id, e.user_id, e.kind, e.payload, $5
-           FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[])
-                AS e(id, user_id, kind, payload)",
-        &[&ids, &users, &kinds, &payloads, &ev.now],
+        "WITH counter AS (
+             UPDATE event_counter SET last_id = last_id + $1 RETURNING last_id),
+         logged AS (
+             INSERT INTO events (id, user_id, kind, payload, created_at)
+             SELECT counter.last_id - $1 + e.ord, e.user_id, e.kind, e.payload, $5
+               FROM counter,
+                    unnest($2::bigint[], $3::text[], $4::text[])
+                        WITH ORDINALITY AS e(user_id, kind, payload, ord)
+             RETURNING 1)
+         SELECT pg_notify($6, '') FROM counter",
+        &[&n, &users, &kinds, &payloads, &ev.now, &EVENTS_CHANNEL],
     )
     .await?;
-    exec(tx, "SELECT pg_notify($1, '')", &[&EVENTS_CHANNEL]).await?;
     Ok(())
 }
 
@@ -175,24 +173,24 @@ pub(super) async fn insert_notification(
     cap: i64,
     mail_delay: Option<i64>,
 ) -> TxResult<Option<i64>> {
+    // The recipient's lock, held to COMMIT and taken in the statement that checks them: adds
+    // for one recipient run one after another on every connection of every instance, so the
+    // replace below sees the previous add's row.
     let user = rows(
         tx,
-        "SELECT active, email <> '' AND email_notifications FROM users WHERE id = $1",
+        "WITH recipient AS (
+             SELECT active, email <> '' AND email_notifications AS mailable
+               FROM users WHERE id = $1),
+         locked AS (
+             INSERT INTO notify_chats (user_id) SELECT $1 FROM recipient WHERE active
+             ON CONFLICT (user_id) DO UPDATE SET user_id = EXCLUDED.user_id RETURNING id)
+         SELECT active, mailable FROM recipient",
         &[&d.recipient],
     )
     .await?;
     let Some((true, mailable)) = user.first().map(|r| (r.get(0), r.get::<_, bool>(1))) else {
         return Ok(None);
     };
-    // The recipient's lock, held to COMMIT: adds for one recipient run one after another on
-    // every connection of every instance, so the replace below sees the previous add's row.
-    exec(
-        tx,
-        "INSERT INTO notify_chats (user_id) VALUES ($1)
-         ON CONFLICT (user_id) DO UPDATE SET user_id = EXCLUDED.user_id",
-        &[&d.recipient],
-    )
-    .await?;
     if let Some(tag) = &d.tag {
         // A TAG replace is a delete and then an add, as Bitrix24 announces it.
         let replaced: Vec<(i64, i64)> =
