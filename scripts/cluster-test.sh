@@ -14,7 +14,7 @@ if [ -z "${IMNOTIFY_TEST_PG:-}" ] && [ -f scripts/pg.sh ]; then
   export IMNOTIFY_TEST_PG
 fi
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --locked --no-fail-fast --test cluster --test cluster_limits
+  cargo nextest run --locked --no-fail-fast -p imnotify --test cluster --test cluster_limits --test migrate
 else
-  cargo test --locked --no-fail-fast --test cluster --test cluster_limits
+  cargo test --locked --no-fail-fast -p imnotify --test cluster --test cluster_limits --test migrate
 fi

@@ -5,6 +5,8 @@
 # - no empty file at the root of the repository: a stray `touch` or a shell redirection typo
 #   (two such files once came in with a merge). Empty files that belong somewhere live in a
 #   directory, with a reason.
+# - every crate under crates/ is a member of the workspace, so fmt, clippy, the build and the
+#   tests (all run with --workspace) cover it.
 # It reads the index, so it checks what is about to be committed, staged or not yet pushed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,9 +20,19 @@ while read -r mode object _stage path; do
     status=1
   fi
 done < <(git ls-files --stage)
-if [ "$status" = 0 ]; then
-  echo "pre-commit: 1 passed, 0 failed"
-else
-  echo "pre-commit: 0 passed, 1 failed"
-fi
-exit "$status"
+passed=0
+failed=0
+if [ "$status" = 0 ]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+
+members_ok=0
+while read -r manifest; do
+  crate=${manifest%/Cargo.toml}
+  if ! grep -Eq "^members = .*\"$crate\"" Cargo.toml; then
+    echo "pre-commit: $crate is not in the workspace members of Cargo.toml" >&2
+    members_ok=1
+  fi
+done < <(git ls-files 'crates/*/Cargo.toml')
+if [ "$members_ok" = 0 ]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+
+echo "pre-commit: $passed passed, $failed failed"
+[ "$failed" = 0 ]

@@ -68,9 +68,9 @@ print_summary() {
 run_tests() {
   # nextest ships with this machine's toolchain; plain cargo test is the fallback.
   if cargo nextest --version >/dev/null 2>&1; then
-    cargo nextest run --locked --all-targets --no-fail-fast "$@"
+    cargo nextest run --locked --workspace --all-targets --no-fail-fast "$@"
   else
-    cargo test --locked --all-targets --no-fail-fast "$@"
+    cargo test --locked --workspace --all-targets --no-fail-fast "$@"
   fi
 }
 
@@ -78,7 +78,7 @@ run_tests() {
 stage "smtp server" bash scripts/smtp-deps.sh || true
 
 # One build of every target, in the debug profile, then the tests.
-if ! stage build cargo build --locked --all-targets; then
+if ! stage build cargo build --locked --workspace --all-targets; then
   print_summary
   exit 1
 fi
@@ -103,6 +103,8 @@ else
   summary+=("$(printf '%-22s %-5s' "tests (postgres)" FAIL)  (scripts/pg.sh start failed)")
   failed=1
 fi
+# The examples in the client crates' docs (nextest does not run doctests).
+stage doctests cargo test --locked --doc -p imnotify-wire -p imnotify-client --all-features || true
 # The notification center in Debian's chromium (installs chromium and playwright-core).
 stage browser bash scripts/browser-test.sh || true
 # Several instances behind Debian's nginx with deploy/nginx.conf, and the cluster-wide limits

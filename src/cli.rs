@@ -9,6 +9,7 @@ use anyhow::{bail, Context as _};
 use clap::{Args, Parser, Subcommand};
 
 pub mod remote;
+pub mod send;
 
 use crate::app;
 use crate::auth::{oauth, password, secret};
@@ -131,6 +132,8 @@ pub enum Command {
     Clock(remote::ClockCommand),
     /// Empty the running server's notifications, journal and faults (admin API)
     Reset(remote::ResetArgs),
+    /// Send a notification to a Bitrix24 portal or an imnotify server by webhook (the Rust client)
+    Send(send::SendArgs),
     /// Copy a SQLite data directory into an empty PostgreSQL database (--database-url)
     Migrate(MigrateArgs),
 }
@@ -507,6 +510,7 @@ pub async fn run_admin(config: Config, command: Command) -> anyhow::Result<()> {
     let store = app::open_store(&config, false).await?;
     match command {
         Command::Serve(_) => unreachable!("serve is handled by main"),
+        Command::Send(_) => unreachable!("send is handled by main"),
         Command::Requests(_)
         | Command::Fault(_)
         | Command::Clock(_)

@@ -10,6 +10,14 @@ fn main() -> std::process::ExitCode {
         libc::umask(0o077);
     }
     let args = Cli::parse();
+    // `send` is a client: no configuration, data directory or runtime of the server's.
+    let args = match args.command {
+        Command::Send(a) => return cli::send::run(a),
+        command => Cli {
+            global: args.global,
+            command,
+        },
+    };
     let overrides = match &args.command {
         Command::Serve(s) => Overrides {
             listen: s.listen,

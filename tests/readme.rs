@@ -156,6 +156,11 @@ fn readme_admin_commands_run_and_their_json_samples_match() {
         for (documented, real) in &subst {
             command = command.replace(documented, real);
         }
+        // `send` calls the server: the documented webhook becomes this server's first one.
+        command = command.replace(
+            "http://127.0.0.1:8080/rest/1/k2q8w0d7r1m5x9zt/",
+            &format!("{}{}", s.base, s.hook),
+        );
         let mut args = shell_words(&command);
         args.remove(0);
         if args.first().is_some_and(|a| a == "serve") {

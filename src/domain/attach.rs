@@ -9,6 +9,9 @@
 //! stored attachment a second time gives the same blocks back (a property test checks this).
 
 use crate::value::{php_trim, Array, Value};
+// The text and link rules are the wire crate's, so the client's ATTACH builders make exactly
+// what this normaliser keeps.
+use imnotify_wire::attach::{is_hex_color, is_link, one_line, DEFAULT_DELIMITER_SIZE};
 
 /// Why an `ATTACH` parameter was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,32 +48,7 @@ impl std::fmt::Display for AttachError {
 
 impl std::error::Error for AttachError {}
 
-/// D1: the method page's "30 KB", measured in bytes of the normalised attachment's JSON.
-pub const DEFAULT_MAX_BYTES: usize = 30 * 1024;
-
-/// The messenger's colour palette (`Bitrix\Im\Color`, newest revision seen, including its
-/// `COPILOT` entry). An attachment without a usable colour gets one of these at random, because the
-/// newest server's attachment constructor picks from exactly this list.
-pub const PALETTE: &[&str] = &[
-    "#df532d", // RED
-    "#64a513", // GREEN
-    "#4ba984", // MINT
-    "#4ba5c3", // LIGHT_BLUE
-    "#3e99ce", // DARK_BLUE
-    "#8474c8", // PURPLE
-    "#1eb4aa", // AQUA
-    "#f76187", // PINK
-    "#58cc47", // LIME
-    "#ab7761", // BROWN
-    "#29619b", // AZURE
-    "#728f7a", // KHAKI
-    "#ba9c7b", // SAND
-    "#e8a441", // ORANGE
-    "#556574", // MARENGO
-    "#909090", // GRAY
-    "#5e5f5e", // GRAPHITE
-    "#8d51eb", // COPILOT
-];
+pub use imnotify_wire::attach::{DEFAULT_MAX_BYTES, PALETTE};
 
 /// The most values a raw ATTACH may hold before it is refused as oversize without being
 /// normalised (issue 10): a quarter of `max_bytes`. Every kept block costs more than four
@@ -488,8 +466,6 @@ fn delimiter(body: &Value) -> Array {
     out
 }
 
-const DEFAULT_DELIMITER_SIZE: i64 = 200;
-
 /// The attachment colour: `TRANSPARENT` is the one keyword, a hex colour is kept as given, and
 /// anything else (including an absent COLOR) gets a palette colour, as the newest server does.
 fn attachment_color(color: Option<&Value>, rng: &mut impl rand::Rng) -> String {
@@ -498,14 +474,6 @@ fn attachment_color(color: Option<&Value>, rng: &mut impl rand::Rng) -> String {
         Some(c) if is_hex_color(c) => c.to_owned(),
         _ => PALETTE[rng.random_range(0..PALETTE.len())].to_owned(),
     }
-}
-
-/// `#RGB` or `#RRGGBB`, either case.
-fn is_hex_color(s: &str) -> bool {
-    let Some(hex) = s.strip_prefix('#') else {
-        return false;
-    };
-    matches!(hex.len(), 3 | 6) && hex.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 fn hex_color<'a>(p: &'a Array, key: &str) -> Option<&'a str> {
@@ -534,7 +502,7 @@ fn positive(a: &Array, key: &str) -> Option<i64> {
 fn url<'a>(a: &'a Array, key: &str) -> Option<&'a str> {
     a.get_str(key)
         .and_then(Value::as_str)
-        .filter(|s| s.starts_with('/') || s.starts_with("http://") || s.starts_with("https://"))
+        .filter(|s| is_link(s))
 }
 
 /// Bitrix's network id: the first character, then the integer value of the rest (`"X12"`,
@@ -545,25 +513,6 @@ fn network_id(p: &Array) -> Option<String> {
     let mut chars = raw.chars();
     let first = chars.next()?;
     Some(format!("{first}{}", Value::from(chars.as_str()).intval()))
-}
-
-/// A single-line field: every line break (`\r\n`, `\n`, `\r`, VT, FF, NEL, U+2028, U+2029 — what
-/// PCRE's `\R` matches) becomes a space. Trimming afterwards as well as before makes the result a
-/// fixed point, so a name ending in a form feed does not keep a trailing space.
-fn one_line(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\r' => {
-                chars.next_if_eq(&'\n');
-                out.push(' ');
-            }
-            '\n' | '\x0B' | '\x0C' | '\u{85}' | '\u{2028}' | '\u{2029}' => out.push(' '),
-            c => out.push(c),
-        }
-    }
-    php_trim(&out).to_owned()
 }
 
 #[cfg(test)]
@@ -1463,5 +1412,77 @@ mod tests {
             let from_text = normalize(&text, NOW, max, &mut StdRng::seed_from_u64(seed));
             prop_assert_eq!(from_map, from_text);
         }
+    }
+
+    /// The client's builders (imnotify-wire) make only blocks this normaliser keeps as they
+    /// are, and what it produces reads back as the wire types.
+    #[test]
+    fn wire_builders_make_what_the_normaliser_keeps() {
+        use imnotify_wire::attach as w;
+        use std::num::NonZeroU64;
+        let url = |s: &str| w::Url::new(s).unwrap();
+        let id = |n| NonZeroU64::new(n).unwrap();
+        let built = w::Attach::new(vec![
+            w::Block::user(
+                w::User::new(" Ann\nLee ")
+                    .unwrap()
+                    .user_id(id(5))
+                    .avatar(url("/a.png")),
+            ),
+            w::Block::user(w::User::new("Ops").unwrap().chat_id(id(9))),
+            w::Block::user(w::User::new("CI").unwrap().bot_id(id(2))),
+            w::Block::user(w::User::new("Web").unwrap().link(url("https://x.example"))),
+            w::Block::link(
+                w::Link::new(url("https://x.example/a"))
+                    .name("A\r\nB")
+                    .desc("about")
+                    .preview(url("/p.png"), 100, 50),
+            )
+            .unwrap(),
+            w::Block::rich_link(
+                w::RichLink::new(url("/docs"))
+                    .name("Docs")
+                    .desc("x\ny")
+                    .preview(url("/p"), 10, 20),
+            ),
+            w::Block::rich_link(w::RichLink::new(url("/e")).extra_image(url("/e.png"))),
+            w::Block::message(" Total#BR#100 ").unwrap(),
+            w::Block::grid(vec![
+                w::GridItem::new(w::Display::Row, "Branch", "main")
+                    .unwrap()
+                    .color(w::HexColor::new("#f00").unwrap())
+                    .width(id(120))
+                    .link(url("/b")),
+                w::GridItem::new(w::Display::Line, "", "").unwrap(),
+            ])
+            .unwrap(),
+            w::Block::images(vec![w::Image::new(url("/i.png"))
+                .name("Pic")
+                .size(3, 4)
+                .preview(url("/s.png"))])
+            .unwrap(),
+            w::Block::files(vec![w::File::new(url("/f.pdf")).name("f.pdf").size(1024)]).unwrap(),
+            w::Block::Delimiter(
+                w::Delimiter::default()
+                    .size(id(30))
+                    .color(w::HexColor::new("#ccc").unwrap()),
+            ),
+            w::Block::delimiter(),
+        ])
+        .unwrap()
+        .description("Summary")
+        .color(w::HexColor::new("#123abc").unwrap());
+
+        let sent = serde_json::to_value(&built).unwrap();
+        let stored = norm_ok(&Value::from_json(sent.clone()));
+        let stored: serde_json::Value = serde_json::from_str(&stored.to_php_json()).unwrap();
+        let mut expected = serde_json::json!({"ID": NOW});
+        for (k, v) in sent.as_object().unwrap() {
+            expected[k] = v.clone();
+        }
+        assert_eq!(stored, expected);
+        let read: w::Attach = serde_json::from_value(stored).unwrap();
+        assert_eq!(read.id, Some(NOW));
+        assert_eq!(read.blocks, built.blocks);
     }
 }

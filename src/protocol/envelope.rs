@@ -9,6 +9,7 @@ use super::route::Transport;
 use crate::error::ApiError;
 pub use crate::state::Output;
 use crate::value::{Array, Key, Value};
+use imnotify_wire::envelope::{ErrorBody, Time};
 
 /// The timing of one call, in Unix seconds.
 #[derive(Debug, Clone, Copy)]
@@ -43,17 +44,35 @@ impl Timing {
         }
     }
 
-    /// The `time` object, members in the order the method page shows.
+    /// The wire crate's `time` block (the one shape the client reads too), rounded to
+    /// microseconds.
+    pub fn to_wire(&self) -> Time {
+        Time {
+            start: micros(self.start),
+            finish: micros(self.finish),
+            duration: micros(self.finish - self.start),
+            processing: micros(self.processing),
+            date_start: rfc3339_local(self.start),
+            date_finish: rfc3339_local(self.finish),
+            operating_reset_at: self.operating_reset_at,
+            operating: micros(self.operating),
+        }
+    }
+
+    /// The `time` object, members in the order the method page shows (`Time::MEMBERS`).
     pub fn to_value(&self) -> Value {
+        let t = self.to_wire();
+        let [start, finish, duration, processing, date_start, date_finish, reset_at, operating] =
+            Time::MEMBERS;
         Value::map([
-            ("start", Value::Float(micros(self.start))),
-            ("finish", Value::Float(micros(self.finish))),
-            ("duration", Value::Float(micros(self.finish - self.start))),
-            ("processing", Value::Float(micros(self.processing))),
-            ("date_start", Value::Str(rfc3339_local(self.start))),
-            ("date_finish", Value::Str(rfc3339_local(self.finish))),
-            ("operating_reset_at", Value::Int(self.operating_reset_at)),
-            ("operating", Value::Float(micros(self.operating))),
+            (start, Value::Float(t.start)),
+            (finish, Value::Float(t.finish)),
+            (duration, Value::Float(t.duration)),
+            (processing, Value::Float(t.processing)),
+            (date_start, Value::Str(t.date_start)),
+            (date_finish, Value::Str(t.date_finish)),
+            (reset_at, Value::Int(t.operating_reset_at)),
+            (operating, Value::Float(t.operating)),
         ])
     }
 }
@@ -72,10 +91,15 @@ pub fn success_value(out: Output, timing: &Timing) -> Value {
     Value::Arr(a)
 }
 
+/// The error body, from the wire crate's `ErrorBody` (the shape the client reads).
 pub fn error_value(e: &ApiError) -> Value {
+    let ErrorBody {
+        error,
+        error_description,
+    } = ErrorBody::from(e);
     Value::map([
-        ("error", Value::from(e.code)),
-        ("error_description", Value::Str(e.description.to_string())),
+        ("error", Value::Str(error)),
+        ("error_description", Value::Str(error_description)),
     ])
 }
 
