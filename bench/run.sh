@@ -30,6 +30,10 @@
 # debug for a quick check), BENCH_NO_BUILD=1 (use the binaries already built).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# --pg: afterwards, the PostgreSQL scenarios of bench/pg.sh (one and three instances, and the
+# cross-instance delivery latency), with their own baseline and SQLite references.
+with_pg=0
+if [ "${1:-}" = --pg ]; then with_pg=1; shift; fi
 root=$(pwd)
 
 # The PostgreSQL backend has a harness of its own; it may use the settings below.
@@ -369,3 +373,6 @@ row() { # label result [vs-baseline]
   echo "| journal cost (issue 16) < 5% CPU per add | $(awk -v a="$(cpu_us "$empty")" -v b="$(cpu_us "$nojournal")" 'BEGIN { printf "%+.1f%%", b ? 100 * (a / b - 1) : 0 }') ($(cpu_us "$empty") vs $(cpu_us "$nojournal") µs) | $(verdict "$(cpu_us "$empty") <= 1.05 * $(cpu_us "$nojournal")") |"
 } | tee "$out"
 echo "report: $out" >&2
+if [ "$with_pg" = 1 ]; then
+  BENCH_BIN=$bin bash "$root/bench/pg.sh"
+fi

@@ -110,6 +110,9 @@ stage doctests cargo test --locked --doc -p imnotify-wire -p imnotify-client --a
 stage "bench smoke" env BENCH_SMOKE=1 bash bench/run.sh || true
 # The notification center in Debian's chromium (installs chromium and playwright-core).
 stage browser bash scripts/browser-test.sh || true
+# Several instances behind Debian's nginx with deploy/nginx.conf, and the cluster-wide limits
+# on PostgreSQL (issue 14; installs nginx, starts its own PostgreSQL with scripts/pg.sh).
+stage cluster bash scripts/cluster-test.sh || true
 
 # Reliability and security checks (issue 7), in their short CI forms. Each installs what it
 # needs from crates.io or PyPI (cargo tools under .tools/cargo). RELIABILITY_QUICK=1 skips

@@ -57,7 +57,7 @@ pub async fn open_store_with(
         let store = PgStore::open(
             url,
             PgOptions {
-                mail_delay: config.smtp.enabled().then_some(config.email.delay_seconds),
+                mail_delay: config.mail_enabled().then_some(config.email.delay_seconds),
                 hub: HubLimits {
                     per_user: config.events.max_streams_per_user,
                     total: config.events.max_streams,
@@ -297,7 +297,12 @@ pub async fn serve(mut config: Config, fixtures: Option<std::path::PathBuf>) -> 
         );
     }
 
-    let limits = Arc::new(Limiters::from_config(&config.limits, &clock));
+    let mut limits = Limiters::from_config(&config.limits, &clock);
+    // Instances on one database share the rate and operating limits (issue 14).
+    if let Some(shared) = store.shared_limits() {
+        limits.share(shared);
+    }
+    let limits = Arc::new(limits);
     // Made now, so that the first unknown login does not pay for it and stand out by its time.
     let warm = limits.clone();
     tokio::spawn(async move {
@@ -317,6 +322,7 @@ pub async fn serve(mut config: Config, fixtures: Option<std::path::PathBuf>) -> 
         loop {
             tick.tick().await;
             limits.sweep(clock.now());
+            limits.sweep_shared(clock.now()).await;
         }
     });
     let retention = state.config.retention.clone();

@@ -139,6 +139,15 @@ pub enum Command {
     Mail(remote::MailCommand),
     /// Send a notification to a Bitrix24 portal or an imnotify server by webhook (the Rust client)
     Send(send::SendArgs),
+    /// Copy a SQLite data directory into an empty PostgreSQL database (--database-url)
+    Migrate(MigrateArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct MigrateArgs {
+    /// The SQLite data directory to copy (stop its server first)
+    #[arg(long, value_name = "DATA_DIR")]
+    pub from_sqlite: PathBuf,
 }
 
 #[derive(Subcommand, Debug)]
@@ -491,6 +500,19 @@ pub async fn run_admin(config: Config, command: Command) -> anyhow::Result<()> {
         Command::Mail(c) => return remote::run(config, remote::mail(c)).await,
         other => other,
     };
+    if let Command::Migrate(a) = &command {
+        let Some(url) = config.database_url.clone() else {
+            bail!("migrate copies into PostgreSQL: give --database-url (or IMNOTIFY_DATABASE_URL)");
+        };
+        // Opening the store creates the schema; the copy then runs on its own connection.
+        drop(app::open_store(&config, false).await?);
+        let db = a.from_sqlite.join(crate::store::sqlite::DB_FILE);
+        let report = crate::store::import::sqlite_to_postgres(&db, &url).await?;
+        for (table, rows) in report {
+            println!("{table}\t{rows}");
+        }
+        return Ok(());
+    }
     let store = app::open_store(&config, false).await?;
     match command {
         Command::Serve(_) => unreachable!("serve is handled by main"),
@@ -499,8 +521,9 @@ pub async fn run_admin(config: Config, command: Command) -> anyhow::Result<()> {
         | Command::Fault(_)
         | Command::Clock(_)
         | Command::Reset(_)
-        | Command::Mail(_) => {
-            unreachable!("admin API commands are handled above")
+        | Command::Mail(_)
+        | Command::Migrate(_) => {
+            unreachable!("admin API commands and migrate are handled above")
         }
         Command::User(UserCommand::Add(a)) => {
             if a.id <= 0 {

@@ -149,9 +149,9 @@ pub async fn open(state: AppState, req: Request, webhook: Option<(String, String
         },
     });
     // Opening a stream is charged like one REST call, good credential or not.
-    if let (Some(limiter), Some(key)) = (&state.limits.rate, &rate_key) {
+    if let Some(key) = &rate_key {
         let over = caller.as_ref().map(|c| c.rate).unwrap_or_default();
-        if !limiter.check(key, over) {
+        if !state.limits.check_rate(key, over).await {
             return refuse(&ApiError::query_limit_exceeded());
         }
     }

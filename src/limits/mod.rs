@@ -1,11 +1,14 @@
 //! The two limits of §6: the request-rate limit (a leaky bucket per client IP and credential,
 //! P8) and the operating-time limit (handler seconds per credential and method, P9).
 //!
-//! Both are in-memory. Like Bitrix24's, they forget their state when the server restarts.
+//! Both are in-memory on one instance. Like Bitrix24's, they forget their state when the
+//! server restarts. Instances that share a database share these two limits through
+//! [`shared::SharedBuckets`] (issue 14).
 
 pub mod abuse;
 pub mod operating;
 pub mod rate;
+pub mod shared;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -16,8 +19,9 @@ use crate::config::Limits as LimitsConfig;
 
 pub use self::abuse::{Backoff, IpGate};
 
-pub use self::operating::OperatingLimiter;
-pub use self::rate::{RateLimiter, RateOverride};
+pub use self::operating::{OperatingLimiter, Usage};
+pub use self::rate::{RateKey, RateLimiter, RateOverride};
+pub use self::shared::{Shared, SharedBuckets};
 
 /// The limiters a server runs with; `None` where the configuration switched one off.
 pub struct Limiters {
@@ -30,6 +34,9 @@ pub struct Limiters {
     /// Always on: login throttling and the password-hash bound are not Bitrix24 limits that
     /// `--no-limits` (for tests and benchmarks) should switch off.
     pub login: LoginLimits,
+    /// The cluster's buckets when the store is shared by several instances; the rate and
+    /// operating limits then go through it, with `rate` and `operating` as the fallback.
+    pub shared: Option<Shared>,
 }
 
 /// Failed logins: a few free per account and per address, then an exponential lock-out.
@@ -134,6 +141,7 @@ impl Limiters {
             }),
             login: LoginLimits::new(c.password_hash_concurrency),
             clock: clock.clone(),
+            shared: None,
         }
     }
 
@@ -144,6 +152,150 @@ impl Limiters {
             ip_gate: None,
             login: LoginLimits::new(4),
             clock: Clock::system(),
+            shared: None,
+        }
+    }
+
+    /// Makes the rate and operating limits cluster-wide through `backend` (issue 14).
+    pub fn share(&mut self, backend: Arc<dyn SharedBuckets>) {
+        self.shared = Some(Shared::new(backend));
+    }
+
+    /// Counts one request against `key`'s bucket (P8); `false` means QUERY_LIMIT_EXCEEDED.
+    /// With a shared store, one atomic statement for the whole cluster; if the store fails,
+    /// this instance's own bucket decides.
+    pub async fn check_rate(&self, key: &RateKey, over: RateOverride) -> bool {
+        let Some(local) = &self.rate else {
+            return true;
+        };
+        let (Some(shared), Some((interval, burst))) = (&self.shared, local.quota_for(over)) else {
+            return local.check(key, over);
+        };
+        let now = (self.clock.now() * 1e9) as i64;
+        let interval = i64::try_from(interval).unwrap_or(i64::MAX);
+        let tolerance = interval.saturating_mul(i64::from(burst) - 1);
+        let bytes = shared::rate_key_bytes(key, interval as u64, burst);
+        match shared::bounded(shared.backend.rate_step(&bytes, now, interval, tolerance)).await {
+            Ok(allowed) => allowed,
+            Err(e) => {
+                shared.warn("rate limit", &e, self.clock.monotonic());
+                local.check(key, over)
+            }
+        }
+    }
+
+    /// Whether a call of `method` by the operating account `identity` starting at `now` may
+    /// run (P9); always with the limit switched off.
+    pub async fn operating_allows(&self, identity: &str, method: &'static str, now: f64) -> bool {
+        let Some(local) = &self.operating else {
+            return true;
+        };
+        let Some(shared) = &self.shared else {
+            return local.allows(identity, method, now);
+        };
+        match self.shared_buckets(shared, identity, method).await {
+            Some(buckets) => operating::sum_live(&buckets, now) <= local.limit(),
+            None => local.allows(identity, method, now),
+        }
+    }
+
+    /// Charges a finished call's handler time to the account (if it is counted at all) and
+    /// reports the account's usage including it.
+    pub async fn operating_record(
+        &self,
+        identity: &str,
+        method: &'static str,
+        start: f64,
+        elapsed: f64,
+        now: f64,
+    ) -> Usage {
+        let Some(local) = &self.operating else {
+            return Usage::UNTRACKED;
+        };
+        let Some(shared) = &self.shared else {
+            return local.record(identity, method, start, elapsed, now);
+        };
+        if elapsed <= local.min_counted() {
+            return match self.shared_buckets(shared, identity, method).await {
+                Some(buckets) => operating::usage(&buckets, now),
+                None => local.record(identity, method, start, elapsed, now),
+            };
+        }
+        let minute = operating::minute_of(start);
+        match shared::bounded(
+            shared
+                .backend
+                .operating_add(identity, method, minute, start, elapsed),
+        )
+        .await
+        {
+            Ok(buckets) => {
+                let usage = operating::usage(&buckets, now);
+                shared.remember(
+                    (identity.to_owned(), method),
+                    self.clock.monotonic(),
+                    buckets,
+                );
+                usage
+            }
+            Err(e) => {
+                shared.warn("operating limit", &e, self.clock.monotonic());
+                local.record(identity, method, start, elapsed, now)
+            }
+        }
+    }
+
+    /// The account's buckets from the cache or the shared store; `None` if the store failed.
+    async fn shared_buckets(
+        &self,
+        shared: &Shared,
+        identity: &str,
+        method: &'static str,
+    ) -> Option<Vec<operating::Bucket>> {
+        let account = (identity.to_owned(), method);
+        let mono = self.clock.monotonic();
+        if let Some(b) = shared.cached(&account, mono) {
+            return Some(b);
+        }
+        match shared::bounded(shared.backend.operating_read(identity, method)).await {
+            Ok(buckets) => {
+                shared.remember(account, mono, buckets.clone());
+                Some(buckets)
+            }
+            Err(e) => {
+                shared.warn("operating limit", &e, mono);
+                None
+            }
+        }
+    }
+
+    /// Forgets every operating account, shared ones included (the toolkit's reset).
+    pub async fn clear_operating(&self) {
+        if let Some(o) = &self.operating {
+            o.clear();
+        }
+        if let Some(shared) = &self.shared {
+            shared.clear_cache();
+            if let Err(e) = shared::bounded(shared.backend.clear_operating()).await {
+                tracing::warn!(error = %e, "clearing the shared operating limit failed");
+            }
+        }
+    }
+
+    /// Deletes drained rate buckets and expired operating buckets from the shared store; each
+    /// instance runs it from its sweeper, which is harmless (a DELETE of nothing).
+    pub async fn sweep_shared(&self, now: f64) {
+        let Some(shared) = &self.shared else {
+            return;
+        };
+        shared.sweep_cache(self.clock.monotonic());
+        let expired_before = now - operating::BUCKET_TTL;
+        if let Err(e) = shared
+            .backend
+            .sweep((now * 1e9) as i64, expired_before)
+            .await
+        {
+            tracing::warn!(error = %e, "sweeping the shared limits failed");
         }
     }
 

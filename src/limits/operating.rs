@@ -13,23 +13,27 @@ use std::sync::Mutex;
 const BUCKET_SECONDS: f64 = 60.0;
 const WINDOW_BUCKETS: i64 = 10;
 /// A bucket expires this long after the call that created it.
-const BUCKET_TTL: f64 = 600.0;
+pub const BUCKET_TTL: f64 = 600.0;
 
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    minute: i64,
-    created: f64,
-    seconds: f64,
+/// One minute of an account: handler seconds of calls that started in `minute` (Unix minutes),
+/// alive until `created + 600`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bucket {
+    pub minute: i64,
+    /// Unix seconds of the call that created the bucket.
+    pub created: f64,
+    pub seconds: f64,
 }
 
 impl Bucket {
-    fn live(&self, now: f64) -> bool {
+    pub fn live(&self, now: f64) -> bool {
         let current = minute_of(now);
         self.minute > current - WINDOW_BUCKETS && now < self.created + BUCKET_TTL
     }
 }
 
-fn minute_of(t: f64) -> i64 {
+/// The bucket index of a Unix time in seconds.
+pub fn minute_of(t: f64) -> i64 {
     (t / BUCKET_SECONDS).floor() as i64
 }
 
@@ -77,6 +81,16 @@ impl OperatingLimiter {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Vec<Bucket>>> {
         self.windows.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Seconds above which an account is refused (P9).
+    pub fn limit(&self) -> f64 {
+        self.limit
+    }
+
+    /// Handler seconds a call must exceed to be counted.
+    pub fn min_counted(&self) -> f64 {
+        self.min_counted
     }
 
     /// Whether a call of `method` by `identity` starting at `now` may run.
@@ -138,7 +152,8 @@ impl OperatingLimiter {
     }
 }
 
-fn sum_live(buckets: &[Bucket], now: f64) -> f64 {
+/// Handler seconds in the live buckets.
+pub fn sum_live(buckets: &[Bucket], now: f64) -> f64 {
     buckets
         .iter()
         .filter(|b| b.live(now))
@@ -146,7 +161,8 @@ fn sum_live(buckets: &[Bucket], now: f64) -> f64 {
         .sum()
 }
 
-fn usage(buckets: &[Bucket], now: f64) -> Usage {
+/// What the `time` block reports for these buckets at `now`.
+pub fn usage(buckets: &[Bucket], now: f64) -> Usage {
     let oldest = buckets
         .iter()
         .filter(|b| b.live(now))

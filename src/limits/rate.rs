@@ -99,6 +99,17 @@ impl<C: Clock + Clone> RateLimiter<C> {
         }
     }
 
+    /// The quota `over` resolves to, as (interval between requests in nanoseconds, burst);
+    /// `None` when the credential is not limited. The shared limiter (`limits::shared`) keys
+    /// and steps its buckets with exactly these values.
+    pub fn quota_for(&self, over: RateOverride) -> Option<(u64, u32)> {
+        let id = QuotaId::new(
+            over.per_second.unwrap_or(self.per_second),
+            over.burst.unwrap_or(self.burst),
+        )?;
+        Some((id.period_nanos, id.burst))
+    }
+
     fn limiter_for(&self, over: RateOverride) -> Option<Arc<Keyed<C>>> {
         let id = QuotaId::new(
             over.per_second.unwrap_or(self.per_second),

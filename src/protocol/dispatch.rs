@@ -81,12 +81,12 @@ pub async fn execute(
         }
     }
     let account = match (&state.limits.operating, spec.operating_limited) {
-        (Some(limiter), true) => caller.operating_identity().map(|id| (limiter, id)),
+        (Some(_), true) => caller.operating_identity(),
         _ => None,
     };
     let started = state.clock.now();
-    if let Some((limiter, id)) = &account {
-        if !limiter.allows(id, spec.name, started) {
+    if let Some(id) = &account {
+        if !state.limits.operating_allows(id, spec.name, started).await {
             return Err(ApiError::operation_time_limit());
         }
     }
@@ -94,7 +94,12 @@ pub async fn execute(
     let finished = state.clock.now();
     // A failed call used the server's time as much as a successful one.
     let usage = match &account {
-        Some((limiter, id)) => limiter.record(id, spec.name, started, finished - started, finished),
+        Some(id) => {
+            state
+                .limits
+                .operating_record(id, spec.name, started, finished - started, finished)
+                .await
+        }
         None => Usage::UNTRACKED,
     };
     Ok(Executed {

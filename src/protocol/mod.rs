@@ -143,9 +143,9 @@ pub async fn rest_handler(State(state): State<AppState>, req: Request) -> Respon
     }
     // The bucket is charged whether or not the credential is good, with the credential's own
     // limit once it is known; a batch is one request here, however many commands it carries.
-    if let (Some(limiter), Some(key)) = (&state.limits.rate, &rate_key) {
+    if let Some(key) = &rate_key {
         let over = authenticated.as_ref().map(|c| c.rate).unwrap_or_default();
-        if !limiter.check(key, over) {
+        if !state.limits.check_rate(key, over).await {
             return finish(
                 spec.name,
                 spec.name,

@@ -5,6 +5,8 @@
 
 pub mod event;
 pub mod hub;
+pub mod import;
+pub mod pg_limits;
 pub mod postgres;
 pub mod sqlite;
 
@@ -377,6 +379,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// The hub that this store feeds with every committed event.
     fn hub(&self) -> Arc<Hub>;
+
+    /// The rate and operating-time buckets this store shares with other instances on the same
+    /// database (issue 14), or `None` for a store one instance owns (SQLite), whose limits stay
+    /// in memory. `app` hands it to `Limiters::share` at start.
+    fn shared_limits(&self) -> Option<Arc<dyn crate::limits::SharedBuckets>> {
+        None
+    }
 
     /// `user_id`'s events with ids above `after`, oldest first, at most `limit`.
     async fn events_after(&self, user_id: i64, after: i64, limit: usize)

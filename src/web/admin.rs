@@ -400,9 +400,7 @@ async fn reset(state: &AppState, body: &Bytes) -> Response {
     state.toolkit.mail.clear();
     state.toolkit.journal.clear();
     state.toolkit.faults.clear();
-    if let Some(o) = &state.limits.operating {
-        o.clear();
-    }
+    state.limits.clear_operating().await;
     answer(
         StatusCode::OK,
         json!({"reset": true, "keep_directory": keep_directory}),

@@ -98,6 +98,8 @@ pub struct PgStore {
     /// `lifecycle::claim_mails`). Made on first use and again after it broke.
     claims: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
     config: tokio_postgres::Config,
+    /// The cluster's rate and operating buckets (`store::pg_limits`), on the same pool.
+    limits: Arc<crate::store::pg_limits::PgLimits>,
 }
 
 impl Drop for PgStore {
@@ -230,6 +232,9 @@ impl PgStore {
                 .await
                 .map_err(|e| StoreError::Backend(format!("migrating the database: {e}")))?;
         }
+        let limits = crate::store::pg_limits::PgLimits::open(pool.clone())
+            .await
+            .map_err(|e| StoreError::Backend(format!("creating the limit tables: {e}")))?;
         let head: i64 = pool
             .get()
             .await
@@ -251,6 +256,7 @@ impl PgStore {
             feeder,
             claims: tokio::sync::Mutex::new(None),
             config,
+            limits,
         })
     }
 
@@ -780,6 +786,10 @@ impl Store for PgStore {
 
     fn hub(&self) -> Arc<Hub> {
         self.hub.clone()
+    }
+
+    fn shared_limits(&self) -> Option<Arc<dyn crate::limits::SharedBuckets>> {
+        Some(self.limits.clone())
     }
 
     async fn events_after(

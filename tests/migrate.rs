@@ -1,0 +1,251 @@
+//! `imnotify migrate --from-sqlite DATA_DIR --database-url …` (issue 14): a SQLite server used
+//! through REST is stopped, its data dir copied into an empty PostgreSQL database, and a
+//! PostgreSQL server then answers the same notifications to the same webhook. Runs only under
+//! `IMNOTIFY_TEST_PG` (scripts/pg.sh), with the reason printed otherwise.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{Options, Server, BIN};
+use serde_json::{json, Value};
+
+/// A SQLite server whatever IMNOTIFY_TEST_PG says: the source of the migration.
+struct SqliteServer {
+    child: std::process::Child,
+    addr: String,
+    hook: String,
+}
+
+fn start_sqlite(dir: &std::path::Path) -> SqliteServer {
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-limits",
+            "--data-dir",
+        ])
+        .arg(dir)
+        .env_remove("IMNOTIFY_DATABASE_URL")
+        .env_remove("IMNOTIFY_DATA_DIR")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawning imnotify");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut addr, mut hook) = (String::new(), String::new());
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(u) = line.strip_prefix("imnotify listening on http://") {
+            addr = u.trim().to_owned();
+        }
+        if let Some(u) = line.strip_prefix("Webhook: ") {
+            hook = u[u.find("/rest/").unwrap()..].trim().to_owned();
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    SqliteServer { child, addr, hook }
+}
+
+fn post(addr: &str, path: &str, body: &Value) -> Value {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let body = body.to_string();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).unwrap();
+    let r = common::Response::parse(&buf);
+    assert_eq!(r.status, 200, "{path}: {}", r.body);
+    r.json()
+}
+
+#[test]
+fn a_sqlite_data_dir_moves_to_postgres_with_its_ids_webhook_and_read_state() {
+    let Some(_) = common::test_pg() else {
+        eprintln!("skipped: needs IMNOTIFY_TEST_PG (scripts/pg.sh start)");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut src = start_sqlite(&data);
+    let add = |body: Value| {
+        post(
+            &src.addr,
+            &format!("{}im.notify.system.add", src.hook),
+            &body,
+        )
+    };
+    let first = add(json!({"USER_ID": 1, "MESSAGE": "first"}))["result"]
+        .as_i64()
+        .unwrap();
+    add(json!({"USER_ID": 1, "MESSAGE": "tagged", "TAG": "T", "CLIENT_ID": "ci"}));
+    add(json!({"USER_ID": 1, "MESSAGE": "tagged again", "TAG": "T", "CLIENT_ID": "ci"}));
+    let last = add(json!({"USER_ID": 1, "MESSAGE": "[b]last[/b]"}))["result"]
+        .as_i64()
+        .unwrap();
+    post(
+        &src.addr,
+        &format!("{}im.notify.read", src.hook),
+        &json!({"ID": first, "ONLY_CURRENT": "Y"}),
+    );
+    let get = |addr: &str, hook: &str| {
+        post(addr, &format!("{hook}im.notify.get"), &json!({}))["result"].clone()
+    };
+    let before = get(&src.addr, &src.hook);
+    let counters = |addr: &str, hook: &str| {
+        post(addr, &format!("{hook}im.counters.get"), &json!({}))["result"].clone()
+    };
+    let counters_before = counters(&src.addr, &src.hook);
+    // A Push&Pull channel: its id is signed with the channel key, a setting that must move too.
+    let out = Command::new(BIN)
+        .args([
+            "webhook",
+            "add",
+            "--user-id",
+            "1",
+            "--scope",
+            "im,pull_channel",
+            "--json",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .env_remove("IMNOTIFY_DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let pull_hook = format!("/rest/{}/{}/", v["user_id"], v["code"].as_str().unwrap());
+    let channel = |addr: &str| {
+        post(addr, &format!("{pull_hook}pull.config.get"), &json!({}))["result"]["channels"]
+            ["private"]["id"]
+            .clone()
+    };
+    let channel_before = channel(&src.addr);
+    assert!(channel_before.is_string(), "{channel_before}");
+    let key = |rows: Vec<String>| rows.join(",");
+    unsafe {
+        libc::kill(src.child.id() as libc::pid_t, libc::SIGTERM);
+    }
+    src.child.wait().unwrap();
+    let sqlite_settings = {
+        let db = rusqlite::Connection::open(data.join("imnotify.sqlite3")).unwrap();
+        let mut st = db
+            .prepare("SELECT key || '=' || value FROM settings ORDER BY key")
+            .unwrap();
+        let rows: Vec<String> = st
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        rows
+    };
+    assert!(
+        sqlite_settings
+            .iter()
+            .any(|s| s.starts_with("pull_channel_key=")),
+        "{sqlite_settings:?}"
+    );
+
+    let url = common::fresh_pg_database().expect("a database");
+    let migrate = || {
+        Command::new(BIN)
+            .args(["migrate", "--from-sqlite"])
+            .arg(&data)
+            .args(["--database-url", &url])
+            .env_remove("IMNOTIFY_DATABASE_URL")
+            .env_remove("IMNOTIFY_DATA_DIR")
+            .output()
+            .unwrap()
+    };
+    let out = migrate();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("notifications\t3"), "{stdout}");
+
+    // Everything the SQLite server kept, the PostgreSQL server answers.
+    assert_eq!(
+        key(common::pg_query(
+            &url,
+            "SELECT key || '=' || value FROM settings ORDER BY key"
+        )),
+        key(sqlite_settings),
+        "settings (the Push&Pull channel key among them) are copied"
+    );
+    let mut pg = Server::start_with(Options {
+        shared_database: Some(url.clone()),
+        ..Options::default()
+    });
+    pg.hook = src.hook.clone();
+    assert_eq!(
+        get(&pg.addr, &pg.hook),
+        before,
+        "the same notifications, ids and read state"
+    );
+    assert_eq!(counters(&pg.addr, &pg.hook), counters_before);
+    // A channel id signed on the SQLite server is good on the PostgreSQL one (key copied).
+    let poll = |id: &str| {
+        let enc: String = form_urlencoded::byte_serialize(id.as_bytes()).collect();
+        pg.get(&format!("/sub/?CHANNEL_ID={enc}&revision=19"))
+            .status
+    };
+    let old = channel_before.as_str().unwrap();
+    assert_eq!(poll(old), 304, "the first poll of a good channel");
+    let flip = if old.ends_with('0') { '1' } else { '0' };
+    let forged = format!("{}{flip}", &old[..old.len() - 1]);
+    assert_eq!(poll(&forged), 400, "a wrongly signed channel");
+    let next = post(
+        &pg.addr,
+        &format!("{}im.notify.system.add", pg.hook),
+        &json!({"USER_ID": 1, "MESSAGE": "after the move"}),
+    )["result"]
+        .as_i64()
+        .unwrap();
+    assert!(
+        next > last,
+        "new ids continue after the copied ones: {next} after {last}"
+    );
+    // The tag replace still sees the copied tagged notification.
+    post(
+        &pg.addr,
+        &format!("{}im.notify.system.add", pg.hook),
+        &json!({"USER_ID": 1, "MESSAGE": "tagged once more", "TAG": "T", "CLIENT_ID": "ci"}),
+    );
+    let tagged = common::pg_query(
+        &url,
+        "SELECT count(*) FROM notifications WHERE tag IS NOT NULL",
+    );
+    assert_eq!(tagged, ["1"]);
+    pg.terminate();
+
+    // A second migrate into the now non-empty database is refused, and changes nothing.
+    let out = migrate();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not empty"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        common::pg_query(&url, "SELECT count(*) FROM notifications"),
+        ["4"]
+    );
+    common::drop_pg_database(&url);
+}
