@@ -15,6 +15,7 @@ use crate::methods;
 use crate::server;
 use crate::state::{AppState, Keys, Registry};
 use crate::store::hub::HubLimits;
+use crate::store::postgres::{PgOptions, PgStore};
 use crate::store::sqlite::{DeliveryOptions, OpenOptions, SqliteStore};
 use crate::store::{Store, StoreError, User};
 use crate::toolkit::Toolkit;
@@ -39,18 +40,36 @@ pub fn registry() -> Registry {
     Registry::new(methods::all())
 }
 
-/// Opens the data directory. `serve` passes `at_start` so the database's structure is checked
+/// Opens the store: PostgreSQL when `database_url` is set, otherwise the SQLite database in
+/// the data directory. `serve` passes `at_start` so the SQLite database's structure is checked
 /// (`storage.quick_check`) before anything is served; admin commands skip that check.
-pub fn open_store(config: &Config, at_start: bool) -> anyhow::Result<Arc<dyn Store>> {
-    open_store_with(config, at_start, Clock::system())
+pub async fn open_store(config: &Config, at_start: bool) -> anyhow::Result<Arc<dyn Store>> {
+    open_store_with(config, at_start, Clock::system()).await
 }
 
 /// `open_store`, with the clock the store reads delivery times from (event times).
-pub fn open_store_with(
+pub async fn open_store_with(
     config: &Config,
     at_start: bool,
     clock: Clock,
 ) -> anyhow::Result<Arc<dyn Store>> {
+    if let Some(url) = &config.database_url {
+        let store = PgStore::open(
+            url,
+            PgOptions {
+                mail_delay: config.smtp.enabled().then_some(config.email.delay_seconds),
+                hub: HubLimits {
+                    per_user: config.events.max_streams_per_user,
+                    total: config.events.max_streams,
+                },
+                clock,
+                max_notifications_per_user: config.limits.max_notifications_per_user,
+            },
+        )
+        .await
+        .context("opening the PostgreSQL database (database_url)")?;
+        return Ok(Arc::new(store));
+    }
     let options = OpenOptions {
         quick_check: at_start && config.storage.quick_check,
         max_notifications_per_user: config.limits.max_notifications_per_user,
@@ -185,7 +204,7 @@ pub async fn admin_token(
 /// Runs the server; `fixtures` is the `--fixtures` file, applied before the first request.
 pub async fn serve(mut config: Config, fixtures: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     let clock = Clock::system();
-    let store = open_store_with(&config, true, clock.clone())?;
+    let store = open_store_with(&config, true, clock.clone()).await?;
     let first_code = bootstrap(store.as_ref()).await?;
     let applied = match &fixtures {
         Some(path) => {

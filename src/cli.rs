@@ -1,5 +1,6 @@
-//! The command line: `serve` and the admin commands. Admin commands open the same SQLite file as
-//! a running server; SQLite's locking makes that safe.
+//! The command line: `serve` and the admin commands. Admin commands open the same SQLite file
+//! (or PostgreSQL database, with `--database-url`) as a running server; the database's locking
+//! makes that safe.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -24,6 +25,7 @@ Configuration is read from built-in defaults, then the TOML file given with --co
 Keys (environment variable in brackets; nested keys use a double underscore):
   listen                   [IMNOTIFY_LISTEN]                    default 127.0.0.1:8080
   data_dir                 [IMNOTIFY_DATA_DIR]                  default ./data
+  database_url             [IMNOTIFY_DATABASE_URL]              postgres://user@host:port/db: PostgreSQL instead of SQLite
   public_url               [IMNOTIFY_PUBLIC_URL]                base URL printed in webhook URLs
   require_https            [IMNOTIFY_REQUIRE_HTTPS]             default: on unless listening on loopback; covers every credential
   trusted_proxies          [IMNOTIFY_TRUSTED_PROXIES]           e.g. [\"127.0.0.1\"]; their X-Forwarded-Proto/-For is believed
@@ -92,6 +94,10 @@ pub struct GlobalArgs {
     /// Data directory holding the SQLite database [env: IMNOTIFY_DATA_DIR]
     #[arg(long, global = true, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// PostgreSQL instead of SQLite: postgres://user@host:port/db, no TLS
+    /// [env: IMNOTIFY_DATABASE_URL]
+    #[arg(long, global = true, value_name = "URL")]
+    pub database_url: Option<String>,
     /// TOML configuration file
     #[arg(long, global = true, value_name = "FILE", env = "IMNOTIFY_CONFIG")]
     pub config: Option<PathBuf>,
@@ -470,6 +476,7 @@ async fn set_user_active(
 
 pub fn load_config(global: &GlobalArgs, mut overrides: Overrides) -> anyhow::Result<Config> {
     overrides.data_dir = global.data_dir.clone();
+    overrides.database_url = global.database_url.clone();
     Config::load(global.config.as_deref(), &overrides)
         .map_err(|e| anyhow::anyhow!("configuration: {e}"))
 }
@@ -484,7 +491,7 @@ pub async fn run_admin(config: Config, command: Command) -> anyhow::Result<()> {
         Command::Mail(c) => return remote::run(config, remote::mail(c)).await,
         other => other,
     };
-    let store = app::open_store(&config, false)?;
+    let store = app::open_store(&config, false).await?;
     match command {
         Command::Serve(_) => unreachable!("serve is handled by main"),
         Command::Send(_) => unreachable!("send is handled by main"),

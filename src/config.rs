@@ -18,6 +18,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Where the SQLite database lives.
     pub data_dir: PathBuf,
+    /// `postgres://user@host:port/db` (or `host=/run/postgresql`): use PostgreSQL instead of
+    /// the SQLite database in `data_dir` (issue 14). No TLS: loopback or a unix socket.
+    pub database_url: Option<String>,
     /// The base URL printed in webhook URLs, when the server sits behind a proxy or a DNS name.
     pub public_url: Option<String>,
     /// Refuse webhook calls over plain HTTP (P7). Unset means: on unless listening on loopback.
@@ -393,6 +396,7 @@ impl Default for Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("./data"),
+            database_url: None,
             public_url: None,
             require_https: None,
             trusted_proxies: Vec::new(),
@@ -417,6 +421,7 @@ impl Default for Config {
 pub struct Overrides {
     pub listen: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
+    pub database_url: Option<String>,
     pub public_url: Option<String>,
     pub require_https: Option<bool>,
     pub tls_cert: Option<PathBuf>,
@@ -453,6 +458,9 @@ impl Config {
         }
         if let Some(v) = &o.data_dir {
             fig = fig.merge(Serialized::default("data_dir", v));
+        }
+        if let Some(v) = &o.database_url {
+            fig = fig.merge(Serialized::default("database_url", v));
         }
         if let Some(v) = &o.public_url {
             fig = fig.merge(Serialized::default("public_url", v));

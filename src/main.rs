@@ -37,7 +37,8 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    imnotify::telemetry::init(&config.log);
+    // Held to the end of main, so queued log lines are written before the process exits.
+    let _log = imnotify::telemetry::init(&config.log);
     for name in imnotify::config::unknown_env_vars(std::env::vars()) {
         tracing::warn!(variable = %name, "ignoring unknown environment variable {name}: no such config key");
     }

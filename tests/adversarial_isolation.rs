@@ -61,14 +61,18 @@ const COLLIDING_HOOK_CLIENT_ID: &str = "xe879e";
 
 /// (id, text) of every notification of `user` whose stored tag is `tag`.
 fn tagged(s: &Server, user: i64, tag: &str) -> Vec<(i64, String)> {
-    let db = s.db();
-    let mut q = db
-        .prepare("SELECT id, text FROM notifications WHERE user_id = ?1 AND tag = ?2 ORDER BY id")
-        .unwrap();
-    q.query_map(rusqlite::params![user, tag], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap()
+    s.query(
+        "SELECT id, text FROM notifications WHERE user_id = ?1 AND tag = ?2 ORDER BY id",
+        &[user.into(), tag.into()],
+    )
+    .into_iter()
+    .map(|r| {
+        (
+            r[0].as_deref().unwrap().parse().unwrap(),
+            r[1].clone().unwrap(),
+        )
+    })
+    .collect()
 }
 
 fn ok_result(r: &common::Response) -> Value {
@@ -85,12 +89,10 @@ fn a_webhook_cannot_replace_or_delete_an_apps_tagged_notifications() {
     // The app gets the client id of the precomputed collision.
     let (generated, _, _) = app_with_token(&s, "App A", 1);
     let client_id = COLLIDING_APP_CLIENT_ID.to_owned();
-    s.db()
-        .execute(
-            "UPDATE apps SET client_id = ?1 WHERE client_id = ?2",
-            [&client_id, &generated],
-        )
-        .unwrap();
+    s.execute(
+        "UPDATE apps SET client_id = ?1 WHERE client_id = ?2",
+        &[(&client_id).into(), (&generated).into()],
+    );
     let tokens = cli_json(
         &s,
         &[

@@ -148,19 +148,15 @@ fn every_credential_kind_against_every_method() {
     let (narrow, narrow_refresh) = token(&s, &user_app, 1);
     let (not_allowed, not_allowed_refresh) = token(&s, &only2_app, 1);
     // The administrator narrows the app to user 2 after user 1 installed it.
-    s.db()
-        .execute(
-            "UPDATE apps SET allowed_users = '2' WHERE client_id = ?1",
-            [&only2_app],
-        )
-        .unwrap();
+    s.execute(
+        "UPDATE apps SET allowed_users = '2' WHERE client_id = ?1",
+        &[(&only2_app).into()],
+    );
     let (expired, expired_refresh) = token(&s, &im_app, 2);
-    s.db()
-        .execute(
-            "UPDATE oauth_tokens SET access_expires = 1 WHERE user_id = 2",
-            [],
-        )
-        .unwrap();
+    s.execute(
+        "UPDATE oauth_tokens SET access_expires = 1 WHERE user_id = 2",
+        &[],
+    );
 
     // A browser session of user 2 and its CSRF token, from the consent page.
     let cookie = s.sign_in("2", "pw-of-user-2");
@@ -299,11 +295,9 @@ fn every_credential_kind_against_every_method() {
     add(&Cred::Bearer(other.clone()), json!({}));
     add(&Cred::Path(s.hook.clone()), json!({"CLIENT_ID": im_app}));
     let n: i64 = s
-        .db()
-        .query_row(
+        .query_value(
             "SELECT COUNT(*) FROM notifications WHERE id = ?1",
-            [first],
-            |r| r.get(0),
+            &[first.into()],
         )
         .unwrap();
     assert_eq!(
@@ -313,11 +307,9 @@ fn every_credential_kind_against_every_method() {
     // Within the app's own namespace the replace does happen, so the check above can fail.
     add(&Cred::Bearer(good.clone()), json!({}));
     let n: i64 = s
-        .db()
-        .query_row(
+        .query_value(
             "SELECT COUNT(*) FROM notifications WHERE id = ?1",
-            [first],
-            |r| r.get(0),
+            &[first.into()],
         )
         .unwrap();
     assert_eq!(n, 0);

@@ -19,10 +19,7 @@ fn batch_json(s: &Server, hook: &str, body: Value) -> Value {
 }
 
 fn text_of(s: &Server, id: i64) -> String {
-    s.db()
-        .query_row("SELECT text FROM notifications WHERE id=?1", [id], |r| {
-            r.get(0)
-        })
+    s.query_value("SELECT text FROM notifications WHERE id=?1", &[id.into()])
         .unwrap()
 }
 
@@ -236,10 +233,10 @@ fn references_of_every_kind() {
     let a = r["result"]["a"].as_i64().unwrap();
     let id = r["result"]["user_from_result"].as_i64().unwrap();
     let user: i64 = s
-        .db()
-        .query_row("SELECT user_id FROM notifications WHERE id=?1", [id], |r| {
-            r.get(0)
-        })
+        .query_value(
+            "SELECT user_id FROM notifications WHERE id=?1",
+            &[id.into()],
+        )
         .unwrap();
     assert_eq!(user, a);
     // $next[a] does not exist, so the lookup stops at $next itself, an (empty) array.

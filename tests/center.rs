@@ -94,11 +94,9 @@ fn another_users_notification_is_neither_listed_nor_fetchable() {
     );
     assert_eq!(r.json()["result"], false, "{}", r.body);
     let n: i64 = s
-        .db()
-        .query_row(
+        .query_value(
             "SELECT COUNT(*) FROM notifications WHERE id = ?1",
-            [theirs],
-            |r| r.get(0),
+            &[theirs.into()],
         )
         .unwrap();
     assert_eq!(n, 1);
@@ -122,13 +120,11 @@ fn actions_need_the_csrf_token_and_run_the_lifecycle_methods() {
         )
     };
     let is_read = || -> i64 {
-        s.db()
-            .query_row(
-                "SELECT is_read FROM notifications WHERE id = ?1",
-                [id],
-                |r| r.get(0),
-            )
-            .unwrap()
+        s.query_value(
+            "SELECT CAST(is_read AS INTEGER) FROM notifications WHERE id = ?1",
+            &[id.into()],
+        )
+        .unwrap()
     };
     let r = post(format!("csrf=wrong&action=read&id={id}"));
     assert_eq!(r.status, 401);
@@ -195,13 +191,11 @@ fn the_settings_panel_switches_e_mail_off_and_on() {
     let s = Server::start();
     let cookie = signed_in(&s);
     let setting = || -> i64 {
-        s.db()
-            .query_row(
-                "SELECT email_notifications FROM users WHERE id = 1",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap()
+        s.query_value(
+            "SELECT CAST(email_notifications AS INTEGER) FROM users WHERE id = 1",
+            &[],
+        )
+        .unwrap()
     };
     let before = setting();
     let body = page(&s, &cookie, "/", &[]).body;

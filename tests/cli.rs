@@ -176,13 +176,11 @@ fn example_config_file_parses_to_the_defaults() {
 fn user_update_turns_email_notifications_off_and_on() {
     let s = Server::start();
     let email_on = || -> i64 {
-        s.db()
-            .query_row(
-                "SELECT email_notifications FROM users WHERE id = 1",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap()
+        s.query_value(
+            "SELECT CAST(email_notifications AS INTEGER) FROM users WHERE id = 1",
+            &[],
+        )
+        .unwrap()
     };
     assert_eq!(email_on(), 1, "on by default (D13)");
     let out = s.cli(&[

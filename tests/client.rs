@@ -288,11 +288,30 @@ fn oauth_refreshes_an_expired_token_and_hands_over_the_new_pair() {
     // An hour and a second later the access token has expired; the refresh token has not.
     admin(&s, "/admin/api/clock", json!({"advance_seconds": 3601}));
     assert!(c.system_add(&Notify::new(1, "after expiry")).unwrap() > 0);
-    let seen = seen.lock().unwrap().clone();
-    assert_eq!(seen.len(), 1, "one refresh");
-    assert_ne!(seen[0], first);
-    assert_eq!(c.tokens(), Some(seen[0].clone()));
+    let seen_count = || seen.lock().unwrap().len();
+    let pairs = seen.lock().unwrap().clone();
+    assert_eq!(pairs.len(), 1, "one refresh");
+    assert_ne!(pairs[0], first);
+    assert_eq!(c.tokens(), Some(pairs[0].clone()));
     assert_eq!(c.counters().unwrap().notify, 2);
+
+    // Clones share the pair: when several calls meet the expiry at once, one refreshes and the
+    // others use its pair (a second exchange of the single-use refresh token would fail).
+    admin(&s, "/admin/api/clock", json!({"advance_seconds": 3601}));
+    let together = Arc::new(std::sync::Barrier::new(4));
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let (c, together) = (c.clone(), together.clone());
+            std::thread::spawn(move || {
+                together.wait();
+                c.counters().map(|n| n.notify)
+            })
+        })
+        .collect();
+    for t in threads {
+        assert_eq!(t.join().unwrap().unwrap(), 2);
+    }
+    assert_eq!(seen_count(), 2, "one more refresh for all four calls");
 
     // A client still holding the old pair cannot refresh (the refresh token was used).
     let stale = Client::builder()
@@ -597,13 +616,25 @@ fn broken_connections_are_retried_only_for_idempotent_calls() {
         Err(Error::Network(_))
     ));
     assert_eq!(s.seen.lock().unwrap().len(), 1);
-    // With a tag a repeat replaces the first copy, so it is retried.
+    // A webhook's TAG without CLIENT_ID is ignored by the server (D3): a repeat would
+    // duplicate, so it is not repeated either.
+    let s = stub(vec![None, Some((200, PORTAL_ADD.into()))]);
+    let c = stub_client(&s, quick_retry());
+    assert!(matches!(
+        c.system_add(&Notify::new(1, "once").tag("t")),
+        Err(Error::Network(_))
+    ));
+    assert_eq!(s.seen.lock().unwrap().len(), 1);
+    // With the tag kept (CLIENT_ID names its namespace) a repeat replaces the first copy, so it
+    // is retried.
     let s = stub(vec![None, Some((200, PORTAL_ADD.into()))]);
     let c = stub_client(&s, quick_retry());
     assert_eq!(
-        c.system_add(&Notify::new(1, "once").tag("t")).unwrap(),
+        c.system_add(&Notify::new(1, "once").tag("t").client_id("ci"))
+            .unwrap(),
         12345
     );
+    assert_eq!(s.seen.lock().unwrap().len(), 2);
 }
 
 #[test]
@@ -671,6 +702,8 @@ fn send_prints_the_id_or_the_answer_and_exits_by_the_kind_of_failure() {
             "T",
             "--sub-tag",
             "S",
+            "--client-id",
+            "ci",
             "--attach",
             attach.to_str().unwrap(),
             "--json",
@@ -684,6 +717,9 @@ fn send_prints_the_id_or_the_answer_and_exits_by_the_kind_of_failure() {
     let page = s.client().get(&GetQuery::default()).unwrap();
     let n = &page.notifications[0];
     assert_eq!(n.id, id + 1);
+    // With --client-id a webhook's tag is kept (D3), namespaced.
+    let tag = n.notify_tag.as_deref().unwrap_or_default();
+    assert!(tag.starts_with("MP|") && tag.ends_with("|T"), "{tag:?}");
     assert_eq!(
         n.extra["params"]["ATTACH"][0]["BLOCKS"][0]["MESSAGE"],
         "from a file"
@@ -734,6 +770,12 @@ fn send_prints_the_id_or_the_answer_and_exits_by_the_kind_of_failure() {
         1,
         "ATTACH_ERROR",
     );
+    // The recipient does not exist: the server answers `false`, refused like a method error.
+    expect(
+        &["--webhook", hook, "--user", "999", "--message", "x"],
+        1,
+        "USER_NOT_EXISTS",
+    );
     // 2: usage.
     let (code, _, _) = send(&["--user", "1", "--message", "x"], &[]);
     assert_eq!(code, 2, "no webhook");
@@ -750,6 +792,12 @@ fn send_prints_the_id_or_the_answer_and_exits_by_the_kind_of_failure() {
         ],
         2,
         "https://",
+    );
+    // The server's address instead of its webhook: the path names no credential.
+    expect(
+        &["--webhook", &s.base, "--user", "1", "--message", "x"],
+        2,
+        "not a webhook URL",
     );
     // 3: the credential.
     let wrong = format!("{}/rest/1/wrongcodewrongcode/", s.base);

@@ -374,19 +374,18 @@ fn same_tag_mails_are_one_mail() {
 
     // D12 proper: two live notifications of one recipient sharing a stored tag (written here
     // by another producer, straight into the database) become one mail, newest first.
-    let db = s.db();
     let now = chrono::Utc::now().timestamp();
     for text in ["older of the group", "newer of the group"] {
-        db.execute(
-            "INSERT INTO notifications (user_id, notify_type, text, tag, created_at) VALUES (2, 4, ?1, 'MP|x|G', ?2)",
-            rusqlite::params![text, now],
-        )
-        .unwrap();
-        db.execute(
+        let id: i64 = s
+            .query_value(
+                "INSERT INTO notifications (user_id, notify_type, text, tag, created_at) VALUES (2, 4, ?1, 'MP|x|G', ?2) RETURNING id",
+                &[text.into(), now.into()],
+            )
+            .unwrap();
+        s.execute(
             "INSERT INTO outbox (notification_id, user_id, tag, due_at, created_at) VALUES (?1, 2, 'MP|x|G', ?2, ?2)",
-            rusqlite::params![db.last_insert_rowid(), now],
-        )
-        .unwrap();
+            &[id.into(), now.into()],
+        );
     }
     let mails = sink.wait(2, Duration::from_secs(20));
     std::thread::sleep(Duration::from_secs(3));

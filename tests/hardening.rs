@@ -72,13 +72,11 @@ fn sigterm_drains_in_flight_requests() {
     }
     let status = s.child.take().unwrap().wait().unwrap();
     assert!(status.success(), "exit status {status}");
-    let db = s.db();
     for id in ids {
-        let n: i64 = db
-            .query_row(
+        let n: i64 = s
+            .query_value(
                 "SELECT COUNT(*) FROM notifications WHERE id = ?1",
-                [id],
-                |r| r.get(0),
+                &[id.into()],
             )
             .unwrap();
         assert_eq!(n, 1, "acknowledged id {id} missing after SIGTERM");

@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::{Response, Server};
 use serde_json::{json, Value};
 
@@ -38,45 +36,37 @@ fn get(s: &Server, hook: &str, body: Value) -> Value {
     ok(call(s, hook, "im.notify.get", body))
 }
 
-/// A connection to the server's database for the rows REST cannot create (confirm-type
-/// notifications) and for checks behind the API.
-fn db(s: &Server) -> rusqlite::Connection {
-    let c = s.db();
-    c.busy_timeout(Duration::from_secs(10)).unwrap();
-    c
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }
 
+/// Writes a row REST cannot create (a confirm-type notification) into the server's database.
 fn insert_confirm(s: &Server, user_id: i64, text: &str) -> i64 {
-    let c = db(s);
-    c.execute(
+    s.query_value(
         "INSERT INTO notifications (user_id, author_id, notify_type, text, buttons, created_at)
-         VALUES (?1, 0, 1, ?2, '[{\"TITLE\":\"Accept\",\"VALUE\":\"Y\"}]', strftime('%s','now'))",
-        rusqlite::params![user_id, text],
+         VALUES (?1, 0, 1, ?2, '[{\"TITLE\":\"Accept\",\"VALUE\":\"Y\"}]', ?3) RETURNING id",
+        &[user_id.into(), text.into(), now().into()],
     )
-    .unwrap();
-    c.last_insert_rowid()
+    .unwrap()
 }
 
 fn insert_tagged(s: &Server, user_id: i64, tag: &str) -> i64 {
-    let c = db(s);
-    c.execute(
+    s.query_value(
         "INSERT INTO notifications (user_id, notify_type, text, tag, created_at)
-         VALUES (?1, 4, 'sibling', ?2, strftime('%s','now'))",
-        rusqlite::params![user_id, tag],
+         VALUES (?1, 4, 'sibling', ?2, ?3) RETURNING id",
+        &[user_id.into(), tag.into(), now().into()],
     )
-    .unwrap();
-    c.last_insert_rowid()
+    .unwrap()
 }
 
 fn exists(s: &Server, id: i64) -> bool {
-    db(s)
-        .query_row(
-            "SELECT COUNT(*) FROM notifications WHERE id = ?1",
-            [id],
-            |r| r.get::<_, i64>(0),
-        )
-        .unwrap()
-        == 1
+    s.query_value::<i64>(
+        "SELECT COUNT(*) FROM notifications WHERE id = ?1",
+        &[id.into()],
+    ) == Some(1)
 }
 
 fn unread_counter(s: &Server, hook: &str) -> i64 {

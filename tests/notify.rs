@@ -17,25 +17,24 @@ struct Row {
 }
 
 fn row(s: &Server, id: i64) -> Option<Row> {
-    s.db()
-        .query_row(
+    let r = s
+        .query(
             "SELECT user_id, author_id, notify_type, text, text_out, tag, sub_tag, attach FROM notifications WHERE id=?1",
-            [id],
-            |r| {
-                let attach: Option<String> = r.get(7)?;
-                Ok(Row {
-                    user_id: r.get(0)?,
-                    author_id: r.get(1)?,
-                    notify_type: r.get(2)?,
-                    text: r.get(3)?,
-                    text_out: r.get(4)?,
-                    tag: r.get(5)?,
-                    sub_tag: r.get(6)?,
-                    attach: attach.map(|a| serde_json::from_str(&a).unwrap()),
-                })
-            },
+            &[id.into()],
         )
-        .ok()
+        .into_iter()
+        .next()?;
+    let int = |i: usize| r[i].as_deref().unwrap().parse().unwrap();
+    Some(Row {
+        user_id: int(0),
+        author_id: int(1),
+        notify_type: int(2),
+        text: r[3].clone().unwrap(),
+        text_out: r[4].clone().unwrap(),
+        tag: r[5].clone(),
+        sub_tag: r[6].clone(),
+        attach: r[7].as_deref().map(|a| serde_json::from_str(a).unwrap()),
+    })
 }
 
 fn add(s: &Server, body: Value) -> common::Response {

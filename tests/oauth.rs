@@ -278,12 +278,19 @@ fn app_calls_carry_the_app_name_and_namespace() {
     let b1 = send(&tb, "from beta");
     let a2 = send(&ta, "second");
     let rows: Vec<(i64, String, String, String)> = s
-        .db()
-        .prepare("SELECT id, text, text_out, tag FROM notifications ORDER BY id")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-        .unwrap()
-        .map(Result::unwrap)
+        .query(
+            "SELECT id, text, text_out, tag FROM notifications ORDER BY id",
+            &[],
+        )
+        .into_iter()
+        .map(|r| {
+            (
+                r[0].as_deref().unwrap().parse().unwrap(),
+                r[1].clone().unwrap(),
+                r[2].clone().unwrap(),
+                r[3].clone().unwrap(),
+            )
+        })
         .collect();
     let ids: Vec<i64> = rows.iter().map(|r| r.0).collect();
     assert_eq!(
@@ -314,12 +321,10 @@ fn token_errors() {
         .to_owned();
     // The administrator narrows the app to user 1 after user 2 installed it; a new token for
     // user 2 is refused up front.
-    s.db()
-        .execute(
-            "UPDATE apps SET allowed_users = '1' WHERE client_id = ?1",
-            [&restricted.client_id],
-        )
-        .unwrap();
+    s.execute(
+        "UPDATE apps SET allowed_users = '1' WHERE client_id = ?1",
+        &[(&restricted.client_id).into()],
+    );
     let refused = s.cli(&[
         "app",
         "token",
@@ -365,9 +370,7 @@ fn token_errors() {
     );
 
     // Expire the token in the database: the next call says so.
-    s.db()
-        .execute("UPDATE oauth_tokens SET access_expires = 1 WHERE app_id = (SELECT id FROM apps WHERE name = 'Im')", [])
-        .unwrap();
+    s.execute("UPDATE oauth_tokens SET access_expires = 1 WHERE app_id = (SELECT id FROM apps WHERE name = 'Im')", &[]);
     call(&s, "im.notify.system.add", access, body.clone()).assert_error(401, "expired_token");
 
     // Token endpoint errors.
@@ -412,9 +415,7 @@ fn expired_authorization_code_is_refused() {
     );
     let code = query_param(approved.header("location").unwrap(), "code").unwrap();
     // Age the code past its 30 seconds.
-    s.db()
-        .execute("UPDATE oauth_codes SET expires_at = expires_at - 31", [])
-        .unwrap();
+    s.execute("UPDATE oauth_codes SET expires_at = expires_at - 31", &[]);
     token_request(
         &s,
         &format!(

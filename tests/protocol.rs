@@ -148,12 +148,9 @@ fn parameters_from_every_encoding() {
         br#"{"MESSAGE":"json+query"}"#,
     ));
     let texts: Vec<String> = s
-        .db()
-        .prepare("SELECT text FROM notifications ORDER BY id")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
+        .query("SELECT text FROM notifications ORDER BY id", &[])
+        .into_iter()
+        .map(|r| r[0].clone().unwrap())
         .collect();
     assert_eq!(
         texts,
@@ -169,12 +166,18 @@ fn body_wins_over_query() {
     let r = s.post_form(&format!("{url}?USER_ID=1&MESSAGE=q"), "USER_ID=2&MESSAGE=b");
     let id = ok_id(&r);
     let (uid, text): (i64, String) = s
-        .db()
-        .query_row(
+        .query(
             "SELECT user_id, text FROM notifications WHERE id=?1",
-            [id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            &[id.into()],
         )
+        .into_iter()
+        .next()
+        .map(|r| {
+            (
+                r[0].as_deref().unwrap().parse().unwrap(),
+                r[1].clone().unwrap(),
+            )
+        })
         .unwrap();
     assert_eq!((uid, text.as_str()), (2, "b"));
 }
@@ -234,10 +237,7 @@ fn php_bracket_arrays_encoded_or_literal() {
     ] {
         let id = ok_id(&s.post_form(&url, body));
         let attach: String = s
-            .db()
-            .query_row("SELECT attach FROM notifications WHERE id=?1", [id], |r| {
-                r.get(0)
-            })
+            .query_value("SELECT attach FROM notifications WHERE id=?1", &[id.into()])
             .unwrap();
         let a: serde_json::Value = serde_json::from_str(&attach).unwrap();
         assert_eq!(a["BLOCKS"][0]["MESSAGE"], expected, "{attach}");

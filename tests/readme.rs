@@ -166,13 +166,17 @@ fn readme_admin_commands_run_and_their_json_samples_match() {
         if args.first().is_some_and(|a| a == "serve") {
             continue;
         }
-        let out = std::process::Command::new(BIN)
-            .args(&args)
+        let mut cmd = std::process::Command::new(BIN);
+        cmd.args(&args)
             .arg("--data-dir")
             .arg(s.data_dir())
             .env_remove("IMNOTIFY_DATA_DIR")
-            .output()
-            .expect("running imnotify");
+            .env_remove("IMNOTIFY_DATABASE_URL");
+        // The server's database, when the suite runs on PostgreSQL.
+        if let Some(url) = &s.database_url {
+            cmd.env("IMNOTIFY_DATABASE_URL", url);
+        }
+        let out = cmd.output().expect("running imnotify");
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success(),

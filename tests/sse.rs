@@ -620,8 +620,7 @@ fn a_long_answer_is_cut_as_a_message_is() {
     assert!(answer.len() < 21_000, "{} bytes", answer.len());
     assert!(answer.ends_with(" (...)"));
     let stored: i64 = s
-        .db()
-        .query_row("SELECT max(length(payload)) FROM events", [], |r| r.get(0))
+        .query_value("SELECT max(length(payload)) FROM events", &[])
         .unwrap();
     assert!(stored < 25_000, "{stored} bytes in the event log");
 }

@@ -127,11 +127,9 @@ fn the_first_start_prints_an_admin_token_and_keeps_only_its_hash() {
     let r = s.request("GET", "/admin/api/clock", &[("Authorization", &auth)], b"");
     assert_eq!(r.status, 200, "{}", r.body);
     let stored: String = s
-        .db()
-        .query_row(
+        .query_value::<String>(
             "SELECT value FROM settings WHERE key = 'admin_token_sha256'",
-            [],
-            |r| r.get(0),
+            &[],
         )
         .unwrap();
     assert_ne!(stored, token);
@@ -496,7 +494,7 @@ fn reset_keeps_the_directory_and_empties_the_rest_and_ids_go_on() {
         "/admin/api/faults",
         Some(json!({"method": "user.get", "error": "INTERNAL_SERVER_ERROR"})),
     );
-    let count = |sql: &str| -> i64 { s.db().query_row(sql, [], |r| r.get(0)).unwrap() };
+    let count = |sql: &str| -> i64 { s.query_value(sql, &[]).unwrap() };
     assert!(count("SELECT COUNT(*) FROM events") > 0);
     let r = admin_ok(&s, "POST", "/admin/api/reset", None);
     assert_eq!(r["keep_directory"], true);
@@ -530,8 +528,7 @@ fn reset_keeps_the_directory_and_empties_the_rest_and_ids_go_on() {
     );
     assert_eq!(r["keep_directory"], false);
     let users: i64 = s
-        .db()
-        .query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0))
+        .query_value::<i64>("SELECT COUNT(*) FROM users", &[])
         .unwrap();
     assert_eq!(users, 0);
     let r = s.post_json(
@@ -574,26 +571,16 @@ redirect_uri = "https://ci.example/oauth"
 
 /// The rows fixtures write, as text, to compare before and after.
 fn directory_dump(s: &Server) -> String {
-    let db = s.db();
     let mut out = String::new();
+    // Hashes as stored bytes: `query` shows blobs (SQLite) and bytea (PostgreSQL) as hex.
     for sql in [
-        "SELECT id, name, last_name, email, active, is_admin, created_at, password_hash FROM users ORDER BY id",
-        "SELECT id, user_id, hex(code_hash), scopes, active, created_at, rate_per_second, rate_burst FROM webhooks ORDER BY id",
-        "SELECT id, client_id, hex(secret_hash), name, scopes, redirect_uri, allowed_users, active, created_at FROM apps ORDER BY id",
+        "SELECT id, name, last_name, email, CAST(active AS INTEGER), CAST(is_admin AS INTEGER), created_at, password_hash FROM users ORDER BY id",
+        "SELECT id, user_id, code_hash, scopes, CAST(active AS INTEGER), created_at, rate_per_second, rate_burst FROM webhooks ORDER BY id",
+        "SELECT id, client_id, secret_hash, name, scopes, redirect_uri, allowed_users, CAST(active AS INTEGER), created_at FROM apps ORDER BY id",
         "SELECT key, value FROM settings ORDER BY key",
     ] {
-        let mut stmt = db.prepare(sql).unwrap();
-        let n = stmt.column_count();
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((0..n)
-                    .map(|i| format!("{:?}", r.get_ref(i).unwrap()))
-                    .collect::<Vec<_>>()
-                    .join("|"))
-            })
-            .unwrap();
-        for row in rows {
-            out.push_str(&row.unwrap());
+        for row in s.query(sql, &[]) {
+            out.push_str(&format!("{row:?}"));
             out.push('\n');
         }
     }
@@ -745,7 +732,7 @@ fn the_cli_takes_fixed_codes_and_client_credentials_and_repeats_safely() {
         assert_eq!(v["client_id"], "local.fixed");
         assert_eq!(v["client_secret"], "fixed-secret-99");
     }
-    let count = |sql: &str| -> i64 { s.db().query_row(sql, [], |r| r.get(0)).unwrap() };
+    let count = |sql: &str| -> i64 { s.query_value(sql, &[]).unwrap() };
     assert_eq!(
         count("SELECT COUNT(*) FROM webhooks"),
         2,

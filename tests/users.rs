@@ -12,24 +12,21 @@ fn call(s: &Server, hook: &str, method: &str, body: Value) -> Response {
 
 /// Adds users 2..=n+1 straight into the database: the CLI would take a process per user.
 fn add_users(s: &Server, n: i64) {
-    let mut db = s.db();
-    db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
-    let tx = db.transaction().unwrap();
-    for id in 2..n + 2 {
-        tx.execute(
-            "INSERT INTO users (id, name, last_name, email, active, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, 1700000000)",
-            rusqlite::params![
-                id,
-                if id % 10 == 0 { "Ivan" } else { "Petr" },
-                format!("L{id:03}"),
-                format!("user{id}@example.com"),
-                id % 7 != 0
-            ],
-        )
-        .unwrap();
-    }
-    tx.commit().unwrap();
+    // One statement, one transaction; the values are the test's own, so written inline.
+    let rows: Vec<String> = (2..n + 2)
+        .map(|id| {
+            let name = if id % 10 == 0 { "Ivan" } else { "Petr" };
+            let active = if id % 7 != 0 { "TRUE" } else { "FALSE" };
+            format!("({id}, '{name}', 'L{id:03}', 'user{id}@example.com', {active}, 1700000000)")
+        })
+        .collect();
+    s.execute(
+        &format!(
+            "INSERT INTO users (id, name, last_name, email, active, created_at) VALUES {}",
+            rows.join(", ")
+        ),
+        &[],
+    );
 }
 
 fn user_ids(result: &Value) -> Vec<i64> {
@@ -139,14 +136,20 @@ fn user_get_filters_and_sort() {
 
 /// Users with the given (id, name, last name, e-mail, active), straight into the database.
 fn insert_users(s: &Server, users: &[(i64, &str, &str, &str, bool)]) {
-    let db = s.db();
     for (id, name, last_name, email, active) in users {
-        db.execute(
-            "INSERT INTO users (id, name, last_name, email, active, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, 1700000000)",
-            rusqlite::params![id, name, last_name, email, active],
-        )
-        .unwrap();
+        s.execute(
+            &format!(
+                "INSERT INTO users (id, name, last_name, email, active, created_at)
+                 VALUES (?1, ?2, ?3, ?4, {}, 1700000000)",
+                if *active { "TRUE" } else { "FALSE" }
+            ),
+            &[
+                (*id).into(),
+                (*name).into(),
+                (*last_name).into(),
+                (*email).into(),
+            ],
+        );
     }
 }
 

@@ -37,6 +37,10 @@ pub struct SendArgs {
     /// SUB_TAG
     #[arg(long, value_name = "T")]
     pub sub_tag: Option<String>,
+    /// CLIENT_ID: the namespace of --tag and --sub-tag; a webhook call's tags are ignored
+    /// without it (DECISIONS D3)
+    #[arg(long, value_name = "ID")]
+    pub client_id: Option<String>,
     /// ATTACH from a JSON file: the full form ({"BLOCKS": [...]}) or a list of blocks
     #[arg(long, value_name = "FILE.json")]
     pub attach: Option<PathBuf>,
@@ -85,6 +89,7 @@ fn send(a: SendArgs) -> Result<String, Error> {
     n.message_out = a.message_out;
     n.tag = a.tag;
     n.sub_tag = a.sub_tag;
+    n.client_id = a.client_id;
     let attach = a.attach.as_deref().map(read_attach).transpose()?;
     let client = Client::builder()
         .webhook(&a.webhook)
@@ -98,14 +103,17 @@ fn send(a: SendArgs) -> Result<String, Error> {
             ..RetryPolicy::default()
         })
         .build()?;
-    // A tagged notification replaces its earlier copy, so a repeat after a broken connection
-    // cannot duplicate it.
+    // Repeated after a broken connection only when the server keeps the tag (with CLIENT_ID,
+    // D3), so that the repeat replaces its earlier copy instead of duplicating it.
     let mut params = n.to_params();
     if let Some(attach) = attach {
         params["ATTACH"] = attach;
     }
-    let answer =
-        client.call_full::<serde_json::Value>("im.notify.system.add", params, n.tag.is_some())?;
+    let answer = client.call_full::<serde_json::Value>(
+        "im.notify.system.add",
+        params,
+        n.replaces_on_repeat(false),
+    )?;
     let id = imnotify_client::added_id(answer.result.clone())?;
     Ok(if a.json {
         serde_json::to_string(&answer).unwrap_or_default()

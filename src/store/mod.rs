@@ -5,6 +5,7 @@
 
 pub mod event;
 pub mod hub;
+pub mod postgres;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -252,12 +253,45 @@ impl std::error::Error for StoreError {}
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+tokio::task_local! {
+    /// Set by `batch` around its notification adds (goal 4 of issue 15): inside it a backend
+    /// may answer `add_notification` before the commit, so the batch's adds share commits
+    /// instead of paying one each. The caller must then acknowledge nothing before
+    /// [`Store::commit_barrier`] has returned and [`SharedCommit::failed`] is `false`.
+    pub static SHARED_COMMIT: Arc<SharedCommit>;
+}
+
+/// What the writes of one [`SHARED_COMMIT`] scope learn about their commits.
+#[derive(Debug, Default)]
+pub struct SharedCommit {
+    failed: std::sync::atomic::AtomicBool,
+}
+
+impl SharedCommit {
+    /// A commit covering one of the scope's writes failed: those writes are lost.
+    pub fn record_failure(&self) {
+        self.failed.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn failed(&self) -> bool {
+        self.failed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Stores a notification, first deleting the recipient's earlier notifications with the same
     /// stored tag (D4), all in one transaction. Returns the new id once it is on disk, or `None`
     /// when the recipient does not exist or is inactive (D8).
     async fn add_notification(&self, draft: Draft, created_at: i64) -> StoreResult<Option<i64>>;
+
+    /// Waits until every write made so far inside [`SHARED_COMMIT`] by this caller is durable.
+    /// `Err` when the wait itself fails; a failed commit of one of those writes is reported by
+    /// [`SharedCommit::failed`]. A backend that commits each write before it answers (the
+    /// default) has nothing to wait for.
+    async fn commit_barrier(&self) -> StoreResult<()> {
+        Ok(())
+    }
 
     /// The active webhooks of an active user.
     async fn webhooks_of(&self, user_id: i64) -> StoreResult<Vec<Webhook>>;

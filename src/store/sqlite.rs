@@ -2,11 +2,12 @@
 //!
 //! One writer thread owns the only write connection and group-commits: it takes every write that
 //! is queued, runs each inside its own savepoint of one transaction, commits once
-//! (`synchronous=FULL`, so the WAL is fsynced), and only then answers the callers. Reads use a
-//! small pool of separate connections, which WAL mode lets run beside the writer.
+//! (`synchronous=FULL`, so the WAL is fsynced), and only then answers the callers. Reads run on a
+//! fixed set of reader threads with a connection each (`readers`), which WAL mode lets run
+//! beside the writer.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -35,7 +36,10 @@ use crate::domain::inbox::{
 use crate::domain::notify::Draft;
 use crate::limits::RateOverride;
 
+mod readers;
 mod toolkit;
+
+pub use readers::MAX_READERS;
 
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0001_init.sql"),
@@ -148,6 +152,16 @@ const MAX_GROUP: usize = 512;
 /// How long the writer waits for more writes before committing a group, when the previous group
 /// showed concurrent callers.
 const GATHER_WAIT: Duration = Duration::from_micros(250);
+/// After a held write (a batch's), how long the writer waits for the batch's next write before
+/// it commits anyway: the time a batch needs to decode and check one command, with a margin for
+/// a loaded machine.
+const HOLD_WAIT: Duration = Duration::from_millis(2);
+/// How often the writer looks for the next write while it holds a transaction open.
+const HOLD_POLL: Duration = Duration::from_micros(20);
+/// The longest a transaction is held open for held writes, and the most writes it takes, so a
+/// long batch does not keep everyone else's writes from being committed.
+const HOLD_MAX: Duration = Duration::from_millis(20);
+const HOLD_MAX_WRITES: usize = 4 * MAX_GROUP;
 /// How many writes may wait for the writer before callers are made to wait their turn.
 const QUEUE_DEPTH: usize = 8192;
 /// Admin commands write to the same file while the server runs; they wait rather than fail.
@@ -172,9 +186,6 @@ const DB_FILES: [&str; 3] = [DB_FILE, "imnotify.sqlite3-wal", "imnotify.sqlite3-
 /// lowering the cap on a full database does not make one write slow; the rest go with the
 /// recipient's next notifications.
 const CAP_TRIM_MAX: i64 = 1000;
-/// Most read connections open at once. Reads beyond it wait for a connection to come back, so
-/// a burst cannot hold one file descriptor (and one SQLite page cache) per request (issue 10).
-pub const MAX_READERS: usize = 8;
 
 /// How long a cached webhook lookup is trusted. Writes made through this store invalidate the
 /// cache at once; this bounds how long a change made by another process (an admin command on
@@ -186,7 +197,14 @@ const WEBHOOK_CACHE_MAX: usize = 10_000;
 /// A write, run by the writer thread inside its own savepoint. It returns whether it succeeded
 /// (a failed write's savepoint is rolled back) and a completion that answers the caller once the
 /// group's commit has decided whether the write stands.
-type Job = Box<dyn FnOnce(&Connection, &mut Events) -> (bool, Completion) + Send>;
+struct Job {
+    run: Run,
+    /// The caller has its answer already, before the commit, and is about to send its next
+    /// write (a `batch`, see [`super::SHARED_COMMIT`]): the writer keeps the transaction open
+    /// for it a little, so the batch's writes share one commit.
+    hold: bool,
+}
+type Run = Box<dyn FnOnce(&Connection, &mut Events) -> (bool, Completion) + Send>;
 type Completion = Box<dyn FnOnce(Option<&str>) + Send>;
 /// The events the writes of a group recorded in their savepoints; the hub gets them once the
 /// group commits.
@@ -237,15 +255,14 @@ pub struct SqliteStore {
     health: Arc<Health>,
     /// 0: no cap.
     notification_cap: i64,
-    readers: Mutex<Vec<Connection>>,
-    /// A place per reader connection; a read holds one while it runs (see [`MAX_READERS`]).
-    reader_slots: tokio::sync::Semaphore,
-    path: PathBuf,
+    /// A fixed set of reader threads, at most [`MAX_READERS`], so a burst of reads holds
+    /// neither a thread nor a file descriptor per request (issues 10 and 15).
+    readers: readers::Readers,
     /// Bumped after every committed write except notification inserts, the only writes that
     /// cannot change who may call. A cached lookup older than the current epoch is not used.
     auth_epoch: Arc<AtomicU64>,
     /// `webhooks_of` by user id: authenticating a webhook call otherwise costs a trip to the
-    /// blocking pool and a query on every request.
+    /// reader thread and a query on every request.
     webhook_cache: Mutex<HashMap<i64, CachedWebhooks>>,
     /// The checkpointer thread runs while this lives.
     _checkpointer: Arc<()>,
@@ -319,13 +336,12 @@ impl SqliteStore {
             .name("sqlite-checkpoint".into())
             .spawn(move || checkpoint_loop(checkpoint_conn, watch, checkpoint_health))
             .map_err(|e| StoreError::Backend(format!("starting checkpointer: {e}")))?;
+        let readers = readers::Readers::start(&path, readers::default_threads(), open_connection)?;
         Ok(SqliteStore {
             writer: tx,
             health,
             notification_cap: i64::try_from(options.max_notifications_per_user).unwrap_or(i64::MAX),
-            readers: Mutex::new(Vec::new()),
-            reader_slots: tokio::sync::Semaphore::new(MAX_READERS),
-            path,
+            readers,
             auth_epoch: Arc::new(AtomicU64::new(0)),
             webhook_cache: Mutex::new(HashMap::new()),
             _checkpointer: alive,
@@ -359,7 +375,7 @@ impl SqliteStore {
         invalidates: Option<Arc<AtomicU64>>,
     ) -> StoreResult<T> {
         let (reply, rx) = oneshot::channel();
-        let job: Job = Box::new(move |conn, events| {
+        let run = Box::new(move |conn: &Connection, events: &mut Events| {
             let result = f(conn, events);
             let ok = result.is_ok();
             let completion: Completion = Box::new(move |commit_error| {
@@ -377,12 +393,41 @@ impl SqliteStore {
             });
             (ok, completion)
         });
+        self.send_job(Job { run, hold: false }).await?;
+        rx.await
+            .map_err(|_| StoreError::Backend("writer dropped the request".into()))?
+    }
+
+    /// A notification write whose answer comes before its commit; `shared` learns if that
+    /// commit fails. The caller (a `batch`) must not acknowledge anything before
+    /// [`Store::commit_barrier`] returns.
+    async fn write_deferred<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection, &mut Events) -> StoreResult<T> + Send + 'static,
+        shared: Arc<super::SharedCommit>,
+    ) -> StoreResult<T> {
+        let (reply, rx) = oneshot::channel();
+        let run = Box::new(move |conn: &Connection, events: &mut Events| {
+            let result = f(conn, events);
+            let ok = result.is_ok();
+            let _ = reply.send(result);
+            let completion: Completion = Box::new(move |commit_error| {
+                if commit_error.is_some() {
+                    shared.record_failure();
+                }
+            });
+            (ok, completion)
+        });
+        self.send_job(Job { run, hold: true }).await?;
+        rx.await
+            .map_err(|_| StoreError::Backend("writer dropped the request".into()))?
+    }
+
+    async fn send_job(&self, job: Job) -> StoreResult<()> {
         self.writer
             .send(job)
             .await
-            .map_err(|_| StoreError::Backend("writer stopped".into()))?;
-        rx.await
-            .map_err(|_| StoreError::Backend("writer dropped the request".into()))?
+            .map_err(|_| StoreError::Backend("writer stopped".into()))
     }
 
     /// The query behind `webhooks_of`.
@@ -417,27 +462,7 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> StoreResult<T> {
-        // Held until the connection is back in the pool, so at most MAX_READERS ever exist.
-        let _slot = self
-            .reader_slots
-            .acquire()
-            .await
-            .map_err(|e| StoreError::Backend(format!("reader slots: {e}")))?;
-        let conn = match self.readers.lock().expect("reader pool poisoned").pop() {
-            Some(c) => c,
-            None => open_connection(&self.path, true).map_err(backend)?,
-        };
-        let (conn, result) = tokio::task::spawn_blocking(move || {
-            let r = f(&conn);
-            (conn, r)
-        })
-        .await
-        .map_err(|e| StoreError::Backend(format!("reader task: {e}")))?;
-        self.readers
-            .lock()
-            .expect("reader pool poisoned")
-            .push(conn);
-        result.map_err(backend)
+        self.readers.read(f).await
     }
 }
 
@@ -650,7 +675,7 @@ fn writer_loop(
             drain(&mut rx, &mut group);
         }
         last_group = group.len();
-        commit_group(&mut conn, &mut group, &health, &hub, &clock);
+        commit_group(&mut conn, &mut rx, &mut group, &health, &hub, &clock);
     }
 }
 
@@ -663,14 +688,29 @@ fn drain(rx: &mut mpsc::Receiver<Job>, group: &mut Vec<Job>) {
     }
 }
 
+/// Waits up to [`HOLD_WAIT`] for writes to arrive; `false` if none did (or the store is gone).
+fn wait_for_more(rx: &mut mpsc::Receiver<Job>, group: &mut Vec<Job>) -> bool {
+    let until = Instant::now() + HOLD_WAIT;
+    loop {
+        drain(rx, group);
+        if !group.is_empty() {
+            return true;
+        }
+        if Instant::now() >= until || rx.is_closed() {
+            return false;
+        }
+        std::thread::sleep(HOLD_POLL);
+    }
+}
+
 fn commit_group(
     conn: &mut Connection,
+    rx: &mut mpsc::Receiver<Job>,
     group: &mut Vec<Job>,
     health: &Health,
     hub: &Hub,
     clock: &Clock,
 ) {
-    crate::metrics::record_commit_batch(group.len());
     let mut completions = Vec::with_capacity(group.len());
     let mut events = Events {
         list: Vec::new(),
@@ -678,17 +718,32 @@ fn commit_group(
     };
     let committed = (|| -> rusqlite::Result<()> {
         let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        for job in group.drain(..) {
-            // A savepoint per write: one failing write must not take the others down with it.
-            let sp = tx.savepoint()?;
-            let mark = events.list.len();
-            let (ok, completion) = job(&sp, &mut events);
-            completions.push(completion);
-            if ok {
-                sp.commit()?;
-            } else {
-                // Rolled back with the savepoint: they never happened.
-                events.list.truncate(mark);
+        let began = Instant::now();
+        loop {
+            let mut hold = false;
+            for job in group.drain(..) {
+                hold = job.hold;
+                // A savepoint per write: one failing write must not take the others down with it.
+                let sp = tx.savepoint()?;
+                let mark = events.list.len();
+                let (ok, completion) = (job.run)(&sp, &mut events);
+                completions.push(completion);
+                if ok {
+                    sp.commit()?;
+                } else {
+                    // Rolled back with the savepoint: they never happened.
+                    events.list.truncate(mark);
+                }
+            }
+            // The last write was a batch's, answered before this commit: its next write is
+            // probably on its way, and joining this transaction saves it an fsync (goal 4 of
+            // issue 15). Bounded, so others' writes are not kept waiting for long.
+            if !hold
+                || completions.len() >= HOLD_MAX_WRITES
+                || began.elapsed() >= HOLD_MAX
+                || !wait_for_more(rx, group)
+            {
+                break;
             }
         }
         tx.commit()
@@ -698,6 +753,7 @@ fn commit_group(
     if committed.is_ok() {
         hub.publish(&events.list);
     }
+    crate::metrics::record_commit_batch(completions.len());
     let error = committed.err().map(|e| {
         tracing::error!(error = %e, writes = completions.len(), "group commit failed");
         e.to_string()
@@ -1455,10 +1511,19 @@ impl Store for SqliteStore {
     async fn add_notification(&self, draft: Draft, created_at: i64) -> StoreResult<Option<i64>> {
         let cap = self.notification_cap;
         let mail_delay = self.mail_delay;
-        self.write_keeping_auth(move |c, events| {
+        let insert = move |c: &Connection, events: &mut Events| {
             insert_notification(c, events, &draft, created_at, cap, mail_delay).map_err(backend)
-        })
-        .await
+        };
+        match super::SHARED_COMMIT.try_with(Arc::clone) {
+            Ok(shared) => self.write_deferred(insert, shared).await,
+            Err(_) => self.write_keeping_auth(insert).await,
+        }
+    }
+
+    async fn commit_barrier(&self) -> StoreResult<()> {
+        // The writer runs writes in order, so the commit that covers this empty write also
+        // covers every write sent before it.
+        self.write_keeping_auth(|_, _| Ok(())).await
     }
 
     async fn webhooks_of(&self, user_id: i64) -> StoreResult<Vec<Webhook>> {

@@ -24,6 +24,10 @@ pub struct Server {
     pub extra_args: Vec<String>,
     pub envs: Vec<(String, String)>,
     pub fsize_limit: Option<u64>,
+    /// Under `IMNOTIFY_TEST_PG`: this server's own database, passed as `--database-url`.
+    pub database_url: Option<String>,
+    /// Whether dropping this server drops its database.
+    pub owns_database: bool,
 }
 
 #[derive(Default)]
@@ -35,6 +39,9 @@ pub struct Options {
     pub limits: bool,
     /// `RLIMIT_FSIZE` for the server process, in bytes (see `limit_file_size`).
     pub fsize_limit: Option<u64>,
+    /// Under `IMNOTIFY_TEST_PG`: serve this database (another server's) instead of a fresh
+    /// one; the server that made it drops it.
+    pub shared_database: Option<String>,
 }
 
 /// Makes `cmd` run with no file allowed to grow past `bytes` (`RLIMIT_FSIZE`), and with
@@ -59,6 +66,88 @@ pub fn limit_file_size(cmd: &mut Command, bytes: u64) {
     }
 }
 
+/// `IMNOTIFY_TEST_PG`: a PostgreSQL server URL (`postgres://user@127.0.0.1:PORT/postgres`,
+/// see `scripts/pg.sh`). When set, every server runs on a fresh database of its own there.
+pub fn test_pg() -> Option<String> {
+    std::env::var("IMNOTIFY_TEST_PG")
+        .ok()
+        .filter(|u| !u.is_empty())
+}
+
+/// For a test that is about SQLite itself (its file, its query plans, its migrations): true,
+/// with the reason printed, when the suite runs on PostgreSQL; the test then returns early.
+pub fn sqlite_only(reason: &str) -> bool {
+    if test_pg().is_some() {
+        eprintln!("not run under PostgreSQL: {reason}");
+        return true;
+    }
+    false
+}
+
+/// Runs SQL statements on the PostgreSQL server `url` names, returning the first column of the
+/// last statement's rows as text.
+pub fn pg_query(url: &str, sql: &str) -> Vec<String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("connecting to {url}: {e}"));
+        let driver = tokio::spawn(connection);
+        let mut out = Vec::new();
+        for message in client.simple_query(sql).await.unwrap() {
+            if let tokio_postgres::SimpleQueryMessage::Row(row) = message {
+                out.push(row.get(0).unwrap_or("").to_owned());
+            }
+        }
+        drop(client);
+        let _ = driver.await;
+        out
+    })
+}
+
+/// The URL of database `name` on the server `url` names.
+pub fn pg_database_url(url: &str, name: &str) -> String {
+    match url.rfind('/') {
+        Some(i) if url[..i].contains("//") && !url[..i].ends_with('/') => {
+            format!("{}/{name}", &url[..i])
+        }
+        _ => format!("{}/{name}", url.trim_end_matches('/')),
+    }
+}
+
+/// A fresh database on the `IMNOTIFY_TEST_PG` server; its URL.
+pub fn fresh_pg_database() -> Option<String> {
+    let server = test_pg()?;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let name = format!(
+        "imnotify_t{}_{}_{:08x}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed),
+        rand::random::<u32>()
+    );
+    pg_query(&server, &format!("CREATE DATABASE {name}"));
+    Some(pg_database_url(&server, &name))
+}
+
+/// Drops the database of `url` (best effort: a test's end must not fail on it).
+pub fn drop_pg_database(url: &str) {
+    let Some(server) = test_pg() else { return };
+    let Some(name) = url.rsplit('/').next() else {
+        return;
+    };
+    let name = name.to_owned();
+    let _ = std::panic::catch_unwind(|| {
+        pg_query(
+            &server,
+            &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        )
+    });
+}
+
 impl Server {
     pub fn start() -> Server {
         Server::start_with(Options::default())
@@ -76,11 +165,20 @@ impl Server {
             extra_args: opts.args,
             envs: opts.envs,
             fsize_limit: opts.fsize_limit,
+            owns_database: opts.shared_database.is_none(),
+            database_url: opts.shared_database.clone().or_else(fresh_pg_database),
         };
         if !opts.limits {
             s.extra_args.push("--no-limits".to_owned());
         }
-        s.launch(true);
+        if opts.shared_database.is_some() {
+            // A second instance: the database has its first user already, so no webhook is
+            // printed; wait for the listening line only.
+            s.addr = "127.0.0.1:0".to_owned();
+            s.launch(false);
+        } else {
+            s.launch(true);
+        }
         s
     }
 
@@ -111,9 +209,13 @@ impl Server {
             .arg(self.data_dir())
             .args(&self.extra_args)
             .env_remove("IMNOTIFY_DATA_DIR")
+            .env_remove("IMNOTIFY_DATABASE_URL")
             .env("IMNOTIFY_LOG__FORMAT", "json")
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log));
+        if let Some(url) = &self.database_url {
+            cmd.env("IMNOTIFY_DATABASE_URL", url);
+        }
         for (k, v) in &self.envs {
             cmd.env(k, v);
         }
@@ -182,13 +284,16 @@ impl Server {
 
     /// Runs an admin command against this server's data directory.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
-        Command::new(BIN)
-            .args(args)
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
             .arg("--data-dir")
             .arg(self.data_dir())
             .env_remove("IMNOTIFY_DATA_DIR")
-            .output()
-            .unwrap()
+            .env_remove("IMNOTIFY_DATABASE_URL");
+        if let Some(url) = &self.database_url {
+            cmd.env("IMNOTIFY_DATABASE_URL", url);
+        }
+        cmd.output().unwrap()
     }
 
     pub fn add_user(&self, id: i64, extra: &[&str]) {
@@ -224,12 +329,22 @@ impl Server {
         format!("/rest/{}/{}/", v["user_id"], v["code"].as_str().unwrap())
     }
 
+    /// The SQLite database. A test that needs it checks [`sqlite_only`] first.
     pub fn db(&self) -> rusqlite::Connection {
+        assert!(
+            self.database_url.is_none(),
+            "this test reads the SQLite file; it cannot run under IMNOTIFY_TEST_PG"
+        );
         rusqlite::Connection::open(self.data_dir().join("imnotify.sqlite3")).unwrap()
     }
 
     /// How many notifications the database holds, for tests that check nothing was stored.
     pub fn notification_count(&self) -> i64 {
+        if self.database_url.is_some() {
+            return self.pg("SELECT COUNT(*) FROM notifications")[0]
+                .parse()
+                .unwrap();
+        }
         self.db()
             .query_row("SELECT COUNT(*) FROM notifications", [], |r| r.get(0))
             .unwrap()
@@ -361,9 +476,145 @@ impl Server {
     }
 }
 
+/// A bound value of [`Server::query`].
+#[derive(Debug, Clone)]
+pub enum Sql {
+    Int(i64),
+    Text(String),
+}
+
+impl From<i64> for Sql {
+    fn from(v: i64) -> Sql {
+        Sql::Int(v)
+    }
+}
+
+impl From<&str> for Sql {
+    fn from(v: &str) -> Sql {
+        Sql::Text(v.to_owned())
+    }
+}
+
+impl From<&String> for Sql {
+    fn from(v: &String) -> Sql {
+        Sql::Text(v.clone())
+    }
+}
+
+impl Sql {
+    fn literal(&self) -> String {
+        match self {
+            Sql::Int(v) => v.to_string(),
+            Sql::Text(t) => format!("'{}'", t.replace('\'', "''")),
+        }
+    }
+}
+
+/// `?N` placeholders filled with literals (for PostgreSQL's simple protocol). Test SQL only:
+/// the values are the tests' own.
+fn inline_params(sql: &str, params: &[Sql]) -> String {
+    let mut out = sql.to_owned();
+    // Highest first, so ?1 does not eat the start of ?10.
+    for (i, p) in params.iter().enumerate().rev() {
+        out = out.replace(&format!("?{}", i + 1), &p.literal());
+    }
+    out
+}
+
+impl Server {
+    /// Runs one statement on this server's database, SQLite or PostgreSQL, with `?N`
+    /// placeholders, and returns its rows, each value as text (`None` for NULL). Write SQL that
+    /// both accept: booleans as `CAST(col AS INTEGER)`.
+    pub fn query(&self, sql: &str, params: &[Sql]) -> Vec<Vec<Option<String>>> {
+        if let Some(url) = &self.database_url {
+            let sql = inline_params(sql, params);
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            return runtime.block_on(async {
+                let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+                    .await
+                    .unwrap();
+                let driver = tokio::spawn(connection);
+                let mut out = Vec::new();
+                for m in client.simple_query(&sql).await.unwrap() {
+                    if let tokio_postgres::SimpleQueryMessage::Row(row) = m {
+                        out.push(
+                            (0..row.len())
+                                .map(|i| row.get(i).map(str::to_owned))
+                                .collect(),
+                        );
+                    }
+                }
+                drop(client);
+                let _ = driver.await;
+                out
+            });
+        }
+        let c = rusqlite::Connection::open(self.data_dir().join("imnotify.sqlite3")).unwrap();
+        c.busy_timeout(Duration::from_secs(10)).unwrap();
+        let values: Vec<rusqlite::types::Value> = params
+            .iter()
+            .map(|p| match p {
+                Sql::Int(v) => rusqlite::types::Value::Integer(*v),
+                Sql::Text(t) => rusqlite::types::Value::Text(t.clone()),
+            })
+            .collect();
+        let mut stmt = c.prepare(sql).unwrap();
+        let n = stmt.column_count();
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(values.iter()), |r| {
+                (0..n)
+                    .map(|i| {
+                        Ok(match r.get::<_, rusqlite::types::Value>(i)? {
+                            rusqlite::types::Value::Null => None,
+                            rusqlite::types::Value::Integer(v) => Some(v.to_string()),
+                            rusqlite::types::Value::Real(v) => Some(v.to_string()),
+                            rusqlite::types::Value::Text(t) => Some(t),
+                            rusqlite::types::Value::Blob(b) => Some(hex::encode(b)),
+                        })
+                    })
+                    .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .unwrap()
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .unwrap();
+        rows
+    }
+
+    /// The single value of a one-row, one-column query, parsed (e.g. a count or an id).
+    pub fn query_value<T: std::str::FromStr>(&self, sql: &str, params: &[Sql]) -> Option<T>
+    where
+        T::Err: std::fmt::Debug,
+    {
+        self.query(sql, params)
+            .into_iter()
+            .next()
+            .and_then(|row| row.into_iter().next().flatten())
+            .map(|v| v.parse().unwrap())
+    }
+
+    /// A write statement (see [`Server::query`]).
+    pub fn execute(&self, sql: &str, params: &[Sql]) {
+        self.query(sql, params);
+    }
+
+    /// Runs SQL on this server's PostgreSQL database (see [`pg_query`]).
+    pub fn pg(&self, sql: &str) -> Vec<String> {
+        pg_query(
+            self.database_url.as_deref().expect("running on PostgreSQL"),
+            sql,
+        )
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill9();
+        if let Some(url) = self.database_url.take().filter(|_| self.owns_database) {
+            drop_pg_database(&url);
+        }
     }
 }
 

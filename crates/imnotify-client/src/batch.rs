@@ -85,9 +85,9 @@ impl Command {
         }
     }
 
-    fn idempotent(&self) -> bool {
+    fn idempotent(&self, oauth: bool) -> bool {
         match self {
-            Command::SystemAdd(n) | Command::PersonalAdd(n) => n.tag.is_some(),
+            Command::SystemAdd(n) | Command::PersonalAdd(n) => n.replaces_on_repeat(oauth),
             _ => true,
         }
     }
@@ -159,7 +159,7 @@ pub(crate) fn read_params(id: u64, read: bool, only_current: bool) -> Value {
 }
 
 /// The `batch` parameters, and whether the whole batch may be repeated.
-pub(crate) fn params(commands: &[(&str, Command)], halt: bool) -> (Value, Idempotent) {
+pub(crate) fn params(commands: &[(&str, Command)], halt: bool, oauth: bool) -> (Value, Idempotent) {
     let mut cmd = Map::new();
     for (name, c) in commands {
         let mut q = form_urlencoded::Serializer::new(String::new());
@@ -169,7 +169,7 @@ pub(crate) fn params(commands: &[(&str, Command)], halt: bool) -> (Value, Idempo
             json!(format!("{}?{}", c.method(), q.finish())),
         );
     }
-    let idem = if commands.iter().all(|(_, c)| c.idempotent()) {
+    let idem = if commands.iter().all(|(_, c)| c.idempotent(oauth)) {
         Idempotent::Yes
     } else {
         Idempotent::No
@@ -248,6 +248,7 @@ mod tests {
                 Command::SystemAdd(Notify::new(5, "hi there").attach(attach)),
             )],
             true,
+            false,
         );
         assert!(idem == Idempotent::No);
         assert_eq!(p["halt"], 1);
@@ -255,5 +256,15 @@ mod tests {
             p["cmd"]["x"],
             "im.notify.system.add?USER_ID=5&MESSAGE=hi+there&ATTACH%5BBLOCKS%5D%5B0%5D%5BMESSAGE%5D=a%26b"
         );
+    }
+
+    #[test]
+    fn a_webhook_batch_add_is_repeatable_only_with_a_kept_tag() {
+        let tagged = |n: Notify| [("a", Command::SystemAdd(n))];
+        let idem = |n: Notify, oauth| params(&tagged(n), false, oauth).1;
+        // D3: a webhook's TAG without CLIENT_ID is ignored, so a repeat would duplicate.
+        assert!(idem(Notify::new(1, "x").tag("t"), false) == Idempotent::No);
+        assert!(idem(Notify::new(1, "x").tag("t").client_id("ci"), false) == Idempotent::Yes);
+        assert!(idem(Notify::new(1, "x").tag("t"), true) == Idempotent::Yes);
     }
 }

@@ -21,7 +21,7 @@
 //! use imnotify_client::{Client, Notify};
 //!
 //! let client = Client::from_webhook("https://example.bitrix24.com/rest/1/k2q8w0d7r1m5x9zt/")?;
-//! let id = client.system_add(&Notify::new(1, "Deploy finished").tag("deploy"))?;
+//! let id = client.system_add(&Notify::new(1, "Deploy finished").tag("deploy").client_id("ci"))?;
 //! println!("sent notification {id}");
 //! # Ok::<(), imnotify_client::Error>(())
 //! ```
@@ -283,6 +283,9 @@ struct Inner {
     retry: RetryPolicy,
     /// The last `time` block's (operating, operating_reset_at) per method.
     operating: Mutex<HashMap<String, (f64, i64)>>,
+    /// Held while a refresh runs, so that clones sharing the pair refresh it once: a refresh
+    /// token is single-use (§7.1), and a second exchange of the same one fails `invalid_grant`.
+    refreshing: Mutex<()>,
 }
 
 /// A client; cheap to clone (one connection pool, limiter and token pair shared).
@@ -403,8 +406,9 @@ impl ClientBuilder {
         self
     }
 
-    /// Checks the URLs and builds the client. [`Error::Config`] without credentials, for a URL
-    /// that is not `https://` (or `http://` to loopback, or with [`Self::allow_http`]).
+    /// Checks the URLs and builds the client. [`Error::Config`] without credentials, for a
+    /// webhook URL without its `/rest/USER/CODE/` path, for a URL that is not `https://` (or
+    /// `http://` to loopback, or with [`Self::allow_http`]).
     ///
     /// ```
     /// let e = imnotify_client::Client::builder().webhook("http://portal.example/rest/1/c/").build();
@@ -412,6 +416,14 @@ impl ClientBuilder {
     /// ```
     pub fn build(self) -> Result<Client, Error> {
         let (base, auth) = match (self.webhook, self.oauth) {
+            // The calls go to `{webhook}{method}.json`; without the `/rest/USER/CODE/` path
+            // they would reach some other page and fail in a confusing way.
+            (Some(url), _) if !url.contains("/rest/") => {
+                return Err(Error::Config(format!(
+                    "{:?} is not a webhook URL (https://PORTAL/rest/USER/CODE/)",
+                    redact(&url)
+                )))
+            }
             (Some(url), _) => (url, AuthState::Webhook),
             (None, Some(o)) => {
                 check_url(&o.token_endpoint, self.allow_http)?;
@@ -440,6 +452,7 @@ impl ClientBuilder {
                 limiter,
                 retry: self.retry,
                 operating: Mutex::new(HashMap::new()),
+                refreshing: Mutex::new(()),
             }),
         })
     }
@@ -499,12 +512,16 @@ pub struct Notify {
     pub message: String,
     /// `MESSAGE_OUT`: the text for e-mail and push.
     pub message_out: Option<String>,
-    /// `TAG`: a later notification with the same tag replaces this one.
+    /// `TAG`: a later notification with the same tag replaces this one. With a webhook the
+    /// server keeps the tag only together with [`Notify::client_id`] (DECISIONS D3).
     pub tag: Option<String>,
     /// `SUB_TAG`: a second key for `im.notify.delete`.
     pub sub_tag: Option<String>,
     /// `ATTACH`.
     pub attach: Option<attach::Attach>,
+    /// `CLIENT_ID`: the tag namespace of a webhook call; without it a webhook's `TAG` and
+    /// `SUB_TAG` are ignored (DECISIONS D3). OAuth calls use the application's own.
+    pub client_id: Option<String>,
 }
 
 impl Notify {
@@ -521,6 +538,7 @@ impl Notify {
             tag: None,
             sub_tag: None,
             attach: None,
+            client_id: None,
         }
     }
 
@@ -534,7 +552,9 @@ impl Notify {
         self
     }
 
-    /// Sets `TAG`; it also makes the call safe to repeat, since the same tag replaces.
+    /// Sets `TAG`. A kept tag also makes the call safe to repeat, since the same tag replaces
+    /// (see [`Notify::replaces_on_repeat`]); with a webhook it is kept only with
+    /// [`Notify::client_id`] (DECISIONS D3).
     ///
     /// ```
     /// assert!(imnotify_client::Notify::new(1, "hi").tag("t").tag.is_some());
@@ -552,6 +572,36 @@ impl Notify {
     pub fn sub_tag(mut self, sub_tag: &str) -> Notify {
         self.sub_tag = Some(sub_tag.to_owned());
         self
+    }
+
+    /// Sets `CLIENT_ID`, the tag namespace of a webhook call (DECISIONS D3): with it a webhook's
+    /// `TAG` replaces and `im.notify.delete` by tag finds the notification.
+    ///
+    /// ```
+    /// let n = imnotify_client::Notify::new(1, "hi").tag("deploy").client_id("ci");
+    /// assert_eq!(n.client_id.as_deref(), Some("ci"));
+    /// ```
+    pub fn client_id(mut self, client_id: &str) -> Notify {
+        self.client_id = Some(client_id.to_owned());
+        self
+    }
+
+    /// Whether sending this twice leaves one notification: only when the server keeps the tag,
+    /// which a later add with the same tag then replaces. The server ignores a tag that is empty
+    /// by PHP rules (`""`, `"0"`), and a webhook's tag without a `CLIENT_ID` (DECISIONS D3);
+    /// `oauth` says whether the call carries an OAuth token (whose application names the
+    /// namespace). The client repeats an add after a broken connection only when this is true.
+    ///
+    /// ```
+    /// use imnotify_client::Notify;
+    /// assert!(!Notify::new(1, "hi").tag("t").replaces_on_repeat(false));
+    /// assert!(Notify::new(1, "hi").tag("t").client_id("ci").replaces_on_repeat(false));
+    /// assert!(Notify::new(1, "hi").tag("t").replaces_on_repeat(true));
+    /// assert!(!Notify::new(1, "hi").tag("0").replaces_on_repeat(true));
+    /// ```
+    pub fn replaces_on_repeat(&self, oauth: bool) -> bool {
+        let given = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.is_empty() && s != "0");
+        given(&self.tag) && (oauth || given(&self.client_id))
     }
 
     /// Sets `ATTACH`.
@@ -580,6 +630,7 @@ impl Notify {
             ("MESSAGE_OUT", &self.message_out),
             ("TAG", &self.tag),
             ("SUB_TAG", &self.sub_tag),
+            ("CLIENT_ID", &self.client_id),
         ] {
             if let Some(v) = v {
                 p.insert(k.into(), json!(v));
@@ -707,9 +758,21 @@ pub struct NotificationList {
     /// The unread ones.
     #[serde(default)]
     pub total_unread_count: i64,
-    /// The authors' cards.
+    /// The caller's notification chat; absent when the user has none yet (§4.2).
     #[serde(default)]
+    pub chat_id: Option<u64>,
+    /// The authors' cards. A PHP array keyed by user id arrives as a JSON object; its values
+    /// are taken then (P6).
+    #[serde(default, deserialize_with = "list_or_map_values")]
     pub users: Vec<Value>,
+}
+
+fn list_or_map_values<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Value>, D::Error> {
+    Ok(match Value::deserialize(d)? {
+        Value::Array(items) => items,
+        Value::Object(m) => m.into_iter().map(|(_, v)| v).collect(),
+        _ => Vec::new(),
+    })
 }
 
 /// The result of `im.counters.get` (§4.11): the unread notification count, and the rest as sent.
@@ -819,8 +882,9 @@ impl Client {
         }
     }
 
-    /// `im.notify.system.add`: a system notification; the new id. A notification with a tag is
-    /// retried after connection failures (the tag makes a repeat replace, not duplicate).
+    /// `im.notify.system.add`: a system notification; the new id. It is repeated after a broken
+    /// connection only when a repeat replaces rather than duplicates
+    /// ([`Notify::replaces_on_repeat`]).
     ///
     /// ```no_run
     /// # let client = imnotify_client::Client::from_webhook("https://p.example/rest/1/c/")?;
@@ -843,7 +907,7 @@ impl Client {
     }
 
     fn add(&self, method: &str, n: &Notify) -> Result<u64, Error> {
-        let idem = if n.tag.is_some() {
+        let idem = if n.replaces_on_repeat(self.is_oauth()) {
             Idempotent::Yes
         } else {
             Idempotent::No
@@ -940,7 +1004,7 @@ impl Client {
     /// # Ok::<(), imnotify_client::Error>(())
     /// ```
     pub fn batch(&self, commands: &[(&str, Command)], halt: bool) -> Result<BatchOutputs, Error> {
-        let (params, idem) = batch::params(commands, halt);
+        let (params, idem) = batch::params(commands, halt, self.is_oauth());
         let result: BatchResult = self.call("batch", params, idem)?;
         Ok(batch::outputs(commands, result))
     }
@@ -986,6 +1050,10 @@ impl Client {
         self.call_answer(method, params, idem)
     }
 
+    fn is_oauth(&self) -> bool {
+        matches!(self.inner.auth, AuthState::OAuth(_))
+    }
+
     fn call<T: DeserializeOwned>(
         &self,
         method: &str,
@@ -1006,7 +1074,8 @@ impl Client {
         let mut refreshed = false;
         loop {
             self.wait_for_operating(method);
-            let err = match self.once::<T>(method, &params) {
+            let token = self.access_token();
+            let err = match self.once::<T>(method, &params, token.as_deref()) {
                 Ok(v) => return Ok(v),
                 Err(e) => e,
             };
@@ -1015,10 +1084,16 @@ impl Client {
                     code: ErrorCode::ExpiredToken,
                     ..
                 } if !refreshed && matches!(self.inner.auth, AuthState::OAuth(_)) => {
-                    self.refresh()?;
+                    self.refresh(token.as_deref())?;
                     refreshed = true;
                     continue;
                 }
+                // A token that a concurrent refresh (by a clone) has just replaced: the server
+                // may already call it invalid. Repeat with the new one.
+                Error::Api {
+                    code: ErrorCode::InvalidToken | ErrorCode::ExpiredToken,
+                    ..
+                } if token.is_some() && self.access_token() != token => continue,
                 Error::Api {
                     code: ErrorCode::QueryLimitExceeded,
                     ..
@@ -1071,12 +1146,23 @@ impl Client {
         }
     }
 
-    fn once<T: DeserializeOwned>(&self, method: &str, params: &Value) -> Result<Success<T>, Error> {
+    /// The OAuth access token calls carry now; `None` for a webhook.
+    fn access_token(&self) -> Option<String> {
+        match &self.inner.auth {
+            AuthState::Webhook => None,
+            AuthState::OAuth(o) => Some(lock(o).tokens.access_token.clone()),
+        }
+    }
+
+    fn once<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        params: &Value,
+        token: Option<&str>,
+    ) -> Result<Success<T>, Error> {
         let mut body = params.clone();
-        if let AuthState::OAuth(o) = &self.inner.auth {
-            if let Value::Object(m) = &mut body {
-                m.insert("auth".into(), json!(lock(o).tokens.access_token));
-            }
+        if let (Some(token), Value::Object(m)) = (token, &mut body) {
+            m.insert("auth".into(), json!(token));
         }
         let url = format!("{}{method}.json", self.inner.base);
         self.limit();
@@ -1116,11 +1202,17 @@ impl Client {
         Ok((status, text))
     }
 
-    /// Exchanges the refresh token for a new pair, stores it and tells the hook.
-    fn refresh(&self) -> Result<(), Error> {
+    /// Exchanges the refresh token for a new pair, stores it and tells the hook; `expired` is
+    /// the access token the server refused. When another call (of this client or a clone) has
+    /// replaced that token meanwhile, its pair is used instead of exchanging again.
+    fn refresh(&self, expired: Option<&str>) -> Result<(), Error> {
         let AuthState::OAuth(o) = &self.inner.auth else {
             return Ok(());
         };
+        let _one_at_a_time = lock(&self.inner.refreshing);
+        if lock(o).tokens.access_token.as_str() != expired.unwrap_or_default() {
+            return Ok(());
+        }
         // A GET with the query, the form Bitrix24's OAuth documentation gives for
         // oauth.bitrix.info (imnotify's /oauth/token/ takes GET and POST alike).
         let url = {
@@ -1191,6 +1283,20 @@ mod tests {
         assert!(check_url("http://portal.example/rest/1/x/", false).is_err());
         assert!(check_url("http://portal.example/rest/1/x/", true).is_ok());
         assert!(check_url("ftp://portal.example/", true).is_err());
+    }
+
+    #[test]
+    fn notification_list_reads_php_arrays_and_the_chat() {
+        let l: NotificationList = serde_json::from_str(
+            r#"{"total_count":1,"total_unread_count":1,"chat_id":7,"notifications":[],
+                "users":{"5":{"id":5,"name":"Ann"}}}"#,
+        )
+        .unwrap();
+        assert_eq!((l.chat_id, l.users.len()), (Some(7), 1));
+        assert_eq!(l.users[0]["name"], "Ann");
+        let l: NotificationList =
+            serde_json::from_str(r#"{"notifications":[],"users":[]}"#).unwrap();
+        assert_eq!((l.chat_id, l.users.len()), (None, 0));
     }
 
     #[test]

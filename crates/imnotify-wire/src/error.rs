@@ -126,8 +126,9 @@ catalogue! {
 
 macro_rules! codes {
     ($( $(#[$doc:meta])* $variant:ident => $code:literal $kind:ident; )*) => {
-        /// One variant per distinct `error` code of the [`CATALOGUE`], and [`ErrorCode::Other`]
-        /// for a code a real portal may send that imnotify does not (Bitrix24 has many).
+        /// One variant per distinct `error` code of the [`CATALOGUE`] and of spec §8 (codes only
+        /// a Bitrix24 portal sends included), and [`ErrorCode::Other`] for any other code a real
+        /// portal may send (Bitrix24 has many).
         ///
         /// ```
         /// use imnotify_wire::error::ErrorCode;
@@ -248,6 +249,30 @@ codes! {
     BatchMethodNotAllowed => "ERROR_BATCH_METHOD_NOT_ALLOWED" Method;
     RequestTooLarge => "ERROR_REQUEST_TOO_LARGE" Limit;
     RequestTimeout => "REQUEST_TIMEOUT" Limit;
+    // Codes a Bitrix24 portal or its OAuth server sends and imnotify never does (spec §8.1,
+    // §7.1), so that a client of a real portal can match them too.
+    /// The portal could not reach its authorisation server (OAuth).
+    ConnectionError => "CONNECTION_ERROR" Auth;
+    /// The portal was deleted or closed.
+    PortalDeleted => "PORTAL_DELETED" Auth;
+    /// An administrator has yet to confirm the application's access to the method.
+    MethodConfirmWaiting => "METHOD_CONFIRM_WAITING" Auth;
+    /// An administrator refused the application access to the method.
+    MethodConfirmDenied => "METHOD_CONFIRM_DENIED" Auth;
+    /// The token endpoint: the application's plan has run out.
+    PaymentRequired => "PAYMENT_REQUIRED" Auth;
+    /// The token endpoint: a scope the application does not have.
+    InvalidScope => "invalid_scope" Auth;
+    /// A generic method failure ("SQL query error!" for a database error).
+    ErrorCore => "ERROR_CORE" Method;
+    /// A bad argument; the answer names it in `argument`.
+    ErrorArgument => "ERROR_ARGUMENT" Method;
+    /// The answer could not be encoded (sent with HTTP 200).
+    WrongEncoding => "WRONG_ENCODING" Method;
+    UnexpectedAnswer => "ERROR_UNEXPECTED_ANSWER" Method;
+    ManifestIsNotAvailable => "ERROR_MANIFEST_IS_NOT_AVAILABLE" Method;
+    InternalWrongTransport => "INTERNAL_WRONG_TRANSPORT" Method;
+    InternalWrongHandlerClass => "INTERNAL_WRONG_HANDLER_CLASS" Method;
 }
 
 impl std::fmt::Display for ErrorCode {
@@ -310,6 +335,65 @@ mod tests {
         assert_eq!(find("LAST_ID_STRING"), Some(400));
         assert_eq!(find("QUERY_LIMIT_EXCEEDED"), Some(503));
         assert_eq!(find("OPERATION_TIME_LIMIT"), Some(429));
+    }
+
+    #[test]
+    fn every_code_of_the_spec_catalogue_has_its_variant() {
+        // Spec §8.1 and §8.2, and the OAuth server's codes of §7.1.
+        for code in [
+            "ERROR_METHOD_NOT_FOUND",
+            "NO_AUTH_FOUND",
+            "expired_token",
+            "invalid_token",
+            "insufficient_scope",
+            "INVALID_CREDENTIALS",
+            "INVALID_REQUEST",
+            "OVERLOAD_LIMIT",
+            "ACCESS_DENIED",
+            "user_access_error",
+            "authorization_error",
+            "APPLICATION_NOT_FOUND",
+            "CONNECTION_ERROR",
+            "access_denied",
+            "session_failed",
+            "WRONG_AUTH_TYPE",
+            "QUERY_LIMIT_EXCEEDED",
+            "OPERATION_TIME_LIMIT",
+            "ERROR_BATCH_LENGTH_EXCEEDED",
+            "ERROR_BATCH_METHOD_NOT_ALLOWED",
+            "PORTAL_DELETED",
+            "INTERNAL_SERVER_ERROR",
+            "ERROR_UNEXPECTED_ANSWER",
+            "ERROR_MANIFEST_IS_NOT_AVAILABLE",
+            "METHOD_CONFIRM_WAITING",
+            "METHOD_CONFIRM_DENIED",
+            "ERROR_CORE",
+            "ERROR_ARGUMENT",
+            "WRONG_ENCODING",
+            "INTERNAL_WRONG_TRANSPORT",
+            "INTERNAL_WRONG_HANDLER_CLASS",
+            "PAYMENT_REQUIRED",
+            "USER_ID_EMPTY",
+            "MESSAGE_EMPTY",
+            "ATTACH_OVERSIZE",
+            "ATTACH_ERROR",
+            "PARAMS_ERROR",
+            "LAST_ID_AND_LAST_TYPE",
+            "LAST_ID_STRING",
+            "SEARCH_TEXT_ERROR",
+            "ID_ERROR",
+            "ANSWER_TEXT_ERROR",
+            "NOTIFY_VALUE_ERROR",
+            "invalid_request",
+            "invalid_client",
+            "invalid_scope",
+            "invalid_grant",
+        ] {
+            let typed = ErrorCode::from_code(code);
+            assert!(!matches!(typed, ErrorCode::Other(_)), "{code}");
+            assert_eq!(typed.as_str(), code);
+        }
+        assert_eq!(ErrorCode::PaymentRequired.kind(), ErrorKind::Auth);
     }
 
     #[test]

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# A throwaway PostgreSQL cluster for the tests (issue 14): `start` installs Debian's postgresql
+# when it is missing (as root, like scripts/test.sh), creates a cluster in a temp directory with
+# initdb and starts it with pg_ctl as a non-root user (PostgreSQL refuses to run as root),
+# listening on 127.0.0.1 only, fsync on, and prints its URL; `url` prints the URL; `stop` stops
+# it and removes the directory.
+#
+# Environment: IMNOTIFY_PG_DIR (default /tmp/imnotify-pg), IMNOTIFY_PG_PORT (default 55432),
+# IMNOTIFY_PG_USER (the system user that runs it when started as root; default imnotify-pg).
+set -euo pipefail
+
+dir=${IMNOTIFY_PG_DIR:-/tmp/imnotify-pg}
+port=${IMNOTIFY_PG_PORT:-55432}
+os_user=${IMNOTIFY_PG_USER:-imnotify-pg}
+url="postgres://imnotify@127.0.0.1:$port/postgres"
+
+bindir() {
+  local d
+  d=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+  [ -n "$d" ] && [ -x "$d/initdb" ] && echo "$d"
+}
+
+# Runs a command as the cluster's owner: the system user when we are root, ourselves otherwise.
+as_owner() {
+  if [ "$(id -u)" = 0 ]; then
+    runuser -u "$os_user" -- "$@"
+  else
+    "$@"
+  fi
+}
+
+start() {
+  if [ -z "$(bindir)" ]; then
+    if [ "$(id -u)" != 0 ]; then
+      echo "pg.sh: PostgreSQL is not installed (run as root to install Debian's postgresql)" >&2
+      exit 1
+    fi
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  fi
+  local bin
+  bin=$(bindir)
+  if [ "$(id -u)" = 0 ] && ! id "$os_user" >/dev/null 2>&1; then
+    useradd --system --no-create-home --shell /usr/sbin/nologin "$os_user"
+  fi
+  if [ -f "$dir/data/postmaster.pid" ] && as_owner "$bin/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then
+    echo "$url"
+    return
+  fi
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  [ "$(id -u)" = 0 ] && chown "$os_user" "$dir"
+  chmod 700 "$dir"
+  as_owner "$bin/initdb" -D "$dir/data" -U imnotify --auth=trust --encoding=UTF8 --locale=C \
+    >"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log" >&2; exit 1; }
+  # Many test servers run at once, each with a pool of up to 16 connections and one LISTEN
+  # connection: max_connections is raised accordingly. fsync and synchronous_commit stay on, as
+  # in production, so the tests measure durable commits.
+  as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
+    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=on -c synchronous_commit=on -c max_connections=600 -c shared_buffers=64MB" \
+    start >/dev/null || { cat "$dir/server.log" >&2; exit 1; }
+  echo "$url"
+}
+
+stop() {
+  local bin
+  bin=$(bindir) || true
+  if [ -n "$bin" ] && [ -d "$dir/data" ]; then
+    as_owner "$bin/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true
+  fi
+  rm -rf "$dir"
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop ;;
+  url) echo "$url" ;;
+  *) echo "usage: $0 start|stop|url" >&2; exit 2 ;;
+esac
