@@ -142,6 +142,58 @@ fn within_rate(state: &AppState, ip: Option<std::net::IpAddr>, caller: &Caller) 
     }
 }
 
+/// The most bytes a notification center form may carry: an id, a CSRF token, a language or an
+/// answer's text. Far below `limits.max_body_bytes`, which is sized for REST calls.
+pub const FORM_MAX_BYTES: usize = 64 * 1024;
+
+/// Why a page write was refused before its body was read.
+enum Refused {
+    /// No valid session cookie: the login redirect (or 401 for the script).
+    NoSession,
+    /// The answer to send as it is.
+    Answer(Response),
+}
+
+impl Refused {
+    fn into_response(self) -> Response {
+        match self {
+            Refused::NoSession => redirect("/login?next=/"),
+            Refused::Answer(r) => r,
+        }
+    }
+}
+
+/// A page write's session, its CSRF token and its form fields. The cost is bounded before it
+/// is paid (issue 10 §1): the per-IP gate of REST calls admits the request (and holds its place
+/// while the body is read), the session cookie is checked on the headers alone, and only then is
+/// a body of at most [`FORM_MAX_BYTES`] read and decoded. So a client without a session cannot
+/// make the server buffer and parse 8 MB forms, and no address holds more bodies in flight than
+/// `limits.max_in_flight_per_ip`.
+async fn session_form(
+    state: &AppState,
+    req: Request,
+    ip: Option<std::net::IpAddr>,
+) -> Result<(Session, String, Array), Refused> {
+    let _ticket = match (&state.limits.ip_gate, ip) {
+        (Some(gate), Some(ip)) => match gate.admit(ip, state.clock.monotonic()) {
+            Ok(t) => Some(t),
+            Err(_) => return Err(Refused::Answer(too_many(false))),
+        },
+        _ => None,
+    };
+    let (session, session_csrf) = match current_session(state, req.headers()).await {
+        Ok(Some((cookie, s))) => (s, secret::session_csrf(&cookie)),
+        Ok(None) => return Err(Refused::NoSession),
+        Err(e) => return Err(Refused::Answer(error_response(&e))),
+    };
+    let mut limits = state.config.limits.clone();
+    limits.max_body_bytes = limits.max_body_bytes.min(FORM_MAX_BYTES);
+    let (_, _, _, p) = super::oauth::form(req, &limits)
+        .await
+        .map_err(|e| Refused::Answer(error_response(&e)))?;
+    Ok((session, session_csrf, p))
+}
+
 /// The answer to a page write over the rate limit: 429 with `Retry-After`, as JSON
 /// (`{"ok": false, "error": "QUERY_LIMIT_EXCEEDED"}`) for the script, else a short page.
 fn too_many(json: bool) -> Response {
@@ -787,15 +839,10 @@ pub async fn action(State(state): State<AppState>, req: Request) -> Response {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("application/json"));
     let ip = client_ip(&state, &req);
-    let (_, headers, _, p) = match super::oauth::form(req, &state.config.limits).await {
+    let (session, session_csrf, p) = match session_form(&state, req, ip).await {
         Ok(f) => f,
-        Err(e) => return error_response(&e),
-    };
-    let (session, session_csrf) = match current_session(&state, &headers).await {
-        Ok(Some((cookie, s))) => (s, secret::session_csrf(&cookie)),
-        Ok(None) if wants_json => return StatusCode::UNAUTHORIZED.into_response(),
-        Ok(None) => return redirect("/login?next=/"),
-        Err(e) => return error_response(&e),
+        Err(Refused::NoSession) if wants_json => return StatusCode::UNAUTHORIZED.into_response(),
+        Err(refused) => return refused.into_response(),
     };
     let field = |k: &str| {
         p.get_str(k)
@@ -880,14 +927,9 @@ async fn settings_form(
     req: Request,
 ) -> Result<(Session, impl Fn(&str) -> String), Response> {
     let ip = client_ip(state, &req);
-    let (_, headers, _, p) = super::oauth::form(req, &state.config.limits)
+    let (session, session_csrf, p) = session_form(state, req, ip)
         .await
-        .map_err(|e| error_response(&e))?;
-    let (session, session_csrf) = match current_session(state, &headers).await {
-        Ok(Some((cookie, s))) => (s, secret::session_csrf(&cookie)),
-        Ok(None) => return Err(redirect("/login?next=/")),
-        Err(e) => return Err(error_response(&e)),
-    };
+        .map_err(Refused::into_response)?;
     let field = move |k: &str| {
         p.get_str(k)
             .filter(|v| v.is_scalar())
