@@ -129,16 +129,17 @@ fn client_ip(state: &AppState, req: &Request) -> Option<std::net::IpAddr> {
 /// Charges one page write to the request-rate limit (P8) of the session's user: the very
 /// bucket, (client IP, `Caller::rate_identity`), that REST calls with this session fill, so the
 /// page is no way around the limit. `false` when the bucket is full.
-fn within_rate(state: &AppState, ip: Option<std::net::IpAddr>, caller: &Caller) -> bool {
-    match (&state.limits.rate, ip) {
-        (Some(limiter), Some(ip)) => limiter.check(
-            &RateKey {
+async fn within_rate(state: &AppState, ip: Option<std::net::IpAddr>, caller: &Caller) -> bool {
+    // Through `Limiters::check_rate`, so on PostgreSQL the page shares the cluster's bucket too.
+    match ip {
+        Some(ip) => {
+            let key = RateKey {
                 ip,
                 credential: caller.rate_identity(),
-            },
-            caller.rate,
-        ),
-        _ => true,
+            };
+            state.limits.check_rate(&key, caller.rate).await
+        }
+        None => true,
     }
 }
 
@@ -884,7 +885,7 @@ pub async fn action(State(state): State<AppState>, req: Request) -> Response {
         return error_response(&ApiError::internal());
     };
     let caller = session_caller(&session);
-    if !within_rate(&state, ip, &caller) {
+    if !within_rate(&state, ip, &caller).await {
         return too_many(wants_json);
     }
     let outcome = dispatch::execute(&state, spec, &caller, params).await;
@@ -939,7 +940,7 @@ async fn settings_form(
     if !secret::verify(&field("csrf"), &secret::hash(&session_csrf)) {
         return Err(error_response(&ApiError::session_failed()));
     }
-    if !within_rate(state, ip, &session_caller(&session)) {
+    if !within_rate(state, ip, &session_caller(&session)).await {
         return Err(too_many(false));
     }
     Ok((session, field))
