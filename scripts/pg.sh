@@ -2,8 +2,9 @@
 # A throwaway PostgreSQL cluster for the tests (issue 14): `start` installs Debian's postgresql
 # when it is missing (as root, like scripts/test.sh), creates a cluster in a temp directory with
 # initdb and starts it with pg_ctl as a non-root user (PostgreSQL refuses to run as root),
-# listening on 127.0.0.1 only, fsync on, and prints its URL; `url` prints the URL; `stop` stops
-# it and removes the directory.
+# listening on 127.0.0.1 only, fsync on, and prints its URL; `url` prints the URL; `restart
+# [DOWNTIME]` stops it, waits DOWNTIME seconds and starts it again on the same data; `stop`
+# stops it and removes the directory.
 #
 # Environment: IMNOTIFY_PG_DIR (default /tmp/imnotify-pg), IMNOTIFY_PG_PORT (default 55432),
 # IMNOTIFY_PG_USER (the system user that runs it when started as root; default imnotify-pg).
@@ -53,13 +54,29 @@ start() {
   chmod 700 "$dir"
   as_owner "$bin/initdb" -D "$dir/data" -U imnotify --auth=trust --encoding=UTF8 --locale=C \
     >"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log" >&2; exit 1; }
+  launch "$bin"
+  echo "$url"
+}
+
+# Starts the server on the existing data directory.
+launch() {
   # Many test servers run at once, each with a pool of up to 16 connections and one LISTEN
   # connection: max_connections is raised accordingly. fsync and synchronous_commit stay on, as
   # in production, so the tests measure durable commits.
-  as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
+  as_owner "$1/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
     -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=on -c synchronous_commit=on -c max_connections=600 -c shared_buffers=64MB" \
     start >/dev/null || { cat "$dir/server.log" >&2; exit 1; }
-  echo "$url"
+}
+
+# Stops the running server (fast: open transactions are rolled back), keeps it down for
+# DOWNTIME seconds (default 0), and starts it again on the same data: an outage of the
+# database that loses nothing committed (tests/cluster.rs).
+restart() {
+  local bin
+  bin=$(bindir)
+  as_owner "$bin/pg_ctl" -D "$dir/data" -m fast -w -t 60 stop >/dev/null
+  sleep "${1:-0}"
+  launch "$bin"
 }
 
 stop() {
@@ -74,6 +91,7 @@ stop() {
 case "${1:-}" in
   start) start ;;
   stop) stop ;;
+  restart) restart "${2:-0}" ;;
   url) echo "$url" ;;
-  *) echo "usage: $0 start|stop|url" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|restart [DOWNTIME]|url" >&2; exit 2 ;;
 esac

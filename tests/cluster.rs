@@ -4,7 +4,10 @@
 //!
 //! Here, one SQLite instance behind the configuration: REST, server-sent events and the
 //! Push&Pull WebSocket pass through unbuffered, and `trusted_proxies` makes the rate limit see
-//! each client's own address rather than nginx's.
+//! each client's own address rather than nginx's. Under `IMNOTIFY_TEST_PG`, three instances on
+//! one database: TAG replaces, cross-instance streams, the cluster-wide rate limit, an OAuth
+//! refresh seen by all, `kill -9` of one instance; and, on a PostgreSQL cluster of its own, a
+//! restart of PostgreSQL under load.
 
 mod common;
 
@@ -623,4 +626,320 @@ fn kill_9_of_one_instance_loses_no_acknowledged_notification() {
     );
     assert!(lost.is_empty(), "acknowledged but lost: {lost:?}");
     assert!(after_kill > 10, "the others kept serving: {after_kill}");
+}
+
+#[test]
+fn an_oauth_refresh_on_one_instance_spends_the_old_tokens_on_all() {
+    let Some(cluster) = three(&[], false) else {
+        return;
+    };
+    let [a, b, c] = &cluster;
+    let cli = |args: &[&str]| -> serde_json::Value {
+        let out = a.cli(args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("JSON from the admin command")
+    };
+    let app = cli(&[
+        "app",
+        "add",
+        "--name",
+        "Tracker",
+        "--scope",
+        "im",
+        "--redirect-uri",
+        "https://app.example.test/callback",
+        "--json",
+    ]);
+    let client_id = app["client_id"].as_str().expect("client_id").to_owned();
+    let client_secret = app["client_secret"].as_str().expect("secret").to_owned();
+    let tokens = cli(&[
+        "app",
+        "token",
+        "--client-id",
+        &client_id,
+        "--user-id",
+        "1",
+        "--json",
+    ]);
+    let access = tokens["access_token"].as_str().expect("access").to_owned();
+    let refresh = tokens["refresh_token"]
+        .as_str()
+        .expect("refresh")
+        .to_owned();
+    let add = |s: &Server, token: &str| {
+        s.post_json(
+            "/rest/im.notify.system.add",
+            &json!({"USER_ID": 1, "MESSAGE": "with a token", "auth": token}),
+        )
+    };
+    for s in &cluster {
+        let r = add(s, &access);
+        assert_eq!(r.status, 200, "the first token on {}: {}", s.addr, r.body);
+    }
+
+    let refresh_req = format!(
+        "grant_type=refresh_token&client_id={client_id}&client_secret={client_secret}&refresh_token={refresh}"
+    );
+    let r = a.get(&format!("/oauth/token/?{refresh_req}"));
+    assert_eq!(r.status, 200, "refresh through A: {}", r.body);
+    let fresh = r.json();
+    let new_access = fresh["access_token"].as_str().expect("new access");
+    assert_ne!(new_access, access);
+    assert_ne!(fresh["refresh_token"].as_str(), Some(refresh.as_str()));
+
+    // At once, with no wait for any cache to expire: the old access token is spent everywhere.
+    add(b, &access).assert_error(401, "invalid_token");
+    add(c, &access).assert_error(401, "invalid_token");
+    for s in &cluster {
+        let r = add(s, new_access);
+        assert_eq!(r.status, 200, "the new token on {}: {}", s.addr, r.body);
+    }
+    // The old refresh token is spent on another instance too.
+    c.post_form("/oauth/token/", &refresh_req)
+        .assert_error(400, "invalid_grant");
+    // The new one refreshes on yet another instance.
+    let again = format!(
+        "grant_type=refresh_token&client_id={client_id}&client_secret={client_secret}&refresh_token={}",
+        fresh["refresh_token"].as_str().expect("new refresh")
+    );
+    let r = b.get(&format!("/oauth/token/?{again}"));
+    assert_eq!(r.status, 200, "refresh through B: {}", r.body);
+    add(a, new_access).assert_error(401, "invalid_token");
+}
+
+// ---- PostgreSQL restarted under load, on a PostgreSQL cluster of this test's own ----
+
+/// A throwaway PostgreSQL cluster of `scripts/pg.sh` on its own port and directory, so that
+/// restarting it does not disturb the shared one of the other tests; stopped (and its directory
+/// removed) on drop.
+struct OwnPostgres {
+    dir: String,
+    port: u16,
+    url: String,
+}
+
+impl OwnPostgres {
+    fn pg_sh(dir: &str, port: u16, args: &[&str]) -> std::process::Output {
+        Command::new("bash")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/pg.sh"))
+            .args(args)
+            .env("IMNOTIFY_PG_DIR", dir)
+            .env("IMNOTIFY_PG_PORT", port.to_string())
+            .output()
+            .expect("running scripts/pg.sh")
+    }
+
+    fn start() -> OwnPostgres {
+        let port = free_port();
+        // Not under a tempdir: PostgreSQL's non-root owner must be able to reach it.
+        let dir = format!("/tmp/imnotify-pg-restart-{}-{port}", std::process::id());
+        let out = OwnPostgres::pg_sh(&dir, port, &["start"]);
+        let pg = OwnPostgres {
+            dir,
+            port,
+            url: String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        };
+        assert!(
+            out.status.success(),
+            "pg.sh start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        pg
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        OwnPostgres::pg_sh(&self.dir, self.port, &["stop"]);
+    }
+}
+
+/// One call's outcome: when it started, how long it took, its status and body.
+struct Outcome {
+    started: Instant,
+    took: Duration,
+    status: u16,
+    body: String,
+}
+
+#[test]
+fn postgresql_restarted_under_load_loses_nothing_and_service_comes_back() {
+    // scripts/cluster-test.sh installs PostgreSQL and sets IMNOTIFY_TEST_PG; this test starts
+    // a cluster of its own with the same script.
+    if common::test_pg().is_none() {
+        eprintln!("skipped: needs PostgreSQL (scripts/cluster-test.sh starts it)");
+        return;
+    }
+    let pg = OwnPostgres::start();
+    // The first user, made before any instance starts, so no instance makes a first-start one.
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(common::BIN)
+        .args(["user", "add", "--id", "1", "--name", "User", "--data-dir"])
+        .arg(scratch.path())
+        .env_remove("IMNOTIFY_DATA_DIR")
+        .env("IMNOTIFY_DATABASE_URL", &pg.url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let instance = || {
+        Server::start_with(Options {
+            shared_database: Some(pg.url.clone()),
+            ..Options::default()
+        })
+    };
+    let (a, b) = (instance(), instance());
+    let hook = a.add_webhook(1, "im");
+    let targets = [addr_of(&a), addr_of(&b)];
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let senders: Vec<_> = (0..2)
+        .map(|t| {
+            let (hook, stop) = (hook.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut outcomes = Vec::new();
+                let mut i = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    i += 1;
+                    let body = json!({"USER_ID": 1, "MESSAGE": format!("{t}/{i}")});
+                    let started = Instant::now();
+                    let (status, body) = call(
+                        [127, 0, 0, 1],
+                        targets[(t + i) % 2],
+                        "POST",
+                        &format!("{hook}im.notify.system.add"),
+                        &[],
+                        &body.to_string(),
+                    );
+                    outcomes.push(Outcome {
+                        started,
+                        took: started.elapsed(),
+                        status,
+                        body,
+                    });
+                    if status != 200 {
+                        // While the database is down, no need to spin.
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                }
+                outcomes
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+
+    // Down for 4 s (after a fast shutdown), then up again on the same data.
+    let down_at = Instant::now();
+    let mut restart = Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/pg.sh"))
+        .args(["restart", "4"])
+        .env("IMNOTIFY_PG_DIR", &pg.dir)
+        .env("IMNOTIFY_PG_PORT", pg.port.to_string())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("pg.sh restart");
+    let mut unhealthy = Vec::new();
+    let restarted = loop {
+        if let Some(status) = restart.try_wait().unwrap() {
+            assert!(status.success(), "pg.sh restart failed");
+            break Instant::now();
+        }
+        for to in targets {
+            let (status, body) = call([127, 0, 0, 1], to, "GET", "/healthz", &[], "");
+            if status == 503 {
+                unhealthy.push(body);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // Back by itself: every instance healthy and adding again, without being touched.
+    let mut back_after = Duration::ZERO;
+    for to in targets {
+        loop {
+            let (health, _) = call([127, 0, 0, 1], to, "GET", "/healthz", &[], "");
+            let (status, _) = call(
+                [127, 0, 0, 1],
+                to,
+                "POST",
+                &format!("{hook}im.notify.system.add"),
+                &[],
+                r#"{"USER_ID":1,"MESSAGE":"after"}"#,
+            );
+            if health == 200 && status == 200 {
+                break;
+            }
+            // 10 s is the aim; the margin is for this loaded machine.
+            assert!(
+                restarted.elapsed() < Duration::from_secs(20),
+                "{to} not back: healthz {health}, add {status}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        back_after = back_after.max(restarted.elapsed());
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let outcomes: Vec<Outcome> = senders
+        .into_iter()
+        .flat_map(|s| s.join().expect("a sender"))
+        .collect();
+
+    let acked: Vec<i64> = outcomes
+        .iter()
+        .filter(|o| o.status == 200)
+        .map(|o| {
+            serde_json::from_str::<serde_json::Value>(&o.body).unwrap()["result"]
+                .as_i64()
+                .expect("an id")
+        })
+        .collect();
+    let failed: Vec<&Outcome> = outcomes.iter().filter(|o| o.status != 200).collect();
+    let slowest = outcomes.iter().map(|o| o.took).max().unwrap_or_default();
+    let after = outcomes
+        .iter()
+        .filter(|o| o.status == 200 && o.started > restarted)
+        .count();
+    let stored: std::collections::BTreeSet<i64> =
+        common::pg_query(&pg.url, "SELECT id FROM notifications")
+            .iter()
+            .map(|s| s.parse().expect("an id"))
+            .collect();
+    let lost: Vec<_> = acked.iter().filter(|id| !stored.contains(id)).collect();
+    eprintln!(
+        "PostgreSQL restart under load: {} acknowledged ({after} after the restart), {} failed, \
+         slowest call {slowest:?}, {} lost; service back {back_after:?} after PostgreSQL \
+         (down {:?} in all)",
+        acked.len(),
+        failed.len(),
+        lost.len(),
+        restarted - down_at
+    );
+    assert!(lost.is_empty(), "acknowledged but lost: {lost:?}");
+    assert!(
+        !failed.is_empty(),
+        "no call failed while PostgreSQL was down"
+    );
+    for o in &failed {
+        let r = common::Response {
+            status: o.status,
+            headers: Vec::new(),
+            body: o.body.clone(),
+        };
+        r.assert_error(500, "INTERNAL_SERVER_ERROR");
+    }
+    // The pool gives up after 3 s (store::postgres::POOL_TIMEOUT); the rest is margin for load.
+    assert!(slowest < Duration::from_secs(8), "a call took {slowest:?}");
+    assert!(!unhealthy.is_empty(), "/healthz never reported the outage");
+    assert!(
+        unhealthy.iter().all(|b| b.contains("\"error\"")),
+        "{unhealthy:?}"
+    );
+    assert!(after > 0, "no add succeeded after the restart");
 }
