@@ -99,7 +99,13 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "URL")]
     pub database_url: Option<String>,
     /// TOML configuration file
-    #[arg(long, global = true, value_name = "FILE", env = "IMNOTIFY_CONFIG")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "IMNOTIFY_CONFIG",
+        hide_env_values = true
+    )]
     pub config: Option<PathBuf>,
 }
 
