@@ -125,10 +125,11 @@ fn a_webhook_can_have_its_own_limit() {
     assert_eq!(statuses(&s, &tight, 5), [200, 200, 200, 503, 503]);
     let unlimited = webhook_with(&s, &["--rate-per-second", "0"]);
     assert!(statuses(&s, &unlimited, 70).iter().all(|st| *st == 200));
-    // A faster drain: 20/s refills a burst of 2 in 100 ms.
-    let fast = webhook_with(&s, &["--rate-per-second", "20", "--rate-burst", "2"]);
+    // A faster drain: 4/s refills a burst of 2 in 500 ms (slow enough that three calls, each
+    // a durable write, cannot refill it on PostgreSQL or a loaded machine).
+    let fast = webhook_with(&s, &["--rate-per-second", "4", "--rate-burst", "2"]);
     assert_eq!(statuses(&s, &fast, 3), [200, 200, 503]);
-    std::thread::sleep(Duration::from_millis(150));
+    std::thread::sleep(Duration::from_millis(700));
     assert_eq!(statuses(&s, &fast, 3), [200, 200, 503]);
     // Bad values are refused by the command.
     let out = s.cli(&[
@@ -146,7 +147,12 @@ fn a_webhook_can_have_its_own_limit() {
 
 #[test]
 fn a_batch_counts_once() {
-    let s = with_limits(&[("IMNOTIFY_LIMITS__RATE__BURST", "2")]);
+    // A slow drain (one request per 10 s), so that the batches' own run time, which is longer
+    // on PostgreSQL or a loaded machine, cannot refill the bucket between them.
+    let s = with_limits(&[
+        ("IMNOTIFY_LIMITS__RATE__BURST", "2"),
+        ("IMNOTIFY_LIMITS__RATE__PER_SECOND", "0.1"),
+    ]);
     let cmds: Vec<String> = (0..10)
         .map(|i| format!("im.notify.system.add?USER_ID=1&MESSAGE=b{i}"))
         .collect();
