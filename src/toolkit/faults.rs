@@ -18,6 +18,10 @@ use crate::error::{ApiError, CATALOGUE};
 pub const MAX_DELAY_MS: u64 = 120_000;
 /// Most faults at once; a test suite needs a handful.
 pub const MAX_FAULTS: usize = 1000;
+/// The longest `method` or `client_id` a fault may name, in bytes. Method names are a few
+/// dozen bytes and client ids (`local.…`) shorter still; without a cap, [`MAX_FAULTS`] specs of
+/// 64 KiB each held 128 MB, copied again by every listing and every admin page view.
+pub const MAX_NAME_BYTES: usize = 255;
 
 /// What `POST /admin/api/faults` takes.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -108,6 +112,16 @@ impl Faults {
             ),
             None => None,
         };
+        if spec.method.len() > MAX_NAME_BYTES
+            || spec
+                .client_id
+                .as_ref()
+                .is_some_and(|c| c.len() > MAX_NAME_BYTES)
+        {
+            return Err(format!(
+                "method and client_id are at most {MAX_NAME_BYTES} bytes"
+            ));
+        }
         if error.is_none() && spec.delay_ms.is_none() {
             return Err("give error, delay_ms, or both".into());
         }
@@ -286,5 +300,11 @@ mod tests {
         s.probability = Some(1.5);
         assert!(f.add(s).is_err());
         assert_eq!(catalogued("expired_token").unwrap().status, 401);
+        let mut s = spec(&"m".repeat(MAX_NAME_BYTES + 1));
+        assert!(f.add(s.clone()).is_err());
+        s.method = "m".repeat(MAX_NAME_BYTES);
+        assert!(f.add(s.clone()).is_ok());
+        s.client_id = Some("c".repeat(MAX_NAME_BYTES + 1));
+        assert!(f.add(s).is_err());
     }
 }

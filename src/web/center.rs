@@ -129,17 +129,70 @@ fn client_ip(state: &AppState, req: &Request) -> Option<std::net::IpAddr> {
 /// Charges one page write to the request-rate limit (P8) of the session's user: the very
 /// bucket, (client IP, `Caller::rate_identity`), that REST calls with this session fill, so the
 /// page is no way around the limit. `false` when the bucket is full.
-fn within_rate(state: &AppState, ip: Option<std::net::IpAddr>, caller: &Caller) -> bool {
-    match (&state.limits.rate, ip) {
-        (Some(limiter), Some(ip)) => limiter.check(
-            &RateKey {
+async fn within_rate(state: &AppState, ip: Option<std::net::IpAddr>, caller: &Caller) -> bool {
+    // Through `Limiters::check_rate`, so on PostgreSQL the page shares the cluster's bucket too.
+    match ip {
+        Some(ip) => {
+            let key = RateKey {
                 ip,
                 credential: caller.rate_identity(),
-            },
-            caller.rate,
-        ),
-        _ => true,
+            };
+            state.limits.check_rate(&key, caller.rate).await
+        }
+        None => true,
     }
+}
+
+/// The most bytes a notification center form may carry: an id, a CSRF token, a language or an
+/// answer's text. Far below `limits.max_body_bytes`, which is sized for REST calls.
+pub const FORM_MAX_BYTES: usize = 64 * 1024;
+
+/// Why a page write was refused before its body was read.
+enum Refused {
+    /// No valid session cookie: the login redirect (or 401 for the script).
+    NoSession,
+    /// The answer to send as it is.
+    Answer(Response),
+}
+
+impl Refused {
+    fn into_response(self) -> Response {
+        match self {
+            Refused::NoSession => redirect("/login?next=/"),
+            Refused::Answer(r) => r,
+        }
+    }
+}
+
+/// A page write's session, its CSRF token and its form fields. The cost is bounded before it
+/// is paid (issue 10 §1): the per-IP gate of REST calls admits the request (and holds its place
+/// while the body is read), the session cookie is checked on the headers alone, and only then is
+/// a body of at most [`FORM_MAX_BYTES`] read and decoded. So a client without a session cannot
+/// make the server buffer and parse 8 MB forms, and no address holds more bodies in flight than
+/// `limits.max_in_flight_per_ip`.
+async fn session_form(
+    state: &AppState,
+    req: Request,
+    ip: Option<std::net::IpAddr>,
+) -> Result<(Session, String, Array), Refused> {
+    let _ticket = match (&state.limits.ip_gate, ip) {
+        (Some(gate), Some(ip)) => match gate.admit(ip, state.clock.monotonic()) {
+            Ok(t) => Some(t),
+            Err(_) => return Err(Refused::Answer(too_many(false))),
+        },
+        _ => None,
+    };
+    let (session, session_csrf) = match current_session(state, req.headers()).await {
+        Ok(Some((cookie, s))) => (s, secret::session_csrf(&cookie)),
+        Ok(None) => return Err(Refused::NoSession),
+        Err(e) => return Err(Refused::Answer(error_response(&e))),
+    };
+    let mut limits = state.config.limits.clone();
+    limits.max_body_bytes = limits.max_body_bytes.min(FORM_MAX_BYTES);
+    let (_, _, _, p) = super::oauth::form(req, &limits)
+        .await
+        .map_err(|e| Refused::Answer(error_response(&e)))?;
+    Ok((session, session_csrf, p))
 }
 
 /// The answer to a page write over the rate limit: 429 with `Retry-After`, as JSON
@@ -787,15 +840,10 @@ pub async fn action(State(state): State<AppState>, req: Request) -> Response {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("application/json"));
     let ip = client_ip(&state, &req);
-    let (_, headers, _, p) = match super::oauth::form(req, &state.config.limits).await {
+    let (session, session_csrf, p) = match session_form(&state, req, ip).await {
         Ok(f) => f,
-        Err(e) => return error_response(&e),
-    };
-    let (session, session_csrf) = match current_session(&state, &headers).await {
-        Ok(Some((cookie, s))) => (s, secret::session_csrf(&cookie)),
-        Ok(None) if wants_json => return StatusCode::UNAUTHORIZED.into_response(),
-        Ok(None) => return redirect("/login?next=/"),
-        Err(e) => return error_response(&e),
+        Err(Refused::NoSession) if wants_json => return StatusCode::UNAUTHORIZED.into_response(),
+        Err(refused) => return refused.into_response(),
     };
     let field = |k: &str| {
         p.get_str(k)
@@ -837,7 +885,7 @@ pub async fn action(State(state): State<AppState>, req: Request) -> Response {
         return error_response(&ApiError::internal());
     };
     let caller = session_caller(&session);
-    if !within_rate(&state, ip, &caller) {
+    if !within_rate(&state, ip, &caller).await {
         return too_many(wants_json);
     }
     let outcome = dispatch::execute(&state, spec, &caller, params).await;
@@ -880,14 +928,9 @@ async fn settings_form(
     req: Request,
 ) -> Result<(Session, impl Fn(&str) -> String), Response> {
     let ip = client_ip(state, &req);
-    let (_, headers, _, p) = super::oauth::form(req, &state.config.limits)
+    let (session, session_csrf, p) = session_form(state, req, ip)
         .await
-        .map_err(|e| error_response(&e))?;
-    let (session, session_csrf) = match current_session(state, &headers).await {
-        Ok(Some((cookie, s))) => (s, secret::session_csrf(&cookie)),
-        Ok(None) => return Err(redirect("/login?next=/")),
-        Err(e) => return Err(error_response(&e)),
-    };
+        .map_err(Refused::into_response)?;
     let field = move |k: &str| {
         p.get_str(k)
             .filter(|v| v.is_scalar())
@@ -897,7 +940,7 @@ async fn settings_form(
     if !secret::verify(&field("csrf"), &secret::hash(&session_csrf)) {
         return Err(error_response(&ApiError::session_failed()));
     }
-    if !within_rate(state, ip, &session_caller(&session)) {
+    if !within_rate(state, ip, &session_caller(&session)).await {
         return Err(too_many(false));
     }
     Ok((session, field))

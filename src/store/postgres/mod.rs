@@ -17,7 +17,7 @@
 //!   id N (`Last-Event-ID`, Push&Pull `mid`) cannot skip an event that commits later with a
 //!   smaller id. The lock covers only the event insert and the commit.
 //! - **The hub.** The same transaction calls `pg_notify('imnotify_events')`, which PostgreSQL
-//!   delivers only on COMMIT. Each instance keeps one LISTEN connection ([`feed`]); on a
+//!   delivers only on COMMIT. Each instance keeps one LISTEN connection (`feed`); on a
 //!   notification, every second as a safety net, and after reconnecting, it reads the events
 //!   after the last id it published and publishes them into its local [`Hub`]. The writer never
 //!   publishes itself: one path, so no duplicates.
