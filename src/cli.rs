@@ -99,7 +99,13 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "URL")]
     pub database_url: Option<String>,
     /// TOML configuration file
-    #[arg(long, global = true, value_name = "FILE", env = "IMNOTIFY_CONFIG")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "IMNOTIFY_CONFIG",
+        hide_env_values = true
+    )]
     pub config: Option<PathBuf>,
 }
 
@@ -363,12 +369,16 @@ pub struct UserEmailArgs {
 
 #[derive(Args, Debug)]
 pub struct UserUpdateArgs {
+    /// The user's id
     #[arg(long)]
     pub id: i64,
+    /// New first name (NAME in user.get)
     #[arg(long)]
     pub name: Option<String>,
+    /// New last name (LAST_NAME)
     #[arg(long)]
     pub last_name: Option<String>,
+    /// New e-mail address: the login page's login and where MESSAGE_OUT is mailed
     #[arg(long)]
     pub email: Option<String>,
     /// Make the user a portal administrator
@@ -387,8 +397,10 @@ pub struct UserUpdateArgs {
 
 #[derive(Args, Debug)]
 pub struct UserPasswordArgs {
+    /// The user's id
     #[arg(long)]
     pub id: i64,
+    /// The new password (stored as an Argon2 hash)
     #[arg(long, env = "IMNOTIFY_PASSWORD", hide_env_values = true)]
     pub password: String,
 }
@@ -398,10 +410,13 @@ pub struct UserAddArgs {
     /// User id (the USER_ID callers send)
     #[arg(long)]
     pub id: i64,
+    /// First name (NAME in user.get)
     #[arg(long)]
     pub name: String,
+    /// Last name (LAST_NAME)
     #[arg(long, default_value = "")]
     pub last_name: String,
+    /// E-mail address: a login for the login page, and where MESSAGE_OUT is mailed
     #[arg(long, default_value = "")]
     pub email: String,
     /// Create the user inactive: notifications to it return false

@@ -612,6 +612,11 @@ pub fn known_keys() -> std::collections::BTreeSet<String> {
 pub const OTHER_ENV_VARS: &[&str] = &[
     "IMNOTIFY_CONFIG",
     "IMNOTIFY_PASSWORD",
+    "IMNOTIFY_CLIENT_SECRET",
+    "IMNOTIFY_WEBHOOK_CODE",
+    "IMNOTIFY_WEBHOOK",
+    "IMNOTIFY_URL",
+    "IMNOTIFY_TEST_PG",
     "IMNOTIFY_TEST_PANIC_METHOD",
     "IMNOTIFY_BIN",
 ];
@@ -777,6 +782,8 @@ mod tests {
             "IMNOTIFY_LIMITS__MAX_CONECTIONS",
             "IMNOTIFY_PASSWORD",
             "IMNOTIFY_CONFIG",
+            "IMNOTIFY_URL",
+            "IMNOTIFY_WEBHOOK",
             "IMNOTIFY_SMTP__HOST",
             "IMNOTIFY_ALLOWED_HOSTS",
             "IMNOTIFY_LISTN",

@@ -249,3 +249,72 @@ fn a_sqlite_data_dir_moves_to_postgres_with_its_ids_webhook_and_read_state() {
     );
     common::drop_pg_database(&url);
 }
+
+/// Ids SQLite handed out stay spent on PostgreSQL when their rows are gone (here the newest
+/// notification, deleted): AUTOINCREMENT never reuses an id, and the copy must not either.
+/// Fails when the sequences are set only past the copied rows.
+#[test]
+fn ids_spent_on_sqlite_stay_spent_after_migrate() {
+    let Some(_) = common::test_pg() else {
+        eprintln!("skipped: needs IMNOTIFY_TEST_PG (scripts/pg.sh start)");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut src = start_sqlite(&data);
+    let hook = src.hook.clone();
+    let ids: Vec<i64> = (0..3)
+        .map(|i| {
+            post(
+                &src.addr,
+                &format!("{hook}im.notify.system.add"),
+                &json!({"USER_ID": 1, "MESSAGE": format!("n{i}")}),
+            )["result"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    let last = *ids.last().unwrap();
+    post(
+        &src.addr,
+        &format!("{hook}im.notify.delete"),
+        &json!({ "ID": last }),
+    );
+    unsafe {
+        libc::kill(src.child.id() as libc::pid_t, libc::SIGTERM);
+    }
+    src.child.wait().unwrap();
+
+    let url = common::fresh_pg_database().expect("a database");
+    let out = Command::new(BIN)
+        .args(["migrate", "--from-sqlite"])
+        .arg(&data)
+        .args(["--database-url", &url])
+        .env_remove("IMNOTIFY_DATABASE_URL")
+        .env_remove("IMNOTIFY_DATA_DIR")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut pg = Server::start_with(Options {
+        shared_database: Some(url.clone()),
+        ..Options::default()
+    });
+    pg.hook = hook.clone();
+    let next = post(
+        &pg.addr,
+        &format!("{hook}im.notify.system.add"),
+        &json!({"USER_ID": 1, "MESSAGE": "after"}),
+    )["result"]
+        .as_i64()
+        .unwrap();
+    assert!(
+        next > last,
+        "id {next} was handed out again: SQLite had given up to {last}"
+    );
+    pg.terminate();
+    common::drop_pg_database(&url);
+}

@@ -11,8 +11,8 @@ use crate::config::Config;
 /// Where the server is and how to prove we may use its admin API.
 #[derive(Args, Debug, Clone)]
 pub struct RemoteArgs {
-    /// The running server's base URL [env: IMNOTIFY_URL] [default: from listen/public_url]
-    #[arg(long, value_name = "URL", env = "IMNOTIFY_URL")]
+    /// The running server's base URL [default: from listen/public_url]
+    #[arg(long, value_name = "URL", env = "IMNOTIFY_URL", hide_env_values = true)]
     pub url: Option<String>,
     /// The admin token [env: IMNOTIFY_ADMIN__TOKEN, or admin.token in the configuration]
     #[arg(long, value_name = "TOKEN")]

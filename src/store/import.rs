@@ -195,7 +195,17 @@ async fn copy(
         }
         report.push((table.to_string(), copied));
     }
-    // Past the copied ids: every identity column, and the event counter.
+    // Past the copied ids and past every id SQLite ever handed out: AUTOINCREMENT keeps its
+    // high-water mark in `sqlite_sequence` after the rows are gone (a reset, retention, a TAG
+    // replace, a delete), and an id once returned is never reused (migration 0001). Without
+    // this, a data dir whose newest events were pruned would restart the event ids below a
+    // client's `Last-Event-ID`, and the client would miss the new ones.
+    let spent: BTreeMap<String, i64> = {
+        // Migration 0001's AUTOINCREMENT tables make it, so every data dir has it.
+        let mut st = src.prepare("SELECT name, seq FROM sqlite_sequence")?;
+        let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        rows.collect::<rusqlite::Result<BTreeMap<String, i64>>>()?
+    };
     let identities = tx
         .query(
             "SELECT table_name::text, column_name::text FROM information_schema.columns \
@@ -205,19 +215,24 @@ async fn copy(
         .await?;
     for r in identities {
         let (table, column): (String, String) = (r.get(0), r.get(1));
+        let seq = spent.get(&table).copied().unwrap_or(0);
         tx.execute(
             &format!(
                 "SELECT setval(pg_get_serial_sequence('{table}', '{column}'), \
-                 GREATEST((SELECT max({column}) FROM {table}), 1), \
-                 (SELECT max({column}) FROM {table}) IS NOT NULL)"
+                 GREATEST((SELECT max({column}) FROM {table}), {seq}, 1), \
+                 (SELECT max({column}) FROM {table}) IS NOT NULL OR {seq} > 0)"
             ),
             &[],
         )
         .await?;
     }
+    let events_spent = spent.get("events").copied().unwrap_or(0);
     tx.execute(
-        "INSERT INTO event_counter (last_id) SELECT COALESCE(max(id), 0) FROM events \
-         ON CONFLICT (only_row) DO UPDATE SET last_id = EXCLUDED.last_id",
+        &format!(
+            "INSERT INTO event_counter (last_id) \
+             SELECT GREATEST(COALESCE(max(id), 0), {events_spent}) FROM events \
+             ON CONFLICT (only_row) DO UPDATE SET last_id = EXCLUDED.last_id"
+        ),
         &[],
     )
     .await?;

@@ -207,6 +207,11 @@ impl PgStore {
         if config.get_application_name().is_none() {
             config.application_name("imnotify");
         }
+        // `CREATE ... IF NOT EXISTS` at every start and admin command would otherwise log a
+        // NOTICE per existing table through tokio_postgres; a URL's own `options` wins.
+        if config.get_options().is_none() {
+            config.options("-c client_min_messages=warning");
+        }
         config.keepalives(true);
         let manager = Manager::from_config(
             config.clone(),
