@@ -449,7 +449,9 @@ fn password_hashing_is_bounded_and_throttled() {
         statuses.len()
     );
     assert!(statuses.iter().all(|st| *st == 401 || *st == 429));
-    assert_cheap(&health, 150);
+    // At most password_hash_concurrency (4) checks of 19 MiB each at once, on mmap'd memory
+    // (src/main.rs): about 76 MiB. Heap-served blocks left it at 115-152 MiB.
+    assert_cheap(&health, 100);
     assert_settles(&s, idle, 150);
 
     // The account is locked now, even for the right password from a fresh address, and the
