@@ -65,7 +65,12 @@ fn default_settings_allow_a_burst_of_fifty_then_refuse_until_drained() {
     assert!(ok <= 50 + drained, "{ok} in {elapsed} s: {got:?}");
     assert!(got[79] == 503 || drained > 1, "{got:?}");
     assert!(got.iter().all(|st| *st == 200 || *st == 503), "{got:?}");
-    let refused = notify(&s, &s.hook);
+    // The bucket is (nearly) empty now; a token that drained during the last call may let one
+    // more through, so take the first refusal of a few.
+    let refused = (0..5)
+        .map(|_| notify(&s, &s.hook))
+        .find(|r| r.status != 200)
+        .expect("a call refused after the burst");
     refused.assert_error(503, "QUERY_LIMIT_EXCEEDED");
     assert_eq!(refused.json()["error_description"], "Too many requests");
 
