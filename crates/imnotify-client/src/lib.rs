@@ -52,6 +52,16 @@ pub use batch::{added_id, Command, Output};
 
 /// What [`Client::batch`] returns: each command's name with its typed result or its error, in
 /// the order given (commands a `halt` skipped are left out).
+///
+/// ```
+/// use imnotify_client::{BatchOutputs, Output};
+///
+/// fn failed(outputs: &BatchOutputs) -> Vec<&str> {
+///     outputs.iter().filter(|(_, r)| r.is_err()).map(|(name, _)| name.as_str()).collect()
+/// }
+/// assert!(failed(&Vec::new()).is_empty());
+/// # let _: Option<Output> = None;
+/// ```
 pub type BatchOutputs = Vec<(String, Result<Output, Error>)>;
 
 /// What a call can fail with.

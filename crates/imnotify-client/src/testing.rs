@@ -19,6 +19,12 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use crate::{Client, Error, RetryPolicy};
 
 /// A running server, stopped (SIGKILL) and its data directory removed on drop.
+///
+/// ```no_run
+/// let server = imnotify_client::testing::Server::start()?;
+/// assert!(server.webhook.contains("/rest/1/"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Server {
     child: Child,
     dir: PathBuf,

@@ -23,6 +23,10 @@ use std::num::NonZeroU64;
 use serde::{Deserialize, Serialize};
 
 /// D1: the method page's "30 KB", in bytes of the normalised attachment's JSON.
+///
+/// ```
+/// assert_eq!(imnotify_wire::attach::DEFAULT_MAX_BYTES, 30_720);
+/// ```
 pub const DEFAULT_MAX_BYTES: usize = 30 * 1024;
 
 /// A DELIMITER block's `SIZE` when none is given.

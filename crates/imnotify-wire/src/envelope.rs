@@ -183,6 +183,18 @@ pub struct BatchResult {
 /// Helper types of [`BatchResult`].
 pub mod indexed {
     /// The failed commands of a batch, by command name.
+    ///
+    /// ```
+    /// let mut errors = imnotify_wire::envelope::indexed::Errors::new();
+    /// errors.insert(
+    ///     "second".into(),
+    ///     imnotify_wire::envelope::ErrorBody {
+    ///         error: "USER_ID_EMPTY".into(),
+    ///         error_description: String::new(),
+    ///     },
+    /// );
+    /// assert_eq!(errors["second"].error, "USER_ID_EMPTY");
+    /// ```
     pub type Errors = std::collections::BTreeMap<String, super::ErrorBody>;
 }
 

@@ -38,6 +38,10 @@ macro_rules! catalogue {
             $(
                 $(#[$doc])*
                 #[doc = concat!("\n\n`", $code, "`, HTTP ", $status, ": \"", $desc, "\"")]
+                #[doc = concat!(
+                    "\n\n```\nlet e = imnotify_wire::error::ApiError::", stringify!($name), "();\n",
+                    "assert_eq!((e.code, e.status), (\"", $code, "\", ", $status, "));\n```"
+                )]
                 pub fn $name() -> ApiError {
                     ApiError { code: $code, description: Cow::Borrowed($desc), status: $status }
                 }
