@@ -351,6 +351,20 @@ pub(super) async fn delete_by_tag(
     Ok(removed.len() as u64)
 }
 
+/// Notification `id` of `user_id` inside the transaction, or `None`.
+async fn notification(
+    tx: &Transaction<'_>,
+    user_id: i64,
+    id: i64,
+) -> TxResult<Option<Notification>> {
+    rows(tx, &sql::one(), &[&id, &user_id])
+        .await?
+        .first()
+        .map(Notification::from_row)
+        .transpose()
+        .map_err(Into::into)
+}
+
 pub(super) async fn confirm(
     tx: &Transaction<'_>,
     ev: &mut Events,
@@ -358,11 +372,8 @@ pub(super) async fn confirm(
     id: i64,
     value: &str,
 ) -> TxResult<Option<Notification>> {
-    let found = rows(tx, &sql::one(), &[&id, &user_id])
+    let found = notification(tx, user_id, id)
         .await?
-        .first()
-        .map(Notification::from_row)
-        .transpose()?
         .filter(|n| n.notify_type == NOTIFY_TYPE_CONFIRM);
     if let Some(n) = &found {
         exec(tx, sql::CONFIRM, &[&id, &user_id]).await?;
@@ -385,11 +396,7 @@ pub(super) async fn answer(
     id: i64,
     text: &str,
 ) -> TxResult<Option<Notification>> {
-    let found = rows(tx, &sql::one(), &[&id, &user_id])
-        .await?
-        .first()
-        .map(Notification::from_row)
-        .transpose()?;
+    let found = notification(tx, user_id, id).await?;
     if found.is_some() {
         let (chat_id, counter) = chat_counter(tx, user_id).await?;
         ev.record(
