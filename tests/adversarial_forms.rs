@@ -124,3 +124,209 @@ fn center_forms_check_the_session_before_the_body() {
     );
     assert_eq!(r.status, 303, "{}", r.body);
 }
+
+/// A connection from 127.0.0.2 that sends `head` and then nothing more: a body that is never
+/// finished (slowloris).
+fn stalled_from_elsewhere(addr: &str, head: &[u8]) -> TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let target: SocketAddr = addr.parse().unwrap();
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    socket
+        .bind(&SocketAddr::from(([127, 0, 0, 2], 0)).into())
+        .unwrap();
+    socket.connect(&target.into()).unwrap();
+    let mut s: TcpStream = socket.into();
+    s.write_all(head).unwrap();
+    s
+}
+
+/// A stalled form post: `Content-Length: 1000`, ten bytes of it sent.
+fn stalled_post(path: &str, cookie: Option<&str>) -> Vec<u8> {
+    let mut req = form_request(path, cookie, &[b'a'; 1000]);
+    req.truncate(req.len() - 990);
+    req
+}
+
+/// Reads the answer on `s` until the server closes it or `limit` passes; the answer and how
+/// long that took.
+fn answer_within(s: &mut TcpStream, limit: Duration) -> (Response, Duration) {
+    let started = std::time::Instant::now();
+    s.set_read_timeout(Some(limit)).unwrap();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    (Response::parse(&buf), started.elapsed())
+}
+
+/// The worst time `/healthz` took over `n` calls from 127.0.0.1.
+fn healthz_worst(s: &Server, n: usize) -> Duration {
+    (0..n)
+        .map(|_| {
+            let started = std::time::Instant::now();
+            assert_eq!(s.get("/healthz").status, 200);
+            started.elapsed()
+        })
+        .max()
+        .unwrap_or_default()
+}
+
+/// `/login`, `/oauth/authorize/` and `/oauth/token/` read up to `limits.max_body_bytes` (8 MB)
+/// of anyone's body before looking at anything: 18 concurrent 6 MB posts without a cookie
+/// or a client made the server buffer over 100 MB. Now each reads at most 16 KiB (413), and
+/// `/healthz` stays quick meanwhile.
+#[test]
+fn login_and_token_bodies_are_capped() {
+    let s = Server::start_with(Options {
+        limits: true,
+        ..Options::default()
+    });
+    let before = peak_kib(&s);
+    let mut body = b"grant_type=refresh_token&client_id=x&login=1&password=".to_vec();
+    body.resize(6 << 20, b'a');
+    let body = std::sync::Arc::new(body);
+    let paths = ["/login", "/oauth/token/", "/oauth/authorize/"];
+    let workers: Vec<_> = paths
+        .iter()
+        .cycle()
+        .take(18)
+        .map(|path| {
+            let addr = s.addr.clone();
+            let body = body.clone();
+            let path = path.to_string();
+            thread::spawn(move || {
+                let r = send_from_elsewhere(&addr, &form_request(&path, None, &body));
+                (path, r)
+            })
+        })
+        .collect();
+    let worst = healthz_worst(&s, 20);
+    for w in workers {
+        let (path, r) = w.join().unwrap();
+        assert_eq!(r.status, 413, "{path}: {}", r.body);
+        if path == "/oauth/token/" {
+            // RFC 6749 §5.2's shape.
+            assert_eq!(r.json()["error"], "invalid_request", "{}", r.body);
+            assert_eq!(
+                r.header("content-type"),
+                Some("application/json; charset=utf-8")
+            );
+        } else {
+            assert!(r.body.contains("too large"), "{path}: {}", r.body);
+        }
+    }
+    let grew = peak_kib(&s).saturating_sub(before) / 1024;
+    eprintln!("peak RSS grew by {grew} MiB; /healthz worst {worst:?}");
+    assert!(
+        grew < 40,
+        "18 unauthenticated 6 MB bodies grew the peak RSS by {grew} MiB"
+    );
+    assert!(worst < Duration::from_secs(3), "/healthz took {worst:?}");
+
+    // The cap is far above a real request: a sign-in still works, and a token request with a
+    // long (10 KiB) state-like field is read and answered on its merits.
+    let out = s.cli(&["user", "password", "--id", "1", "--password", "cap-pw"]);
+    assert!(out.status.success());
+    s.sign_in("1", "cap-pw");
+    let padded = format!(
+        "grant_type=refresh_token&client_id=nobody&client_secret=x&refresh_token=r&pad={}",
+        "p".repeat(10 * 1024)
+    );
+    let r = s.post_form("/oauth/token/", &padded);
+    r.assert_error(401, "invalid_client");
+}
+
+/// Slow sign-in and token bodies each hold one of the address's places in the per-IP gate,
+/// which is now taken before the body: with `max_in_flight_per_ip` = 3, three stalled posts
+/// from one address leave it no fourth request (429 page, or the token endpoint's 503
+/// `temporarily_unavailable`), while other addresses are served. Before, these endpoints
+/// were outside the gate, so one address could hold any number of stalled bodies.
+#[test]
+fn stalled_login_and_token_bodies_are_gated_per_address() {
+    let s = Server::start_with(Options {
+        limits: true,
+        envs: vec![
+            ("IMNOTIFY_LIMITS__MAX_IN_FLIGHT_PER_IP".into(), "3".into()),
+            ("IMNOTIFY_LIMITS__BODY_READ_TIMEOUT_SECS".into(), "3".into()),
+        ],
+        ..Options::default()
+    });
+    let mut stalled: Vec<TcpStream> = ["/login", "/oauth/token/", "/oauth/authorize/"]
+        .iter()
+        .map(|p| stalled_from_elsewhere(&s.addr, &stalled_post(p, None)))
+        .collect();
+    // The three reach their handlers at once on an idle server; allow for a loaded one.
+    thread::sleep(Duration::from_millis(500));
+    let token = send_from_elsewhere(
+        &s.addr,
+        &form_request("/oauth/token/", None, b"grant_type=refresh_token"),
+    );
+    assert_eq!(token.status, 503, "{}", token.body);
+    assert_eq!(token.json()["error"], "temporarily_unavailable");
+    assert_eq!(token.header("retry-after"), Some("1"));
+    let login = send_from_elsewhere(&s.addr, &form_request("/login", None, b"login=1"));
+    assert_eq!(login.status, 429, "{}", login.body);
+    assert_eq!(login.header("retry-after"), Some("1"));
+    // Another address is served.
+    assert_eq!(s.get("/login").status, 200);
+    assert!(healthz_worst(&s, 5) < Duration::from_secs(3));
+    // The stalled bodies end at the body deadline (408) and free their places.
+    for (i, conn) in stalled.iter_mut().enumerate() {
+        let (r, took) = answer_within(conn, Duration::from_secs(20));
+        assert_eq!(r.status, 408, "stalled post {i}: {}", r.body);
+        assert!(took < Duration::from_secs(15), "stalled post {i}: {took:?}");
+    }
+    let token = send_from_elsewhere(
+        &s.addr,
+        &form_request("/oauth/token/", None, b"client_id=x"),
+    );
+    token.assert_error(400, "invalid_request");
+}
+
+/// The admin page's forms were read without the body deadline or the per-IP gate: a signed-in
+/// admin's browser (or anyone holding its cookie) could hold a connection and a task forever
+/// with a body that never ends. Now it is the center's rule: gate, session on the headers, at
+/// most 64 KiB within `limits.body_read_timeout_secs`.
+#[test]
+fn admin_page_forms_have_the_body_deadline_and_the_gate() {
+    let s = Server::start_with(Options {
+        limits: true,
+        envs: vec![
+            ("IMNOTIFY_LIMITS__MAX_IN_FLIGHT_PER_IP".into(), "2".into()),
+            ("IMNOTIFY_LIMITS__BODY_READ_TIMEOUT_SECS".into(), "2".into()),
+        ],
+        ..Options::default()
+    });
+    s.add_user(9, &["--admin", "--password", "pw-of-nine"]);
+    let cookie = s.sign_in("9", "pw-of-nine");
+    let mut stalled: Vec<TcpStream> = (0..2)
+        .map(|_| stalled_from_elsewhere(&s.addr, &stalled_post("/admin/", Some(&cookie))))
+        .collect();
+    thread::sleep(Duration::from_millis(500));
+    let third = send_from_elsewhere(&s.addr, &form_request("/admin/", Some(&cookie), b"x=1"));
+    assert_eq!(third.status, 429, "{}", third.body);
+    for (i, conn) in stalled.iter_mut().enumerate() {
+        let (r, took) = answer_within(conn, Duration::from_secs(20));
+        assert_eq!(r.status, 408, "stalled admin form {i}: {}", r.body);
+        assert!(
+            took < Duration::from_secs(15),
+            "stalled admin form {i}: {took:?}"
+        );
+    }
+    // The cap: 200 KiB is refused, a real form still works.
+    let mut big = b"csrf=x&action=add&pad=".to_vec();
+    big.resize(200 * 1024, b'a');
+    let r = send_from_elsewhere(&s.addr, &form_request("/admin/", Some(&cookie), &big));
+    assert_eq!(r.status, 413, "{}", r.body);
+    let page = s.request("GET", "/admin/", &[("Cookie", &cookie)], b"");
+    assert_eq!(page.status, 200, "{}", page.body);
+    let csrf = csrf_from(&page.body);
+    let r = send_from_elsewhere(
+        &s.addr,
+        &form_request(
+            "/admin/",
+            Some(&cookie),
+            format!("csrf={csrf}&action=clear_mail").as_bytes(),
+        ),
+    );
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(r.header("location"), Some("/admin/"));
+}
