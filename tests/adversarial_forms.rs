@@ -11,7 +11,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::thread;
 use std::time::Duration;
 
-use common::{csrf_from, Options, Response, Server};
+use common::{connect_from, csrf_from, exchange, request_bytes, Options, Response, Server};
 
 fn pid(s: &Server) -> u32 {
     s.child.as_ref().expect("running").id()
@@ -28,36 +28,20 @@ fn peak_kib(s: &Server) -> u64 {
         .unwrap_or(0)
 }
 
-/// Sends one request from 127.0.0.2 and reads the answer. A server that answers before reading
-/// the whole body may close the connection under the sender: the write error is ignored.
-fn send_from_elsewhere(addr: &str, request: &[u8]) -> Response {
-    use socket2::{Domain, Socket, Type};
-    let target: SocketAddr = addr.parse().unwrap();
-    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-    let local = SocketAddr::from(([127, 0, 0, 2], 0));
-    socket.bind(&local.into()).unwrap();
-    socket.connect(&target.into()).unwrap();
-    let mut s: TcpStream = socket.into();
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    let _ = s.write_all(request);
-    let mut buf = Vec::new();
-    let _ = s.read_to_end(&mut buf);
-    Response::parse(&buf)
+/// The attackers' address.
+const ELSEWHERE: [u8; 4] = [127, 0, 0, 2];
+
+/// Sends one request from 127.0.0.2 and reads the answer.
+fn send_from_elsewhere(to: SocketAddr, request: &[u8]) -> Response {
+    exchange(connect_from(ELSEWHERE, to), request)
 }
 
 fn form_request(path: &str, cookie: Option<&str>, body: &[u8]) -> Vec<u8> {
-    let mut req = format!(
-        "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
-         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n",
-        body.len()
-    );
+    let mut headers = vec![("Content-Type", "application/x-www-form-urlencoded")];
     if let Some(c) = cookie {
-        req.push_str(&format!("Cookie: {c}\r\n"));
+        headers.push(("Cookie", c));
     }
-    req.push_str("\r\n");
-    let mut bytes = req.into_bytes();
-    bytes.extend_from_slice(body);
-    bytes
+    request_bytes("POST", path, "x", &headers, body)
 }
 
 /// The notification center's forms (`/center/action`, `/center/lang`, `/center/email`) were read
@@ -79,9 +63,9 @@ fn center_forms_check_the_session_before_the_body() {
         .cycle()
         .take(16)
         .map(|path| {
-            let addr = s.addr.clone();
+            let to = s.socket_addr();
             let body = body.clone();
-            thread::spawn(move || send_from_elsewhere(&addr, &form_request(path, None, &body)))
+            thread::spawn(move || send_from_elsewhere(to, &form_request(path, None, &body)))
         })
         .collect();
     for w in workers {
@@ -112,14 +96,14 @@ fn center_forms_check_the_session_before_the_body() {
     let mut big = format!("csrf={csrf}&action=read_all&text=").into_bytes();
     big.resize(200 * 1024, b'a');
     let r = send_from_elsewhere(
-        &s.addr,
+        s.socket_addr(),
         &form_request("/center/action", Some(&cookie), &big),
     );
     assert_eq!(r.status, 413, "{}", r.body);
     // And an ordinary one still works.
     let small = format!("csrf={csrf}&action=read_all");
     let r = send_from_elsewhere(
-        &s.addr,
+        s.socket_addr(),
         &form_request("/center/action", Some(&cookie), small.as_bytes()),
     );
     assert_eq!(r.status, 303, "{}", r.body);
@@ -127,17 +111,10 @@ fn center_forms_check_the_session_before_the_body() {
 
 /// A connection from 127.0.0.2 that sends `head` and then nothing more: a body that is never
 /// finished (slowloris).
-fn stalled_from_elsewhere(addr: &str, head: &[u8]) -> TcpStream {
-    use socket2::{Domain, Socket, Type};
-    let target: SocketAddr = addr.parse().unwrap();
-    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-    socket
-        .bind(&SocketAddr::from(([127, 0, 0, 2], 0)).into())
-        .unwrap();
-    socket.connect(&target.into()).unwrap();
-    let mut s: TcpStream = socket.into();
-    s.write_all(head).unwrap();
-    s
+fn stalled_from_elsewhere(s: &Server, head: &[u8]) -> TcpStream {
+    let mut conn = connect_from(ELSEWHERE, s.socket_addr());
+    conn.write_all(head).unwrap();
+    conn
 }
 
 /// A stalled form post: `Content-Length: 1000`, ten bytes of it sent.
@@ -189,11 +166,11 @@ fn login_and_token_bodies_are_capped() {
         .cycle()
         .take(18)
         .map(|path| {
-            let addr = s.addr.clone();
+            let to = s.socket_addr();
             let body = body.clone();
             let path = path.to_string();
             thread::spawn(move || {
-                let r = send_from_elsewhere(&addr, &form_request(&path, None, &body));
+                let r = send_from_elsewhere(to, &form_request(&path, None, &body));
                 (path, r)
             })
         })
@@ -251,18 +228,18 @@ fn stalled_login_and_token_bodies_are_gated_per_address() {
     });
     let mut stalled: Vec<TcpStream> = ["/login", "/oauth/token/", "/oauth/authorize/"]
         .iter()
-        .map(|p| stalled_from_elsewhere(&s.addr, &stalled_post(p, None)))
+        .map(|p| stalled_from_elsewhere(&s, &stalled_post(p, None)))
         .collect();
     // The three reach their handlers at once on an idle server; allow for a loaded one.
     thread::sleep(Duration::from_millis(500));
     let token = send_from_elsewhere(
-        &s.addr,
+        s.socket_addr(),
         &form_request("/oauth/token/", None, b"grant_type=refresh_token"),
     );
     assert_eq!(token.status, 503, "{}", token.body);
     assert_eq!(token.json()["error"], "temporarily_unavailable");
     assert_eq!(token.header("retry-after"), Some("1"));
-    let login = send_from_elsewhere(&s.addr, &form_request("/login", None, b"login=1"));
+    let login = send_from_elsewhere(s.socket_addr(), &form_request("/login", None, b"login=1"));
     assert_eq!(login.status, 429, "{}", login.body);
     assert_eq!(login.header("retry-after"), Some("1"));
     // Another address is served.
@@ -275,7 +252,7 @@ fn stalled_login_and_token_bodies_are_gated_per_address() {
         assert!(took < Duration::from_secs(15), "stalled post {i}: {took:?}");
     }
     let token = send_from_elsewhere(
-        &s.addr,
+        s.socket_addr(),
         &form_request("/oauth/token/", None, b"client_id=x"),
     );
     token.assert_error(400, "invalid_request");
@@ -298,10 +275,13 @@ fn admin_page_forms_have_the_body_deadline_and_the_gate() {
     s.add_user(9, &["--admin", "--password", "pw-of-nine"]);
     let cookie = s.sign_in("9", "pw-of-nine");
     let mut stalled: Vec<TcpStream> = (0..2)
-        .map(|_| stalled_from_elsewhere(&s.addr, &stalled_post("/admin/", Some(&cookie))))
+        .map(|_| stalled_from_elsewhere(&s, &stalled_post("/admin/", Some(&cookie))))
         .collect();
     thread::sleep(Duration::from_millis(500));
-    let third = send_from_elsewhere(&s.addr, &form_request("/admin/", Some(&cookie), b"x=1"));
+    let third = send_from_elsewhere(
+        s.socket_addr(),
+        &form_request("/admin/", Some(&cookie), b"x=1"),
+    );
     assert_eq!(third.status, 429, "{}", third.body);
     for (i, conn) in stalled.iter_mut().enumerate() {
         let (r, took) = answer_within(conn, Duration::from_secs(20));
@@ -314,13 +294,16 @@ fn admin_page_forms_have_the_body_deadline_and_the_gate() {
     // The cap: 200 KiB is refused, a real form still works.
     let mut big = b"csrf=x&action=add&pad=".to_vec();
     big.resize(200 * 1024, b'a');
-    let r = send_from_elsewhere(&s.addr, &form_request("/admin/", Some(&cookie), &big));
+    let r = send_from_elsewhere(
+        s.socket_addr(),
+        &form_request("/admin/", Some(&cookie), &big),
+    );
     assert_eq!(r.status, 413, "{}", r.body);
     let page = s.request("GET", "/admin/", &[("Cookie", &cookie)], b"");
     assert_eq!(page.status, 200, "{}", page.body);
     let csrf = csrf_from(&page.body);
     let r = send_from_elsewhere(
-        &s.addr,
+        s.socket_addr(),
         &form_request(
             "/admin/",
             Some(&cookie),
