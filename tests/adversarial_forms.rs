@@ -134,6 +134,25 @@ fn answer_within(s: &mut TcpStream, limit: Duration) -> (Response, Duration) {
     (Response::parse(&buf), started.elapsed())
 }
 
+/// A server with the limits on, `in_flight` requests in flight per address and a body deadline
+/// of `body_secs`.
+fn gated_server(in_flight: u32, body_secs: u32) -> Server {
+    Server::start_with(Options {
+        limits: true,
+        envs: common::envs(&[
+            (
+                "IMNOTIFY_LIMITS__MAX_IN_FLIGHT_PER_IP",
+                &in_flight.to_string(),
+            ),
+            (
+                "IMNOTIFY_LIMITS__BODY_READ_TIMEOUT_SECS",
+                &body_secs.to_string(),
+            ),
+        ]),
+        ..Options::default()
+    })
+}
+
 /// The worst time `/healthz` took over `n` calls from 127.0.0.1.
 fn healthz_worst(s: &Server, n: usize) -> Duration {
     (0..n)
@@ -218,14 +237,7 @@ fn login_and_token_bodies_are_capped() {
 /// were outside the gate, so one address could hold any number of stalled bodies.
 #[test]
 fn stalled_login_and_token_bodies_are_gated_per_address() {
-    let s = Server::start_with(Options {
-        limits: true,
-        envs: vec![
-            ("IMNOTIFY_LIMITS__MAX_IN_FLIGHT_PER_IP".into(), "3".into()),
-            ("IMNOTIFY_LIMITS__BODY_READ_TIMEOUT_SECS".into(), "3".into()),
-        ],
-        ..Options::default()
-    });
+    let s = gated_server(3, 3);
     let mut stalled: Vec<TcpStream> = ["/login", "/oauth/token/", "/oauth/authorize/"]
         .iter()
         .map(|p| stalled_from_elsewhere(&s, &stalled_post(p, None)))
@@ -261,34 +273,43 @@ fn stalled_login_and_token_bodies_are_gated_per_address() {
 /// The admin page's forms were read without the body deadline or the per-IP gate: a signed-in
 /// admin's browser (or anyone holding its cookie) could hold a connection and a task forever
 /// with a body that never ends. Now it is the center's rule: gate, session on the headers, at
-/// most 64 KiB within `limits.body_read_timeout_secs`.
+/// most 64 KiB within `limits.body_read_timeout_secs`. The admin API had the deadline; it now
+/// takes its place in the gate too.
 #[test]
 fn admin_page_forms_have_the_body_deadline_and_the_gate() {
-    let s = Server::start_with(Options {
-        limits: true,
-        envs: vec![
-            ("IMNOTIFY_LIMITS__MAX_IN_FLIGHT_PER_IP".into(), "2".into()),
-            ("IMNOTIFY_LIMITS__BODY_READ_TIMEOUT_SECS".into(), "2".into()),
-        ],
-        ..Options::default()
-    });
+    let s = gated_server(2, 2);
     s.add_user(9, &["--admin", "--password", "pw-of-nine"]);
     let cookie = s.sign_in("9", "pw-of-nine");
-    let mut stalled: Vec<TcpStream> = (0..2)
-        .map(|_| stalled_from_elsewhere(&s, &stalled_post("/admin/", Some(&cookie))))
-        .collect();
+    let bearer = format!("Bearer {}", s.admin_token.as_deref().expect("admin token"));
+    let api = |method: &str, path: &str, body: &[u8]| {
+        let headers = [
+            ("Authorization", bearer.as_str()),
+            ("Content-Type", "application/json"),
+        ];
+        request_bytes(method, path, "x", &headers, body)
+    };
+    let mut stalled_api = api("POST", "/admin/api/clock", &[b' '; 1000]);
+    stalled_api.truncate(stalled_api.len() - 990);
+    let mut stalled = [
+        stalled_from_elsewhere(&s, &stalled_post("/admin/", Some(&cookie))),
+        stalled_from_elsewhere(&s, &stalled_api),
+    ];
     thread::sleep(Duration::from_millis(500));
     let third = send_from_elsewhere(
         s.socket_addr(),
         &form_request("/admin/", Some(&cookie), b"x=1"),
     );
     assert_eq!(third.status, 429, "{}", third.body);
+    let r = send_from_elsewhere(s.socket_addr(), &api("GET", "/admin/api/faults", b""));
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert_eq!(r.json()["error"], "too_many_requests");
+    assert_eq!(r.header("retry-after"), Some("1"));
     for (i, conn) in stalled.iter_mut().enumerate() {
         let (r, took) = answer_within(conn, Duration::from_secs(20));
-        assert_eq!(r.status, 408, "stalled admin form {i}: {}", r.body);
+        assert_eq!(r.status, 408, "stalled admin request {i}: {}", r.body);
         assert!(
             took < Duration::from_secs(15),
-            "stalled admin form {i}: {took:?}"
+            "stalled admin request {i}: {took:?}"
         );
     }
     // The cap: 200 KiB is refused, a real form still works.

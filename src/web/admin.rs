@@ -97,7 +97,21 @@ pub async fn authorized(state: &AppState, method: &Method, headers: &HeaderMap) 
 
 /// `/admin/api/...`, every method and path: authorisation first, so an unknown path without
 /// the token is 401 too, then the route.
+///
+/// Like the page's forms, the request first takes a place in the per-IP gate (429
+/// `too_many_requests` with `Retry-After: 1` when refused), held while its body (at most
+/// 64 KiB, within `limits.body_read_timeout_secs`) arrives.
 pub async fn api(State(state): State<AppState>, req: Request) -> Response {
+    let Ok(_ticket) = super::admit(&state, super::client_ip(&state, &req)) else {
+        let mut resp = fail(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_requests",
+            "too many requests from this address are in flight",
+        );
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return resp;
+    };
     let (parts, body) = req.into_parts();
     if !authorized(&state, &parts.method, &parts.headers).await {
         return unauthorized();
