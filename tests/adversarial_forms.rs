@@ -44,6 +44,33 @@ fn form_request(path: &str, cookie: Option<&str>, body: &[u8]) -> Vec<u8> {
     request_bytes("POST", path, "x", &headers, body)
 }
 
+/// `n` cookieless 6 MB form posts at once from 127.0.0.2, to `paths` in turn: `prefix`, then
+/// `a`s. Each thread gives the path and the answer.
+fn flood(
+    s: &Server,
+    paths: &[&str],
+    n: usize,
+    prefix: &[u8],
+) -> Vec<thread::JoinHandle<(String, Response)>> {
+    let mut body = prefix.to_vec();
+    body.resize(6 << 20, b'a');
+    let body = std::sync::Arc::new(body);
+    paths
+        .iter()
+        .cycle()
+        .take(n)
+        .map(|path| {
+            let to = s.socket_addr();
+            let body = body.clone();
+            let path = path.to_string();
+            thread::spawn(move || {
+                let r = send_from_elsewhere(to, &form_request(&path, None, &body));
+                (path, r)
+            })
+        })
+        .collect()
+}
+
 /// The notification center's forms (`/center/action`, `/center/lang`, `/center/email`) were read
 /// and decoded up to `limits.max_body_bytes` (8 MB) before the session was looked at, and
 /// outside the per-IP gate: 16 cookieless 6 MB posts at once cost the server over 100 MB.
@@ -55,21 +82,10 @@ fn center_forms_check_the_session_before_the_body() {
         ..Options::default()
     });
     let before = peak_kib(&s);
-    let mut body = b"action=read_all&text=".to_vec();
-    body.resize(6 << 20, b'a');
-    let body = std::sync::Arc::new(body);
-    let workers: Vec<_> = ["/center/action", "/center/lang", "/center/email"]
-        .iter()
-        .cycle()
-        .take(16)
-        .map(|path| {
-            let to = s.socket_addr();
-            let body = body.clone();
-            thread::spawn(move || send_from_elsewhere(to, &form_request(path, None, &body)))
-        })
-        .collect();
+    let paths = ["/center/action", "/center/lang", "/center/email"];
+    let workers = flood(&s, &paths, 16, b"action=read_all&text=");
     for w in workers {
-        let r = w.join().unwrap();
+        let (_, r) = w.join().unwrap();
         assert_eq!(r.status, 303, "{}", r.body);
         assert_eq!(r.header("location"), Some("/login?next=/"));
     }
@@ -176,24 +192,13 @@ fn login_and_token_bodies_are_capped() {
         ..Options::default()
     });
     let before = peak_kib(&s);
-    let mut body = b"grant_type=refresh_token&client_id=x&login=1&password=".to_vec();
-    body.resize(6 << 20, b'a');
-    let body = std::sync::Arc::new(body);
     let paths = ["/login", "/oauth/token/", "/oauth/authorize/"];
-    let workers: Vec<_> = paths
-        .iter()
-        .cycle()
-        .take(18)
-        .map(|path| {
-            let to = s.socket_addr();
-            let body = body.clone();
-            let path = path.to_string();
-            thread::spawn(move || {
-                let r = send_from_elsewhere(to, &form_request(&path, None, &body));
-                (path, r)
-            })
-        })
-        .collect();
+    let workers = flood(
+        &s,
+        &paths,
+        18,
+        b"grant_type=refresh_token&client_id=x&login=1&password=",
+    );
     let worst = healthz_worst(&s, 20);
     let answers: Vec<_> = workers.into_iter().map(|w| w.join().unwrap()).collect();
     let grew = peak_kib(&s).saturating_sub(before) / 1024;

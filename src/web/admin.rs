@@ -103,14 +103,11 @@ pub async fn authorized(state: &AppState, method: &Method, headers: &HeaderMap) 
 /// 64 KiB, within `limits.body_read_timeout_secs`) arrives.
 pub async fn api(State(state): State<AppState>, req: Request) -> Response {
     let Ok(_ticket) = super::admit(&state, super::client_ip(&state, &req)) else {
-        let mut resp = fail(
+        return super::retry_in_a_second(fail(
             StatusCode::TOO_MANY_REQUESTS,
             "too_many_requests",
             "too many requests from this address are in flight",
-        );
-        resp.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        return resp;
+        ));
     };
     let (parts, body) = req.into_parts();
     if !authorized(&state, &parts.method, &parts.headers).await {

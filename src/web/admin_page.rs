@@ -157,13 +157,10 @@ pub async fn page(State(state): State<AppState>, req: Request) -> Response {
     // As the center's forms (issue 10 §1): the per-IP gate, then the session on the headers,
     // then at most FORM_MAX_BYTES of body within the body deadline.
     let Ok(_ticket) = super::admit(&state, super::client_ip(&state, &req)) else {
-        let mut resp = html(
+        return super::retry_in_a_second(html(
             StatusCode::TOO_MANY_REQUESTS,
             "<p class=\"error\">Too many requests from your address. Try again in a moment.</p>",
-        );
-        resp.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        return resp;
+        ));
     };
     let (parts, body) = req.into_parts();
     let cookie = match admin_session(&state, &parts.headers).await {

@@ -184,7 +184,7 @@ async fn session_form(
 /// The answer to a page write over the rate limit: 429 with `Retry-After`, as JSON
 /// (`{"ok": false, "error": "QUERY_LIMIT_EXCEEDED"}`) for the script, else a short page.
 fn too_many(json: bool) -> Response {
-    let mut resp = if json {
+    let resp = if json {
         let mut r = (
             StatusCode::TOO_MANY_REQUESTS,
             serde_json::json!({"ok": false, "error": "QUERY_LIMIT_EXCEEDED"}).to_string(),
@@ -204,9 +204,7 @@ fn too_many(json: bool) -> Response {
             ),
         )
     };
-    resp.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    resp
+    super::retry_in_a_second(resp)
 }
 
 fn session_caller(session: &Session) -> Caller {

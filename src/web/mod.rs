@@ -59,11 +59,16 @@ pub fn admit(state: &AppState, ip: Option<IpAddr>) -> Result<Option<Ticket>, Ref
 
 /// The page for an address the per-IP gate refused: 429 with `Retry-After: 1`.
 pub fn gate_refused_page() -> Response {
-    let mut resp = page(
+    retry_in_a_second(page(
         StatusCode::TOO_MANY_REQUESTS,
         "Too many requests",
         "<p class=\"error\">Too many requests from your address. Try again in a moment.</p>",
-    );
+    ))
+}
+
+/// `resp` with `Retry-After: 1`: a refusal by the per-IP gate, which frees a place as soon as
+/// one of the address's requests ends.
+pub fn retry_in_a_second(mut resp: Response) -> Response {
     resp.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     resp

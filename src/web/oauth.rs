@@ -437,16 +437,13 @@ fn oauth_error(e: &ApiError) -> Response {
 /// is 413, a slow one 408, both as RFC 6749 §5.2's `invalid_request`.
 pub async fn token(State(state): State<AppState>, req: Request) -> Response {
     let Ok(_ticket) = super::admit(&state, super::client_ip(&state, &req)) else {
-        let mut resp = json_response(
+        return super::retry_in_a_second(json_response(
             503,
             serde_json::json!({
                 "error": "temporarily_unavailable",
                 "error_description": ApiError::query_limit_exceeded().description,
             }),
-        );
-        resp.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        return resp;
+        ));
     };
     let (_, headers, conn, p) = match form(req, &state.config.limits, AUTH_FORM_MAX_BYTES).await {
         Ok(f) => f,
