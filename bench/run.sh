@@ -5,7 +5,7 @@
 #   bench/run.sh                      # defaults: 10 s per scenario, 256 connections, 10 M rows
 #   BENCH_ROWS=1000000 bench/run.sh   # a smaller "large database" scenario
 #   BENCH_SMOKE=1 bench/run.sh        # CI: a debug build, 1 s per scenario, no verdict matters
-#   bench/run.sh --pg                 # the PostgreSQL backend: bench/pg.sh, when present
+#   bench/run.sh --pg                 # then the PostgreSQL backend's scenarios (bench/pg.sh)
 #
 # Scenarios, each after a short warm-up:
 #   baseline   examples/baseline.rs: hyper, fixed JSON answer of imnotify's answer size
@@ -33,15 +33,12 @@ cd "$(dirname "$0")/.."
 # --pg: afterwards, the PostgreSQL scenarios of bench/pg.sh (one and three instances, and the
 # cross-instance delivery latency), with their own baseline and SQLite references.
 with_pg=0
-if [ "${1:-}" = --pg ]; then with_pg=1; shift; fi
-root=$(pwd)
-
-# The PostgreSQL backend has a harness of its own; it may use the settings below.
 if [ "${1:-}" = --pg ]; then
+  with_pg=1
   shift
   [ -f bench/pg.sh ] || { echo "bench/pg.sh is not in this tree" >&2; exit 2; }
-  exec bash bench/pg.sh "$@"
 fi
+root=$(pwd)
 
 if [ "${BENCH_SMOKE:-0}" = 1 ]; then
   # Only that the harness still works: short, small, and without a release build.

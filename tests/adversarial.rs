@@ -10,7 +10,7 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -55,38 +55,19 @@ fn open_fds(pid: u32) -> Vec<String> {
 
 /// A TCP connection to the server from the loopback address 127.0.0.`host`.
 fn connect_from(host: u8, server: &Server) -> TcpStream {
-    use socket2::{Domain, Socket, Type};
-    let target: SocketAddr = server.addr.parse().unwrap();
-    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-    let local = SocketAddr::from(([127, 0, 0, host], 0));
-    socket.bind(&local.into()).unwrap();
-    socket.connect(&target.into()).unwrap();
-    let s: TcpStream = socket.into();
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    s
+    common::connect_from([127, 0, 0, host], server.socket_addr())
 }
 
 fn request_bytes(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
-    let mut bytes = req.into_bytes();
-    bytes.extend_from_slice(body);
-    bytes
+    common::request_bytes(method, path, "x", headers, body)
 }
 
-/// Sends one request from 127.0.0.`host` and reads the answer, with the time it took. A server
-/// that answers before reading the whole body may close the connection under the sender: the
-/// write error is ignored and the answer read all the same.
+/// Sends one request from 127.0.0.`host` and reads the answer ([`common::exchange`]), with the
+/// time it took.
 fn send_from(host: u8, server: &Server, request: &[u8]) -> (Response, Duration) {
     let started = Instant::now();
-    let mut s = connect_from(host, server);
-    let _ = s.write_all(request);
-    let mut buf = Vec::new();
-    let _ = s.read_to_end(&mut buf);
-    (Response::parse(&buf), started.elapsed())
+    let answer = common::exchange(connect_from(host, server), request);
+    (answer, started.elapsed())
 }
 
 /// What the well-behaved client saw while an attack ran.

@@ -11,13 +11,13 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Options, Server};
+use common::{connect_from, exchange, read_until, request_bytes, Options, Server};
 use serde_json::json;
 
 const NGINX: &str = "/usr/sbin/nginx";
@@ -164,20 +164,8 @@ impl Drop for Nginx {
     }
 }
 
-/// A connection to `to` from the loopback address `from` (127.0.0.0/8 is all local), so nginx
-/// sees distinct clients.
-fn connect_from(from: [u8; 4], to: SocketAddr) -> TcpStream {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket
-        .bind(&SocketAddr::from((from, 0)).into())
-        .expect("bind source address");
-    socket.connect(&to.into()).expect("connect");
-    let s: TcpStream = socket.into();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    s
-}
-
-/// One request with `Connection: close`; the status and the body.
+/// One request with `Connection: close` from the loopback address `from` (so nginx sees
+/// distinct clients) and a JSON body; the status and the body.
 fn call(
     from: [u8; 4],
     to: SocketAddr,
@@ -186,19 +174,10 @@ fn call(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (u16, String) {
-    let mut s = connect_from(from, to);
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {to}\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str(&format!(
-        "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    ));
-    s.write_all(req.as_bytes()).unwrap();
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).unwrap();
-    let r = common::Response::parse(&buf);
+    let mut headers = headers.to_vec();
+    headers.push(("Content-Type", "application/json"));
+    let request = request_bytes(method, path, &to.to_string(), &headers, body.as_bytes());
+    let r = exchange(connect_from(from, to), &request);
     (r.status, r.body)
 }
 
@@ -217,37 +196,9 @@ fn notify(to: SocketAddr, hook: &str, message: &str) -> i64 {
         .unwrap_or_else(|| panic!("no id in {body}"))
 }
 
-/// Reads from `r` until `needle` appears or `limit` passes; what was read.
-fn read_until(r: &mut impl Read, needle: &str, limit: Duration) -> Option<String> {
-    let deadline = Instant::now() + limit;
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 4096];
-    while Instant::now() < deadline {
-        match r.read(&mut buf) {
-            Ok(0) => return None,
-            Ok(n) => {
-                seen.extend_from_slice(&buf[..n]);
-                if String::from_utf8_lossy(&seen).contains(needle) {
-                    return Some(String::from_utf8_lossy(&seen).into_owned());
-                }
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(e) => panic!("read: {e}"),
-        }
-    }
-    None
-}
-
 fn server(envs: &[(&str, &str)], limits: bool) -> Server {
     Server::start_with(Options {
-        envs: envs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
+        envs: common::envs(envs),
         limits,
         ..Options::default()
     })
@@ -407,10 +358,7 @@ fn three(envs: &[(&str, &str)], limits: bool) -> Option<[Server; 3]> {
         eprintln!("skipped: needs IMNOTIFY_TEST_PG (scripts/pg.sh start) for several instances");
         return None;
     }
-    let envs: Vec<(String, String)> = envs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    let envs = common::envs(envs);
     let a = Server::start_with(Options {
         envs: envs.clone(),
         limits,
@@ -429,10 +377,6 @@ fn three(envs: &[(&str, &str)], limits: bool) -> Option<[Server; 3]> {
     let b = next();
     let c = next();
     Some([a, b, c])
-}
-
-fn addr_of(s: &Server) -> SocketAddr {
-    s.addr.parse().expect("a socket address")
 }
 
 #[test]
@@ -484,7 +428,7 @@ fn a_stream_on_one_instance_sees_adds_made_through_the_others() {
         return;
     };
     let [a, b, c] = &cluster;
-    let mut stream = connect_from([127, 0, 0, 1], addr_of(a));
+    let mut stream = connect_from([127, 0, 0, 1], a.socket_addr());
     stream
         .set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap();
@@ -500,7 +444,7 @@ fn a_stream_on_one_instance_sees_adds_made_through_the_others() {
     for (i, via) in [b, c, b, c].iter().enumerate() {
         let message = format!("cross-instance {i}");
         let sent = Instant::now();
-        notify(addr_of(via), &a.hook, &message);
+        notify(via.socket_addr(), &a.hook, &message);
         let seen = read_until(&mut stream, &message, Duration::from_secs(5));
         let took = sent.elapsed();
         assert!(seen.is_some(), "{message} never reached the stream on A");
@@ -634,37 +578,11 @@ fn an_oauth_refresh_on_one_instance_spends_the_old_tokens_on_all() {
         return;
     };
     let [a, b, c] = &cluster;
-    let cli = |args: &[&str]| -> serde_json::Value {
-        let out = a.cli(args);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).expect("JSON from the admin command")
-    };
-    let app = cli(&[
-        "app",
-        "add",
-        "--name",
+    let (client_id, client_secret) = a.add_app(
         "Tracker",
-        "--scope",
-        "im",
-        "--redirect-uri",
-        "https://app.example.test/callback",
-        "--json",
-    ]);
-    let client_id = app["client_id"].as_str().expect("client_id").to_owned();
-    let client_secret = app["client_secret"].as_str().expect("secret").to_owned();
-    let tokens = cli(&[
-        "app",
-        "token",
-        "--client-id",
-        &client_id,
-        "--user-id",
-        "1",
-        "--json",
-    ]);
+        &["--redirect-uri", "https://app.example.test/callback"],
+    );
+    let tokens = a.app_token(&client_id, 1);
     let access = tokens["access_token"].as_str().expect("access").to_owned();
     let refresh = tokens["refresh_token"]
         .as_str()
@@ -797,7 +715,7 @@ fn postgresql_restarted_under_load_loses_nothing_and_service_comes_back() {
     };
     let (a, b) = (instance(), instance());
     let hook = a.add_webhook(1, "im");
-    let targets = [addr_of(&a), addr_of(&b)];
+    let targets = [a.socket_addr(), b.socket_addr()];
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let senders: Vec<_> = (0..2)

@@ -11,10 +11,7 @@ use common::{Options, Server};
 
 fn env(pairs: &[(&str, &str)]) -> Options {
     Options {
-        envs: pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
+        envs: common::envs(pairs),
         ..Options::default()
     }
 }

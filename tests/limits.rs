@@ -10,10 +10,7 @@ use serde_json::{json, Value};
 fn with_limits(envs: &[(&str, &str)]) -> Server {
     Server::start_with(Options {
         limits: true,
-        envs: envs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
+        envs: common::envs(envs),
         ..Default::default()
     })
 }

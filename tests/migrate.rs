@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -52,19 +52,27 @@ fn start_sqlite(dir: &std::path::Path) -> SqliteServer {
     SqliteServer { child, addr, hook }
 }
 
+/// `imnotify migrate --from-sqlite DATA --database-url URL`, the environment's settings
+/// ignored.
+fn migrate(data: &std::path::Path, url: &str) -> std::process::Output {
+    Command::new(BIN)
+        .args(["migrate", "--from-sqlite"])
+        .arg(data)
+        .args(["--database-url", url])
+        .env_remove("IMNOTIFY_DATABASE_URL")
+        .env_remove("IMNOTIFY_DATA_DIR")
+        .output()
+        .unwrap()
+}
+
 fn post(addr: &str, path: &str, body: &Value) -> Value {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let body = body.to_string();
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).unwrap();
-    let r = common::Response::parse(&buf);
+    let headers = [("Content-Type", "application/json")];
+    let request = common::request_bytes("POST", path, addr, &headers, body.to_string().as_bytes());
+    let stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let r = common::exchange(stream, &request);
     assert_eq!(r.status, 200, "{path}: {}", r.body);
     r.json()
 }
@@ -122,12 +130,7 @@ fn a_sqlite_data_dir_moves_to_postgres_with_its_ids_webhook_and_read_state() {
         .env_remove("IMNOTIFY_DATABASE_URL")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = common::json_output(&out);
     let pull_hook = format!("/rest/{}/{}/", v["user_id"], v["code"].as_str().unwrap());
     let channel = |addr: &str| {
         post(addr, &format!("{pull_hook}pull.config.get"), &json!({}))["result"]["channels"]
@@ -161,17 +164,7 @@ fn a_sqlite_data_dir_moves_to_postgres_with_its_ids_webhook_and_read_state() {
     );
 
     let url = common::fresh_pg_database().expect("a database");
-    let migrate = || {
-        Command::new(BIN)
-            .args(["migrate", "--from-sqlite"])
-            .arg(&data)
-            .args(["--database-url", &url])
-            .env_remove("IMNOTIFY_DATABASE_URL")
-            .env_remove("IMNOTIFY_DATA_DIR")
-            .output()
-            .unwrap()
-    };
-    let out = migrate();
+    let out = migrate(&data, &url);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -236,7 +229,7 @@ fn a_sqlite_data_dir_moves_to_postgres_with_its_ids_webhook_and_read_state() {
     pg.terminate();
 
     // A second migrate into the now non-empty database is refused, and changes nothing.
-    let out = migrate();
+    let out = migrate(&data, &url);
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("not empty"),
@@ -286,14 +279,7 @@ fn ids_spent_on_sqlite_stay_spent_after_migrate() {
     src.child.wait().unwrap();
 
     let url = common::fresh_pg_database().expect("a database");
-    let out = Command::new(BIN)
-        .args(["migrate", "--from-sqlite"])
-        .arg(&data)
-        .args(["--database-url", &url])
-        .env_remove("IMNOTIFY_DATABASE_URL")
-        .env_remove("IMNOTIFY_DATA_DIR")
-        .output()
-        .unwrap();
+    let out = migrate(&data, &url);
     assert!(
         out.status.success(),
         "{}",

@@ -153,7 +153,7 @@ fn an_admin_session_may_use_the_api_with_its_csrf_token() {
     let r = s.request("POST", "/admin/api/clock", &[("Cookie", &cookie)], body);
     assert_eq!(r.status, 401, "{}", r.body);
     // The session's CSRF token, as the consent page shows it.
-    let (client_id, _) = app(&s);
+    let (client_id, _) = s.add_app("Clocked", &[]);
     let csrf = s.consent_csrf(&client_id, &cookie);
     let r = s.request(
         "POST",
@@ -401,39 +401,11 @@ fn inside_a_batch_a_faulted_command_fails_alone() {
     assert_eq!(s.notification_count(), 0);
 }
 
-fn app(s: &Server) -> (String, String) {
-    let out = s.cli(&["app", "add", "--name", "Clocked", "--scope", "im", "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    (
-        v["client_id"].as_str().unwrap().to_owned(),
-        v["client_secret"].as_str().unwrap().to_owned(),
-    )
-}
-
 #[test]
 fn advancing_the_clock_expires_the_access_token_and_the_refresh_token_still_works() {
     let s = start();
-    let (client_id, client_secret) = app(&s);
-    let out = s.cli(&[
-        "app",
-        "token",
-        "--client-id",
-        &client_id,
-        "--user-id",
-        "1",
-        "--json",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let t: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (client_id, client_secret) = s.add_app("Clocked", &[]);
+    let t = s.app_token(&client_id, 1);
     let access = t["access_token"].as_str().unwrap();
     let refresh = t["refresh_token"].as_str().unwrap();
     let call = |token: &str| {
@@ -614,21 +586,7 @@ fn fixtures_give_working_fixed_credentials_and_applying_twice_changes_nothing() 
     );
     assert_eq!(r.status, 200, "{}", r.body);
     // The fixed app: its secret is the one in the file.
-    let out = s.cli(&[
-        "app",
-        "token",
-        "--client-id",
-        "local.ci",
-        "--user-id",
-        "7",
-        "--json",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let t: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let t = s.app_token("local.ci", 7);
     let r = s.get(&format!(
         "/oauth/token/?grant_type=refresh_token&client_id=local.ci&client_secret=fixed-client-secret-1&refresh_token={}",
         t["refresh_token"].as_str().unwrap()
@@ -692,7 +650,7 @@ fn a_wrong_fixtures_file_stops_the_start_and_names_the_line() {
 fn the_cli_takes_fixed_codes_and_client_credentials_and_repeats_safely() {
     let s = start();
     for _ in 0..2 {
-        let out = s.cli(&[
+        let v = s.cli_json(&[
             "webhook",
             "add",
             "--user-id",
@@ -703,34 +661,17 @@ fn the_cli_takes_fixed_codes_and_client_credentials_and_repeats_safely() {
             "im",
             "--json",
         ]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(v["code"], "cicode12345678");
-        let out = s.cli(&[
-            "app",
-            "add",
-            "--name",
+        let app = s.add_app(
             "CI",
-            "--scope",
-            "im",
-            "--client-id",
-            "local.fixed",
-            "--client-secret",
-            "fixed-secret-99",
-            "--json",
-        ]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+            &[
+                "--client-id",
+                "local.fixed",
+                "--client-secret",
+                "fixed-secret-99",
+            ],
         );
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert_eq!(v["client_id"], "local.fixed");
-        assert_eq!(v["client_secret"], "fixed-secret-99");
+        assert_eq!(app, ("local.fixed".into(), "fixed-secret-99".into()));
     }
     let count = |sql: &str| -> i64 { s.query_value(sql, &[]).unwrap() };
     assert_eq!(
@@ -888,15 +829,7 @@ fn the_admin_page_is_for_admins_escapes_what_it_shows_and_checks_csrf() {
 
     // A fault form without the session's CSRF token changes nothing.
     let form = "action=add&method=user.get&error=INTERNAL_SERVER_ERROR";
-    let r = s.request(
-        "POST",
-        "/admin/",
-        &[
-            ("Cookie", &admin_cookie),
-            ("Content-Type", "application/x-www-form-urlencoded"),
-        ],
-        format!("{form}&csrf=forged").as_bytes(),
-    );
+    let r = s.post_form_as("/admin/", &admin_cookie, &format!("{form}&csrf=forged"));
     assert_eq!(r.status, 403, "{}", r.body);
     assert_eq!(
         admin_ok(&s, "GET", "/admin/api/faults", None)["faults"],
@@ -906,15 +839,7 @@ fn the_admin_page_is_for_admins_escapes_what_it_shows_and_checks_csrf() {
         &s.request("GET", "/admin/", &[("Cookie", &admin_cookie)], b"")
             .body,
     );
-    let r = s.request(
-        "POST",
-        "/admin/",
-        &[
-            ("Cookie", &admin_cookie),
-            ("Content-Type", "application/x-www-form-urlencoded"),
-        ],
-        format!("{form}&csrf={csrf}").as_bytes(),
-    );
+    let r = s.post_form_as("/admin/", &admin_cookie, &format!("{form}&csrf={csrf}"));
     // Post/Redirect/Get: back to the page, which shows the new fault.
     assert_eq!(r.status, 303, "{}", r.body);
     assert_eq!(r.header("location"), Some("/admin/"));
@@ -923,14 +848,10 @@ fn the_admin_page_is_for_admins_escapes_what_it_shows_and_checks_csrf() {
     let page = s.request("GET", "/admin/", &[("Cookie", &admin_cookie)], b"");
     assert!(page.body.contains("user.get"));
     let id = faults[0]["id"].as_u64().unwrap();
-    let r = s.request(
-        "POST",
+    let r = s.post_form_as(
         "/admin/",
-        &[
-            ("Cookie", &admin_cookie),
-            ("Content-Type", "application/x-www-form-urlencoded"),
-        ],
-        format!("action=remove&id={id}&csrf={csrf}").as_bytes(),
+        &admin_cookie,
+        &format!("action=remove&id={id}&csrf={csrf}"),
     );
     assert_eq!(r.status, 303, "{}", r.body);
     assert_eq!(
@@ -939,13 +860,16 @@ fn the_admin_page_is_for_admins_escapes_what_it_shows_and_checks_csrf() {
     );
 }
 
-/// A server that captures mail (no SMTP configured), with the default e-mail delay of 600 s.
-fn start_capturing() -> Server {
+/// A server that captures mail (no SMTP configured), with user 2 to mail to and `extra`
+/// settings (by default the e-mail delay is 600 s).
+fn start_capturing(extra: &[(&str, &str)]) -> Server {
+    let mut envs = common::envs(&[
+        ("IMNOTIFY_ADMIN__TOKEN", TOKEN),
+        ("IMNOTIFY_EMAIL__CAPTURE", "true"),
+    ]);
+    envs.extend(common::envs(extra));
     let s = Server::start_with(Options {
-        envs: vec![
-            ("IMNOTIFY_ADMIN__TOKEN".into(), TOKEN.into()),
-            ("IMNOTIFY_EMAIL__CAPTURE".into(), "true".into()),
-        ],
+        envs,
         ..Options::default()
     });
     s.add_user(2, &["--email", "anna@example.org"]);
@@ -967,7 +891,7 @@ fn wait_for_mail(s: &Server, n: usize) -> Vec<Value> {
 
 #[test]
 fn advancing_the_clock_past_the_email_delay_captures_the_unread_notification_only() {
-    let s = start_capturing();
+    let s = start_capturing(&[]);
     let unread = s.notify(json!({"USER_ID": 2, "MESSAGE": "Build [b]failed[/b]"}));
     let read = s.notify(json!({"USER_ID": 2, "MESSAGE": "read in time"}));
     let hook2 = s.add_webhook(2, "im");
@@ -1056,16 +980,10 @@ fn advancing_the_clock_past_the_email_delay_captures_the_unread_notification_onl
 
 #[test]
 fn captured_mail_is_bounded_oldest_dropped() {
-    let s = Server::start_with(Options {
-        envs: vec![
-            ("IMNOTIFY_ADMIN__TOKEN".into(), TOKEN.into()),
-            ("IMNOTIFY_EMAIL__CAPTURE".into(), "true".into()),
-            ("IMNOTIFY_EMAIL__CAPTURE_CAPACITY".into(), "2".into()),
-            ("IMNOTIFY_EMAIL__DELAY_SECONDS".into(), "0".into()),
-        ],
-        ..Options::default()
-    });
-    s.add_user(2, &["--email", "anna@example.org"]);
+    let s = start_capturing(&[
+        ("IMNOTIFY_EMAIL__CAPTURE_CAPACITY", "2"),
+        ("IMNOTIFY_EMAIL__DELAY_SECONDS", "0"),
+    ]);
     let ids: Vec<i64> = (0..3)
         .map(|i| s.notify(json!({"USER_ID": 2, "MESSAGE": format!("n{i}")})))
         .collect();
@@ -1092,7 +1010,7 @@ fn captured_mail_is_bounded_oldest_dropped() {
 
 #[test]
 fn the_admin_page_shows_captured_mail_escaped_and_clears_it() {
-    let s = start_capturing();
+    let s = start_capturing(&[]);
     s.add_user(9, &["--admin", "--password", "pw-of-nine"]);
     let id =
         s.notify(json!({"USER_ID": 2, "MESSAGE": "Deploy <script>alert(1)</script> [b]done[/b]"}));
@@ -1119,14 +1037,10 @@ fn the_admin_page_shows_captured_mail_escaped_and_clears_it() {
     assert_eq!(r.body.matches("<script").count(), 1);
 
     let csrf = common::csrf_from(&r.body);
-    let r = s.request(
-        "POST",
+    let r = s.post_form_as(
         "/admin/",
-        &[
-            ("Cookie", &cookie),
-            ("Content-Type", "application/x-www-form-urlencoded"),
-        ],
-        format!("action=clear_mail&csrf={csrf}").as_bytes(),
+        &cookie,
+        &format!("action=clear_mail&csrf={csrf}"),
     );
     assert_eq!(r.status, 303, "{}", r.body);
     let r = s.request("GET", "/admin/", &[("Cookie", &cookie)], b"");

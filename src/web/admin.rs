@@ -97,7 +97,18 @@ pub async fn authorized(state: &AppState, method: &Method, headers: &HeaderMap) 
 
 /// `/admin/api/...`, every method and path: authorisation first, so an unknown path without
 /// the token is 401 too, then the route.
+///
+/// Like the page's forms, the request first takes a place in the per-IP gate (429
+/// `too_many_requests` with `Retry-After: 1` when refused), held while its body (at most
+/// 64 KiB, within `limits.body_read_timeout_secs`) arrives.
 pub async fn api(State(state): State<AppState>, req: Request) -> Response {
+    let Ok(_ticket) = super::admit(&state, super::client_ip(&state, &req)) else {
+        return super::retry_in_a_second(fail(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_requests",
+            "too many requests from this address are in flight",
+        ));
+    };
     let (parts, body) = req.into_parts();
     if !authorized(&state, &parts.method, &parts.headers).await {
         return unauthorized();

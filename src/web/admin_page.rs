@@ -28,6 +28,9 @@ pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; 
 const PAGE_ENTRIES: usize = 100;
 /// Captured mails the page shows.
 const PAGE_MAILS: usize = 50;
+/// The most body bytes a form of the page may carry (a fault spec, a CSRF token): the center's
+/// cap.
+const FORM_MAX_BYTES: usize = super::center::FORM_MAX_BYTES;
 /// Users, webhooks and apps the page lists.
 const DIRECTORY_ROWS: usize = 200;
 
@@ -151,6 +154,14 @@ fn text(p: &Array, key: &str) -> String {
 /// `/admin/` (GET: the page; POST: a fault form or the mail clear, then a 303 back to the
 /// page, or the page with the form's error and 400).
 pub async fn page(State(state): State<AppState>, req: Request) -> Response {
+    // As the center's forms (issue 10 §1): the per-IP gate, then the session on the headers,
+    // then at most FORM_MAX_BYTES of body within the body deadline.
+    let Ok(_ticket) = super::admit(&state, super::client_ip(&state, &req)) else {
+        return super::retry_in_a_second(html(
+            StatusCode::TOO_MANY_REQUESTS,
+            "<p class=\"error\">Too many requests from your address. Try again in a moment.</p>",
+        ));
+    };
     let (parts, body) = req.into_parts();
     let cookie = match admin_session(&state, &parts.headers).await {
         Ok(c) => c,
@@ -160,13 +171,14 @@ pub async fn page(State(state): State<AppState>, req: Request) -> Response {
     let query = parse_str(parts.uri.query().unwrap_or_default(), &limits);
     let mut notice = String::new();
     if parts.method == Method::POST {
-        let bytes = match axum::body::to_bytes(body, 64 * 1024).await {
+        let bytes = match super::read_body(body, &state.config.limits, FORM_MAX_BYTES).await {
             Ok(b) => b,
-            Err(_) => {
+            Err(e) => {
+                let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
                 return html(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "<p class=\"error\">Too large.</p>",
-                )
+                    status,
+                    &format!("<p class=\"error\">{}</p>", esc(&e.description)),
+                );
             }
         };
         let form = parse_str(&String::from_utf8_lossy(&bytes), &limits);

@@ -22,9 +22,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value as Json;
 
 use super::i18n::{Lang, Texts, LANG_COOKIE};
-use super::{current_session, esc, redirect};
+use super::{client_ip, current_session, esc, redirect};
 use crate::auth::{internal, secret, Caller, CallerKind};
-use crate::conn::ConnInfo;
 use crate::domain::bbcode::{self, safe_color, safe_href, safe_image, Node, Style};
 use crate::domain::inbox::{Cursor, NOTIFY_TYPE_CONFIRM};
 use crate::error::ApiError;
@@ -119,13 +118,6 @@ fn error_response(e: &ApiError) -> Response {
     html_response(status, format!("<p>{}</p>", esc(&e.description)))
 }
 
-/// The client address of a request (the peer, or `X-Forwarded-For` from a trusted proxy).
-fn client_ip(state: &AppState, req: &Request) -> Option<std::net::IpAddr> {
-    req.extensions()
-        .get::<ConnInfo>()
-        .map(|c| c.client_ip(req.headers(), &state.config.trusted_proxies))
-}
-
 /// Charges one page write to the request-rate limit (P8) of the session's user: the very
 /// bucket, (client IP, `Caller::rate_identity`), that REST calls with this session fill, so the
 /// page is no way around the limit. `false` when the bucket is full.
@@ -175,21 +167,15 @@ async fn session_form(
     req: Request,
     ip: Option<std::net::IpAddr>,
 ) -> Result<(Session, String, Array), Refused> {
-    let _ticket = match (&state.limits.ip_gate, ip) {
-        (Some(gate), Some(ip)) => match gate.admit(ip, state.clock.monotonic()) {
-            Ok(t) => Some(t),
-            Err(_) => return Err(Refused::Answer(too_many(false))),
-        },
-        _ => None,
+    let Ok(_ticket) = super::admit(state, ip) else {
+        return Err(Refused::Answer(too_many(false)));
     };
     let (session, session_csrf) = match current_session(state, req.headers()).await {
         Ok(Some((cookie, s))) => (s, secret::session_csrf(&cookie)),
         Ok(None) => return Err(Refused::NoSession),
         Err(e) => return Err(Refused::Answer(error_response(&e))),
     };
-    let mut limits = state.config.limits.clone();
-    limits.max_body_bytes = limits.max_body_bytes.min(FORM_MAX_BYTES);
-    let (_, _, _, p) = super::oauth::form(req, &limits)
+    let (_, _, _, p) = super::oauth::form(req, &state.config.limits, FORM_MAX_BYTES)
         .await
         .map_err(|e| Refused::Answer(error_response(&e)))?;
     Ok((session, session_csrf, p))
@@ -198,7 +184,7 @@ async fn session_form(
 /// The answer to a page write over the rate limit: 429 with `Retry-After`, as JSON
 /// (`{"ok": false, "error": "QUERY_LIMIT_EXCEEDED"}`) for the script, else a short page.
 fn too_many(json: bool) -> Response {
-    let mut resp = if json {
+    let resp = if json {
         let mut r = (
             StatusCode::TOO_MANY_REQUESTS,
             serde_json::json!({"ok": false, "error": "QUERY_LIMIT_EXCEEDED"}).to_string(),
@@ -218,9 +204,7 @@ fn too_many(json: bool) -> Response {
             ),
         )
     };
-    resp.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    resp
+    super::retry_in_a_second(resp)
 }
 
 fn session_caller(session: &Session) -> Caller {

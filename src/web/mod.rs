@@ -9,19 +9,83 @@ pub mod i18n;
 pub mod oauth;
 pub mod signin;
 
+use std::net::IpAddr;
+
+use axum::body::{Body, Bytes};
+use axum::extract::Request;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use crate::auth::oauth::Portal;
 use crate::auth::{internal, session_cookie};
 use crate::auth::{oauth as rules, secret};
+use crate::config::Limits;
 use crate::conn::ConnInfo;
 use crate::error::ApiError;
+use crate::limits::abuse::{Refusal, Ticket};
 use crate::state::AppState;
 use crate::store::Session;
 
 /// How long a browser stays signed in.
 pub const SESSION_TTL: i64 = 7 * 24 * 3600;
+
+/// The most body bytes `/login`, `/oauth/authorize/` and `/oauth/token/` read (16 KiB). A
+/// sign-in form (login, password, CSRF token, `next`) or a token request (client id and secret,
+/// a code or refresh token) is a few hundred bytes; the rest is room for a long `next` or
+/// `state`. These endpoints take unauthenticated bodies, so they must not be worth flooding:
+/// past this a request is refused (413) after reading at most this much, far below
+/// `limits.max_body_bytes`, which is sized for REST calls.
+pub const AUTH_FORM_MAX_BYTES: usize = 16 * 1024;
+
+/// The client address of a request: the peer, or `X-Forwarded-For` from a trusted proxy
+/// (`conn::ConnInfo::client_ip`). `None` without connection facts (never in `serve`).
+pub fn client_ip(state: &AppState, req: &Request) -> Option<IpAddr> {
+    req.extensions()
+        .get::<ConnInfo>()
+        .map(|c| c.client_ip(req.headers(), &state.config.trusted_proxies))
+}
+
+/// Takes a place among `ip`'s requests in flight in the per-IP gate of REST calls (issue 10
+/// §1: `limits.max_in_flight_per_ip`, and the address's failed-authentication bucket), on the
+/// headers alone, before any body is read. Keep the ticket until the request is answered: it
+/// holds the place while a slow body arrives. `Ok(None)` when the gate is off (`--no-limits`)
+/// or the address unknown.
+pub fn admit(state: &AppState, ip: Option<IpAddr>) -> Result<Option<Ticket>, Refusal> {
+    match (&state.limits.ip_gate, ip) {
+        (Some(gate), Some(ip)) => gate.admit(ip, state.clock.monotonic()).map(Some),
+        _ => Ok(None),
+    }
+}
+
+/// The page for an address the per-IP gate refused: 429 with `Retry-After: 1`.
+pub fn gate_refused_page() -> Response {
+    retry_in_a_second(page(
+        StatusCode::TOO_MANY_REQUESTS,
+        "Too many requests",
+        "<p class=\"error\">Too many requests from your address. Try again in a moment.</p>",
+    ))
+}
+
+/// `resp` with `Retry-After: 1`: a refusal by the per-IP gate, which frees a place as soon as
+/// one of the address's requests ends.
+pub fn retry_in_a_second(mut resp: Response) -> Response {
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    resp
+}
+
+/// Reads a request body of at most `cap` bytes (and never more than `limits.max_body_bytes`)
+/// within `limits.body_read_timeout_secs` (hyper's header timeout does not cover a body sent a
+/// byte at a time). Errors: `request_too_large` (413) past the cap, with at most `cap` bytes
+/// read; `request_timeout` (408) past the deadline.
+pub async fn read_body(body: Body, limits: &Limits, cap: usize) -> Result<Bytes, ApiError> {
+    let deadline = std::time::Duration::from_secs(limits.body_read_timeout_secs.max(1));
+    let cap = cap.min(limits.max_body_bytes);
+    tokio::time::timeout(deadline, axum::body::to_bytes(body, cap))
+        .await
+        .map_err(|_| ApiError::request_timeout())?
+        .map_err(|_| ApiError::request_too_large())
+}
 
 /// The portal as this request sees it: `public_url` when configured; otherwise the `Host` the
 /// client used if it passes [`allowed_host`], else the listen address. The Host header is the

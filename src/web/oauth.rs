@@ -1,11 +1,12 @@
 //! `/login`, `/logout`, `/oauth/authorize/` and `/oauth/token/` (§7.1, P11).
 
-use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::{current_session, esc, page, portal, redirect, safe_next, SESSION_TTL};
+use super::{
+    current_session, esc, page, portal, redirect, safe_next, AUTH_FORM_MAX_BYTES, SESSION_TTL,
+};
 use crate::auth::oauth::{self as rules, Portal};
 use crate::auth::{internal, secret, SESSION_COOKIE};
 use crate::config::Limits;
@@ -18,20 +19,17 @@ use crate::value::{Array, Value};
 
 pub(crate) type Form = (Method, HeaderMap, Option<ConnInfo>, Array);
 
-/// Query and urlencoded body, body winning, with PHP's rules. A body that is too large or too
-/// slow is refused with the REST layer's errors (413, 408) rather than read as empty.
-pub(crate) async fn form(req: Request, limits: &Limits) -> Result<Form, ApiError> {
+/// Query and urlencoded body, body winning, with PHP's rules. The body is read by
+/// [`super::read_body`]: at most `cap` bytes, within `limits.body_read_timeout_secs`; one that
+/// is too large or too slow is refused with the REST layer's errors (413, 408) rather than read
+/// as empty. Callers pass the per-IP gate ([`super::admit`]) first.
+pub(crate) async fn form(req: Request, limits: &Limits, cap: usize) -> Result<Form, ApiError> {
     let (parts, body) = req.into_parts();
-    let max_body = limits.max_body_bytes;
-    let deadline = std::time::Duration::from_secs(limits.body_read_timeout_secs.max(1));
-    let limits = DecodeLimits::default();
-    let mut params = parse_str(parts.uri.query().unwrap_or_default(), &limits);
+    let decode = DecodeLimits::default();
+    let mut params = parse_str(parts.uri.query().unwrap_or_default(), &decode);
     if parts.method == Method::POST {
-        let body: Bytes = tokio::time::timeout(deadline, axum::body::to_bytes(body, max_body))
-            .await
-            .map_err(|_| ApiError::request_timeout())?
-            .map_err(|_| ApiError::request_too_large())?;
-        params.overlay(parse_str(&String::from_utf8_lossy(&body), &limits));
+        let body = super::read_body(body, limits, cap).await?;
+        params.overlay(parse_str(&String::from_utf8_lossy(&body), &decode));
     }
     let conn = parts.extensions.get::<ConnInfo>().copied();
     Ok((parts.method, parts.headers, conn, params))
@@ -142,12 +140,17 @@ Open this page with an <code>https://</code> address.</p>",
     )
 }
 
-/// `GET /login` shows the form; `POST /login` signs in and sets the session cookie.
+/// `GET /login` shows the form; `POST /login` signs in and sets the session cookie. The per-IP
+/// gate comes first (429 page), then a body of at most [`AUTH_FORM_MAX_BYTES`].
 pub async fn login(State(state): State<AppState>, req: Request) -> Response {
-    let (method, headers, conn, p) = match form(req, &state.config.limits).await {
-        Ok(f) => f,
-        Err(e) => return error_page(&e),
+    let Ok(_ticket) = super::admit(&state, super::client_ip(&state, &req)) else {
+        return super::gate_refused_page();
     };
+    let (method, headers, conn, p) =
+        match form(req, &state.config.limits, AUTH_FORM_MAX_BYTES).await {
+            Ok(f) => f,
+            Err(e) => return error_page(&e),
+        };
     if !transport_ok(&state, &headers, conn) {
         return https_required_page();
     }
@@ -266,17 +269,22 @@ async fn app(state: &AppState, client_id: &str) -> Result<Option<App>, ApiError>
 }
 
 /// `/oauth/authorize/`: GET shows the consent page to a signed-in user, POST records the
-/// approval and redirects to the app with a 30-second code.
+/// approval and redirects to the app with a 30-second code. The per-IP gate comes first (429
+/// page), then a body of at most [`AUTH_FORM_MAX_BYTES`].
 pub async fn authorize(State(state): State<AppState>, req: Request) -> Response {
+    let Ok(_ticket) = super::admit(&state, super::client_ip(&state, &req)) else {
+        return super::gate_refused_page();
+    };
     let path_and_query = req
         .uri()
         .path_and_query()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_default();
-    let (method, headers, conn, p) = match form(req, &state.config.limits).await {
-        Ok(f) => f,
-        Err(e) => return error_page(&e),
-    };
+    let (method, headers, conn, p) =
+        match form(req, &state.config.limits, AUTH_FORM_MAX_BYTES).await {
+            Ok(f) => f,
+            Err(e) => return error_page(&e),
+        };
     if !transport_ok(&state, &headers, conn) {
         return https_required_page();
     }
@@ -422,10 +430,30 @@ fn oauth_error(e: &ApiError) -> Response {
 }
 
 /// `/oauth/token/`: the `authorization_code` and `refresh_token` grants, by GET or POST.
+///
+/// Before any body is read, the per-IP gate: a refused address gets 503
+/// `temporarily_unavailable` with `Retry-After: 1` (RFC 6749 §5.2 has no code for this; §4.1.2.1's
+/// is the one OAuth clients know). Then a body of at most [`AUTH_FORM_MAX_BYTES`]: a larger one
+/// is 413, a slow one 408, both as RFC 6749 §5.2's `invalid_request`.
 pub async fn token(State(state): State<AppState>, req: Request) -> Response {
-    let (_, headers, conn, p) = match form(req, &state.config.limits).await {
+    let Ok(_ticket) = super::admit(&state, super::client_ip(&state, &req)) else {
+        return super::retry_in_a_second(json_response(
+            503,
+            serde_json::json!({
+                "error": "temporarily_unavailable",
+                "error_description": ApiError::query_limit_exceeded().description,
+            }),
+        ));
+    };
+    let (_, headers, conn, p) = match form(req, &state.config.limits, AUTH_FORM_MAX_BYTES).await {
         Ok(f) => f,
-        Err(e) => return oauth_error(&e),
+        // The REST layer's 413/408 with their descriptions, in the token endpoint's vocabulary.
+        Err(e) => {
+            return oauth_error(&ApiError {
+                code: ApiError::invalid_request().code,
+                ..e
+            })
+        }
     };
     if !transport_ok(&state, &headers, conn) {
         return oauth_error(&ApiError::oauth_https_required());

@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -296,6 +296,39 @@ impl Server {
         cmd.output().unwrap()
     }
 
+    /// Runs an admin command with `--json` among `args`; what it printed, parsed.
+    pub fn cli_json(&self, args: &[&str]) -> serde_json::Value {
+        json_output(&self.cli(args))
+    }
+
+    /// `app add --name NAME --scope im` and `extra` flags: the new app's client id and secret.
+    pub fn add_app(&self, name: &str, extra: &[&str]) -> (String, String) {
+        let mut args = vec!["app", "add", "--name", name, "--scope", "im", "--json"];
+        args.extend_from_slice(extra);
+        let v = self.cli_json(&args);
+        (
+            v["client_id"].as_str().expect("client_id").to_owned(),
+            v["client_secret"]
+                .as_str()
+                .expect("client_secret")
+                .to_owned(),
+        )
+    }
+
+    /// `app token`: installs the app for `user_id` and returns the token answer.
+    pub fn app_token(&self, client_id: &str, user_id: i64) -> serde_json::Value {
+        let user = user_id.to_string();
+        self.cli_json(&[
+            "app",
+            "token",
+            "--client-id",
+            client_id,
+            "--user-id",
+            &user,
+            "--json",
+        ])
+    }
+
     pub fn add_user(&self, id: i64, extra: &[&str]) {
         let id = id.to_string();
         let mut args = vec!["user", "add", "--id", &id, "--name", "User"];
@@ -371,20 +404,25 @@ impl Server {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Response {
-        let mut req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
-            self.addr
-        );
-        for (k, v) in headers {
-            req.push_str(&format!("{k}: {v}\r\n"));
-        }
-        if !body.is_empty() || method == "POST" {
-            req.push_str(&format!("Content-Length: {}\r\n", body.len()));
-        }
-        req.push_str("\r\n");
-        let mut bytes = req.into_bytes();
-        bytes.extend_from_slice(body);
-        self.raw(&bytes)
+        self.raw(&request_bytes(method, path, &self.addr, headers, body))
+    }
+
+    /// The listening address, for [`connect_from`].
+    pub fn socket_addr(&self) -> SocketAddr {
+        self.addr.parse().expect("a socket address")
+    }
+
+    /// Posts an urlencoded form as the browser holding `cookie` (`name=value`) would.
+    pub fn post_form_as(&self, path: &str, cookie: &str, body: &str) -> Response {
+        self.request(
+            "POST",
+            path,
+            &[
+                ("Cookie", cookie),
+                ("Content-Type", "application/x-www-form-urlencoded"),
+            ],
+            body.as_bytes(),
+        )
     }
 
     pub fn get(&self, path: &str) -> Response {
@@ -625,6 +663,95 @@ fn unsafe_kill_term(pid: u32) {
         .status()
         .unwrap();
     assert!(status.success());
+}
+
+/// `Options::envs` from string pairs.
+pub fn envs(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// The JSON a command printed on stdout, after asserting that it succeeded (else its stderr).
+pub fn json_output(out: &std::process::Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON from the command")
+}
+
+/// A TCP connection to `to` from the loopback address `from` (all of 127.0.0.0/8 is local), so
+/// the server, or a proxy in front of it, sees another client. Reads time out after 60 s.
+pub fn connect_from(from: [u8; 4], to: SocketAddr) -> TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    socket
+        .bind(&SocketAddr::from((from, 0)).into())
+        .expect("bind the source address");
+    socket.connect(&to.into()).expect("connect");
+    let s: TcpStream = socket.into();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    s
+}
+
+/// One HTTP/1.1 request's bytes: `Host: host`, `Connection: close`, `headers`, and
+/// `Content-Length` when there is a body or the method is POST.
+pub fn request_bytes(
+    method: &str,
+    path: &str,
+    host: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Vec<u8> {
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !body.is_empty() || method == "POST" {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    req.push_str("\r\n");
+    let mut bytes = req.into_bytes();
+    bytes.extend_from_slice(body);
+    bytes
+}
+
+/// Sends `request` on `stream` and reads the answer until the server closes. A write error is
+/// ignored: a server that answers before reading a whole large body may close under the sender.
+pub fn exchange(mut stream: TcpStream, request: &[u8]) -> Response {
+    let _ = stream.write_all(request);
+    let mut buf = Vec::new();
+    let _ = stream.read_to_end(&mut buf);
+    Response::parse(&buf)
+}
+
+/// Reads from `r` until `needle` appears or `limit` passes; what was read, or `None` when the
+/// connection closed or the time ran out first. `r` needs a short read timeout of its own.
+pub fn read_until(r: &mut impl Read, needle: &str, limit: Duration) -> Option<String> {
+    let deadline = std::time::Instant::now() + limit;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while std::time::Instant::now() < deadline {
+        match r.read(&mut buf) {
+            Ok(0) => return None,
+            Ok(n) => {
+                seen.extend_from_slice(&buf[..n]);
+                if String::from_utf8_lossy(&seen).contains(needle) {
+                    return Some(String::from_utf8_lossy(&seen).into_owned());
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+    None
 }
 
 pub struct Response {
