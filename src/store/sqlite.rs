@@ -324,9 +324,11 @@ impl SqliteStore {
         let hub = Hub::new(delivery.hub);
         let writer_hub = hub.clone();
         let clock = delivery.clock.clone();
+        let auth_epoch = Arc::new(AtomicU64::new(0));
+        let writer_epoch = auth_epoch.clone();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx, writer_health, writer_hub, clock))
+            .spawn(move || writer_loop(conn, rx, writer_health, writer_hub, clock, writer_epoch))
             .map_err(|e| StoreError::Backend(format!("starting writer: {e}")))?;
         let alive = Arc::new(());
         let checkpoint_conn = open_connection(&path, false).map_err(backend)?;
@@ -342,7 +344,7 @@ impl SqliteStore {
             health,
             notification_cap: i64::try_from(options.max_notifications_per_user).unwrap_or(i64::MAX),
             readers,
-            auth_epoch: Arc::new(AtomicU64::new(0)),
+            auth_epoch,
             webhook_cache: Mutex::new(HashMap::new()),
             _checkpointer: alive,
             hub,
@@ -660,9 +662,11 @@ fn writer_loop(
     health: Arc<Health>,
     hub: Arc<Hub>,
     clock: Clock,
+    auth_epoch: Arc<AtomicU64>,
 ) {
     let mut group: Vec<Job> = Vec::with_capacity(MAX_GROUP);
     let mut last_group = 0;
+    let mut outside = OutsideWrites::default();
     while let Some(first) = rx.blocking_recv() {
         group.push(first);
         drain(&mut rx, &mut group);
@@ -675,7 +679,46 @@ fn writer_loop(
             drain(&mut rx, &mut group);
         }
         last_group = group.len();
-        commit_group(&mut conn, &mut rx, &mut group, &health, &hub, &clock);
+        commit_group(
+            &mut conn,
+            &mut rx,
+            &mut group,
+            &health,
+            &hub,
+            &clock,
+            &mut outside,
+            &auth_epoch,
+        );
+    }
+}
+
+/// Notices commits by other connections to the database, i.e. by another process (an admin
+/// command revoking a webhook or a token): SQLite's `data_version` changes after them, and
+/// never after the writer's own commits. The server's other connections only read (readers)
+/// or checkpoint, which may move it too: a spare re-check, never a missed one.
+#[derive(Default)]
+struct OutsideWrites {
+    last: Option<i64>,
+}
+
+impl OutsideWrites {
+    /// Whether another connection committed since the previous call (the first call: no).
+    fn changed(&mut self, conn: &Connection) -> bool {
+        let now = conn
+            .prepare_cached("PRAGMA data_version")
+            .and_then(|mut s| s.query_row([], |r| r.get::<_, i64>(0)));
+        match (now, self.last) {
+            (Ok(v), Some(last)) => {
+                self.last = Some(v);
+                v != last
+            }
+            (Ok(v), None) => {
+                self.last = Some(v);
+                false
+            }
+            // Unreadable: assume the worst.
+            (Err(_), _) => true,
+        }
     }
 }
 
@@ -703,6 +746,7 @@ fn wait_for_more(rx: &mut mpsc::Receiver<Job>, group: &mut Vec<Job>) -> bool {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn commit_group(
     conn: &mut Connection,
     rx: &mut mpsc::Receiver<Job>,
@@ -710,6 +754,8 @@ fn commit_group(
     health: &Health,
     hub: &Hub,
     clock: &Clock,
+    outside: &mut OutsideWrites,
+    auth_epoch: &AtomicU64,
 ) {
     let mut completions = Vec::with_capacity(group.len());
     let mut events = Events {
@@ -751,6 +797,11 @@ fn commit_group(
     // After the commit and never before; before the callers hear back, so a client that sees
     // its REST answer finds the event already on its way. `publish` never blocks.
     if committed.is_ok() {
+        // A credential changed by another process: streams and the webhook cache must look
+        // again before this group's events go out (see `Store::auth_epoch`).
+        if outside.changed(conn) {
+            auth_epoch.fetch_add(1, Ordering::SeqCst);
+        }
         hub.publish(&events.list);
     }
     crate::metrics::record_commit_batch(completions.len());
@@ -788,6 +839,7 @@ fn record(
         user_id,
         kind,
         payload: payload.into(),
+        sse: Default::default(),
     }));
     Ok(())
 }
@@ -2117,6 +2169,10 @@ impl Store for SqliteStore {
         self.hub.clone()
     }
 
+    fn auth_epoch(&self) -> Option<u64> {
+        Some(self.auth_epoch.load(Ordering::SeqCst))
+    }
+
     async fn events_after(
         &self,
         user_id: i64,
@@ -2138,6 +2194,7 @@ impl Store for SqliteStore {
                             user_id,
                             kind,
                             payload: payload.into(),
+                            sse: Default::default(),
                         })
                     }),
                     Err(e) => Some(Err(e)),

@@ -565,6 +565,7 @@ impl FromRow<'_> for LoggedEvent {
             user_id: r.get(1),
             kind,
             payload: payload.into(),
+            sse: Default::default(),
         })))
     }
 }
