@@ -482,6 +482,11 @@ pub trait Store: Send + Sync + 'static {
     /// The grant behind an access token that has not been revoked (it may have expired).
     async fn access_grant(&self, access_hash: [u8; 32]) -> StoreResult<Option<AccessGrant>>;
 
+    /// Whether `user_id` still holds an unrevoked token pair of the enabled application
+    /// `app_id` whose refresh token is good at `now` (unix seconds): what keeps a Push&Pull
+    /// channel handed out to that application alive (`auth::channel::Grant::App`).
+    async fn app_grant_alive(&self, app_id: i64, user_id: i64, now: i64) -> StoreResult<bool>;
+
     /// Uses a refresh token once: revokes its pair and issues `tokens` for the same user, in one
     /// transaction. `None` when the token is unknown, used, expired or another app's, or when
     /// the user or the app is no longer active (the token is spent all the same).

@@ -1860,6 +1860,18 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn app_grant_alive(&self, app_id: i64, user_id: i64, now: i64) -> StoreResult<bool> {
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM oauth_tokens t JOIN apps a ON a.id = t.app_id
+                  WHERE t.user_id = ?1 AND t.app_id = ?2 AND t.revoked = 0
+                    AND t.refresh_expires > ?3 AND a.active = 1)",
+            )?
+            .query_row(params![user_id, app_id, now], |r| r.get(0))
+        })
+        .await
+    }
+
     async fn rotate_refresh(
         &self,
         app_id: i64,
