@@ -176,12 +176,13 @@ async fn channel_alive(state: &AppState, c: &Channel) -> Option<bool> {
         }
         match c.grant {
             channel::Grant::User => Ok(true),
-            channel::Grant::Webhook(id) => Ok(state
-                .store
-                .cached_webhooks_of(c.user_id)
-                .await?
-                .iter()
-                .any(|w| w.id == id)),
+            // As for a REST call: one the cache does not know yet (added by another process
+            // within its 1 s) is looked for in the database before the channel is refused.
+            channel::Grant::Webhook(id) => {
+                let known = |hooks: Vec<crate::store::Webhook>| hooks.iter().any(|w| w.id == id);
+                Ok(known(state.store.cached_webhooks_of(c.user_id).await?)
+                    || known(state.store.webhooks_of(c.user_id).await?))
+            }
             channel::Grant::App(app_id) => {
                 state
                     .store
