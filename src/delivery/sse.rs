@@ -148,6 +148,9 @@ pub async fn open(state: AppState, req: Request, webhook: Option<(String, String
     let channel = Channel {
         secure: conn.is_some_and(|c| c.is_secure(&parts.headers, trusted)),
     };
+    // Read before authenticating, so a change committed meanwhile makes the first live event
+    // check again.
+    let epoch = state.store.auth_epoch();
     let caller = authenticate(&state, cred.clone(), channel).await;
     if let (Err(_), Some(gate), Some(ip)) = (&caller, &state.limits.ip_gate, client_ip) {
         gate.failed(ip, state.clock.monotonic());
@@ -205,7 +208,7 @@ pub async fn open(state: AppState, req: Request, webhook: Option<(String, String
             channel,
             user_id: caller.user_id,
             checked: Instant::now(),
-            epoch: None,
+            epoch,
         },
         store: state.store.clone(),
         hub,
