@@ -2628,4 +2628,39 @@ mod tests {
         tokio::time::sleep(WEBHOOK_CACHE_TTL + Duration::from_millis(50)).await;
         assert!(store.cached_webhooks_of(1).await.unwrap().is_empty());
     }
+
+    /// Issue 15 goal 5: streams skip re-checking while `auth_epoch` stands, so another
+    /// process's commit (an admin command's revocation) must move it no later than the next
+    /// group the writer commits, before that group's events are published.
+    #[tokio::test]
+    async fn another_connections_commit_moves_the_auth_epoch_at_the_next_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        store.add_user(admin(1)).await.unwrap();
+        store.write_keeping_auth(|_, _| Ok(())).await.unwrap();
+        let epoch = store.auth_epoch().unwrap();
+        // The writer's own lifecycle commits leave it.
+        store.write_keeping_auth(|_, _| Ok(())).await.unwrap();
+        assert_eq!(store.auth_epoch(), Some(epoch));
+
+        let other = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        other.busy_timeout(BUSY_TIMEOUT).unwrap();
+        other
+            .execute("UPDATE users SET active = 0 WHERE id = 1", [])
+            .unwrap();
+        let mut sub = store.hub().subscribe(1).unwrap();
+        let store = Arc::new(store);
+        let writer = store.clone();
+        let write = tokio::spawn(async move {
+            writer
+                .write_keeping_auth(|c, events| {
+                    record(c, events, 1, Kind::Read, "{}".into()).map_err(backend)
+                })
+                .await
+        });
+        // Moved by the time the event reaches a subscriber, before the writer answers.
+        assert!(sub.rx.recv().await.is_some());
+        assert!(store.auth_epoch().unwrap() > epoch);
+        write.await.unwrap().unwrap();
+    }
 }
