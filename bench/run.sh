@@ -14,6 +14,8 @@
 #   half       the same at about half the "empty" rate (think time per connection; Debian has
 #              no wrk2, so this is a closed loop with a delay, not an open-loop fixed rate)
 #   batch      one connection: a single add, then a `batch` of BENCH_BATCH adds (goal 4)
+#   sse        "empty" again with BENCH_SUBSCRIBERS (100) SSE streams of user 1 open, each a curl on
+#              the load CPUs draining it, so every add goes out on every stream (goal 5)
 #   large      full speed again after BENCH_ROWS notifications were bulk-inserted
 #   get        im.notify.get on the empty and the large database, when the method exists
 #
@@ -23,6 +25,7 @@
 #
 # Settings (environment): BENCH_DURATION (s, default 10), BENCH_WARMUP (s, 2), BENCH_CONNS (256),
 # BENCH_THREADS (wrk threads, 1), BENCH_ROWS (10000000; 0 skips "large"), BENCH_BATCH (50),
+# BENCH_SUBSCRIBERS (SSE streams of the "sse" scenario, 100; 0 skips it),
 # BENCH_SERVER_CPUS and BENCH_LOAD_CPUS (taskset lists; default 0 and 1 on a machine with 2 or
 # more cores), BENCH_OUT (report file; default a new temporary directory), BENCH_KEEP=1 keeps
 # the data dirs, BENCH_BIN (an imnotify binary to measure instead of the one built here; an A/B
@@ -42,7 +45,7 @@ root=$(pwd)
 
 if [ "${BENCH_SMOKE:-0}" = 1 ]; then
   # Only that the harness still works: short, small, and without a release build.
-  : "${BENCH_DURATION:=1}" "${BENCH_WARMUP:=0}" "${BENCH_CONNS:=8}" "${BENCH_ROWS:=0}"
+  : "${BENCH_DURATION:=1}" "${BENCH_WARMUP:=0}" "${BENCH_CONNS:=8}" "${BENCH_ROWS:=0}" "${BENCH_SUBSCRIBERS:=10}"
   : "${BENCH_PROFILE:=debug}"
 fi
 duration=${BENCH_DURATION:-10}
@@ -51,6 +54,7 @@ conns=${BENCH_CONNS:-256}
 threads=${BENCH_THREADS:-1}
 rows=${BENCH_ROWS:-10000000}
 batch_size=${BENCH_BATCH:-50}
+subscribers=${BENCH_SUBSCRIBERS:-100}
 profile=${BENCH_PROFILE:-release}
 
 # --- tools -----------------------------------------------------------------------------------
@@ -248,6 +252,41 @@ nojournal=$(drive "$url" notify.lua)
 check_ok "$nojournal" nojournal
 stop_imnotify
 
+# Goal 5: the "empty" scenario with SSE streams of the recipient open and drained. Each stream
+# is a curl on the load CPUs (so wrk shares them with the readers, as a real deployment's
+# clients would); the server's metrics say how many events went out per add, and whether any
+# stream fell behind (dropped subscribers resume from the log).
+metric() { curl -s "$url/metrics" | awk -v m="$1" '$1 == m { v = $2 } END { printf "%.0f\n", v + 0 }'; }
+if [ "$subscribers" -gt 0 ]; then
+  rm -rf "$work/data/sse"
+  server_env=(IMNOTIFY_EVENTS__MAX_STREAMS_PER_USER=$((subscribers * 2)) IMNOTIFY_EVENTS__MAX_STREAMS=$((subscribers * 2 + 100)))
+  start_imnotify "$work/data/sse"
+  server_env=()
+  sse_pids=()
+  for _ in $(seq "$subscribers"); do
+    "${on_load[@]}" curl -sN -o /dev/null "$url${hook}events" &
+    sse_pids+=($!)
+    pids+=($!)
+  done
+  for _ in $(seq 100); do
+    [ "$(metric imnotify_event_streams)" -ge "$subscribers" ] && break
+    sleep 0.1
+  done
+  sse_open=$(metric imnotify_event_streams)
+  echo "imnotify ($sse_open SSE subscribers): warm-up, then ${duration}s..." >&2
+  warm "$url" notify.lua
+  sent0=$(metric imnotify_sse_events_sent_total)
+  dropped0=$(metric imnotify_hub_subscribers_dropped_total)
+  sse=$(drive "$url" notify.lua)
+  check_ok "$sse" sse
+  sse_rps=$(rps "$sse")
+  sleep 0.5
+  sse_sent=$(($(metric imnotify_sse_events_sent_total) - sent0))
+  sse_dropped=$(($(metric imnotify_hub_subscribers_dropped_total) - dropped0))
+  for p in "${sse_pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  stop_imnotify
+fi
+
 # BENCH_BIN_B: the "empty" scenario once more with another build, for an A/B in one run.
 if [ -n "$bin_b" ]; then
   rm -rf "$work/data/b"
@@ -327,6 +366,9 @@ row() { # label result [vs-baseline]
   if [ -n "$bin_b" ]; then row "B ($(basename "$bin_b")): imnotify, empty db" "$empty_b"; fi
   row "imnotify, journal off (journal.capacity = 0)" "$nojournal"
   row "imnotify, ~half load (${half_delay} ms think time)" "$half"
+  if [ "$subscribers" -gt 0 ]; then
+    row "imnotify, empty db, $sse_open SSE subscribers of the recipient" "$sse"
+  fi
   row "one connection: single add" "$single" -
   row "one connection: batch of $batch_size adds" "$batched" -
   if [ -n "$bin_b" ]; then
@@ -358,7 +400,11 @@ row() { # label result [vs-baseline]
     echo "| 3. im.notify.get >= 35% of baseline | not implemented in this build | - |"
   fi
   echo "| 4. batch of $batch_size adds within 4x one add (p50, one connection) | $(ms "$batched" p50_us) ms vs $(ms "$single" p50_us) ms: $(awk -v b="$(field "$batched" p50_us)" -v s="$(field "$single" p50_us)" 'BEGIN { printf "%.1fx", b / s }') | $(verdict "$(field "$batched" p50_us) <= 4 * $(field "$single" p50_us)") |"
-  echo "| 5. add throughput with 100 SSE subscribers >= 90% of none | not measured by this harness | - |"
+  if [ "$subscribers" -gt 0 ]; then
+    echo "| 5. add throughput with $sse_open SSE subscribers >= 90% of none | $(ratio "$sse_rps" "$empty_rps") of none; $(cpu_us "$sse") vs $(cpu_us "$empty") µs CPU per add; $(awk -v s="$sse_sent" -v r="$(field "$sse" requests)" 'BEGIN { printf "%.1f", r ? s / r : 0 }') events sent per add (a TAG replace adds a notifyDelete), $sse_dropped subscribers dropped | $(verdict "$sse_rps >= $empty_rps * 0.9 && $sse_open >= $subscribers") |"
+  else
+    echo "| 5. add throughput with SSE subscribers >= 90% of none | not run (BENCH_SUBSCRIBERS=0) | - |"
+  fi
   if [ "$rows" -gt 0 ]; then
     echo "| 6. throughput with $rows rows within 15% of empty | $(ratio "$large_rps" "$empty_rps") of empty | $(verdict "$large_rps >= $empty_rps * 0.85") |"
   else

@@ -41,6 +41,9 @@ struct Metrics {
 struct Delivery {
     streams: Gauge,
     subscribers_dropped: Counter,
+    sse_frames_encoded: Counter,
+    sse_events_sent: Counter,
+    stream_credential_checks: Counter,
     mail_sent: Counter,
     mail_failed: Counter,
     mail_retried: Counter,
@@ -94,6 +97,21 @@ fn metrics() -> &'static Metrics {
             "hub_subscribers_dropped",
             "Subscribers dropped for not keeping up; they resume from the event log",
             delivery.subscribers_dropped.clone(),
+        );
+        registry.register(
+            "sse_frames_encoded",
+            "Live events encoded as an SSE frame: once per event, shared by its streams",
+            delivery.sse_frames_encoded.clone(),
+        );
+        registry.register(
+            "sse_events_sent",
+            "Live and replayed events sent on SSE streams, one per event and stream",
+            delivery.sse_events_sent.clone(),
+        );
+        registry.register(
+            "stream_credential_checks",
+            "Credentials of open SSE streams authenticated again",
+            delivery.stream_credential_checks.clone(),
         );
         registry.register(
             "mail_sent",
@@ -156,6 +174,21 @@ pub fn set_streams(n: usize) {
 
 pub fn record_subscriber_dropped() {
     metrics().delivery.subscribers_dropped.inc();
+}
+
+/// A live event's SSE frame was built (once per event, whatever the number of streams).
+pub fn record_sse_frame_encoded() {
+    metrics().delivery.sse_frames_encoded.inc();
+}
+
+/// An event went out on one SSE stream.
+pub fn record_sse_event_sent() {
+    metrics().delivery.sse_events_sent.inc();
+}
+
+/// An open SSE stream authenticated its credential again.
+pub fn record_stream_credential_check() {
+    metrics().delivery.stream_credential_checks.inc();
 }
 
 /// One mail's fate after an attempt: `sent`, or failed and then `retried` or `dead`.

@@ -223,3 +223,122 @@ fn a_deactivated_users_channel_is_refused_and_its_open_socket_closed() {
     // A new poll with the same, still unexpired, channel is refused.
     assert_eq!(poll(&s, &channel, None).status, 400);
 }
+
+/// Opens `/subws/` on `channel` and returns the socket after the 101.
+fn open_socket(s: &Server, channel: &str) -> std::net::TcpStream {
+    use std::io::{Read, Write};
+    let enc: String = form_urlencoded::byte_serialize(channel.as_bytes()).collect();
+    let mut sock = std::net::TcpStream::connect(&s.addr).unwrap();
+    write!(
+        sock,
+        "GET /subws/?CHANNEL_ID={enc}&revision=19 HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: 13\r\n\r\n",
+        s.addr
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        sock.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    sock
+}
+
+fn cli_ok(s: &Server, args: &[&str]) -> String {
+    let out = s.cli(args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Issue 15: a channel is bound to the credential that asked for it. Revoking a webhook, or
+/// every token of an application, ends its channels (open sockets within the 2 s re-check plus
+/// the webhook cache's 1 s) while the user stays active; another credential's channel lives on.
+#[test]
+fn revoking_the_credential_ends_its_channels_but_not_the_others() {
+    let s = Server::start();
+    s.add_user(2, &[]);
+    let hook = s.add_webhook(2, "im,pull_channel");
+    let by_hook = config(&s, &hook, "pull.config.get", &s.addr)["channels"]["private"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let app: Value = serde_json::from_str(&cli_ok(
+        &s,
+        &[
+            "app",
+            "add",
+            "--name",
+            "Chat",
+            "--scope",
+            "im,pull_channel",
+            "--json",
+        ],
+    ))
+    .unwrap();
+    let token: Value = serde_json::from_str(&cli_ok(
+        &s,
+        &[
+            "app",
+            "token",
+            "--client-id",
+            app["client_id"].as_str().unwrap(),
+            "--user-id",
+            "2",
+            "--json",
+        ],
+    ))
+    .unwrap();
+    let bearer = format!("Bearer {}", token["access_token"].as_str().unwrap());
+    let r = s.request(
+        "POST",
+        "/rest/pull.config.get",
+        &[
+            ("Authorization", bearer.as_str()),
+            ("Content-Type", "application/json"),
+        ],
+        br#"{"CACHE":"N"}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let by_token = r.json()["result"]["channels"]["private"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(poll(&s, &by_hook, None).status, 304);
+    assert_eq!(poll(&s, &by_token, None).status, 304);
+    let mut sock = open_socket(&s, &by_hook);
+    assert_eq!(
+        ws_close_code(&mut sock, std::time::Duration::from_millis(2500)),
+        None
+    );
+
+    let list: Value = serde_json::from_str(&cli_ok(
+        &s,
+        &["webhook", "list", "--user-id", "2", "--json"],
+    ))
+    .unwrap();
+    cli_ok(
+        &s,
+        &["webhook", "revoke", "--id", &list[0]["id"].to_string()],
+    );
+    assert_eq!(
+        ws_close_code(&mut sock, std::time::Duration::from_secs(10)),
+        Some(4010)
+    );
+    assert_eq!(poll(&s, &by_hook, None).status, 400);
+    // The user is active and the application's token good: its channel still works.
+    assert_eq!(poll(&s, &by_token, None).status, 304);
+
+    cli_ok(&s, &["token", "revoke", "--user-id", "2"]);
+    assert_eq!(poll(&s, &by_token, None).status, 400);
+}

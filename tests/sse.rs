@@ -755,3 +755,50 @@ fn deactivating_the_user_ends_every_stream() {
         ends_without_event(st, Duration::from_secs(6), what);
     }
 }
+
+/// Issue 15 goal 5: fan-out costs little per stream. An event's frame is encoded once for all
+/// the streams that send it, and a stream does not authenticate its credential again before
+/// each event while no write that could end a credential was committed (it still does at least
+/// every 2 s, which the bound below allows for).
+#[test]
+fn a_live_event_is_encoded_once_and_streams_do_not_recheck_per_event() {
+    let s = Server::start();
+    let mut streams: Vec<Stream> = (0..3)
+        .map(|_| Stream::open(&s, &events_path(&s), &[]))
+        .collect();
+    for st in &mut streams {
+        assert_eq!(st.status, 200);
+        st.next();
+    }
+    let encoded = metric(&s, "imnotify_sse_frames_encoded_total");
+    let sent = metric(&s, "imnotify_sse_events_sent_total");
+    let checks = metric(&s, "imnotify_stream_credential_checks_total");
+    let start = Instant::now();
+    let ids: Vec<Value> = (0..10)
+        .map(|i| {
+            call(
+                &s,
+                "im.notify.system.add",
+                json!({"USER_ID": 1, "MESSAGE": format!("fan-out {i}")}),
+            )
+        })
+        .collect();
+    for st in &mut streams {
+        for id in &ids {
+            assert_eq!(&st.event().2["id"], id);
+        }
+    }
+    let elapsed = start.elapsed();
+    assert_eq!(
+        metric(&s, "imnotify_sse_frames_encoded_total") - encoded,
+        10.0
+    );
+    assert_eq!(metric(&s, "imnotify_sse_events_sent_total") - sent, 30.0);
+    // Checking before every event would be 30; each stream may check once per 2 s.
+    let allowed = 3.0 * (elapsed.as_secs_f64() / 2.0).ceil().max(1.0);
+    let rechecks = metric(&s, "imnotify_stream_credential_checks_total") - checks;
+    assert!(
+        rechecks <= allowed,
+        "{rechecks} credential checks for 30 events in {elapsed:?}"
+    );
+}

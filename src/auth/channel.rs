@@ -8,8 +8,15 @@
 //!
 //! Deviation, recorded in README "Compatibility": Bitrix24 ids are 32 random hex digits looked
 //! up in a table. Here the id carries what the server must know, so checking it needs no
-//! lookup: `<10 hex random><12 hex user id><10 hex end (unix seconds)>`. The client treats ids
+//! lookup: `<10 hex grant><12 hex user id><10 hex end (unix seconds)>`. The client treats ids
 //! as opaque, and the signature makes them unforgeable.
+//!
+//! The grant ([`Grant`]) names the credential the channel was handed out for, so that revoking
+//! it ends the channel too (issue 15): `1` and the webhook id in 9 hex digits, `2` and the
+//! OAuth application id; otherwise (a browser session) `0` and 9 random hex digits, and the
+//! channel ends only with its user or its end. A channel signed before grants existed has 10
+//! random digits: one that begins with `1` or `2` reads as a grant that does not hold, which
+//! closes it with 4010 and makes the client fetch a new config.
 
 use hmac::{Hmac, Mac};
 use sha1::Sha1;
@@ -21,11 +28,47 @@ pub const KEY_SETTING: &str = "pull_channel_key";
 /// `pull.channel_ttl_seconds`.
 pub const DEFAULT_TTL_SECONDS: i64 = 43_205;
 
-/// A checked channel: whose it is and until when (unix seconds) it is good.
+/// A checked channel: whose it is, until when (unix seconds) it is good, and the credential
+/// it depends on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Channel {
     pub user_id: i64,
     pub end: i64,
+    pub grant: Grant,
+}
+
+/// The credential a channel was handed out for (`pull.config.get`'s caller): while the channel
+/// lives, this must still hold as well as its user being active.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grant {
+    /// Nothing but the user (a browser session, or an id too large for 9 hex digits).
+    User,
+    /// This webhook of the user must stay active.
+    Webhook(i64),
+    /// The user must keep an unrevoked token of this OAuth application, which stays enabled.
+    App(i64),
+}
+
+/// The largest credential id a grant can carry (9 hex digits).
+const GRANT_ID_MAX: i64 = 0xf_ffff_ffff;
+
+impl Grant {
+    fn encode(self) -> String {
+        match self {
+            Grant::Webhook(id) if (0..=GRANT_ID_MAX).contains(&id) => format!("1{id:09x}"),
+            Grant::App(id) if (0..=GRANT_ID_MAX).contains(&id) => format!("2{id:09x}"),
+            _ => format!("0{}", super::secret::generate_hex(9)),
+        }
+    }
+
+    fn decode(hex: &str) -> Grant {
+        let id = || i64::from_str_radix(&hex[1..], 16).unwrap_or(-1);
+        match &hex[..1] {
+            "1" => Grant::Webhook(id()),
+            "2" => Grant::App(id()),
+            _ => Grant::User,
+        }
+    }
 }
 
 /// Why a channel id was refused; every case closes the socket with 4010.
@@ -43,11 +86,11 @@ fn mac(key: &str, id: &str) -> Hmac<Sha1> {
     m
 }
 
-/// A new signed id for `user_id`, good until `end` (unix seconds).
-pub fn sign(key: &str, user_id: i64, end: i64) -> String {
+/// A new signed id for `user_id`, good until `end` (unix seconds), bound to `grant`.
+pub fn sign(key: &str, user_id: i64, end: i64, grant: Grant) -> String {
     let id = format!(
         "{}{:012x}{:010x}",
-        super::secret::generate_hex(10),
+        grant.encode(),
         user_id as u64 & 0xffff_ffff_ffff,
         end.max(0) as u64 & 0xff_ffff_ffff
     );
@@ -76,7 +119,11 @@ pub fn verify(key: &str, signed: &str, now: i64) -> Result<Channel, Refused> {
     if end <= now {
         return Err(Refused::Expired);
     }
-    Ok(Channel { user_id, end })
+    Ok(Channel {
+        user_id,
+        end,
+        grant: Grant::decode(&id[..10]),
+    })
 }
 
 /// Checks a `CHANNEL_ID` parameter (already URL-decoded): one or more signed ids joined by
@@ -105,15 +152,27 @@ mod tests {
     #[test]
     fn signs_and_checks() {
         let key = "k".repeat(64);
-        let s = sign(&key, 42, 1000);
+        let s = sign(&key, 42, 1000, Grant::User);
         assert_eq!(s.len(), 32 + 1 + 40);
         assert_eq!(
             verify(&key, &s, 999),
             Ok(Channel {
                 user_id: 42,
-                end: 1000
+                end: 1000,
+                grant: Grant::User,
             })
         );
+        for grant in [Grant::Webhook(7), Grant::App(0xf_ffff_ffff)] {
+            let s = sign(&key, 42, 1000, grant);
+            assert_eq!(s.len(), 32 + 1 + 40);
+            assert_eq!(verify(&key, &s, 999).map(|c| c.grant), Ok(grant));
+            // The grant is signed: another webhook's id is a forgery.
+            let forged = format!("1{:09x}{}", 8, &s[10..]);
+            assert_eq!(verify(&key, &forged, 999), Err(Refused::Invalid));
+        }
+        // An id too large for the field binds to the user only, never to another credential.
+        let s = sign(&key, 42, 1000, Grant::Webhook(1 << 40));
+        assert_eq!(verify(&key, &s, 999).map(|c| c.grant), Ok(Grant::User));
         assert_eq!(verify(&key, &s, 1000), Err(Refused::Expired));
         assert_eq!(verify("other", &s, 999), Err(Refused::Invalid));
         // One changed digit of the signature, or of the id (a different user), is refused.

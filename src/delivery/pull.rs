@@ -5,8 +5,11 @@
 //! - The credential is `CHANNEL_ID` (URL-decoded, `/`-joined signed ids, every one checked by
 //!   `auth::channel`, with the key held in memory). On WebSocket a bad or expired one completes
 //!   the upgrade and closes with 4010, so the client fetches a fresh config (§3.5); a long poll
-//!   gets 400. A channel names only its user, so the user must still be active: checked at
-//!   connect (every poll) and every [`RECHECK_EVERY`] on an open socket (closed with 4010).
+//!   gets 400. A channel names its user and the credential it was handed out for
+//!   ([`channel::Grant`]), so the user must still be active and that webhook still active, or
+//!   that OAuth application still enabled with an unrevoked token of the user: checked at
+//!   connect (every poll) and every [`RECHECK_EVERY`] on an open socket (closed with 4010), so
+//!   a revocation ends a socket within 3 s (2 s, plus the webhook cache's 1 s).
 //! - A message id (`mid`) is the event id as 26 decimal digits: increasing over the whole log,
 //!   so any instance can replay it. A client that sends `mid` gets every newer event of its user,
 //!   oldest first, from the log, then live events (subscribed before the replay, deduplicated by
@@ -147,11 +150,11 @@ async fn check(state: &AppState, channel_id: &str) -> Option<(Channel, String)> 
     let key = &state.keys.pull_channel;
     // The signed id is a bearer secret: only the outcome is logged, never the id.
     match channel::verify_list(key, channel_id, state.clock.unix()) {
-        Ok(c) if user_active(state, c.user_id).await == Some(true) => Some((c, key.clone())),
+        Ok(c) if channel_alive(state, &c).await == Some(true) => Some((c, key.clone())),
         Ok(c) => {
             tracing::info!(
                 user_id = c.user_id,
-                "push&pull channel of an inactive user refused"
+                "push&pull channel of an inactive user or a revoked credential refused"
             );
             None
         }
@@ -162,14 +165,36 @@ async fn check(state: &AppState, channel_id: &str) -> Option<(Channel, String)> 
     }
 }
 
-/// Whether the channel's user may still receive: an active user. A signed channel outlives
-/// nothing but its end, so a deactivated user's channel is refused here, at connect and every
-/// [`RECHECK_EVERY`] on an open socket. `None`: the store could not be read.
-async fn user_active(state: &AppState, user_id: i64) -> Option<bool> {
-    match state.store.user(user_id).await {
-        Ok(u) => Some(u.is_some_and(|u| u.active)),
+/// Whether the channel may still receive: an active user, and the credential it was handed
+/// out for still good ([`channel::Grant`]). A signed channel would otherwise outlive anything
+/// but its end, so this runs at connect and every [`RECHECK_EVERY`] on an open socket. `None`:
+/// the store could not be read.
+async fn channel_alive(state: &AppState, c: &Channel) -> Option<bool> {
+    let alive = async {
+        if !state.store.user(c.user_id).await?.is_some_and(|u| u.active) {
+            return Ok(false);
+        }
+        match c.grant {
+            channel::Grant::User => Ok(true),
+            // As for a REST call: one the cache does not know yet (added by another process
+            // within its 1 s) is looked for in the database before the channel is refused.
+            channel::Grant::Webhook(id) => {
+                let known = |hooks: Vec<crate::store::Webhook>| hooks.iter().any(|w| w.id == id);
+                Ok(known(state.store.cached_webhooks_of(c.user_id).await?)
+                    || known(state.store.webhooks_of(c.user_id).await?))
+            }
+            channel::Grant::App(app_id) => {
+                state
+                    .store
+                    .app_grant_alive(app_id, c.user_id, state.clock.unix())
+                    .await
+            }
+        }
+    };
+    match alive.await {
+        Ok(a) => Some(a),
         Err(e) => {
-            tracing::warn!(error = %e, "reading the channel's user failed");
+            tracing::warn!(error = %e, "reading the channel's user or credential failed");
             None
         }
     }
@@ -475,8 +500,11 @@ async fn serve_socket(
         tokio::select! {
             _ = recheck.tick() => {
                 // A read failure keeps the socket: only a known inactive user ends it.
-                if user_active(&state, channel.user_id).await == Some(false) {
-                    tracing::info!(user_id = channel.user_id, "push&pull socket closed: user inactive");
+                if channel_alive(&state, &channel).await == Some(false) {
+                    tracing::info!(
+                        user_id = channel.user_id,
+                        "push&pull socket closed: user inactive or credential revoked"
+                    );
                     return close(socket, CLOSE_WRONG_CHANNEL, "WRONG_CHANNEL_ID").await;
                 }
             }
@@ -487,7 +515,7 @@ async fn serve_socket(
                 expired_sent = true;
                 let now = state.clock.unix();
                 let end = now.saturating_add(state.config.pull.channel_ttl_seconds.max(1));
-                let new_signed = channel::sign(&key, channel.user_id, end);
+                let new_signed = channel::sign(&key, channel.user_id, end, channel.grant);
                 control_seq = control_seq.saturating_add(1);
                 let body = channel_expire_body(&ask.channel_id, &new_signed, now, end);
                 let item = (cursor.last, control_mid(cursor.last, control_seq), body);

@@ -24,24 +24,35 @@
 //! hub dropped for being slow subscribes again and replays from its last sent id, so a slow
 //! reader loses nothing either.
 //!
-//! A stream is only as good as its credential: it checks the credential again before it sends
-//! a live event (a replayed one: unless it did so in the last [`RECHECK_FRESH`]) and every [`RECHECK_EVERY`] while
-//! idle, and ends when the credential no longer authenticates (token revoked or expired, by
-//! the application clock; session ended; webhook revoked, through the webhook cache, which
-//! trusts an entry for 1 s; user deactivated; `im` scope gone). So revocation ends open streams
-//! within 3 s (ARCHITECTURE.md invariants).
+//! A stream is only as good as its credential: it checks the credential again every
+//! [`RECHECK_EVERY`], and before it sends a live event whenever the store's
+//! [`Store::auth_epoch`] moved since its last check (a write that could end a credential was
+//! committed, by this process or by an admin command on the same SQLite database; on
+//! PostgreSQL, which has no such signal, before every live event); a replayed event unless the
+//! last check is younger than [`RECHECK_FRESH`]. It ends when the credential no longer
+//! authenticates (token revoked or expired, by the application clock; session ended; webhook
+//! revoked, through the webhook cache, which trusts an entry for 1 s; user deactivated; `im`
+//! scope gone). So a revocation ends open streams within 3 s, and no event committed after
+//! a revocation is sent on them (ARCHITECTURE.md invariants); a token or session that merely
+//! expires may see events for up to [`RECHECK_EVERY`] past its end.
+//!
+//! Cost (issue 15 goal 5): a live event's frame is encoded once ([`Event::sse`]) and the
+//! same bytes go to every stream of its user; while the epoch stands still, a stream's check
+//! before an event is one atomic load.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue};
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use futures_util::stream::{self, Stream};
 
 use crate::auth::{self, Caller, CallerKind, Credential};
@@ -59,9 +70,11 @@ use crate::value::{Array, Value};
 
 /// Events read from the log per query while replaying.
 const REPLAY_PAGE: usize = 256;
+/// Live events already queued that go out together in one write.
+const MAX_CHUNK: usize = 64;
 /// What an EventSource waits before reconnecting.
 const RETRY: Duration = Duration::from_secs(2);
-/// How often an idle stream checks its credential again.
+/// How often a stream checks its credential again, idle or not.
 pub const RECHECK_EVERY: Duration = Duration::from_secs(2);
 /// While replaying from the log, a check this recent covers the next event too, so a page
 /// costs one lookup, not one per event. A live event is always checked first.
@@ -135,6 +148,9 @@ pub async fn open(state: AppState, req: Request, webhook: Option<(String, String
     let channel = Channel {
         secure: conn.is_some_and(|c| c.is_secure(&parts.headers, trusted)),
     };
+    // Read before authenticating, so a change committed meanwhile makes the first live event
+    // check again.
+    let epoch = state.store.auth_epoch();
     let caller = authenticate(&state, cred.clone(), channel).await;
     if let (Err(_), Some(gate), Some(ip)) = (&caller, &state.limits.ip_gate, client_ip) {
         gate.failed(ip, state.clock.monotonic());
@@ -192,6 +208,7 @@ pub async fn open(state: AppState, req: Request, webhook: Option<(String, String
             channel,
             user_id: caller.user_id,
             checked: Instant::now(),
+            epoch,
         },
         store: state.store.clone(),
         hub,
@@ -201,6 +218,8 @@ pub async fn open(state: AppState, req: Request, webhook: Option<(String, String
         replay: resume.is_some(),
         backlog: VecDeque::new(),
         announce: true,
+        heartbeat: Duration::from_secs(state.config.events.heartbeat_seconds.max(1)),
+        quiet_since: Instant::now(),
         _slot: slot,
     };
     tracing::info!(
@@ -208,11 +227,12 @@ pub async fn open(state: AppState, req: Request, webhook: Option<(String, String
         resume = resume.is_some(),
         "event stream opened"
     );
-    let heartbeat = Duration::from_secs(state.config.events.heartbeat_seconds.max(1));
-    let mut resp = Sse::new(feed.into_stream())
-        .keep_alive(KeepAlive::new().interval(heartbeat).text("ping"))
-        .into_response();
+    let mut resp = Body::from_stream(feed.into_stream()).into_response();
     let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     // nginx and similar proxies would otherwise buffer the stream.
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
@@ -264,6 +284,8 @@ struct Guard {
     user_id: i64,
     /// When the credential last authenticated (a machine instant: the freshness of a check).
     checked: Instant,
+    /// [`Store::auth_epoch`] as read just before that check.
+    epoch: Option<u64>,
 }
 
 impl Guard {
@@ -274,9 +296,29 @@ impl Guard {
         if !force && self.checked.elapsed() < RECHECK_FRESH {
             return true;
         }
+        self.check().await
+    }
+
+    /// Before a live event: checks again only when the store's auth epoch moved since the
+    /// last check, or that check is [`RECHECK_EVERY`] old; otherwise nothing that could end
+    /// the credential was committed since, and the check stands.
+    async fn valid_live(&mut self) -> bool {
+        let epoch = self.state.store.auth_epoch();
+        if epoch.is_some() && epoch == self.epoch && self.checked.elapsed() < RECHECK_EVERY {
+            return true;
+        }
+        self.check().await
+    }
+
+    async fn check(&mut self) -> bool {
+        crate::metrics::record_stream_credential_check();
+        // Read before authenticating: a change committed during the check moves it again,
+        // so the next event checks once more.
+        let epoch = self.state.store.auth_epoch();
         match authenticate(&self.state, self.cred.clone(), self.channel).await {
             Ok(c) if c.user_id == self.user_id && (c.is_session() || c.has_scope("im")) => {
                 self.checked = Instant::now();
+                self.epoch = epoch;
                 true
             }
             other => {
@@ -311,23 +353,32 @@ struct Feed {
     backlog: VecDeque<Event>,
     /// The first frame (`retry:` and `id:`) is still to be sent.
     announce: bool,
+    /// Silence after which a `: ping` comment goes out (`events.heartbeat_seconds`).
+    heartbeat: Duration,
+    /// When the last frame went out.
+    quiet_since: Instant,
     _slot: Slot,
 }
 
 impl Feed {
-    fn into_stream(self) -> impl Stream<Item = Result<SseEvent, Infallible>> + Send {
+    fn into_stream(self) -> impl Stream<Item = Result<Bytes, Infallible>> + Send {
         stream::unfold(self, |mut feed| async move {
             let frame = feed.next().await?;
+            feed.quiet_since = Instant::now();
             Some((Ok(frame), feed))
         })
     }
 
     /// The next frame, or `None` when the stream should end (shutdown, or the log is
     /// unreadable: the client reconnects and resumes).
-    async fn next(&mut self) -> Option<SseEvent> {
+    async fn next(&mut self) -> Option<Bytes> {
         if self.announce {
             self.announce = false;
-            return Some(SseEvent::default().retry(RETRY).id(self.last.to_string()));
+            return Some(Bytes::from(format!(
+                "retry: {}\nid: {}\n\n",
+                RETRY.as_millis(),
+                self.last
+            )));
         }
         loop {
             if let Some(ev) = self.backlog.pop_front() {
@@ -337,7 +388,9 @@ impl Feed {
                 if !self.guard.valid(false).await {
                     return None;
                 }
-                return self.frame(&ev);
+                self.last = ev.id;
+                crate::metrics::record_sse_event_sent();
+                return Some(encode(&ev));
             }
             if self.replay {
                 match self
@@ -363,6 +416,7 @@ impl Feed {
                 continue;
             };
             let due = self.guard.due();
+            let ping = self.quiet_since + self.heartbeat;
             let received = tokio::select! {
                 r = sub.rx.recv() => r,
                 () = tokio::time::sleep_until(due) => {
@@ -371,16 +425,39 @@ impl Feed {
                     }
                     continue;
                 }
+                () = tokio::time::sleep_until(ping) => {
+                    return Some(Bytes::from_static(b": ping\n\n"));
+                }
             };
             match received {
                 Some(ev) => {
                     if ev.id <= self.last {
                         continue;
                     }
-                    if !self.guard.valid(true).await {
+                    // Whatever else is queued already goes out with it, in one write: a group
+                    // commit publishes many events at once.
+                    let mut ready = vec![ev];
+                    let mut dropped = false;
+                    while ready.len() < MAX_CHUNK {
+                        match sub.rx.try_recv() {
+                            Ok(ev) => ready.push(ev),
+                            Err(mpsc::error::TryRecvError::Empty) => break,
+                            Err(mpsc::error::TryRecvError::Disconnected) => {
+                                dropped = true;
+                                break;
+                            }
+                        }
+                    }
+                    if dropped {
+                        // Everything queued is in `ready`; the rest comes from the log.
+                        self.sub = None;
+                    }
+                    // After taking them: an event committed after a revocation was published
+                    // after the epoch moved, so this check covers every one of them.
+                    if !self.guard.valid_live().await {
                         return None;
                     }
-                    return self.frame(&ev);
+                    return self.chunk(&ready);
                 }
                 None => {
                     self.sub = None;
@@ -391,18 +468,73 @@ impl Feed {
             }
         }
     }
+}
 
-    /// The frame of an event not sent yet; `None` for one at or below `last`.
-    fn frame(&mut self, ev: &Event) -> Option<SseEvent> {
-        if ev.id <= self.last {
-            return None;
+impl Feed {
+    /// The frames of live events not sent yet, in one buffer. Each frame is encoded by the
+    /// first of its user's streams to get here and shared by the rest.
+    fn chunk(&mut self, events: &[Arc<Event>]) -> Option<Bytes> {
+        let mut frames = events.iter().filter_map(|ev| {
+            if ev.id <= self.last {
+                return None;
+            }
+            self.last = ev.id;
+            crate::metrics::record_sse_event_sent();
+            Some(ev.sse.get_or_init(|| {
+                crate::metrics::record_sse_frame_encoded();
+                encode(ev)
+            }))
+        });
+        let first = frames.next()?;
+        let Some(second) = frames.next() else {
+            return Some(first);
+        };
+        let mut out = bytes::BytesMut::with_capacity(first.len() * events.len());
+        out.extend_from_slice(&first);
+        out.extend_from_slice(&second);
+        for frame in frames {
+            out.extend_from_slice(&frame);
         }
-        self.last = ev.id;
-        Some(
-            SseEvent::default()
-                .id(ev.id.to_string())
-                .event(ev.kind.name())
-                .data(&*ev.payload),
-        )
+        Some(out.freeze())
+    }
+}
+
+/// An event's SSE frame: `id:`, `event:`, one `data:` line per line of the payload (stored
+/// payloads have no line breaks, but one must never end the frame early), and the blank line.
+fn encode(ev: &Event) -> Bytes {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(ev.payload.len() + 48);
+    let _ = write!(out, "id: {}\nevent: {}\n", ev.id, ev.kind.name());
+    for line in ev.payload.split(['\r', '\n']) {
+        out.push_str("data: ");
+        out.push_str(line);
+        out.push('\n');
+    }
+    out.push('\n');
+    Bytes::from(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::event::Kind;
+
+    #[test]
+    fn a_frame_is_one_event_and_a_line_break_cannot_end_it_early() {
+        let ev = |payload: &str| Event {
+            id: 7,
+            user_id: 1,
+            kind: Kind::Add,
+            payload: payload.into(),
+            sse: Default::default(),
+        };
+        assert_eq!(
+            &encode(&ev(r#"{"counter":1}"#))[..],
+            b"id: 7\nevent: notifyAdd\ndata: {\"counter\":1}\n\n"
+        );
+        assert_eq!(
+            &encode(&ev("a\r\nevent: x\rb"))[..],
+            b"id: 7\nevent: notifyAdd\ndata: a\ndata: \ndata: event: x\ndata: b\n\n"
+        );
     }
 }

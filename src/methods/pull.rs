@@ -12,7 +12,7 @@
 //! from `public_url`, else the address the server listens on; never from the `Host` header.
 
 use crate::auth::channel;
-use crate::auth::Caller;
+use crate::auth::{Caller, CallerKind};
 use crate::clock::rfc3339_local;
 use crate::error::ApiError;
 use crate::protocol::dispatch::MethodSpec;
@@ -36,7 +36,13 @@ async fn config_get(state: &AppState, caller: &Caller, _: Array) -> Result<Outpu
     let key = &state.keys.pull_channel;
     let now = state.clock.unix();
     let end = now.saturating_add(state.config.pull.channel_ttl_seconds.max(1));
-    let id = channel::sign(key, caller.user_id, end);
+    // Bound to the caller's credential: revoking it ends the channel (delivery::pull).
+    let grant = match &caller.kind {
+        CallerKind::Webhook { webhook_id } => channel::Grant::Webhook(*webhook_id),
+        CallerKind::App { app_id, .. } => channel::Grant::App(*app_id),
+        CallerKind::Session => channel::Grant::User,
+    };
+    let id = channel::sign(key, caller.user_id, end, grant);
     let base = state.config.base_url(state.config.listen);
     let ws_base = match base.split_once("://") {
         Some(("https", rest)) => format!("wss://{rest}"),

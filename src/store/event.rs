@@ -76,7 +76,31 @@ pub struct Event {
     pub kind: Kind,
     /// One JSON object without newlines, `counter` included: the SSE `data:` line as it is.
     pub payload: Arc<str>,
+    /// This event's SSE frame, built by the first stream that sends it and shared by the
+    /// others (issue 15 goal 5: the hub hands every subscriber the same `Arc<Event>`).
+    pub sse: Encoded,
 }
+
+/// A lazily built encoding of an event for one kind of channel, shared by every subscriber
+/// that receives the same `Arc<Event>`. Empty on events read back from the log. Carries no
+/// meaning of its own: it compares equal to any other, so events compare by their fields.
+#[derive(Debug, Clone, Default)]
+pub struct Encoded(std::sync::OnceLock<bytes::Bytes>);
+
+impl Encoded {
+    /// The encoding, built by `make` on the first call only.
+    pub fn get_or_init(&self, make: impl FnOnce() -> bytes::Bytes) -> bytes::Bytes {
+        self.0.get_or_init(make).clone()
+    }
+}
+
+impl PartialEq for Encoded {
+    fn eq(&self, _: &Encoded) -> bool {
+        true
+    }
+}
+
+impl Eq for Encoded {}
 
 /// A notification as the readers show it (§2.8), members in the documented order. `chat_id` is
 /// the recipient's notification chat. Shared by `im.notify.get`, `im.notify.history.search` and

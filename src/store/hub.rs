@@ -244,6 +244,7 @@ mod tests {
             user_id,
             kind: Kind::Add,
             payload: "{}".into(),
+            sse: Default::default(),
         })
     }
 

@@ -380,6 +380,17 @@ pub trait Store: Send + Sync + 'static {
     /// The hub that this store feeds with every committed event.
     fn hub(&self) -> Arc<Hub>;
 
+    /// A number that changes after any committed write that could have ended a credential
+    /// (a token, webhook, session, app or user changed), by this process or, for SQLite, by
+    /// another one on the same database (an admin command): an open stream may skip
+    /// authenticating again while it has not moved (issue 15 goal 5). It moves before the
+    /// writer publishes any later event, so a stream checks before sending the first event
+    /// committed after the change. `None`: the backend has no such signal (PostgreSQL, where
+    /// another instance may revoke), and streams check before every event.
+    fn auth_epoch(&self) -> Option<u64> {
+        None
+    }
+
     /// The rate and operating-time buckets this store shares with other instances on the same
     /// database (issue 14), or `None` for a store one instance owns (SQLite), whose limits stay
     /// in memory. `app` hands it to `Limiters::share` at start.
@@ -470,6 +481,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// The grant behind an access token that has not been revoked (it may have expired).
     async fn access_grant(&self, access_hash: [u8; 32]) -> StoreResult<Option<AccessGrant>>;
+
+    /// Whether `user_id` still holds an unrevoked token pair of the enabled application
+    /// `app_id` whose refresh token is good at `now` (unix seconds): what keeps a Push&Pull
+    /// channel handed out to that application alive (`auth::channel::Grant::App`).
+    async fn app_grant_alive(&self, app_id: i64, user_id: i64, now: i64) -> StoreResult<bool>;
 
     /// Uses a refresh token once: revokes its pair and issues `tokens` for the same user, in one
     /// transaction. `None` when the token is unknown, used, expired or another app's, or when

@@ -331,9 +331,11 @@ impl SqliteStore {
         let hub = Hub::new(delivery.hub);
         let writer_hub = hub.clone();
         let clock = delivery.clock.clone();
+        let auth_epoch = Arc::new(AtomicU64::new(0));
+        let writer_epoch = auth_epoch.clone();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx, writer_health, writer_hub, clock))
+            .spawn(move || writer_loop(conn, rx, writer_health, writer_hub, clock, writer_epoch))
             .map_err(|e| StoreError::Backend(format!("starting writer: {e}")))?;
         let alive = Arc::new(());
         let checkpoint_conn = open_connection(&path, false).map_err(backend)?;
@@ -349,7 +351,7 @@ impl SqliteStore {
             health,
             notification_cap: i64::try_from(options.max_notifications_per_user).unwrap_or(i64::MAX),
             readers,
-            auth_epoch: Arc::new(AtomicU64::new(0)),
+            auth_epoch,
             webhook_cache: Mutex::new(HashMap::new()),
             _checkpointer: alive,
             hub,
@@ -667,9 +669,11 @@ fn writer_loop(
     health: Arc<Health>,
     hub: Arc<Hub>,
     clock: Clock,
+    auth_epoch: Arc<AtomicU64>,
 ) {
     let mut group: Vec<Job> = Vec::with_capacity(MAX_GROUP);
     let mut last_group = 0;
+    let mut outside = OutsideWrites::default();
     while let Some(first) = rx.blocking_recv() {
         group.push(first);
         drain(&mut rx, &mut group);
@@ -682,7 +686,46 @@ fn writer_loop(
             drain(&mut rx, &mut group);
         }
         last_group = group.len();
-        commit_group(&mut conn, &mut rx, &mut group, &health, &hub, &clock);
+        commit_group(
+            &mut conn,
+            &mut rx,
+            &mut group,
+            &health,
+            &hub,
+            &clock,
+            &mut outside,
+            &auth_epoch,
+        );
+    }
+}
+
+/// Notices commits by other connections to the database, i.e. by another process (an admin
+/// command revoking a webhook or a token): SQLite's `data_version` changes after them, and
+/// never after the writer's own commits. The server's other connections only read (readers)
+/// or checkpoint, which may move it too: a spare re-check, never a missed one.
+#[derive(Default)]
+struct OutsideWrites {
+    last: Option<i64>,
+}
+
+impl OutsideWrites {
+    /// Whether another connection committed since the previous call (the first call: no).
+    fn changed(&mut self, conn: &Connection) -> bool {
+        let now = conn
+            .prepare_cached("PRAGMA data_version")
+            .and_then(|mut s| s.query_row([], |r| r.get::<_, i64>(0)));
+        match (now, self.last) {
+            (Ok(v), Some(last)) => {
+                self.last = Some(v);
+                v != last
+            }
+            (Ok(v), None) => {
+                self.last = Some(v);
+                false
+            }
+            // Unreadable: assume the worst.
+            (Err(_), _) => true,
+        }
     }
 }
 
@@ -710,6 +753,7 @@ fn wait_for_more(rx: &mut mpsc::Receiver<Job>, group: &mut Vec<Job>) -> bool {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn commit_group(
     conn: &mut Connection,
     rx: &mut mpsc::Receiver<Job>,
@@ -717,6 +761,8 @@ fn commit_group(
     health: &Health,
     hub: &Hub,
     clock: &Clock,
+    outside: &mut OutsideWrites,
+    auth_epoch: &AtomicU64,
 ) {
     let mut completions = Vec::with_capacity(group.len());
     let mut events = Events {
@@ -758,6 +804,11 @@ fn commit_group(
     // After the commit and never before; before the callers hear back, so a client that sees
     // its REST answer finds the event already on its way. `publish` never blocks.
     if committed.is_ok() {
+        // A credential changed by another process: streams and the webhook cache must look
+        // again before this group's events go out (see `Store::auth_epoch`).
+        if outside.changed(conn) {
+            auth_epoch.fetch_add(1, Ordering::SeqCst);
+        }
         hub.publish(&events.list);
     }
     crate::metrics::record_commit_batch(completions.len());
@@ -795,6 +846,7 @@ fn record(
         user_id,
         kind,
         payload: payload.into(),
+        sse: Default::default(),
     }));
     Ok(())
 }
@@ -1815,6 +1867,18 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn app_grant_alive(&self, app_id: i64, user_id: i64, now: i64) -> StoreResult<bool> {
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM oauth_tokens t JOIN apps a ON a.id = t.app_id
+                  WHERE t.user_id = ?1 AND t.app_id = ?2 AND t.revoked = 0
+                    AND t.refresh_expires > ?3 AND a.active = 1)",
+            )?
+            .query_row(params![user_id, app_id, now], |r| r.get(0))
+        })
+        .await
+    }
+
     async fn rotate_refresh(
         &self,
         app_id: i64,
@@ -2124,6 +2188,10 @@ impl Store for SqliteStore {
         self.hub.clone()
     }
 
+    fn auth_epoch(&self) -> Option<u64> {
+        Some(self.auth_epoch.load(Ordering::SeqCst))
+    }
+
     async fn events_after(
         &self,
         user_id: i64,
@@ -2145,6 +2213,7 @@ impl Store for SqliteStore {
                             user_id,
                             kind,
                             payload: payload.into(),
+                            sse: Default::default(),
                         })
                     }),
                     Err(e) => Some(Err(e)),
@@ -2558,5 +2627,40 @@ mod tests {
         assert!(store.webhooks_of(1).await.unwrap().is_empty());
         tokio::time::sleep(WEBHOOK_CACHE_TTL + Duration::from_millis(50)).await;
         assert!(store.cached_webhooks_of(1).await.unwrap().is_empty());
+    }
+
+    /// Issue 15 goal 5: streams skip re-checking while `auth_epoch` stands, so another
+    /// process's commit (an admin command's revocation) must move it no later than the next
+    /// group the writer commits, before that group's events are published.
+    #[tokio::test]
+    async fn another_connections_commit_moves_the_auth_epoch_at_the_next_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        store.add_user(admin(1)).await.unwrap();
+        store.write_keeping_auth(|_, _| Ok(())).await.unwrap();
+        let epoch = store.auth_epoch().unwrap();
+        // The writer's own lifecycle commits leave it.
+        store.write_keeping_auth(|_, _| Ok(())).await.unwrap();
+        assert_eq!(store.auth_epoch(), Some(epoch));
+
+        let other = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        other.busy_timeout(BUSY_TIMEOUT).unwrap();
+        other
+            .execute("UPDATE users SET active = 0 WHERE id = 1", [])
+            .unwrap();
+        let mut sub = store.hub().subscribe(1).unwrap();
+        let store = Arc::new(store);
+        let writer = store.clone();
+        let write = tokio::spawn(async move {
+            writer
+                .write_keeping_auth(|c, events| {
+                    record(c, events, 1, Kind::Read, "{}".into()).map_err(backend)
+                })
+                .await
+        });
+        // Moved by the time the event reaches a subscriber, before the writer answers.
+        assert!(sub.rx.recv().await.is_some());
+        assert!(store.auth_epoch().unwrap() > epoch);
+        write.await.unwrap().unwrap();
     }
 }

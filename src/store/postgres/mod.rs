@@ -565,6 +565,7 @@ impl FromRow<'_> for LoggedEvent {
             user_id: r.get(1),
             kind,
             payload: payload.into(),
+            sse: Default::default(),
         })))
     }
 }
@@ -1089,6 +1090,18 @@ impl Store for PgStore {
             &[&&access_hash[..]],
         )
         .await
+    }
+
+    async fn app_grant_alive(&self, app_id: i64, user_id: i64, now: i64) -> StoreResult<bool> {
+        Ok(self
+            .read_opt::<bool>(
+                "SELECT EXISTS (SELECT 1 FROM oauth_tokens t JOIN apps a ON a.id = t.app_id
+                  WHERE t.user_id = $1 AND t.app_id = $2 AND NOT t.revoked
+                    AND t.refresh_expires > $3 AND a.active)",
+                &[&user_id, &app_id, &now],
+            )
+            .await?
+            .unwrap_or(false))
     }
 
     async fn rotate_refresh(
