@@ -26,6 +26,7 @@ fi
 [ -x target/debug/imnotify ] || cargo build --locked --bin imnotify
 mkdir -p target/artifacts
 
+echo "browser: backend ${IMNOTIFY_TEST_PG:+PostgreSQL at }${IMNOTIFY_TEST_PG:-SQLite}"
 (cd tests/browser && node --test --test-concurrency=1 ./*.test.mjs)
 if [ "${1:-}" = latency ]; then
   node tests/browser/latency.mjs 100

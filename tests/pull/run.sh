@@ -47,7 +47,7 @@ export NODE_PATH="$deps/node_modules"
 if [ $# -gt 0 ]; then
   exec timeout 600 node "$here/pull_client.cjs" "$@"
 fi
-echo "pull: backend ${IMNOTIFY_TEST_PG:+PostgreSQL at $IMNOTIFY_TEST_PG}${IMNOTIFY_TEST_PG:-SQLite}"
+echo "pull: backend ${IMNOTIFY_TEST_PG:+PostgreSQL at }${IMNOTIFY_TEST_PG:-SQLite}"
 status=0
 timeout 180 node "$here/pull_client.cjs" ws || status=1
 timeout 180 node "$here/pull_client.cjs" oauth || status=1
