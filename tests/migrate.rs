@@ -369,11 +369,7 @@ fn migrate_and_serve_on_one_data_dir_exclude_each_other() {
         );
     }
     // The server is unharmed by the attempt.
-    let again = post(
-        &src.addr,
-        &format!("{}im.notify.get", src.hook),
-        &json!({}),
-    );
+    let again = post(&src.addr, &format!("{}im.notify.get", src.hook), &json!({}));
     assert!(again["result"].is_object(), "{again}");
     unsafe {
         libc::kill(src.child.id() as libc::pid_t, libc::SIGTERM);
@@ -421,7 +417,12 @@ fn migrate_and_serve_on_one_data_dir_exclude_each_other() {
         std::thread::sleep(Duration::from_millis(50));
     };
     let mut stderr = String::new();
-    serve.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    serve
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
     assert!(!status.success(), "serve started during a migration");
     assert!(
         stderr.contains("is being copied into PostgreSQL"),
