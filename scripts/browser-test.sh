@@ -4,6 +4,7 @@
 # browser. Screenshots go to target/artifacts/.
 #   scripts/browser-test.sh            every test in tests/browser/*.test.mjs
 #   scripts/browser-test.sh latency    also the latency measurement (100 notifications)
+# With IMNOTIFY_TEST_PG=$(scripts/pg.sh url) every test server runs on a fresh PostgreSQL database.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

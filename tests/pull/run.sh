@@ -7,6 +7,7 @@
 #   tests/pull/run.sh                  # the checks, both transports
 #   tests/pull/run.sh bench 100        # latency, REST answer -> notifyAdd, WebSocket
 #   tests/pull/run.sh bench-poll 100   # the same over long polling
+#   IMNOTIFY_TEST_PG=$(scripts/pg.sh url) tests/pull/run.sh   # the checks on PostgreSQL
 #
 # The server binary is target/debug/imnotify (cargo build), or $IMNOTIFY_BIN.
 set -euo pipefail
