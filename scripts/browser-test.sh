@@ -4,6 +4,7 @@
 # browser. Screenshots go to target/artifacts/.
 #   scripts/browser-test.sh            every test in tests/browser/*.test.mjs
 #   scripts/browser-test.sh latency    also the latency measurement (100 notifications)
+# With IMNOTIFY_TEST_PG=$(scripts/pg.sh url) every test server runs on a fresh PostgreSQL database.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,6 +27,7 @@ fi
 [ -x target/debug/imnotify ] || cargo build --locked --bin imnotify
 mkdir -p target/artifacts
 
+echo "browser: backend ${IMNOTIFY_TEST_PG:+PostgreSQL at }${IMNOTIFY_TEST_PG:-SQLite}"
 (cd tests/browser && node --test --test-concurrency=1 ./*.test.mjs)
 if [ "${1:-}" = latency ]; then
   node tests/browser/latency.mjs 100

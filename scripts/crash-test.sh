@@ -3,6 +3,7 @@
 # was lost. CI runs the short form; pass --kills 20 for the full one.
 #
 #   scripts/crash-test.sh [--kills N] [--seed S] ...
+#   IMNOTIFY_TEST_PG=$(scripts/pg.sh url) scripts/crash-test.sh   # the same on PostgreSQL
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --locked --bin imnotify

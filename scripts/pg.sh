@@ -6,6 +6,14 @@
 # [DOWNTIME]` stops it, waits DOWNTIME seconds and starts it again on the same data; `stop`
 # stops it and removes the directory.
 #
+# For the harnesses outside nextest (interop, push&pull, browser, crash test), which take the
+# cluster's URL from IMNOTIFY_TEST_PG as tests/common does: `newdb SERVER_URL [PREFIX]` creates a
+# fresh database there and prints its URL (one per test server, so runs cannot see each other's
+# rows); `sql DATABASE_URL STATEMENTS` runs statements with psql and prints their rows,
+# one a line, columns separated by `|`; `copydb DATABASE_URL` copies a database nobody is
+# connected to (CREATE DATABASE ... TEMPLATE) and prints the copy's URL. The databases go with
+# the cluster on `stop`.
+#
 # Environment: IMNOTIFY_PG_DIR (default /tmp/imnotify-pg), IMNOTIFY_PG_PORT (default 55432),
 # IMNOTIFY_PG_USER (the system user that runs it when started as root; default imnotify-pg).
 set -euo pipefail
@@ -88,10 +96,38 @@ stop() {
   rm -rf "$dir"
 }
 
+# psql of the installed PostgreSQL; -X ignores any ~/.psqlrc, ON_ERROR_STOP makes a failed
+# statement a non-zero exit.
+psql_run() {
+  local bin
+  bin=$(bindir) || { echo "pg.sh: PostgreSQL is not installed" >&2; exit 1; }
+  "$bin/psql" -X -q -A -t -v ON_ERROR_STOP=1 "$@"
+}
+
+# The URL of database NAME on the server of URL (its last path segment replaced).
+db_url() { echo "${1%/*}/$2"; }
+
+newdb() {
+  local server=${1:?newdb SERVER_URL [PREFIX]} name
+  name="${2:-imnotify}_$$_$(date +%s%N | tail -c 10)_$RANDOM"
+  psql_run -d "$server" -c "CREATE DATABASE $name" >/dev/null
+  db_url "$server" "$name"
+}
+
+copydb() {
+  local from=${1:?copydb DATABASE_URL} name
+  name="${from##*/}_copy_$RANDOM"
+  psql_run -d "$from" -c "CREATE DATABASE $name TEMPLATE ${from##*/}" >/dev/null
+  db_url "$from" "$name"
+}
+
 case "${1:-}" in
   start) start ;;
+  newdb) newdb "${2:-}" "${3:-}" ;;
+  copydb) copydb "${2:-}" ;;
+  sql) psql_run -d "${2:?sql DATABASE_URL STATEMENTS}" -c "${3:?sql DATABASE_URL STATEMENTS}" ;;
   stop) stop ;;
   restart) restart "${2:-0}" ;;
   url) echo "$url" ;;
-  *) echo "usage: $0 start|stop|restart [DOWNTIME]|url" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|restart [DOWNTIME]|url|newdb SERVER_URL [PREFIX]|copydb URL|sql URL SQL" >&2; exit 2 ;;
 esac

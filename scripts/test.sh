@@ -91,18 +91,6 @@ stage interop bash tests/interop/run.sh || true
 # Bitrix24's PullClient against the built-in Push&Pull server (WebSocket and long polling).
 stage "push&pull" bash tests/pull/run.sh || true
 stage tests run_tests "$@" || true
-# The same suite on PostgreSQL (issue 14): a throwaway cluster from scripts/pg.sh, every
-# test server on a fresh database of its own there (tests/common). Tests about SQLite itself
-# say so and return early.
-if pg_url=$(bash scripts/pg.sh start); then
-  export IMNOTIFY_TEST_PG=$pg_url
-  stage "tests (postgres)" run_tests "$@" || true
-  unset IMNOTIFY_TEST_PG
-  bash scripts/pg.sh stop
-else
-  summary+=("$(printf '%-22s %-5s' "tests (postgres)" FAIL)  (scripts/pg.sh start failed)")
-  failed=1
-fi
 # The examples in the client crates' docs (nextest does not run doctests).
 stage doctests cargo test --locked --doc -p imnotify-wire -p imnotify-client --all-features || true
 # bench/run.sh in its smoke form (debug build, 1 s scenarios): the harness keeps working;
@@ -110,6 +98,27 @@ stage doctests cargo test --locked --doc -p imnotify-wire -p imnotify-client --a
 stage "bench smoke" env BENCH_SMOKE=1 bash bench/run.sh || true
 # The notification center in Debian's chromium (installs chromium and playwright-core).
 stage browser bash scripts/browser-test.sh || true
+
+# The same suites on PostgreSQL (issue 14), written once: with IMNOTIFY_TEST_PG set, every test
+# server, in nextest (tests/common) as in the interop, push&pull, browser and crash harnesses,
+# runs on a fresh database of its own (scripts/pg.sh newdb) and reads state through the API or
+# psql. One throwaway cluster serves them all: no test sees another's database. Tests about
+# SQLite itself say so and return early.
+if pg_url=$(bash scripts/pg.sh start); then
+  export IMNOTIFY_TEST_PG=$pg_url
+  stage "tests (postgres)" run_tests "$@" || true
+  stage "interop (postgres)" bash tests/interop/run.sh || true
+  stage "push&pull (postgres)" bash tests/pull/run.sh || true
+  stage "browser (postgres)" bash scripts/browser-test.sh || true
+  if [ "${RELIABILITY_QUICK:-0}" != 1 ]; then
+    stage "crash test (postgres)" bash scripts/crash-test.sh --kills 3 || true
+  fi
+  unset IMNOTIFY_TEST_PG
+  bash scripts/pg.sh stop
+else
+  summary+=("$(printf '%-22s %-5s' "postgres stages" FAIL)  (scripts/pg.sh start failed)")
+  failed=1
+fi
 # Several instances behind Debian's nginx with deploy/nginx.conf, and the cluster-wide limits
 # on PostgreSQL (issue 14; installs nginx, starts its own PostgreSQL with scripts/pg.sh).
 stage cluster bash scripts/cluster-test.sh || true

@@ -33,6 +33,11 @@ const LIMITS_SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_sec
 /// machine, and every request queued for the writer waited for it. 250 keeps that wait near
 /// 100 ms; Bitrix24's agent deletes in steps of 1000, but only 2000 per run.
 const RETENTION_CHUNK: usize = 250;
+/// How long shutdown waits, once the HTTP server has drained, for the open streams to end
+/// after the hub closed. A WebSocket is an upgraded connection that the graceful shutdown no
+/// longer tracks: without this wait the process could exit before a socket that was still
+/// opening sent its close frame (1001), and the client would see 1006 instead.
+const STREAMS_DRAIN: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// The method registry: every handler of `methods`, assembled here, above both `methods` and
 /// the `protocol` layer that runs them.
@@ -205,6 +210,11 @@ pub async fn admin_token(
 pub async fn serve(mut config: Config, fixtures: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     let clock = Clock::system();
     let store = open_store_with(&config, true, clock.clone()).await?;
+    // On SQLite, held while serving: `migrate --from-sqlite` refuses a data dir in use (issue 14).
+    let _serving = match config.database_url {
+        None => Some(crate::store::sqlite::ServeLock::serving(&config.data_dir)?),
+        Some(_) => None,
+    };
     let first_code = bootstrap(store.as_ref()).await?;
     let applied = match &fixtures {
         Some(path) => {
@@ -340,6 +350,7 @@ pub async fn serve(mut config: Config, fixtures: Option<std::path::PathBuf>) -> 
     });
     let (tx, rx) = watch::channel(false);
     let hub = store.hub();
+    let streams = hub.clone();
     tokio::spawn(async move {
         shutdown_signal().await;
         tracing::info!("shutting down: draining in-flight requests");
@@ -348,6 +359,10 @@ pub async fn serve(mut config: Config, fixtures: Option<std::path::PathBuf>) -> 
         let _ = tx.send(true);
     });
     bound.serve(server::router(state), rx).await;
+    let drain_until = tokio::time::Instant::now() + STREAMS_DRAIN;
+    while streams.open_streams() > 0 && tokio::time::Instant::now() < drain_until {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     sweeper.abort();
     retention_task.abort();
     for task in background {

@@ -519,6 +519,9 @@ pub async fn run_admin(config: Config, command: Command) -> anyhow::Result<()> {
         let Some(url) = config.database_url.clone() else {
             bail!("migrate copies into PostgreSQL: give --database-url (or IMNOTIFY_DATABASE_URL)");
         };
+        // Held for the whole copy: no server may run on the data dir meanwhile, or what it
+        // acknowledged after the copy began would be left behind (issue 14).
+        let _lock = crate::store::sqlite::ServeLock::migrating(&a.from_sqlite)?;
         // Opening the store creates the schema; the copy then runs on its own connection.
         drop(app::open_store(&config, false).await?);
         let db = a.from_sqlite.join(crate::store::sqlite::DB_FILE);

@@ -260,3 +260,61 @@ async fn rate_step_cost() {
     );
     assert!(per < Duration::from_millis(50), "{per:?} per rate check");
 }
+
+/// Failed logins count for the cluster (issue 10 §2 across instances, issue 14): a guesser
+/// spreading attempts over three instances gets the lock-out of one. Per account, 5 failures
+/// are free (`LOGIN_FREE_PER_ACCOUNT`) and the 6th locks the account for 1 s, then 2 s; per
+/// address, 20 are free. Each instance alone sees too few failures to lock anything, so this
+/// fails when the back-off is per instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failed_logins_lock_out_on_every_instance() {
+    let Some(url) = database_url() else { return };
+    let clock = Clock::manual(1_800_000_000);
+    let mut cluster = Vec::new();
+    for _ in 0..3 {
+        cluster.push(instance(&url, &clock).await);
+    }
+    // Fresh keys, so runs against one database do not meet.
+    let account: [u8; 16] = rand::random();
+    let ip = IpAddr::from(rand::random::<[u8; 16]>());
+
+    for l in &cluster {
+        for _ in 0..2 {
+            assert_eq!(l.login_locked(&account, Some(ip)).await, None);
+            l.login_failed(account, Some(ip)).await;
+        }
+    }
+    let late = instance(&url, &clock).await;
+    for l in cluster.iter().chain([&late]) {
+        assert_eq!(
+            l.login_locked(&account, Some(ip)).await,
+            Some(Duration::from_secs(1)),
+            "six failures over three instances lock the account everywhere"
+        );
+    }
+    // The lock-out ends; the next failure, on another instance, doubles it for all.
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(cluster[1].login_locked(&account, Some(ip)).await, None);
+    cluster[0].login_failed(account, Some(ip)).await;
+    assert_eq!(
+        cluster[2].login_locked(&account, Some(ip)).await,
+        Some(Duration::from_secs(2))
+    );
+    // A success on one instance clears the account on all (the address's 7 stay under 20).
+    cluster[1].login_succeeded(&account).await;
+    assert_eq!(cluster[2].login_locked(&account, Some(ip)).await, None);
+
+    // Per address: 21 failures over the cluster, each with another login, lock the address.
+    let guesser = IpAddr::from(rand::random::<[u8; 16]>());
+    for i in 0..21 {
+        cluster[i % 3]
+            .login_failed(rand::random(), Some(guesser))
+            .await;
+    }
+    let someone: [u8; 16] = rand::random();
+    assert_eq!(
+        late.login_locked(&someone, Some(guesser)).await,
+        Some(Duration::from_secs(1))
+    );
+    assert_eq!(late.login_locked(&someone, Some(ip)).await, None);
+}

@@ -304,3 +304,114 @@ fn ids_spent_on_sqlite_stay_spent_after_migrate() {
     pg.terminate();
     common::drop_pg_database(&url);
 }
+
+/// A migration and a server on the same data dir exclude each other (`imnotify.serve.lock`):
+/// what a server acknowledged during the copy would otherwise be left behind. `migrate` refuses
+/// while a server runs, before touching PostgreSQL, and works once it stopped; a server refuses
+/// to start while a migration holds the lock. The refusals come before any connection to the
+/// database, so this runs on both backends; under `IMNOTIFY_TEST_PG` the copy itself runs too.
+/// Fails when serve holds no lock (migrate then copies a live data dir).
+#[test]
+fn migrate_and_serve_on_one_data_dir_exclude_each_other() {
+    use std::os::fd::AsRawFd as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut src = start_sqlite(&data);
+    let added = post(
+        &src.addr,
+        &format!("{}im.notify.system.add", src.hook),
+        &json!({"USER_ID": 1, "MESSAGE": "acknowledged while serving"}),
+    );
+    assert!(added["result"].as_i64().is_some(), "{added}");
+    // Without IMNOTIFY_TEST_PG an address nothing listens on: the refusal must come first.
+    let url = common::fresh_pg_database()
+        .unwrap_or_else(|| "postgres://imnotify@127.0.0.1:9/none".to_owned());
+    let migrate = || {
+        Command::new(BIN)
+            .args(["migrate", "--from-sqlite"])
+            .arg(&data)
+            .args(["--database-url", &url])
+            .env_remove("IMNOTIFY_DATABASE_URL")
+            .env_remove("IMNOTIFY_DATA_DIR")
+            .output()
+            .unwrap()
+    };
+
+    let out = migrate();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "migrate copied a live data dir");
+    assert!(
+        stderr.contains("a server is running on") && stderr.contains("stop it"),
+        "{stderr}"
+    );
+    if common::test_pg().is_some() {
+        // Refused before the schema was made: nothing was written.
+        assert_eq!(
+            common::pg_query(
+                &url,
+                "SELECT count(*) FROM pg_tables WHERE tablename = 'notifications'"
+            ),
+            ["0"]
+        );
+    }
+    // The server is unharmed by the attempt.
+    let again = post(&src.addr, &format!("{}im.notify.get", src.hook), &json!({}));
+    assert!(again["result"].is_object(), "{again}");
+    unsafe {
+        libc::kill(src.child.id() as libc::pid_t, libc::SIGTERM);
+    }
+    src.child.wait().unwrap();
+
+    if common::test_pg().is_some() {
+        let out = migrate();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            common::pg_query(&url, "SELECT count(*) FROM notifications"),
+            ["1"]
+        );
+        common::drop_pg_database(&url);
+    }
+
+    // While a migration holds the lock (taken here the way migrate takes it), serve refuses.
+    let lock = std::fs::File::open(data.join("imnotify.serve.lock")).unwrap();
+    // SAFETY: flock on a descriptor this test owns.
+    let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    assert_eq!(rc, 0, "the stopped server still holds the lock");
+    let mut serve = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .env_remove("IMNOTIFY_DATABASE_URL")
+        .env_remove("IMNOTIFY_DATA_DIR")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = serve.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = serve.kill();
+            let _ = serve.wait();
+            panic!("serve started during a migration");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    serve
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(!status.success(), "serve started during a migration");
+    assert!(
+        stderr.contains("is being copied into PostgreSQL"),
+        "{stderr}"
+    );
+}

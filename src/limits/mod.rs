@@ -282,6 +282,75 @@ impl Limiters {
         }
     }
 
+    /// The failed-login lock-out of the account digest `account` and of the client address
+    /// `ip`, the longer of the two (issue 10 §2). With a shared store it holds for the cluster
+    /// (issue 14); if the store fails, this instance's own tables decide.
+    pub async fn login_locked(&self, account: &[u8; 16], ip: Option<IpAddr>) -> Option<Duration> {
+        let mono = self.clock.monotonic();
+        let local = || {
+            [
+                self.login.account.locked(account, mono),
+                ip.and_then(|ip| self.login.ip.locked(&ip, mono)),
+            ]
+            .into_iter()
+            .flatten()
+            .max()
+        };
+        let Some(shared) = &self.shared else {
+            return local();
+        };
+        let mut keys = vec![shared::login_key(Some(account), None)];
+        keys.extend(ip.map(|ip| shared::login_key(None, Some(ip))));
+        let now = (self.clock.now() * 1e9) as i64;
+        match shared::bounded(shared.backend.login_locked(&keys, now)).await {
+            Ok(wait) => wait.map(|n| Duration::from_nanos(n.max(0) as u64)),
+            Err(e) => {
+                shared.warn("login back-off", &e, mono);
+                local()
+            }
+        }
+    }
+
+    /// Records a failed login for the account digest and the address. The instance's own
+    /// tables always count it too: they decide when the shared store fails.
+    pub async fn login_failed(&self, account: [u8; 16], ip: Option<IpAddr>) {
+        let mono = self.clock.monotonic();
+        self.login.account.failed(account, mono);
+        if let Some(ip) = ip {
+            self.login.ip.failed(ip, mono);
+        }
+        let Some(shared) = &self.shared else {
+            return;
+        };
+        let now = (self.clock.now() * 1e9) as i64;
+        let nanos = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+        let rule = |free| shared::LoginRule {
+            free,
+            base: nanos(LOGIN_BACKOFF_BASE),
+            ceiling: nanos(LOGIN_BACKOFF_CEILING),
+        };
+        let account_key = shared::login_key(Some(&account), None);
+        let mut writes = vec![(account_key, rule(LOGIN_FREE_PER_ACCOUNT))];
+        writes.extend(ip.map(|ip| (shared::login_key(None, Some(ip)), rule(LOGIN_FREE_PER_IP))));
+        for (key, rule) in writes {
+            if let Err(e) = shared::bounded(shared.backend.login_failed(&key, now, rule)).await {
+                shared.warn("login back-off", &e, mono);
+            }
+        }
+    }
+
+    /// A successful login clears the account's failures, here and in the shared store.
+    pub async fn login_succeeded(&self, account: &[u8; 16]) {
+        self.login.account.succeeded(account);
+        let Some(shared) = &self.shared else {
+            return;
+        };
+        let key = shared::login_key(Some(account), None);
+        if let Err(e) = shared::bounded(shared.backend.login_succeeded(&key)).await {
+            shared.warn("login back-off", &e, self.clock.monotonic());
+        }
+    }
+
     /// Deletes drained rate buckets and expired operating buckets from the shared store; each
     /// instance runs it from its sweeper, which is harmless (a DELETE of nothing).
     pub async fn sweep_shared(&self, now: f64) {

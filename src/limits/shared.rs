@@ -82,6 +82,42 @@ pub trait SharedBuckets: Send + Sync + 'static {
 
     /// Forgets every operating account (the toolkit's reset).
     async fn clear_operating(&self) -> Result<(), String>;
+
+    /// The longest lock-out among the failed-login `keys` still running at `now`, in
+    /// nanoseconds; `None` when none is locked. Times are nanoseconds since the Unix epoch.
+    async fn login_locked(&self, keys: &[Vec<u8>], now: i64) -> Result<Option<i64>, String>;
+
+    /// Records one failed login for `key` at `now`, atomically across instances, with the rule
+    /// of [`super::Backoff`]: `rule.free` failures cost nothing, the n-th past them locks the
+    /// key for `base × 2^(n-1)`, at most `ceiling`; a key untouched for `ceiling` starts over.
+    async fn login_failed(&self, key: &[u8], now: i64, rule: LoginRule) -> Result<(), String>;
+
+    /// A successful login clears `key`.
+    async fn login_succeeded(&self, key: &[u8]) -> Result<(), String>;
+}
+
+/// The failed-login rule of [`SharedBuckets::login_failed`], times in nanoseconds.
+#[derive(Debug, Clone, Copy)]
+pub struct LoginRule {
+    pub free: u32,
+    pub base: i64,
+    pub ceiling: i64,
+}
+
+/// The key of a failed-login row in the shared table: `a` and the account digest, or `i` and
+/// the client address (16 bytes, IPv4 mapped), so the two kinds cannot collide.
+pub fn login_key(account: Option<&[u8; 16]>, ip: Option<IpAddr>) -> Vec<u8> {
+    match (account, ip) {
+        (Some(a), _) => [b"a".as_slice(), a].concat(),
+        (None, Some(ip)) => {
+            let v6 = match ip {
+                IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+                IpAddr::V6(v6) => v6,
+            };
+            [b"i".as_slice(), &v6.octets()].concat()
+        }
+        (None, None) => Vec::new(),
+    }
 }
 
 /// The key of a rate bucket in the shared table: the in-memory limiter's key (client IP and
@@ -199,6 +235,15 @@ mod tests {
             std::future::pending().await
         }
         async fn clear_operating(&self) -> Result<(), String> {
+            std::future::pending().await
+        }
+        async fn login_locked(&self, _: &[Vec<u8>], _: i64) -> Result<Option<i64>, String> {
+            std::future::pending().await
+        }
+        async fn login_failed(&self, _: &[u8], _: i64, _: super::LoginRule) -> Result<(), String> {
+            std::future::pending().await
+        }
+        async fn login_succeeded(&self, _: &[u8]) -> Result<(), String> {
             std::future::pending().await
         }
     }

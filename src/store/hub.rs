@@ -209,6 +209,13 @@ impl Hub {
         subs.clear();
     }
 
+    /// Streams holding a [`Slot`] now (SSE, WebSocket and long-poll streams of every user).
+    /// Shutdown waits for this to reach 0 after [`Hub::close`], so upgraded sockets, which the
+    /// HTTP server's graceful shutdown does not track, get to send their close frame.
+    pub fn open_streams(&self) -> usize {
+        self.slots.lock().expect("hub slots poisoned").total
+    }
+
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::SeqCst)
     }

@@ -180,6 +180,10 @@ pub const DB_FILE: &str = "imnotify.sqlite3";
 /// Held (flock) while a process checks and migrates the database, so two processes opening a
 /// fresh data directory at once do not both initialise it.
 const LOCK_FILE: &str = "imnotify.lock";
+/// Held (flock) by every `serve` on the data directory, shared, for as long as it runs; and by
+/// `migrate --from-sqlite`, exclusive, for the copy ([`ServeLock`]). A file of its own, because
+/// admin commands take [`LOCK_FILE`] exclusively while a server runs.
+pub const SERVE_LOCK_FILE: &str = "imnotify.serve.lock";
 /// The database and the files SQLite keeps beside it; all are 0600.
 const DB_FILES: [&str; 3] = [DB_FILE, "imnotify.sqlite3-wal", "imnotify.sqlite3-shm"];
 /// At most this many notifications over the per-recipient cap are removed by one insert, so
@@ -582,6 +586,67 @@ impl InitLock {
             )));
         }
         Ok(InitLock { _file: file })
+    }
+}
+
+/// Who uses a data directory's database for longer than one admin command: the servers on it
+/// (shared, several may run) or a copy into PostgreSQL (`migrate --from-sqlite`, exclusive).
+/// The two exclude each other, so a migration cannot miss what a server acknowledges during
+/// the copy (issue 14). Neither waits: the one that comes second is refused with a message.
+/// Released when dropped, or when the process dies (the kernel drops the flock).
+pub struct ServeLock {
+    _file: std::fs::File,
+}
+
+impl ServeLock {
+    /// The lock a server holds while it serves `dir`. Fails when a migration is copying it.
+    pub fn serving(dir: &Path) -> StoreResult<ServeLock> {
+        Self::take(dir, libc::LOCK_SH)?.ok_or_else(|| {
+            StoreError::Backend(format!(
+                "{} is being copied into PostgreSQL (imnotify migrate holds {}); serve it \
+                 after the copy, with --database-url",
+                dir.display(),
+                dir.join(SERVE_LOCK_FILE).display()
+            ))
+        })
+    }
+
+    /// The lock `migrate --from-sqlite` holds while it copies `dir`. Fails when a server runs
+    /// on it: what that server acknowledges during the copy would not be in PostgreSQL.
+    pub fn migrating(dir: &Path) -> StoreResult<ServeLock> {
+        Self::take(dir, libc::LOCK_EX)?.ok_or_else(|| {
+            StoreError::Backend(format!(
+                "a server is running on {} (it holds {}); stop it before migrating, so that \
+                 nothing it acknowledges during the copy is left behind",
+                dir.display(),
+                dir.join(SERVE_LOCK_FILE).display()
+            ))
+        })
+    }
+
+    /// `Ok(None)` when another process holds the lock in a conflicting mode.
+    fn take(dir: &Path, mode: libc::c_int) -> StoreResult<Option<ServeLock>> {
+        use std::os::fd::AsRawFd as _;
+        let path = dir.join(SERVE_LOCK_FILE);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| StoreError::Backend(format!("opening {}: {e}", path.display())))?;
+        // SAFETY: flock on a descriptor this function owns; no memory is shared.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), mode | libc::LOCK_NB) };
+        if rc != 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::WouldBlock {
+                return Ok(None);
+            }
+            return Err(StoreError::Backend(format!(
+                "locking {}: {e}",
+                path.display()
+            )));
+        }
+        Ok(Some(ServeLock { _file: file }))
     }
 }
 

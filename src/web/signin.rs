@@ -5,7 +5,7 @@
 //!   when every one is busy the answer is 429 at once instead of a queue.
 //! - Failed logins are throttled per account (the login as typed, lower-cased) and per client
 //!   IP with an exponential lock-out (`limits::LoginLimits`); a locked key answers 429 without
-//!   hashing.
+//!   hashing. On PostgreSQL the count is the cluster's (`Limiters::login_locked`, issue 14).
 //! - An unknown login, and a user without a password, are checked against a dummy hash, so the
 //!   time to answer does not tell them from a wrong password.
 
@@ -43,12 +43,7 @@ pub async fn check(
 ) -> Result<Check, ApiError> {
     let limits = &state.limits.login;
     let key = account_key(login);
-    let now = state.clock.monotonic();
-    let locked = [
-        limits.account.locked(&key, now),
-        ip.and_then(|ip| limits.ip.locked(&ip, now)),
-    ];
-    if let Some(wait) = locked.into_iter().flatten().max() {
+    if let Some(wait) = state.limits.login_locked(&key, ip).await {
         return Ok(Check::Throttled(wait));
     }
     let Ok(permit) = limits.hashing.clone().try_acquire_owned() else {
@@ -72,15 +67,11 @@ pub async fn check(
         })?;
     match user {
         Some(user) if matched => {
-            limits.account.succeeded(&key);
+            state.limits.login_succeeded(&key).await;
             Ok(Check::Accepted(user))
         }
         _ => {
-            let now = state.clock.monotonic();
-            limits.account.failed(key, now);
-            if let Some(ip) = ip {
-                limits.ip.failed(ip, now);
-            }
+            state.limits.login_failed(key, ip).await;
             Ok(Check::Wrong)
         }
     }

@@ -1,6 +1,6 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, launch, signedIn, rest, sql, badge } from './harness.mjs';
+import { startServer, launch, signedIn, rest, sql, badge, unixNow } from './harness.mjs';
 
 let server, browser;
 before(async () => { server = await startServer(); browser = await launch(); });
@@ -9,7 +9,7 @@ after(async () => { await browser?.close(); await server?.stop(); });
 test('confirm buttons and the answer field work from the page', async () => {
   const cid = sql(server, "INSERT INTO notifications (user_id, author_id, notify_type, text, buttons, created_at) " +
     "VALUES (1, 0, 1, 'Join the group?', '[{\"TITLE\":\"Accept\",\"VALUE\":\"Y\",\"TYPE\":\"accept\"},{\"TITLE\":\"Decline\",\"VALUE\":\"N\"}]', " +
-    "strftime('%s','now')); SELECT last_insert_rowid();");
+    `${unixNow()}) RETURNING id`);
   const aid = await rest(server, 'im.notify.system.add', { USER_ID: 1, MESSAGE: 'Please answer' });
   const { context, page } = await signedIn(browser, server);
   const item = page.locator(`#n-${cid}`);

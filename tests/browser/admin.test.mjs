@@ -4,17 +4,16 @@
 // apps are listed; and the page runs under a CSP with no inline code.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { startServer, launch, signedIn, rest, BIN } from './harness.mjs';
+import { startServer, launch, signedIn, rest } from './harness.mjs';
 
 const TOKEN = 'browser-admin-token-0123456789';
 let server, browser;
 before(async () => {
   server = await startServer({ IMNOTIFY_ADMIN__TOKEN: TOKEN, IMNOTIFY_EMAIL__CAPTURE: 'true' });
-  execFileSync(BIN, ['user', 'add', '--id', '2', '--name', 'Boris', '--email', 'boris@example.org',
-    '--password', 'not-an-admin-pw', '--data-dir', server.dir]);
-  execFileSync(BIN, ['app', 'add', '--name', 'CI app', '--scope', 'im', '--client-id', 'local.browser',
-    '--client-secret', 'browser-client-secret-1', '--data-dir', server.dir]);
+  server.cli('user', 'add', '--id', '2', '--name', 'Boris', '--email', 'boris@example.org',
+    '--password', 'not-an-admin-pw');
+  server.cli('app', 'add', '--name', 'CI app', '--scope', 'im', '--client-id', 'local.browser',
+    '--client-secret', 'browser-client-secret-1');
   browser = await launch();
 });
 after(async () => { await browser?.close(); await server?.stop(); });

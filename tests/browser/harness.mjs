@@ -16,12 +16,31 @@ export const PASSWORD = 'browser-test-password';
 export const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
   '--disable-component-update', '--disable-sync', '--no-first-run'];
 
-/** Starts imnotify on a free port with a fresh data dir; user 1 gets a password. */
+/**
+ * IMNOTIFY_TEST_PG: a PostgreSQL server's URL (scripts/pg.sh start prints one). When set, every
+ * server runs on a fresh database there (scripts/pg.sh newdb) instead of SQLite, and `sql` goes
+ * through psql: the same tests on both backends.
+ */
+const PG_SERVER = process.env.IMNOTIFY_TEST_PG || '';
+const PG_SH = join(ROOT, 'scripts', 'pg.sh');
+
+/**
+ * Starts imnotify on a free port with a fresh data dir (and a fresh database on PostgreSQL);
+ * user 1 gets a password. `server.cli(...args)` runs an admin command on the same storage.
+ */
 export async function startServer(env = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'imnotify-browser-'));
+  const databaseUrl = PG_SERVER
+    ? execFileSync('bash', [PG_SH, 'newdb', PG_SERVER, 'browser']).toString().trim()
+    : '';
+  // serve and the admin commands get the database through the environment, so their command
+  // lines are the same on both backends.
+  const childEnv = { ...process.env, IMNOTIFY_DATA_DIR: '', IMNOTIFY_DATABASE_URL: databaseUrl, ...env };
+  if (!databaseUrl) delete childEnv.IMNOTIFY_DATABASE_URL;
+  const cli = (...args) => execFileSync(BIN, [...args, '--data-dir', dir], { env: childEnv });
   const child = spawn(BIN, ['serve', '--listen', '127.0.0.1:0', '--data-dir', dir], {
     stdio: ['ignore', 'pipe', 'ignore'],
-    env: { ...process.env, IMNOTIFY_DATA_DIR: '', ...env },
+    env: childEnv,
   });
   const lines = createInterface({ input: child.stdout });
   let base, hook;
@@ -31,9 +50,9 @@ export async function startServer(env = {}) {
   }
   if (!base || !hook) throw new Error('imnotify did not start');
   child.stdout.resume();
-  execFileSync(BIN, ['user', 'password', '--id', '1', '--password', PASSWORD, '--data-dir', dir]);
+  cli('user', 'password', '--id', '1', '--password', PASSWORD);
   return {
-    base, hook, dir, child,
+    base, hook, dir, child, cli, databaseUrl,
     db: join(dir, 'imnotify.sqlite3'),
     async stop() {
       child.kill('SIGTERM');
@@ -53,10 +72,19 @@ export async function rest(server, method, params = {}) {
   return body.result;
 }
 
-/** Runs SQL against the server's database, for rows REST cannot create (confirmations). */
+/**
+ * Runs SQL against the server's database, for rows REST cannot create (confirmations): SQLite's
+ * file, or the PostgreSQL database through psql. Write statements both dialects accept.
+ */
 export function sql(server, statement) {
+  if (server.databaseUrl) {
+    return execFileSync('bash', [PG_SH, 'sql', server.databaseUrl, statement]).toString().trim();
+  }
   return execFileSync('sqlite3', ['-cmd', '.timeout 10000', server.db, statement]).toString().trim();
 }
+
+/** Whole seconds since the Unix epoch, for rows written with `sql`. */
+export const unixNow = () => Math.floor(Date.now() / 1000);
 
 export async function launch() {
   return chromium.launch({ executablePath: '/usr/bin/chromium', args: CHROMIUM_ARGS, headless: true });

@@ -14,6 +14,11 @@ What counts as correct (issue 7, DECISIONS D3/D4):
   * no id was acknowledged twice, and every stored row of this run was sent exactly once;
   * no (recipient, stored tag) holds more than one notification.
 The last line is "crash test: N passed, M failed" so that CI output is easy to read.
+
+Backends: SQLite in the data directory by default. With IMNOTIFY_TEST_PG set to a PostgreSQL
+server's URL (scripts/pg.sh start prints one), the server runs on a fresh database there
+(scripts/pg.sh newdb) across all its restarts, and the check reads it with psql: the same test
+on both backends. PostgreSQL itself is not killed here (tests/cluster.rs restarts it).
 """
 
 import argparse
@@ -30,6 +35,62 @@ import tempfile
 import threading
 import time
 
+PG_SERVER = os.environ.get("IMNOTIFY_TEST_PG") or None
+PG_SH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts", "pg.sh")
+
+
+def pg(*args):
+    """scripts/pg.sh with these arguments (newdb, copydb, sql); its output."""
+    return subprocess.run(
+        ["bash", PG_SH, *args], check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+class Db:
+    """The server's database, read after the run: SQLite's file or a PostgreSQL database."""
+
+    def __init__(self, sqlite_path=None, pg_url=None):
+        self.sqlite_path = sqlite_path
+        self.pg_url = pg_url
+
+    def rows(self, query):
+        """The rows of `query` as tuples, columns in order."""
+        if self.pg_url:
+            # json (not jsonb) keeps the columns in their order.
+            out = pg("sql", self.pg_url,
+                     "SELECT coalesce(json_agg(q), '[]') FROM (%s) q" % query)
+            return [tuple(r.values()) for r in json.loads(out)]
+        db = sqlite3.connect("file:%s?mode=ro" % self.sqlite_path, uri=True)
+        try:
+            return db.execute(query).fetchall()
+        finally:
+            db.close()
+
+    def tampered_copy(self, work, statements):
+        """A copy of the database with `statements` (SQL both dialects accept) applied."""
+        if self.pg_url:
+            url = pg("copydb", self.pg_url)
+            pg("sql", url, "; ".join(statements))
+            return Db(pg_url=url)
+        copy = os.path.join(work, "selftest.sqlite3")
+        # The backup API copies what the WAL holds too; a file copy would not.
+        src = sqlite3.connect("file:%s?mode=ro" % self.sqlite_path, uri=True)
+        dst = sqlite3.connect(copy)
+        src.backup(dst)
+        src.close()
+        for statement in statements:
+            dst.execute(statement)
+        dst.commit()
+        dst.close()
+        return Db(sqlite_path=copy)
+
+    def remove(self):
+        if self.pg_url:
+            pg("sql", PG_SERVER, 'DROP DATABASE IF EXISTS "%s"' % self.pg_url.rsplit("/", 1)[1])
+        else:
+            os.remove(self.sqlite_path)
+
+
 RECIPIENTS = [1, 2, 3]
 CLIENT_IDS = [None, "app.alpha", "app.beta"]
 TAGS = [None, "T0", "T1", "T2", "T3"]
@@ -44,10 +105,17 @@ def stored_tag(client_id, value):
 
 
 class Server:
-    def __init__(self, binary, data_dir, log):
+    def __init__(self, binary, data_dir, log, database_url=None):
         self.binary = binary
         self.data_dir = data_dir
         self.log = log
+        # serve and the admin commands get the database through the environment, so their
+        # command lines are the same on both backends.
+        self.env = dict(os.environ)
+        self.env.pop("IMNOTIFY_DATA_DIR", None)
+        self.env.pop("IMNOTIFY_DATABASE_URL", None)
+        if database_url:
+            self.env["IMNOTIFY_DATABASE_URL"] = database_url
         self.proc = None
         self.addr = None
         self.hook = None
@@ -55,8 +123,7 @@ class Server:
     def start(self):
         cmd = [self.binary, "serve", "--listen", "127.0.0.1:0", "--data-dir", self.data_dir]
         cmd += self.serve_args()
-        env = dict(os.environ)
-        env.pop("IMNOTIFY_DATA_DIR", None)
+        env = dict(self.env)
         # Every acknowledged id must survive: the per-recipient cap would remove old ones on
         # purpose in a long run, so it is off here (tests/storage.rs covers it).
         env["IMNOTIFY_LIMITS__MAX_NOTIFICATIONS_PER_USER"] = "0"
@@ -93,6 +160,7 @@ class Server:
             [self.binary, *args, "--data-dir", self.data_dir],
             check=True,
             stdout=subprocess.DEVNULL,
+            env=self.env,
         )
 
     def kill9(self):
@@ -190,20 +258,18 @@ def client(worker, server, ledger, stop, generation, seed):
         ledger.reject(rec, resp.status, data)
 
 
-def check(db_path, ledger):
+def check(db, ledger):
     failures = []
-    db = sqlite3.connect("file:%s?mode=ro" % db_path, uri=True)
     rows = {}
-    for row in db.execute(
+    for row in db.rows(
         "SELECT id, user_id, text, text_out, tag, sub_tag, attach FROM notifications "
         "WHERE text LIKE 'crash %'"
     ):
         rows[row[0]] = row
-    dup_keys = db.execute(
+    dup_keys = db.rows(
         "SELECT user_id, tag, COUNT(*) FROM notifications WHERE tag IS NOT NULL "
         "GROUP BY user_id, tag HAVING COUNT(*) > 1"
-    ).fetchall()
-    db.close()
+    )
 
     for key in dup_keys:
         failures.append("(recipient, tag) %r holds %d notifications" % (key[:2], key[2]))
@@ -283,38 +349,27 @@ def check(db_path, ledger):
     }
 
 
-def self_test(db_path, ledger, work):
+def self_test(db, ledger, work):
     """Shows the checker can fail: on a copy of the database, drop one acknowledged row that no
     later add could have replaced, and add a second row under a used (recipient, tag)."""
-    copy = os.path.join(work, "selftest.sqlite3")
-    # The backup API copies what the WAL holds too; a file copy would not.
-    src = sqlite3.connect("file:%s?mode=ro" % db_path, uri=True)
-    dst = sqlite3.connect(copy)
-    src.backup(dst)
-    src.close()
-    dst.close()
     victim = next(
         (r for r in ledger.sent.values() if r["id"] is not None and r["tag"] is None), None
     )
     tagged = next((r for r in ledger.sent.values() if r["tag"] is not None), None)
     if victim is None or tagged is None:
         return ["self-test: the run had no untagged or no tagged add to tamper with"]
-    db = sqlite3.connect(copy)
-    db.execute("DELETE FROM notifications WHERE id = ?", (victim["id"],))
-    db.execute(
+    # The tags are ours (stored_tag): hex and letters, safe to write inline.
+    insert = (
         "INSERT INTO notifications (user_id, notify_type, text, tag, created_at) "
-        "VALUES (?, 4, 'crash tampered', ?, 0)",
-        (tagged["recipient"], tagged["tag"]),
+        "VALUES (%d, 4, '%%s', '%s', 0)" % (tagged["recipient"], tagged["tag"])
     )
-    db.execute(
-        "INSERT INTO notifications (user_id, notify_type, text, tag, created_at) "
-        "VALUES (?, 4, 'crash tampered 2', ?, 0)",
-        (tagged["recipient"], tagged["tag"]),
-    )
-    db.commit()
-    db.close()
+    copy = db.tampered_copy(work, [
+        "DELETE FROM notifications WHERE id = %d" % victim["id"],
+        insert % "crash tampered",
+        insert % "crash tampered 2",
+    ])
     failures, stats = check(copy, ledger)
-    os.remove(copy)
+    copy.remove()
     lost = stats["lost"] == 1 and any(str(victim["id"]) in f for f in failures)
     dup = any("holds" in f for f in failures)
     phantom = any("never sent" in f for f in failures)
@@ -340,7 +395,9 @@ def main():
     work = tempfile.mkdtemp(prefix="imnotify-crash-")
     data_dir = os.path.join(work, "data")
     log = open(os.path.join(work, "server.log"), "ab")
-    server = Server(os.path.abspath(args.bin), data_dir, log)
+    database_url = pg("newdb", PG_SERVER, "crash") if PG_SERVER else None
+    print("crash test: backend %s" % ("PostgreSQL at " + PG_SERVER if PG_SERVER else "SQLite"))
+    server = Server(os.path.abspath(args.bin), data_dir, log, database_url)
     server.start()
     for uid in RECIPIENTS[1:]:
         server.cli("user", "add", "--id", str(uid), "--name", "User%d" % uid)
@@ -376,8 +433,12 @@ def main():
         for t in threads:
             t.join()
 
-    failures, stats = check(os.path.join(data_dir, "imnotify.sqlite3"), ledger)
-    failures += self_test(os.path.join(data_dir, "imnotify.sqlite3"), ledger, work)
+    if database_url:
+        db = Db(pg_url=database_url)
+    else:
+        db = Db(sqlite_path=os.path.join(data_dir, "imnotify.sqlite3"))
+    failures, stats = check(db, ledger)
+    failures += self_test(db, ledger, work)
     for m, status, body in ledger.rejected:
         failures.append("request %s rejected with %d: %s" % (m, status, body))
     print(

@@ -9,7 +9,7 @@ For every client this script:
      with the admin CLI;
   3. runs the client's script (clients/*) with a JSON description of what to send; the script
      uses only the client's public API and reports, per case, what the client gave back;
-  4. reads the SQLite database and checks every row the case should have left, and that nothing
+  4. reads the database and checks every row the case should have left, and that nothing
      else was stored;
   5. stops the server.
 
@@ -17,6 +17,10 @@ Case names are `client.case`. Cases listed in xfail.txt (or in $INTEROP_XFAIL, c
 which replaces the file) are expected to fail: they are still run and reported, but do not fail
 the suite. The summary ends with a line `N passed, N failed` and the exit code is non-zero when
 any case failed unexpectedly.
+
+Backends: SQLite in the data directory by default. With IMNOTIFY_TEST_PG set to a PostgreSQL
+server's URL (scripts/pg.sh start prints one), every server gets a fresh database there instead
+(scripts/pg.sh newdb), and the checks read it with psql: the same cases, run on both backends.
 
 Only the standard library is used here; the clients live in .deps/ (see run.sh).
 """
@@ -48,6 +52,16 @@ PYTHON = DEPS / "venv" / "bin" / "python"
 RECIPIENT = 5
 APP_NAME = "Interop App"
 NOTIFY_TYPE_SYSTEM = 4  # src/domain/notify.rs
+
+# IMNOTIFY_TEST_PG: the PostgreSQL server to run on (see the module docstring); None: SQLite.
+PG_SERVER = os.environ.get("IMNOTIFY_TEST_PG") or None
+PG_SH = HERE.parents[1] / "scripts" / "pg.sh"
+
+
+def pg(*args: str) -> str:
+    """scripts/pg.sh with these arguments (newdb, sql); its output."""
+    return subprocess.run(["bash", str(PG_SH), *args], check=True, capture_output=True,
+                          text=True).stdout.strip()
 
 
 # --------------------------------------------------------------------------------------------
@@ -231,6 +245,13 @@ class Server:
         self.env = dict(os.environ, IMNOTIFY_PUBLIC_URL=self.base,
                         IMNOTIFY_ADMIN__TOKEN=ADMIN_TOKEN)
         self.env.pop("IMNOTIFY_DATA_DIR", None)
+        # On PostgreSQL the server and every admin command get the database through the
+        # environment, so the command lines stay the same on both backends.
+        self.database_url = pg("newdb", PG_SERVER, "interop") if PG_SERVER else None
+        if self.database_url:
+            self.env["IMNOTIFY_DATABASE_URL"] = self.database_url
+        else:
+            self.env.pop("IMNOTIFY_DATABASE_URL", None)
         self.proc = None
         self.webhook = None
 
@@ -282,12 +303,18 @@ class Server:
         return self.cli("app", "--help", check=False).returncode == 0
 
     def db_rows(self) -> dict:
+        columns = ("id, user_id, author_id, notify_type, text, text_out, tag, sub_tag, attach,"
+                   " is_read")
+        if self.database_url:
+            # One JSON array of row objects; is_read comes back as a boolean, which compares
+            # equal to SQLite's 0 and 1.
+            out = pg("sql", self.database_url,
+                     f"SELECT coalesce(json_agg(n), '[]') FROM (SELECT {columns} FROM notifications) n")
+            return {r["id"]: r for r in json.loads(out)}
         con = sqlite3.connect(f"file:{self.data / 'imnotify.sqlite3'}?mode=ro", uri=True)
         con.row_factory = sqlite3.Row
         try:
-            rows = con.execute(
-                "SELECT id, user_id, author_id, notify_type, text, text_out, tag, sub_tag,"
-                " attach, is_read FROM notifications").fetchall()
+            rows = con.execute(f"SELECT {columns} FROM notifications").fetchall()
         finally:
             con.close()
         return {r["id"]: dict(r) for r in rows}
@@ -721,6 +748,7 @@ def main():
 
     work = Path(tempfile.mkdtemp(prefix="imnotify-interop-"))
     started = time.time()
+    print(f"interop: backend {'PostgreSQL at ' + PG_SERVER if PG_SERVER else 'SQLite'}", flush=True)
     try:
         certs = make_certs(work)
         table = []

@@ -6,6 +6,7 @@
 #   tests/interop/run.sh                 # every client
 #   tests/interop/run.sh curl b24jssdk   # only these clients
 #   tests/interop/run.sh --capture       # also record each client's requests (wire formats)
+#   IMNOTIFY_TEST_PG=$(scripts/pg.sh url) tests/interop/run.sh   # every server on PostgreSQL
 #
 # The server binary is target/debug/imnotify (build it first: cargo build), or $IMNOTIFY_BIN.
 # Expected failures are listed in xfail.txt (or $INTEROP_XFAIL); see README.md.

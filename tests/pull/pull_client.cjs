@@ -12,6 +12,8 @@
 //   node pull_client.cjs idle N    N idle WebSockets: the server's RSS per connection
 //
 // Env: IMNOTIFY_BIN, PULL_CERT, PULL_KEY. Prints one line per check; exits 1 on any failure.
+// With IMNOTIFY_TEST_PG (a PostgreSQL server's URL, from scripts/pg.sh start) the server runs on
+// a fresh database there (scripts/pg.sh newdb) instead of SQLite: the same checks on both backends.
 'use strict'
 const { spawn, execFileSync } = require('node:child_process')
 const fs = require('node:fs')
@@ -55,17 +57,30 @@ class Server {
     this.port = port
     this.dir = dir
     this.base = `https://localhost:${port}`
+    const pg = process.env.IMNOTIFY_TEST_PG
+    this.databaseUrl = pg
+      ? execFileSync('bash', [path.join(__dirname, '..', '..', 'scripts', 'pg.sh'), 'newdb', pg, 'pull'],
+        { encoding: 'utf8' }).trim()
+      : null
+  }
+  // serve and the admin commands get the database through the environment, so their command
+  // lines are the same on both backends.
+  env(extra = {}) {
+    const env = { ...process.env, ...extra }
+    delete env.IMNOTIFY_DATA_DIR
+    delete env.IMNOTIFY_DATABASE_URL
+    if (this.databaseUrl) env.IMNOTIFY_DATABASE_URL = this.databaseUrl
+    return env
   }
   start() {
     return new Promise((resolve, reject) => {
-      const env = { ...process.env, IMNOTIFY_PUBLIC_URL: this.base, IMNOTIFY_LOG__FILTER: 'warn' }
+      const env = this.env({ IMNOTIFY_PUBLIC_URL: this.base, IMNOTIFY_LOG__FILTER: 'warn' })
       if (mode === 'expire') env.IMNOTIFY_PULL__CHANNEL_TTL_SECONDS = '4'
       if (mode === 'idle') {
         // One user holds them all here; the stream limits are raised for the measurement.
         env.IMNOTIFY_EVENTS__MAX_STREAMS_PER_USER = String(benchN + 10)
         env.IMNOTIFY_EVENTS__MAX_STREAMS = String(benchN + 10)
       }
-      delete env.IMNOTIFY_DATA_DIR
       this.proc = spawn(process.env.IMNOTIFY_BIN, ['serve', '--listen', `127.0.0.1:${this.port}`,
         '--data-dir', this.dir, '--tls-cert', process.env.PULL_CERT, '--tls-key', process.env.PULL_KEY],
       { env, stdio: ['ignore', 'pipe', 'inherit'] })
@@ -87,7 +102,8 @@ class Server {
     })
   }
   cli(...args) {
-    return execFileSync(process.env.IMNOTIFY_BIN, [...args, '--data-dir', this.dir], { encoding: 'utf8' })
+    return execFileSync(process.env.IMNOTIFY_BIN, [...args, '--data-dir', this.dir],
+      { encoding: 'utf8', env: this.env() })
   }
 }
 
@@ -260,7 +276,10 @@ async function main() {
       goingAway = new Promise((r) => s.on('close', (c) => r(c)))
     }
     await server.stop()
-    if (goingAway) check('a graceful shutdown closes sockets with 1001', (await goingAway) === 1001)
+    if (goingAway) {
+      const code = await goingAway
+      check('a graceful shutdown closes sockets with 1001', code === 1001, `closed with ${code}`)
+    }
     await server.start()
     const back = await call(b24, 'im.notify.system.add', { USER_ID: 1, MESSAGE: 'after restart' })
     const seen = await inbox.waitFor((e) => e.command === 'notifyAdd' && e.params.id === back, 40000)

@@ -7,6 +7,7 @@
 #   tests/pull/run.sh                  # the checks, both transports
 #   tests/pull/run.sh bench 100        # latency, REST answer -> notifyAdd, WebSocket
 #   tests/pull/run.sh bench-poll 100   # the same over long polling
+#   IMNOTIFY_TEST_PG=$(scripts/pg.sh url) tests/pull/run.sh   # the checks on PostgreSQL
 #
 # The server binary is target/debug/imnotify (cargo build), or $IMNOTIFY_BIN.
 set -euo pipefail
@@ -47,6 +48,7 @@ export NODE_PATH="$deps/node_modules"
 if [ $# -gt 0 ]; then
   exec timeout 600 node "$here/pull_client.cjs" "$@"
 fi
+echo "pull: backend ${IMNOTIFY_TEST_PG:+PostgreSQL at }${IMNOTIFY_TEST_PG:-SQLite}"
 status=0
 timeout 180 node "$here/pull_client.cjs" ws || status=1
 timeout 180 node "$here/pull_client.cjs" oauth || status=1
