@@ -182,7 +182,7 @@ pub const DB_FILE: &str = "imnotify.sqlite3";
 const LOCK_FILE: &str = "imnotify.lock";
 /// Held (flock) by every `serve` on the data directory, shared, for as long as it runs; and by
 /// `migrate --from-sqlite`, exclusive, for the copy ([`ServeLock`]). A file of its own, because
-/// admin commands take [`LOCK_FILE`] exclusively while a server runs.
+/// admin commands take `LOCK_FILE` (`imnotify.lock`) exclusively while a server runs.
 pub const SERVE_LOCK_FILE: &str = "imnotify.serve.lock";
 /// The database and the files SQLite keeps beside it; all are 0600.
 const DB_FILES: [&str; 3] = [DB_FILE, "imnotify.sqlite3-wal", "imnotify.sqlite3-shm"];
