@@ -43,3 +43,54 @@ fn a_huge_message_out_is_cut_like_message() {
         .unwrap();
     assert_eq!(kept, "a#BR#b");
 }
+
+/// A browser session's REST call (cookie and `X-Bitrix-Csrf-Token`, as the center's script
+/// makes it) for its Push&Pull channel id.
+fn session_channel(s: &Server, cookie: &str) -> String {
+    let page = s.request("GET", "/", &[("Cookie", cookie)], b"");
+    assert_eq!(page.status, 200, "{}", page.body);
+    let marker = "data-csrf=\"";
+    let at = page.body.find(marker).expect("data-csrf") + marker.len();
+    let csrf = page.body[at..].split('"').next().unwrap().to_owned();
+    let r = s.request(
+        "POST",
+        "/rest/pull.config.get",
+        &[
+            ("Cookie", cookie),
+            ("X-Bitrix-Csrf-Token", csrf.as_str()),
+            ("Content-Type", "application/json"),
+        ],
+        b"{}",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()["result"]["channels"]["private"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn poll(s: &Server, channel: &str) -> u16 {
+    let enc: String = form_urlencoded::byte_serialize(channel.as_bytes()).collect();
+    s.get(&format!("/sub/?CHANNEL_ID={enc}&revision=19")).status
+}
+
+/// A channel handed out to a browser session lived on for its 12 hours after the user signed
+/// out: whoever copied it from a shared computer kept reading the user's notifications. It is
+/// bound to the session now, like a webhook's or an application's channel to its credential,
+/// and another session of the same user keeps its own channel.
+#[test]
+fn signing_out_ends_the_sessions_push_and_pull_channel() {
+    let s = Server::start();
+    s.add_user(2, &["--password", "pw-of-two"]);
+    let left = s.sign_in("2", "pw-of-two");
+    let stays = s.sign_in("2", "pw-of-two");
+    let channel = session_channel(&s, &left);
+    let other = session_channel(&s, &stays);
+    assert_eq!(poll(&s, &channel), 304);
+    assert_eq!(poll(&s, &other), 304);
+
+    let r = s.request("POST", "/logout", &[("Cookie", left.as_str())], b"");
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(poll(&s, &channel), 400, "the channel outlived its session");
+    assert_eq!(poll(&s, &other), 304);
+}

@@ -6,8 +6,9 @@
 //!   `auth::channel`, with the key held in memory). On WebSocket a bad or expired one completes
 //!   the upgrade and closes with 4010, so the client fetches a fresh config (§3.5); a long poll
 //!   gets 400. A channel names its user and the credential it was handed out for
-//!   ([`channel::Grant`]), so the user must still be active and that webhook still active, or
-//!   that OAuth application still enabled with an unrevoked token of the user: checked at
+//!   ([`channel::Grant`]), so the user must still be active and that webhook still active,
+//!   that OAuth application still enabled with an unrevoked token of the user, or that browser
+//!   session not signed out or ended: checked at
 //!   connect (every poll) and every [`RECHECK_EVERY`] on an open socket (closed with 4010), so
 //!   a revocation ends a socket within 3 s (2 s, plus the webhook cache's 1 s).
 //! - A message id (`mid`) is the event id as 26 decimal digits: increasing over the whole log,
@@ -187,6 +188,14 @@ async fn channel_alive(state: &AppState, c: &Channel) -> Option<bool> {
                 state
                     .store
                     .app_grant_alive(app_id, c.user_id, state.clock.unix())
+                    .await
+            }
+            // Signing out (or the session's end) ends the session's channels too.
+            channel::Grant::Session(prefix) => {
+                let (lo, hi) = channel::Grant::session_range(prefix);
+                state
+                    .store
+                    .session_alive(c.user_id, lo, hi, state.clock.unix())
                     .await
             }
         }
