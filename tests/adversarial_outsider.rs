@@ -94,3 +94,59 @@ fn signing_out_ends_the_sessions_push_and_pull_channel() {
     assert_eq!(poll(&s, &channel), 400, "the channel outlived its session");
     assert_eq!(poll(&s, &other), 304);
 }
+
+/// A long poll is held up to 40 s, and its channel was checked only when it came in: a
+/// notification committed after the webhook was revoked (or the user deactivated, or the
+/// session signed out) still went out on a poll held across the revocation, well past the 3 s
+/// the README promises. Events now go out only after a check that follows the last change of
+/// credentials (the auth epoch), as on SSE streams; the poll gets 400 and the client a new
+/// config.
+#[test]
+fn a_held_long_poll_sends_nothing_committed_after_its_webhook_was_revoked() {
+    let s = Server::start();
+    s.add_user(2, &[]);
+    let hook = s.add_webhook(2, "im,pull_channel");
+    let r = s.request(
+        "POST",
+        &format!("{hook}pull.config.get"),
+        &[("Content-Type", "application/json")],
+        b"{}",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let channel = r.json()["result"]["channels"]["private"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let enc: String = form_urlencoded::byte_serialize(channel.as_bytes()).collect();
+    let first = s.get(&format!("/sub/?CHANNEL_ID={enc}&revision=19"));
+    assert_eq!(first.status, 304);
+    let mid = first.header("last-message-id").expect("mid").to_owned();
+
+    let addr = s.addr.clone();
+    let path = format!("/sub/?CHANNEL_ID={enc}&revision=19&mid={mid}");
+    let held = std::thread::spawn(move || {
+        let stream = std::net::TcpStream::connect(&addr).unwrap();
+        let req = common::request_bytes("GET", &path, &addr, &[], b"");
+        common::exchange(stream, &req)
+    });
+    // The poll is held; then the webhook goes, then a notification for its user comes.
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let out = s.cli(&["webhook", "list", "--user-id", "2", "--json"]);
+    let list = common::json_output(&out);
+    let out = s.cli(&["webhook", "revoke", "--id", &list[0]["id"].to_string()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    s.notify(json!({"USER_ID": 2, "MESSAGE": "after the revocation"}));
+
+    let r = held.join().unwrap();
+    assert!(
+        !r.body.contains("after the revocation"),
+        "a revoked webhook's held poll got {} {}",
+        r.status,
+        r.body
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+}
