@@ -13,10 +13,11 @@
 //!
 //! The grant ([`Grant`]) names the credential the channel was handed out for, so that revoking
 //! it ends the channel too (issue 15): `1` and the webhook id in 9 hex digits, `2` and the
-//! OAuth application id; otherwise (a browser session) `0` and 9 random hex digits, and the
-//! channel ends only with its user or its end. A channel signed before grants existed has 10
-//! random digits: one that begins with `1` or `2` reads as a grant that does not hold, which
-//! closes it with 4010 and makes the client fetch a new config.
+//! OAuth application id, `3` and the first 9 hex digits of a browser session's id hash (so
+//! signing out, or the session's end, ends it too); otherwise `0` and 9 random hex digits, and
+//! the channel ends only with its user or its end. A channel signed before grants existed has
+//! 10 random digits: one that begins with `1`, `2` or `3` reads as a grant that does not hold,
+//! which closes it with 4010 and makes the client fetch a new config.
 
 use hmac::{Hmac, Mac};
 use sha1::Sha1;
@@ -47,16 +48,37 @@ pub enum Grant {
     Webhook(i64),
     /// The user must keep an unrevoked token of this OAuth application, which stays enabled.
     App(i64),
+    /// The user must keep a live session whose id hash begins with these 36 bits (9 hex
+    /// digits): the browser session that asked, as [`Grant::session`] makes it.
+    Session(i64),
 }
 
 /// The largest credential id a grant can carry (9 hex digits).
 const GRANT_ID_MAX: i64 = 0xf_ffff_ffff;
 
 impl Grant {
+    /// The grant of the browser session whose id hash (SHA-256 of its cookie) is `id_hash`.
+    /// 36 bits of a digest the database holds anyway: they tell nothing about the cookie.
+    pub fn session(id_hash: &[u8; 32]) -> Grant {
+        let top = u64::from_be_bytes(id_hash[..8].try_into().expect("8 bytes"));
+        Grant::Session((top >> 28) as i64)
+    }
+
+    /// The id hashes a [`Grant::Session`] prefix stands for, lowest and highest.
+    pub fn session_range(prefix: i64) -> ([u8; 32], [u8; 32]) {
+        let top = ((prefix as u64) & 0xf_ffff_ffff) << 28;
+        let mut lo = [0u8; 32];
+        let mut hi = [0xffu8; 32];
+        lo[..8].copy_from_slice(&top.to_be_bytes());
+        hi[..8].copy_from_slice(&(top | 0x0fff_ffff).to_be_bytes());
+        (lo, hi)
+    }
+
     fn encode(self) -> String {
         match self {
             Grant::Webhook(id) if (0..=GRANT_ID_MAX).contains(&id) => format!("1{id:09x}"),
             Grant::App(id) if (0..=GRANT_ID_MAX).contains(&id) => format!("2{id:09x}"),
+            Grant::Session(p) if (0..=GRANT_ID_MAX).contains(&p) => format!("3{p:09x}"),
             _ => format!("0{}", super::secret::generate_hex(9)),
         }
     }
@@ -66,6 +88,7 @@ impl Grant {
         match &hex[..1] {
             "1" => Grant::Webhook(id()),
             "2" => Grant::App(id()),
+            "3" => Grant::Session(id()),
             _ => Grant::User,
         }
     }
@@ -170,6 +193,19 @@ mod tests {
             let forged = format!("1{:09x}{}", 8, &s[10..]);
             assert_eq!(verify(&key, &forged, 999), Err(Refused::Invalid));
         }
+        // A session's grant is the top 36 bits of its id hash, and its range holds that hash.
+        let mut hash = [0u8; 32];
+        hash[..5].copy_from_slice(&[0x12, 0x34, 0x56, 0x78, 0x9a]);
+        hash[31] = 0x55;
+        let grant = Grant::session(&hash);
+        assert_eq!(grant, Grant::Session(0x1_2345_6789));
+        let s = sign(&key, 42, 1000, grant);
+        assert!(s.starts_with("3123456789"), "{s}");
+        assert_eq!(verify(&key, &s, 999).map(|c| c.grant), Ok(grant));
+        let (lo, hi) = Grant::session_range(0x1_2345_6789);
+        assert!(lo[..] <= hash[..] && hash[..] <= hi[..]);
+        assert_eq!(&lo[..5], &[0x12, 0x34, 0x56, 0x78, 0x90]);
+        assert_eq!(&hi[..5], &[0x12, 0x34, 0x56, 0x78, 0x9f]);
         // An id too large for the field binds to the user only, never to another credential.
         let s = sign(&key, 42, 1000, Grant::Webhook(1 << 40));
         assert_eq!(verify(&key, &s, 999).map(|c| c.grant), Ok(Grant::User));

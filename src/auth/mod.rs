@@ -86,8 +86,11 @@ pub enum CallerKind {
         client_id: String,
         name: String,
     },
-    /// The notification center's own pages, signed in as the user.
-    Session,
+    /// The notification center's own pages, signed in as the user, with the session's id hash
+    /// (SHA-256 of its cookie; a Push&Pull channel handed out to it ends with it).
+    Session {
+        id_hash: [u8; 32],
+    },
 }
 
 impl Caller {
@@ -103,7 +106,7 @@ impl Caller {
     }
 
     pub fn is_session(&self) -> bool {
-        self.kind == CallerKind::Session
+        matches!(self.kind, CallerKind::Session { .. })
     }
 
     /// Whose operating-time account a call is charged to (§6.2: the auth type and the webhook's
@@ -116,7 +119,7 @@ impl Caller {
         let text = match &self.kind {
             CallerKind::Webhook { webhook_id } => format!("webhook\0{webhook_id}"),
             CallerKind::App { app_id, .. } => format!("app\0{app_id}\0{}", self.user_id),
-            CallerKind::Session => format!("session\0{}", self.user_id),
+            CallerKind::Session { .. } => format!("session\0{}", self.user_id),
         };
         let digest = Sha256::digest(text.as_bytes());
         let mut out = [0u8; 16];
@@ -128,7 +131,7 @@ impl Caller {
         match &self.kind {
             CallerKind::Webhook { webhook_id } => Some(format!("apauth:{webhook_id}")),
             CallerKind::App { client_id, .. } => Some(format!("oauth:{client_id}")),
-            CallerKind::Session => None,
+            CallerKind::Session { .. } => None,
         }
     }
 
@@ -141,7 +144,7 @@ impl Caller {
                 client_id: client_id.clone(),
                 name: name.clone(),
             },
-            CallerKind::Webhook { .. } | CallerKind::Session => Origin::Webhook {
+            CallerKind::Webhook { .. } | CallerKind::Session { .. } => Origin::Webhook {
                 owner: self.user_id,
             },
         }
@@ -266,8 +269,9 @@ async fn session(
     now: i64,
 ) -> Result<Caller, ApiError> {
     let cookie = cookie.ok_or_else(ApiError::session_user_not_authorized)?;
+    let id_hash = secret::hash(cookie);
     let session = store
-        .session(secret::hash(cookie), now)
+        .session(id_hash, now)
         .await
         .map_err(internal)?
         .ok_or_else(ApiError::session_user_not_authorized)?;
@@ -276,7 +280,7 @@ async fn session(
     }
     Ok(Caller {
         user_id: session.user_id,
-        kind: CallerKind::Session,
+        kind: CallerKind::Session { id_hash },
         // The pages act as the user in person, with every scope.
         scopes: known_scopes(),
         rate: RateOverride::default(),

@@ -6,10 +6,14 @@
 //!   `auth::channel`, with the key held in memory). On WebSocket a bad or expired one completes
 //!   the upgrade and closes with 4010, so the client fetches a fresh config (§3.5); a long poll
 //!   gets 400. A channel names its user and the credential it was handed out for
-//!   ([`channel::Grant`]), so the user must still be active and that webhook still active, or
-//!   that OAuth application still enabled with an unrevoked token of the user: checked at
+//!   ([`channel::Grant`]), so the user must still be active and that webhook still active,
+//!   that OAuth application still enabled with an unrevoked token of the user, or that browser
+//!   session not signed out or ended: checked at
 //!   connect (every poll) and every [`RECHECK_EVERY`] on an open socket (closed with 4010), so
-//!   a revocation ends a socket within 3 s (2 s, plus the webhook cache's 1 s).
+//!   a revocation ends a socket within 3 s (2 s, plus the webhook cache's 1 s); and, as on SSE
+//!   streams, before live events whenever the store's auth epoch moved since the last check
+//!   (`Alive`), so no event committed after a revocation goes out on a socket or a held poll
+//!   (which gets 400 instead).
 //! - A message id (`mid`) is the event id as 26 decimal digits: increasing over the whole log,
 //!   so any instance can replay it. A client that sends `mid` gets every newer event of its user,
 //!   oldest first, from the log, then live events (subscribed before the replay, deduplicated by
@@ -189,6 +193,14 @@ async fn channel_alive(state: &AppState, c: &Channel) -> Option<bool> {
                     .app_grant_alive(app_id, c.user_id, state.clock.unix())
                     .await
             }
+            // Signing out (or the session's end) ends the session's channels too.
+            channel::Grant::Session(prefix) => {
+                let (lo, hi) = channel::Grant::session_range(prefix);
+                state
+                    .store
+                    .session_alive(c.user_id, lo, hi, state.clock.unix())
+                    .await
+            }
         }
     };
     match alive.await {
@@ -197,6 +209,46 @@ async fn channel_alive(state: &AppState, c: &Channel) -> Option<bool> {
             tracing::warn!(error = %e, "reading the channel's user or credential failed");
             None
         }
+    }
+}
+
+/// When a connection last found its channel alive, so that live events need a new check only
+/// when something that could end it was committed since ([`crate::store::Store::auth_epoch`]
+/// moved; on PostgreSQL, which has no epoch, always) or the check is [`RECHECK_EVERY`] old:
+/// the rule of SSE streams, so no event committed after a revocation goes out on a held long
+/// poll or an open socket either.
+struct Alive {
+    epoch: Option<u64>,
+    checked: tokio::time::Instant,
+}
+
+impl Alive {
+    /// After the connect check; `epoch` was read before it.
+    fn new(epoch: Option<u64>) -> Alive {
+        Alive {
+            epoch,
+            checked: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Whether events may go out now. `None`: the store could not be read.
+    async fn before_events(&mut self, state: &AppState, c: &Channel) -> Option<bool> {
+        let epoch = state.store.auth_epoch();
+        if epoch.is_some() && epoch == self.epoch && self.checked.elapsed() < RECHECK_EVERY {
+            return Some(true);
+        }
+        self.check(state, c).await
+    }
+
+    async fn check(&mut self, state: &AppState, c: &Channel) -> Option<bool> {
+        // Read before checking: a change committed meanwhile makes the next events check again.
+        let epoch = state.store.auth_epoch();
+        let alive = channel_alive(state, c).await;
+        if alive == Some(true) {
+            self.epoch = epoch;
+            self.checked = tokio::time::Instant::now();
+        }
+        alive
     }
 }
 
@@ -425,6 +477,7 @@ impl Cursor {
 /// `GET /subws/`.
 pub async fn subws(State(state): State<AppState>, ws: WebSocketUpgrade, req: Request) -> Response {
     let ask = ask(&req);
+    let alive = Alive::new(state.store.auth_epoch());
     let channel = match check_gated(&state, client_ip(&state, &req), &ask.channel_id).await {
         Ok(c) => Some(c),
         Err(Refusal::Channel) => None,
@@ -440,7 +493,7 @@ pub async fn subws(State(state): State<AppState>, ws: WebSocketUpgrade, req: Req
         .on_upgrade(move |socket| async move {
             match channel {
                 None => close(socket, CLOSE_WRONG_CHANNEL, "WRONG_CHANNEL_ID").await,
-                Some((c, key)) => serve_socket(socket, state, c, key, ask).await,
+                Some((c, key)) => serve_socket(socket, state, c, key, ask, alive).await,
             }
         })
 }
@@ -469,6 +522,7 @@ async fn serve_socket(
     channel: Channel,
     key: String,
     ask: Ask,
+    mut alive: Alive,
 ) {
     let channel_pub = channel::public_part(&ask.channel_id).to_owned();
     let hub = state.store.hub();
@@ -500,7 +554,7 @@ async fn serve_socket(
         tokio::select! {
             _ = recheck.tick() => {
                 // A read failure keeps the socket: only a known inactive user ends it.
-                if channel_alive(&state, &channel).await == Some(false) {
+                if alive.check(&state, &channel).await == Some(false) {
                     tracing::info!(
                         user_id = channel.user_id,
                         "push&pull socket closed: user inactive or credential revoked"
@@ -527,6 +581,18 @@ async fn serve_socket(
             }
             next = cursor.next(&state) => match next {
                 Next::Events(evs) => {
+                    match alive.before_events(&state, &channel).await {
+                        Some(true) => {}
+                        Some(false) => {
+                            tracing::info!(
+                                user_id = channel.user_id,
+                                "push&pull socket closed: user inactive or credential revoked"
+                            );
+                            return close(socket, CLOSE_WRONG_CHANNEL, "WRONG_CHANNEL_ID").await;
+                        }
+                        // Unsure: nothing goes out; the client reconnects and resumes by mid.
+                        None => return close(socket, 1011, "").await,
+                    }
                     let text = frame(&state, &channel_pub, &evs, ask.rpc);
                     if socket.send(Message::Text(text.into())).await.is_err() {
                         return;
@@ -565,6 +631,7 @@ async fn serve_socket(
 /// `GET /sub/`: one long poll.
 pub async fn sub(State(state): State<AppState>, req: Request) -> Response {
     let ask = ask(&req);
+    let mut alive = Alive::new(state.store.auth_epoch());
     let channel = match check_gated(&state, client_ip(&state, &req), &ask.channel_id).await {
         Ok((c, _)) => c,
         Err(Refusal::Channel) => {
@@ -589,11 +656,16 @@ pub async fn sub(State(state): State<AppState>, req: Request) -> Response {
     ));
     let hold = hold.max(Duration::from_secs(1));
     match tokio::time::timeout(hold, cursor.next(&state)).await {
-        Ok(Next::Events(evs)) => {
-            let mut resp = frame(&state, &channel_pub, &evs, ask.rpc).into_response();
-            cors(resp.headers_mut());
-            resp
-        }
+        // Held up to 40 s: the channel may have ended since the connect check.
+        Ok(Next::Events(evs)) => match alive.before_events(&state, &channel).await {
+            Some(true) => {
+                let mut resp = frame(&state, &channel_pub, &evs, ask.rpc).into_response();
+                cors(resp.headers_mut());
+                resp
+            }
+            Some(false) => (StatusCode::BAD_REQUEST, "WRONG_CHANNEL_ID").into_response(),
+            None => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        },
         Ok(Next::Failed) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
         // Shutdown or nothing new: the client polls again from where it was.
         Ok(Next::Closed) | Err(_) => not_modified(cursor.last),

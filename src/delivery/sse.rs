@@ -255,15 +255,16 @@ async fn authenticate(
         // The cookie alone: a stream only reads, so there is no CSRF token to check.
         Credential::Session { csrf, cookie } if csrf.is_empty() => {
             let cookie = cookie.ok_or_else(ApiError::no_auth_found)?;
+            let id_hash = auth::secret::hash(&cookie);
             let session = state
                 .store
-                .session(auth::secret::hash(&cookie), state.clock.unix())
+                .session(id_hash, state.clock.unix())
                 .await
                 .map_err(auth::internal)?
                 .ok_or_else(ApiError::session_user_not_authorized)?;
             Ok(Caller {
                 user_id: session.user_id,
-                kind: CallerKind::Session,
+                kind: CallerKind::Session { id_hash },
                 scopes: auth::known_scopes(),
                 rate: Default::default(),
             })

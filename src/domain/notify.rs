@@ -109,6 +109,8 @@ pub fn build(
         }
         _ => (message.to_owned(), message_out.to_owned()),
     };
+    // Cut like MESSAGE (D7), or one call could store and mail a whole body's worth of text.
+    let text_out = cut_long_text(&text_out);
 
     let namespace = tag_namespace(origin, &params);
     let tag = namespace

@@ -128,6 +128,6 @@ async fn app_info(state: &AppState, caller: &Caller, _: Array) -> Answer {
             ("LICENSE", Value::from(LICENSE)),
         ])
         .into()),
-        CallerKind::Session => Err(ApiError::app_context_required()),
+        CallerKind::Session { .. } => Err(ApiError::app_context_required()),
     }
 }

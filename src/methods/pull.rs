@@ -40,7 +40,7 @@ async fn config_get(state: &AppState, caller: &Caller, _: Array) -> Result<Outpu
     let grant = match &caller.kind {
         CallerKind::Webhook { webhook_id } => channel::Grant::Webhook(*webhook_id),
         CallerKind::App { app_id, .. } => channel::Grant::App(*app_id),
-        CallerKind::Session => channel::Grant::User,
+        CallerKind::Session { id_hash } => channel::Grant::session(id_hash),
     };
     let id = channel::sign(key, caller.user_id, end, grant);
     let base = state.config.base_url(state.config.listen);

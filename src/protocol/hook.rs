@@ -49,7 +49,7 @@ fn caller_info(caller: &Caller) -> CredentialInfo {
     let (kind, webhook_id, client_id) = match &caller.kind {
         CallerKind::Webhook { webhook_id } => ("webhook", Some(*webhook_id), None),
         CallerKind::App { client_id, .. } => ("oauth", None, Some(client_id.clone())),
-        CallerKind::Session => ("session", None, None),
+        CallerKind::Session { .. } => ("session", None, None),
     };
     CredentialInfo {
         kind,

@@ -524,6 +524,18 @@ pub trait Store: Send + Sync + 'static {
 
     async fn delete_session(&self, id_hash: [u8; 32]) -> StoreResult<()>;
 
+    /// Whether `user_id` still has a session good at `now` (unix seconds) whose id hash lies in
+    /// `lo..=hi`: what keeps a Push&Pull channel handed out to a browser session alive
+    /// (`auth::channel::Grant::Session`, which knows only a prefix of the hash). A range of the
+    /// primary key, so one index probe.
+    async fn session_alive(
+        &self,
+        user_id: i64,
+        lo: [u8; 32],
+        hi: [u8; 32],
+        now: i64,
+    ) -> StoreResult<bool>;
+
     /// A server-wide value, created with `init` on first use.
     async fn setting(&self, key: &str, init: String) -> StoreResult<String>;
 

@@ -2079,6 +2079,23 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn session_alive(
+        &self,
+        user_id: i64,
+        lo: [u8; 32],
+        hi: [u8; 32],
+        now: i64,
+    ) -> StoreResult<bool> {
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM sessions
+                  WHERE id_hash >= ?1 AND id_hash <= ?2 AND user_id = ?3 AND expires_at > ?4)",
+            )?
+            .query_row(params![&lo[..], &hi[..], user_id, now], |r| r.get(0))
+        })
+        .await
+    }
+
     async fn delete_session(&self, id_hash: [u8; 32]) -> StoreResult<()> {
         self.write(move |c| {
             c.execute("DELETE FROM sessions WHERE id_hash = ?1", [&id_hash[..]])

@@ -166,19 +166,19 @@ async fn session_form(
     state: &AppState,
     req: Request,
     ip: Option<std::net::IpAddr>,
-) -> Result<(Session, String, Array), Refused> {
+) -> Result<(Session, [u8; 32], String, Array), Refused> {
     let Ok(_ticket) = super::admit(state, ip) else {
         return Err(Refused::Answer(too_many(false)));
     };
-    let (session, session_csrf) = match current_session(state, req.headers()).await {
-        Ok(Some((cookie, s))) => (s, secret::session_csrf(&cookie)),
+    let (session, id_hash, session_csrf) = match current_session(state, req.headers()).await {
+        Ok(Some((cookie, s))) => (s, secret::hash(&cookie), secret::session_csrf(&cookie)),
         Ok(None) => return Err(Refused::NoSession),
         Err(e) => return Err(Refused::Answer(error_response(&e))),
     };
     let (_, _, _, p) = super::oauth::form(req, &state.config.limits, FORM_MAX_BYTES)
         .await
         .map_err(|e| Refused::Answer(error_response(&e)))?;
-    Ok((session, session_csrf, p))
+    Ok((session, id_hash, session_csrf, p))
 }
 
 /// The answer to a page write over the rate limit: 429 with `Retry-After`, as JSON
@@ -207,10 +207,10 @@ fn too_many(json: bool) -> Response {
     super::retry_in_a_second(resp)
 }
 
-fn session_caller(session: &Session) -> Caller {
+fn session_caller(session: &Session, id_hash: [u8; 32]) -> Caller {
     Caller {
         user_id: session.user_id,
-        kind: CallerKind::Session,
+        kind: CallerKind::Session { id_hash },
         scopes: crate::auth::known_scopes(),
         rate: Default::default(),
     }
@@ -824,7 +824,7 @@ pub async fn action(State(state): State<AppState>, req: Request) -> Response {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("application/json"));
     let ip = client_ip(&state, &req);
-    let (session, session_csrf, p) = match session_form(&state, req, ip).await {
+    let (session, id_hash, session_csrf, p) = match session_form(&state, req, ip).await {
         Ok(f) => f,
         Err(Refused::NoSession) if wants_json => return StatusCode::UNAUTHORIZED.into_response(),
         Err(refused) => return refused.into_response(),
@@ -868,7 +868,7 @@ pub async fn action(State(state): State<AppState>, req: Request) -> Response {
     let Some(spec) = state.methods.lookup(method) else {
         return error_response(&ApiError::internal());
     };
-    let caller = session_caller(&session);
+    let caller = session_caller(&session, id_hash);
     if !within_rate(&state, ip, &caller).await {
         return too_many(wants_json);
     }
@@ -912,7 +912,7 @@ async fn settings_form(
     req: Request,
 ) -> Result<(Session, impl Fn(&str) -> String), Response> {
     let ip = client_ip(state, &req);
-    let (session, session_csrf, p) = session_form(state, req, ip)
+    let (session, id_hash, session_csrf, p) = session_form(state, req, ip)
         .await
         .map_err(Refused::into_response)?;
     let field = move |k: &str| {
@@ -924,7 +924,7 @@ async fn settings_form(
     if !secret::verify(&field("csrf"), &secret::hash(&session_csrf)) {
         return Err(error_response(&ApiError::session_failed()));
     }
-    if !within_rate(state, ip, &session_caller(&session)).await {
+    if !within_rate(state, ip, &session_caller(&session, id_hash)).await {
         return Err(too_many(false));
     }
     Ok((session, field))

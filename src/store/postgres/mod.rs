@@ -1162,6 +1162,23 @@ impl Store for PgStore {
         .await
     }
 
+    async fn session_alive(
+        &self,
+        user_id: i64,
+        lo: [u8; 32],
+        hi: [u8; 32],
+        now: i64,
+    ) -> StoreResult<bool> {
+        Ok(self
+            .read_opt::<bool>(
+                "SELECT EXISTS (SELECT 1 FROM sessions
+                  WHERE id_hash >= $1 AND id_hash <= $2 AND user_id = $3 AND expires_at > $4)",
+                &[&&lo[..], &&hi[..], &user_id, &now],
+            )
+            .await?
+            .unwrap_or(false))
+    }
+
     async fn delete_session(&self, id_hash: [u8; 32]) -> StoreResult<()> {
         self.exec("DELETE FROM sessions WHERE id_hash = $1", &[&&id_hash[..]])
             .await
