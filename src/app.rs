@@ -264,6 +264,9 @@ pub async fn serve(mut config: Config, fixtures: Option<std::path::PathBuf>) -> 
         None => Some(crate::store::sqlite::ServeLock::serving(&config.data_dir)?),
         Some(_) => None,
     };
+    // Bound before the first user and its webhook are made: their code is printed only once,
+    // so a start that fails on a busy port or a bad certificate must not consume it.
+    let bound = server::bind(&config).await?;
     let first_code = bootstrap(store.as_ref()).await?;
     let applied = match &fixtures {
         Some(path) => {
@@ -280,7 +283,6 @@ pub async fn serve(mut config: Config, fixtures: Option<std::path::PathBuf>) -> 
     let toolkit = Arc::new(Toolkit::new(&config));
     let fixture_token = applied.as_ref().and_then(|a| a.admin_token.as_deref());
     let new_admin_token = admin_token(store.as_ref(), &config, &toolkit, fixture_token).await?;
-    let bound = server::bind(&config).await?;
     // From here on `listen` is the bound address (port 0 resolved): the Host allow-list and the
     // fallback portal URL are made from it.
     config.listen = bound.addr;
