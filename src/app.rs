@@ -206,6 +206,55 @@ pub async fn admin_token(
     Ok((stored == fresh_hex).then_some(fresh))
 }
 
+/// How the first-start banner names this binary in the admin command it suggests: `imnotify`
+/// when its directory is on `PATH`, else its path, relative (`./target/debug/imnotify`) when it
+/// is under the working directory. `cargo run` puts no `imnotify` on `PATH`, so a bare name
+/// would fail for the README's first reader.
+fn admin_binary() -> String {
+    let Ok(exe) = std::env::current_exe() else {
+        return "imnotify".to_owned();
+    };
+    let on_path = std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| Some(d.as_path()) == exe.parent()));
+    if on_path {
+        return "imnotify".to_owned();
+    }
+    let shown = match std::env::current_dir() {
+        Ok(cwd) => match exe.strip_prefix(&cwd) {
+            Ok(rel) => std::path::Path::new(".").join(rel),
+            Err(_) => exe.clone(),
+        },
+        Err(_) => exe.clone(),
+    };
+    shell_word(&shown.display().to_string())
+}
+
+/// The flag that points an admin command at this server's store, for the banner: ` --data-dir
+/// DIR` unless it is the default `./data`; on PostgreSQL a `--database-url` placeholder, as the
+/// URL may hold a password and stdout is often kept in logs. Without it the command would open
+/// (and create) `./data`, another store, and report that user 1 does not exist.
+fn store_flag(config: &Config) -> String {
+    if config.database_url.is_some() {
+        return " --database-url '...'".to_owned();
+    }
+    if config.data_dir == std::path::Path::new("./data") {
+        return String::new();
+    }
+    format!(
+        " --data-dir {}",
+        shell_word(&config.data_dir.display().to_string())
+    )
+}
+
+/// `s` as one POSIX shell word: as it is when it has only safe characters, else single-quoted.
+fn shell_word(s: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "/._-+:=@%,".contains(c);
+    if !s.is_empty() && s.chars().all(safe) {
+        return s.to_owned();
+    }
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
 /// Runs the server; `fixtures` is the `--fixtures` file, applied before the first request.
 pub async fn serve(mut config: Config, fixtures: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     let clock = Clock::system();
@@ -215,6 +264,9 @@ pub async fn serve(mut config: Config, fixtures: Option<std::path::PathBuf>) -> 
         None => Some(crate::store::sqlite::ServeLock::serving(&config.data_dir)?),
         Some(_) => None,
     };
+    // Bound before the first user and its webhook are made: their code is printed only once,
+    // so a start that fails on a busy port or a bad certificate must not consume it.
+    let bound = server::bind(&config).await?;
     let first_code = bootstrap(store.as_ref()).await?;
     let applied = match &fixtures {
         Some(path) => {
@@ -231,7 +283,6 @@ pub async fn serve(mut config: Config, fixtures: Option<std::path::PathBuf>) -> 
     let toolkit = Arc::new(Toolkit::new(&config));
     let fixture_token = applied.as_ref().and_then(|a| a.admin_token.as_deref());
     let new_admin_token = admin_token(store.as_ref(), &config, &toolkit, fixture_token).await?;
-    let bound = server::bind(&config).await?;
     // From here on `listen` is the bound address (port 0 resolved): the Host allow-list and the
     // fallback portal URL are made from it.
     config.listen = bound.addr;
@@ -254,7 +305,9 @@ pub async fn serve(mut config: Config, fixtures: Option<std::path::PathBuf>) -> 
             "curl -X POST -H \"Content-Type: application/json\" -H \"Accept: application/json\" -d '{{\"USER_ID\":1,\"MESSAGE\":\"System notification\",\"MESSAGE_OUT\":\"System notification for email\",\"TAG\":\"SYSTEM_EVENT_42\",\"SUB_TAG\":\"SYSTEM_EVENT|42\"}}' {base}/rest/1/{code}/im.notify.system.add"
         );
         println!(
-            "To read it in the page: imnotify user password --id 1 --password '...', then open {base}/ and sign in as 1."
+            "To read it in the page: {} user password --id 1 --password '...'{}, then open {base}/ and sign in as 1.",
+            admin_binary(),
+            store_flag(&config)
         );
     }
     tracing::info!(addr = %bound.addr, tls = config.tls_enabled(), require_https = config.require_https(), "serving");

@@ -379,3 +379,113 @@ fn banner_names_the_listen_address_and_the_public_url() {
         "{hint}"
     );
 }
+
+/// The banner's "To read it in the page" command works when pasted as printed: it names the
+/// binary by a path the shell finds (`cargo run` puts no `imnotify` on `PATH`) and the data
+/// directory this server uses (otherwise it would open `./data`, where user 1 does not exist).
+#[test]
+fn banner_password_command_works_when_pasted() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("my data");
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .env_remove("IMNOTIFY_DATA_DIR")
+        .env_remove("IMNOTIFY_DATABASE_URL")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let hint = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .take(12)
+        .map(Result::unwrap)
+        .find(|l| l.starts_with("To read it in the page: "))
+        .expect("the banner's sign-in hint");
+    let command = hint
+        .strip_prefix("To read it in the page: ")
+        .and_then(|rest| rest.split(", then open").next())
+        .unwrap()
+        .replace("'...'", "'a long passphrase'");
+    let out = Command::new("sh")
+        .args(["-c", &command])
+        .env_remove("IMNOTIFY_DATA_DIR")
+        .env_remove("IMNOTIFY_DATABASE_URL")
+        .output()
+        .unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        out.status.success(),
+        "{command}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("Password set for user 1"),
+        "{command}: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// A first start that cannot bind (the port is taken) makes no user yet: the next start
+/// still prints the webhook and the admin token, which are shown only once.
+#[test]
+fn a_failed_bind_does_not_use_up_the_first_start_banner() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap().to_string();
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", &busy, "--data-dir"])
+        .arg(dir.path())
+        .env_remove("IMNOTIFY_DATABASE_URL")
+        .env_remove("IMNOTIFY_ADMIN__TOKEN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("binding {busy}")), "{stderr}");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("Webhook:"),
+        "no banner from a start that failed"
+    );
+
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env_remove("IMNOTIFY_DATABASE_URL")
+        .env_remove("IMNOTIFY_ADMIN__TOKEN")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Read on a thread: a server without a banner prints nothing more and keeps running.
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut banner = Vec::new();
+    while let Ok(line) = rx.recv_timeout(std::time::Duration::from_secs(20)) {
+        let done = line.starts_with("To read it");
+        banner.push(line);
+        if done {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        banner.iter().any(|l| l.starts_with("Webhook: http://")),
+        "{banner:?}"
+    );
+    assert!(
+        banner.iter().any(|l| l.starts_with("Admin token (")),
+        "{banner:?}"
+    );
+}

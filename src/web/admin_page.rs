@@ -22,7 +22,7 @@ use crate::toolkit::journal::Filter;
 use crate::value::{Array, Value};
 
 /// The page's policy: nothing inline, nothing from elsewhere, no framing, forms post here only.
-pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 /// Entries the page shows.
 const PAGE_ENTRIES: usize = 100;
@@ -121,7 +121,7 @@ fn html(status: StatusCode, body: &str) -> Response {
     let doc = format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Admin · imnotify</title>\
 <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-<link rel=\"stylesheet\" href=\"/admin/admin.css\"></head><body><h1>imnotify admin</h1>{body}\
+<link rel=\"icon\" href=\"data:,\"><link rel=\"stylesheet\" href=\"/admin/admin.css\"></head><body><h1>imnotify admin</h1>{body}\
 <script src=\"/admin/admin.js\"></script></body></html>"
     );
     page_headers((status, doc).into_response())
