@@ -213,6 +213,10 @@ struct Job {
     /// write (a `batch`, see [`super::SHARED_COMMIT`]): the writer keeps the transaction open
     /// for it a little, so the batch's writes share one commit.
     hold: bool,
+    /// The write may change a credential (`Store::write`): the group's events must not go out
+    /// before `auth_epoch` moves, or a stream checked just before could send an event committed
+    /// after a revocation in the same group.
+    changes_auth: bool,
 }
 type Run = Box<dyn FnOnce(&Connection, &mut Events) -> (bool, Completion) + Send>;
 type Completion = Box<dyn FnOnce(Option<&str>) + Send>;
@@ -375,8 +379,7 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
-        self.write_job(move |c, _| f(c), Some(self.auth_epoch.clone()))
-            .await
+        self.write_job(move |c, _| f(c), true).await
     }
 
     /// `write` for jobs known not to change credentials (the notification lifecycle): the
@@ -385,24 +388,21 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&Connection, &mut Events) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
-        self.write_job(f, None).await
+        self.write_job(f, false).await
     }
 
     async fn write_job<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection, &mut Events) -> StoreResult<T> + Send + 'static,
-        invalidates: Option<Arc<AtomicU64>>,
+        changes_auth: bool,
     ) -> StoreResult<T> {
         let (reply, rx) = oneshot::channel();
         let run = Box::new(move |conn: &Connection, events: &mut Events| {
             let result = f(conn, events);
             let ok = result.is_ok();
             let completion: Completion = Box::new(move |commit_error| {
-                // Before the caller hears back, so a caller that changed a credential never
-                // sees the old one accepted afterwards.
-                if let Some(epoch) = invalidates {
-                    epoch.fetch_add(1, Ordering::SeqCst);
-                }
+                // The writer moved `auth_epoch` for this write's group before this runs, so a
+                // caller that changed a credential never sees the old one accepted afterwards.
                 let outcome = match commit_error {
                     None => result,
                     Some(e) => Err(StoreError::Backend(e.to_owned())),
@@ -412,7 +412,12 @@ impl SqliteStore {
             });
             (ok, completion)
         });
-        self.send_job(Job { run, hold: false }).await?;
+        self.send_job(Job {
+            run,
+            hold: false,
+            changes_auth,
+        })
+        .await?;
         rx.await
             .map_err(|_| StoreError::Backend("writer dropped the request".into()))?
     }
@@ -437,7 +442,12 @@ impl SqliteStore {
             });
             (ok, completion)
         });
-        self.send_job(Job { run, hold: true }).await?;
+        self.send_job(Job {
+            run,
+            hold: true,
+            changes_auth: false,
+        })
+        .await?;
         rx.await
             .map_err(|_| StoreError::Backend("writer dropped the request".into()))?
     }
@@ -836,6 +846,7 @@ fn commit_group(
     auth_epoch: &AtomicU64,
 ) {
     let mut completions = Vec::with_capacity(group.len());
+    let mut changes_auth = false;
     let mut events = Events {
         list: Vec::new(),
         now: clock.unix(),
@@ -847,6 +858,7 @@ fn commit_group(
             let mut hold = false;
             for job in group.drain(..) {
                 hold = job.hold;
+                changes_auth |= job.changes_auth;
                 // A savepoint per write: one failing write must not take the others down with it.
                 let sp = tx.savepoint()?;
                 let mark = events.list.len();
@@ -877,7 +889,9 @@ fn commit_group(
     if committed.is_ok() {
         // A credential changed by another process: streams and the webhook cache must look
         // again before this group's events go out (see `Store::auth_epoch`).
-        if outside.changed(conn) {
+        // Likewise for a credential changed by a write of this group.
+        let outside_changed = outside.changed(conn);
+        if changes_auth || outside_changed {
             auth_epoch.fetch_add(1, Ordering::SeqCst);
         }
         hub.publish(&events.list);
