@@ -173,7 +173,6 @@ fn ws_close_code(sock: &mut std::net::TcpStream, limit: std::time::Duration) -> 
 
 #[test]
 fn a_deactivated_users_channel_is_refused_and_its_open_socket_closed() {
-    use std::io::{Read, Write};
     let s = Server::start();
     s.add_user(2, &[]);
     let hook = s.add_webhook(2, "im,pull_channel");
@@ -181,27 +180,7 @@ fn a_deactivated_users_channel_is_refused_and_its_open_socket_closed() {
     let channel = c["channels"]["private"]["id"].as_str().unwrap().to_owned();
     assert_eq!(poll(&s, &channel, None).status, 304);
 
-    let enc: String = form_urlencoded::byte_serialize(channel.as_bytes()).collect();
-    let mut sock = std::net::TcpStream::connect(&s.addr).unwrap();
-    write!(
-        sock,
-        "GET /subws/?CHANNEL_ID={enc}&revision=19 HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\n\
-         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
-         Sec-WebSocket-Version: 13\r\n\r\n",
-        s.addr
-    )
-    .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        sock.read_exact(&mut byte).unwrap();
-        head.push(byte[0]);
-    }
-    assert!(
-        head.starts_with(b"HTTP/1.1 101"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
+    let mut sock = open_socket(&s, &channel);
     // Open and quiet while the user is active.
     assert_eq!(
         ws_close_code(&mut sock, std::time::Duration::from_millis(2500)),
