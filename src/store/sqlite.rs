@@ -584,25 +584,39 @@ struct InitLock {
 
 impl InitLock {
     fn take(dir: &Path) -> StoreResult<InitLock> {
-        use std::os::fd::AsRawFd as _;
-        let path = dir.join(LOCK_FILE);
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| StoreError::Backend(format!("opening {}: {e}", path.display())))?;
-        // SAFETY: flock on a descriptor this function owns; no memory is shared.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
-        if rc != 0 {
-            let e = std::io::Error::last_os_error();
-            return Err(StoreError::Backend(format!(
-                "locking {}: {e}",
-                path.display()
-            )));
-        }
+        // A blocking lock waits rather than answering "would block".
+        let file = flock(dir, LOCK_FILE, libc::LOCK_EX)?.ok_or_else(|| {
+            StoreError::Backend(format!("locking {}: busy", dir.join(LOCK_FILE).display()))
+        })?;
         Ok(InitLock { _file: file })
     }
+}
+
+/// Opens (creating it) `dir/name` and takes `flock(mode)` on it; the lock lives as long as the
+/// returned file. `Ok(None)` when `mode` has `LOCK_NB` and another process holds a conflicting
+/// lock.
+fn flock(dir: &Path, name: &str, mode: libc::c_int) -> StoreResult<Option<std::fs::File>> {
+    use std::os::fd::AsRawFd as _;
+    let path = dir.join(name);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StoreError::Backend(format!("opening {}: {e}", path.display())))?;
+    // SAFETY: flock on a descriptor this function owns; no memory is shared.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), mode) };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.kind() == std::io::ErrorKind::WouldBlock {
+            return Ok(None);
+        }
+        return Err(StoreError::Backend(format!(
+            "locking {}: {e}",
+            path.display()
+        )));
+    }
+    Ok(Some(file))
 }
 
 /// Who uses a data directory's database for longer than one admin command: the servers on it
@@ -642,27 +656,10 @@ impl ServeLock {
 
     /// `Ok(None)` when another process holds the lock in a conflicting mode.
     fn take(dir: &Path, mode: libc::c_int) -> StoreResult<Option<ServeLock>> {
-        use std::os::fd::AsRawFd as _;
-        let path = dir.join(SERVE_LOCK_FILE);
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| StoreError::Backend(format!("opening {}: {e}", path.display())))?;
-        // SAFETY: flock on a descriptor this function owns; no memory is shared.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), mode | libc::LOCK_NB) };
-        if rc != 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::WouldBlock {
-                return Ok(None);
-            }
-            return Err(StoreError::Backend(format!(
-                "locking {}: {e}",
-                path.display()
-            )));
-        }
-        Ok(Some(ServeLock { _file: file }))
+        Ok(
+            flock(dir, SERVE_LOCK_FILE, mode | libc::LOCK_NB)?
+                .map(|file| ServeLock { _file: file }),
+        )
     }
 }
 
