@@ -230,16 +230,6 @@ fn open_socket(s: &Server, channel: &str) -> std::net::TcpStream {
     sock
 }
 
-fn cli_ok(s: &Server, args: &[&str]) -> String {
-    let out = s.cli(args);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// Issue 15: a channel is bound to the credential that asked for it. Revoking a webhook, or
 /// every token of an application, ends its channels (open sockets within the 2 s re-check plus
 /// the webhook cache's 1 s) while the user stays active; another credential's channel lives on.
@@ -252,31 +242,25 @@ fn revoking_the_credential_ends_its_channels_but_not_the_others() {
         .as_str()
         .unwrap()
         .to_owned();
-    let app: Value = serde_json::from_str(&cli_ok(
-        &s,
-        &[
-            "app",
-            "add",
-            "--name",
-            "Chat",
-            "--scope",
-            "im,pull_channel",
-            "--json",
-        ],
-    ))
+    let app: Value = serde_json::from_str(&s.cli_ok(&[
+        "app",
+        "add",
+        "--name",
+        "Chat",
+        "--scope",
+        "im,pull_channel",
+        "--json",
+    ]))
     .unwrap();
-    let token: Value = serde_json::from_str(&cli_ok(
-        &s,
-        &[
-            "app",
-            "token",
-            "--client-id",
-            app["client_id"].as_str().unwrap(),
-            "--user-id",
-            "2",
-            "--json",
-        ],
-    ))
+    let token: Value = serde_json::from_str(&s.cli_ok(&[
+        "app",
+        "token",
+        "--client-id",
+        app["client_id"].as_str().unwrap(),
+        "--user-id",
+        "2",
+        "--json",
+    ]))
     .unwrap();
     let bearer = format!("Bearer {}", token["access_token"].as_str().unwrap());
     let r = s.request(
@@ -301,15 +285,9 @@ fn revoking_the_credential_ends_its_channels_but_not_the_others() {
         None
     );
 
-    let list: Value = serde_json::from_str(&cli_ok(
-        &s,
-        &["webhook", "list", "--user-id", "2", "--json"],
-    ))
-    .unwrap();
-    cli_ok(
-        &s,
-        &["webhook", "revoke", "--id", &list[0]["id"].to_string()],
-    );
+    let list: Value =
+        serde_json::from_str(&s.cli_ok(&["webhook", "list", "--user-id", "2", "--json"])).unwrap();
+    s.cli_ok(&["webhook", "revoke", "--id", &list[0]["id"].to_string()]);
     assert_eq!(
         ws_close_code(&mut sock, std::time::Duration::from_secs(10)),
         Some(4010)
@@ -318,6 +296,6 @@ fn revoking_the_credential_ends_its_channels_but_not_the_others() {
     // The user is active and the application's token good: its channel still works.
     assert_eq!(poll(&s, &by_token, None).status, 304);
 
-    cli_ok(&s, &["token", "revoke", "--user-id", "2"]);
+    s.cli_ok(&["token", "revoke", "--user-id", "2"]);
     assert_eq!(poll(&s, &by_token, None).status, 400);
 }

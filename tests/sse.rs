@@ -625,38 +625,24 @@ fn a_long_answer_is_cut_as_a_message_is() {
     assert!(stored < 25_000, "{stored} bytes in the event log");
 }
 
-fn cli_ok(s: &Server, args: &[&str]) -> String {
-    let out = s.cli(args);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// User 5 with a password, an `im` webhook, an OAuth token and a signed-in session, and a
 /// stream open with each, past its first frame: (webhook, token, session).
 fn three_streams(s: &Server) -> (String, Stream, Stream, Stream) {
     s.add_user(5, &["--password", "old pw"]);
     let hook = s.add_webhook(5, "im");
-    let app: Value = serde_json::from_str(&cli_ok(
-        s,
-        &["app", "add", "--name", "Tasks", "--scope", "im", "--json"],
-    ))
+    let app: Value = serde_json::from_str(
+        &s.cli_ok(&["app", "add", "--name", "Tasks", "--scope", "im", "--json"]),
+    )
     .unwrap();
-    let token: Value = serde_json::from_str(&cli_ok(
-        s,
-        &[
-            "app",
-            "token",
-            "--client-id",
-            app["client_id"].as_str().unwrap(),
-            "--user-id",
-            "5",
-            "--json",
-        ],
-    ))
+    let token: Value = serde_json::from_str(&s.cli_ok(&[
+        "app",
+        "token",
+        "--client-id",
+        app["client_id"].as_str().unwrap(),
+        "--user-id",
+        "5",
+        "--json",
+    ]))
     .unwrap();
     let token = token["access_token"].as_str().unwrap().to_owned();
     let cookie = s.sign_in("5", "old pw");
@@ -712,15 +698,9 @@ fn revocation_ends_open_streams() {
     }
 
     // A webhook: once the running server refuses it (its cache trusts an entry for 1 s).
-    let list: Value = serde_json::from_str(&cli_ok(
-        &s,
-        &["webhook", "list", "--user-id", "5", "--json"],
-    ))
-    .unwrap();
-    cli_ok(
-        &s,
-        &["webhook", "revoke", "--id", &list[0]["id"].to_string()],
-    );
+    let list: Value =
+        serde_json::from_str(&s.cli_ok(&["webhook", "list", "--user-id", "5", "--json"])).unwrap();
+    s.cli_ok(&["webhook", "revoke", "--id", &list[0]["id"].to_string()]);
     let deadline = Instant::now() + Duration::from_secs(5);
     while s.get(&format!("{hook}profile")).status != 403 {
         assert!(Instant::now() < deadline, "the revoked webhook still works");
@@ -732,13 +712,13 @@ fn revocation_ends_open_streams() {
     assert_eq!(by_session.event().2["id"], id);
 
     // An OAuth token: at once.
-    cli_ok(&s, &["token", "revoke", "--user-id", "5"]);
+    s.cli_ok(&["token", "revoke", "--user-id", "5"]);
     let id = notify_5(&s, "after the token's revocation");
     ends_without_event(&mut by_token, Duration::from_secs(6), "token");
     assert_eq!(by_session.event().2["id"], id);
 
     // A session, ended by a password change; idle, so the periodic check ends it.
-    cli_ok(&s, &["user", "update", "--id", "5", "--password", "new pw"]);
+    s.cli_ok(&["user", "update", "--id", "5", "--password", "new pw"]);
     ends_without_event(&mut by_session, Duration::from_secs(6), "session");
 }
 
@@ -746,7 +726,7 @@ fn revocation_ends_open_streams() {
 fn deactivating_the_user_ends_every_stream() {
     let s = Server::start();
     let (_, mut by_hook, mut by_token, mut by_session) = three_streams(&s);
-    cli_ok(&s, &["user", "deactivate", "--id", "5"]);
+    s.cli_ok(&["user", "deactivate", "--id", "5"]);
     for (st, what) in [
         (&mut by_hook, "webhook"),
         (&mut by_token, "token"),

@@ -296,6 +296,17 @@ impl Server {
         cmd.output().unwrap()
     }
 
+    /// Runs an admin command that must succeed; what it printed on stdout.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// Runs an admin command with `--json` among `args`; what it printed, parsed.
     pub fn cli_json(&self, args: &[&str]) -> serde_json::Value {
         json_output(&self.cli(args))
