@@ -33,6 +33,7 @@ struct Metrics {
     latency: Family<CallLabels, Histogram, fn() -> Histogram>,
     writer_queue_depth: Gauge,
     commit_batch: Histogram,
+    group_reruns: Counter,
     delivery: Delivery,
 }
 
@@ -86,6 +87,13 @@ fn metrics() -> &'static Metrics {
             "storage_commit_batch_size",
             "Writes committed together in one SQLite transaction",
             commit_batch.clone(),
+        );
+        let group_reruns = Counter::default();
+        registry.register(
+            "storage_group_reruns",
+            "Groups of notification inserts rolled back after a failed insert and run again \
+             with a savepoint per write",
+            group_reruns.clone(),
         );
         let delivery = Delivery::default();
         registry.register(
@@ -145,6 +153,7 @@ fn metrics() -> &'static Metrics {
             latency,
             writer_queue_depth,
             commit_batch,
+            group_reruns,
         }
     })
 }
@@ -162,6 +171,16 @@ pub fn record_call(method: &'static str, status: u16, elapsed: Duration) {
 /// Records the size of one committed group.
 pub fn record_commit_batch(writes: usize) {
     metrics().commit_batch.observe(writes as f64);
+}
+
+/// Counts a group of inserts that had to run again with savepoints (`store::sqlite`).
+pub fn record_group_rerun() {
+    metrics().group_reruns.inc();
+}
+
+/// Groups of inserts run again so far (process-wide).
+pub fn group_reruns() -> u64 {
+    metrics().group_reruns.get()
 }
 
 /// The number of open event streams.
