@@ -47,7 +47,7 @@ use crate::clock::rfc3339_local;
 use crate::conn::ConnInfo;
 use crate::state::AppState;
 use crate::store::event::{Event, Kind};
-use crate::store::hub::{StreamKind, Subscription};
+use crate::store::hub::{StreamKind, Subscription, LIVE_GAP};
 
 /// Close code that makes the client fetch a new config (WRONG_CHANNEL_ID, §3.5).
 pub const CLOSE_WRONG_CHANNEL: u16 = 4010;
@@ -388,6 +388,8 @@ struct Cursor {
     user_id: i64,
     last: i64,
     replay: bool,
+    /// When live events last went out, until [`LIVE_GAP`] has passed since.
+    flushed: Option<tokio::time::Instant>,
 }
 
 enum Next {
@@ -409,6 +411,7 @@ impl Cursor {
                 user_id,
                 last,
                 replay: resume.is_some_and(|r| r < head),
+                flushed: None,
             },
             head,
         ))
@@ -448,18 +451,24 @@ impl Cursor {
                     None => return Next::Closed,
                 }
             };
-            match sub.rx.recv().await {
+            // As on SSE streams: under load, at most one frame per LIVE_GAP.
+            if let Some(at) = self.flushed {
+                tokio::time::sleep_until(at + LIVE_GAP).await;
+                self.flushed = None;
+            }
+            match sub.recv().await {
                 Some(first) => {
-                    let mut batch = vec![(*first).clone()];
+                    let mut batch: Vec<Event> = first.iter().map(|ev| (**ev).clone()).collect();
                     while batch.len() < REPLAY_PAGE {
-                        match sub.rx.try_recv() {
-                            Ok(ev) => batch.push((*ev).clone()),
+                        match sub.try_recv() {
+                            Ok(more) => batch.extend(more.iter().map(|ev| (**ev).clone())),
                             Err(_) => break,
                         }
                     }
                     batch.retain(|ev| ev.id > self.last);
                     if let Some(ev) = batch.last() {
                         self.last = ev.id;
+                        self.flushed = Some(tokio::time::Instant::now());
                         return Next::Events(batch);
                     }
                 }

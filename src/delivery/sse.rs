@@ -37,8 +37,10 @@
 //! expires may see events for up to [`RECHECK_EVERY`] past its end.
 //!
 //! Cost (issue 15 goal 5): a live event's frame is encoded once ([`Event::sse`]) and the
-//! same bytes go to every stream of its user; while the epoch stands still, a stream's check
-//! before an event is one atomic load.
+//! same bytes go to every stream of its user; a stream receives a commit group's events as one
+//! batch, writes everything queued as one body chunk, and under load writes at most once per
+//! [`LIVE_GAP`]; while the epoch stands still, a stream's check before a write is one atomic
+//! load.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -64,13 +66,14 @@ use crate::protocol::envelope;
 use crate::protocol::route::Transport;
 use crate::state::AppState;
 use crate::store::event::Event;
-use crate::store::hub::{Hub, Slot, StreamKind, Subscription};
+use crate::store::hub::{Hub, Slot, StreamKind, Subscription, LIVE_GAP};
 use crate::store::Store;
 use crate::value::{Array, Value};
 
 /// Events read from the log per query while replaying.
 const REPLAY_PAGE: usize = 256;
-/// Live events already queued that go out together in one write.
+/// Live events already queued that go out together in one write (at least; a commit group's
+/// batch is not split).
 const MAX_CHUNK: usize = 64;
 /// What an EventSource waits before reconnecting.
 const RETRY: Duration = Duration::from_secs(2);
@@ -220,6 +223,7 @@ pub async fn open(state: AppState, req: Request, webhook: Option<(String, String
         announce: true,
         heartbeat: Duration::from_secs(state.config.events.heartbeat_seconds.max(1)),
         quiet_since: Instant::now(),
+        flushed: None,
         _slot: slot,
     };
     tracing::info!(
@@ -358,6 +362,8 @@ struct Feed {
     heartbeat: Duration,
     /// When the last frame went out.
     quiet_since: Instant,
+    /// When the last live events went out, until the stream has waited [`LIVE_GAP`] since.
+    flushed: Option<Instant>,
     _slot: Slot,
 }
 
@@ -416,10 +422,15 @@ impl Feed {
                 self.replay = true;
                 continue;
             };
+            // Under load, a stream writes at most once per LIVE_GAP: what commits meanwhile
+            // queues up and goes out in the next write. A stream that was quiet writes at once.
+            if let Some(at) = self.flushed.take() {
+                tokio::time::sleep_until(at + LIVE_GAP).await;
+            }
             let due = self.guard.due();
             let ping = self.quiet_since + self.heartbeat;
             let received = tokio::select! {
-                r = sub.rx.recv() => r,
+                r = sub.recv() => r,
                 () = tokio::time::sleep_until(due) => {
                     if !self.guard.valid(true).await {
                         return None;
@@ -431,17 +442,17 @@ impl Feed {
                 }
             };
             match received {
-                Some(ev) => {
-                    if ev.id <= self.last {
-                        continue;
-                    }
-                    // Whatever else is queued already goes out with it, in one write: a group
-                    // commit publishes many events at once.
-                    let mut ready = vec![ev];
+                Some(batch) => {
+                    // Whatever else is queued already goes out with it, in one write.
+                    let mut taken = batch.len();
+                    let mut ready = vec![batch];
                     let mut dropped = false;
-                    while ready.len() < MAX_CHUNK {
-                        match sub.rx.try_recv() {
-                            Ok(ev) => ready.push(ev),
+                    while taken < MAX_CHUNK {
+                        match sub.try_recv() {
+                            Ok(batch) => {
+                                taken += batch.len();
+                                ready.push(batch);
+                            }
                             Err(mpsc::error::TryRecvError::Empty) => break,
                             Err(mpsc::error::TryRecvError::Disconnected) => {
                                 dropped = true;
@@ -453,12 +464,20 @@ impl Feed {
                         // Everything queued is in `ready`; the rest comes from the log.
                         self.sub = None;
                     }
+                    if ready
+                        .iter()
+                        .flat_map(|b| b.iter())
+                        .all(|ev| ev.id <= self.last)
+                    {
+                        continue;
+                    }
                     // After taking them: an event committed after a revocation was published
                     // after the epoch moved, so this check covers every one of them.
                     if !self.guard.valid_live().await {
                         return None;
                     }
-                    return self.chunk(&ready);
+                    self.flushed = Some(Instant::now());
+                    return self.chunk(ready.iter().flat_map(|b| b.iter()));
                 }
                 None => {
                     self.sub = None;
@@ -474,27 +493,29 @@ impl Feed {
 impl Feed {
     /// The frames of live events not sent yet, in one buffer. Each frame is encoded by the
     /// first of its user's streams to get here and shared by the rest.
-    fn chunk(&mut self, events: &[Arc<Event>]) -> Option<Bytes> {
-        let mut frames = events.iter().filter_map(|ev| {
-            if ev.id <= self.last {
-                return None;
-            }
-            self.last = ev.id;
-            crate::metrics::record_sse_event_sent();
-            Some(ev.sse.get_or_init(|| {
-                crate::metrics::record_sse_frame_encoded();
-                encode(ev)
-            }))
-        });
-        let first = frames.next()?;
-        let Some(second) = frames.next() else {
-            return Some(first);
-        };
-        let mut out = bytes::BytesMut::with_capacity(first.len() * events.len());
-        out.extend_from_slice(&first);
-        out.extend_from_slice(&second);
-        for frame in frames {
-            out.extend_from_slice(&frame);
+    fn chunk<'a>(&mut self, events: impl Iterator<Item = &'a Arc<Event>>) -> Option<Bytes> {
+        let frames: Vec<Bytes> = events
+            .filter_map(|ev| {
+                if ev.id <= self.last {
+                    return None;
+                }
+                self.last = ev.id;
+                crate::metrics::record_sse_event_sent();
+                Some(ev.sse.get_or_init(|| {
+                    crate::metrics::record_sse_frame_encoded();
+                    encode(ev)
+                }))
+            })
+            .collect();
+        if let [one] = &frames[..] {
+            return Some(one.clone());
+        }
+        if frames.is_empty() {
+            return None;
+        }
+        let mut out = bytes::BytesMut::with_capacity(frames.iter().map(|f| f.len()).sum());
+        for frame in &frames {
+            out.extend_from_slice(frame);
         }
         Some(out.freeze())
     }

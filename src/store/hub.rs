@@ -1,11 +1,13 @@
 //! The in-process fan-out of committed events, by user id.
 //!
 //! The store's writer hands every committed group's events to [`Hub::publish`] after the commit
-//! and never before. Each subscriber has a bounded channel; publishing never waits: a subscriber
-//! whose channel is full is dropped on the spot (its receiver sees the channel close after the
-//! events already queued), and it resumes from the event log. So the writer's cost after a commit
-//! is one map lookup and one `try_send` per event and subscriber of that event's user, however
-//! slow any reader is.
+//! and never before. A group's events of one user go to each of that user's subscribers as one
+//! [`Batch`] (shared, not copied), so the writer's cost after a commit is one map lookup per
+//! user and one channel send per subscriber, however many events the group holds and however
+//! slow any reader is (issue 15 goal 5). Publishing never waits: each subscriber may have at
+//! most [`SUBSCRIBER_QUEUE`] events queued (counted in events, not batches); one that would go
+//! past it is dropped on the spot (its receiver sees the channel close after the batches already
+//! queued), and it resumes from the event log.
 //!
 //! Streams are bounded per user and in total through [`Hub::admit`]: a channel (SSE,
 //! Push&Pull) holds a [`Slot`] for as long as it serves one client, whether or not it is
@@ -14,8 +16,9 @@
 //! (webhook or OAuth SSE, Push&Pull channels) cannot starve the notification center.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 
@@ -23,6 +26,14 @@ use super::event::Event;
 
 /// Events a subscriber may have queued before it counts as slow and is dropped.
 pub const SUBSCRIBER_QUEUE: usize = 256;
+
+/// The least time between two writes of live events on one stream (SSE, Push&Pull socket):
+/// a stream's cost is per write (a wake-up, a body chunk or frame, a socket write, the
+/// client's wake-up), so under load each write carries every event committed in the gap
+/// (issue 15 goal 5), and an event waits at most this long more. A stream that was quiet
+/// longer writes at once. The queue must hold a gap's events: [`SUBSCRIBER_QUEUE`] in 10 ms
+/// is 25,600 events a second for one user.
+pub const LIVE_GAP: Duration = Duration::from_millis(10);
 
 #[derive(Debug, Clone, Copy)]
 pub struct HubLimits {
@@ -62,8 +73,20 @@ pub enum StreamKind {
     Integration,
 }
 
-/// A user's subscribers: (subscription id, its channel).
-type Senders = Vec<(u64, mpsc::Sender<Arc<Event>>)>;
+/// One commit group's events of one user, oldest first: what a subscriber receives at once.
+pub type Batch = Arc<[Arc<Event>]>;
+
+/// One subscriber as the hub sees it. The channel is unbounded; `queued` bounds it in events.
+struct Sender {
+    id: u64,
+    tx: mpsc::UnboundedSender<Batch>,
+    /// Events sent and not yet received: raised by `publish` (under the hub's lock), lowered by
+    /// the receiver.
+    queued: Arc<AtomicUsize>,
+}
+
+/// A user's subscribers.
+type Senders = Vec<Sender>;
 
 pub struct Hub {
     subscribers: Mutex<HashMap<i64, Senders>>,
@@ -82,10 +105,29 @@ struct SlotCounts {
 
 /// A live subscription; dropping it unsubscribes.
 pub struct Subscription {
-    pub rx: mpsc::Receiver<Arc<Event>>,
+    rx: mpsc::UnboundedReceiver<Batch>,
+    queued: Arc<AtomicUsize>,
     hub: Arc<Hub>,
     user_id: i64,
     id: u64,
+}
+
+impl Subscription {
+    /// The next batch of live events; `None` once the hub dropped this subscriber (too slow;
+    /// everything sent before was received) or closed. Cancel-safe.
+    pub async fn recv(&mut self) -> Option<Batch> {
+        let batch = self.rx.recv().await?;
+        self.queued.fetch_sub(batch.len(), Ordering::Relaxed);
+        Some(batch)
+    }
+
+    /// A batch already queued, without waiting: `Err(Empty)` when none is,
+    /// `Err(Disconnected)` once the hub dropped this subscriber and the queue is drained.
+    pub fn try_recv(&mut self) -> Result<Batch, mpsc::error::TryRecvError> {
+        let batch = self.rx.try_recv()?;
+        self.queued.fetch_sub(batch.len(), Ordering::Relaxed);
+        Ok(batch)
+    }
 }
 
 impl Drop for Subscription {
@@ -159,7 +201,8 @@ impl Hub {
     /// Starts receiving `user_id`'s events committed from now on. `None` once the hub is closed
     /// (the server is shutting down).
     pub fn subscribe(self: &Arc<Hub>, user_id: i64) -> Option<Subscription> {
-        let (tx, rx) = mpsc::channel(SUBSCRIBER_QUEUE);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicUsize::new(0));
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         {
             let mut subs = self.subscribers.lock().expect("hub poisoned");
@@ -167,37 +210,57 @@ impl Hub {
             if self.closed.load(Ordering::SeqCst) {
                 return None;
             }
-            subs.entry(user_id).or_default().push((id, tx));
+            subs.entry(user_id).or_default().push(Sender {
+                id,
+                tx,
+                queued: queued.clone(),
+            });
         }
         Some(Subscription {
             rx,
+            queued,
             hub: self.clone(),
             user_id,
             id,
         })
     }
 
-    /// Fans committed events out; never blocks. Called by the store after the commit.
+    /// Fans a committed group's events out, one [`Batch`] per user with subscribers; never
+    /// blocks. `events` are in commit (id) order, and so is each batch. Called by the store
+    /// after the commit.
     pub fn publish(&self, events: &[Arc<Event>]) {
         if events.is_empty() {
             return;
         }
         let mut subs = self.subscribers.lock().expect("hub poisoned");
-        for event in events {
-            let Some(list) = subs.get_mut(&event.user_id) else {
+        if subs.is_empty() {
+            return;
+        }
+        // The events of subscribed users, by user; the sort is stable, so each user's stay in
+        // id order. A group has few users with open streams, usually one.
+        let mut mine: Vec<&Arc<Event>> = events
+            .iter()
+            .filter(|ev| subs.contains_key(&ev.user_id))
+            .collect();
+        mine.sort_by_key(|ev| ev.user_id);
+        for run in mine.chunk_by(|a, b| a.user_id == b.user_id) {
+            let user_id = run[0].user_id;
+            let batch: Batch = run.iter().map(|ev| Arc::clone(ev)).collect();
+            let Some(list) = subs.get_mut(&user_id) else {
                 continue;
             };
-            list.retain(|(_, tx)| match tx.try_send(event.clone()) {
-                Ok(()) => true,
-                Err(mpsc::error::TrySendError::Full(_)) => {
+            list.retain(|s| {
+                // Only `publish` raises `queued`, under the lock: the sum cannot pass the bound.
+                if s.queued.load(Ordering::Relaxed) + batch.len() > SUBSCRIBER_QUEUE {
                     // Too slow: dropped here, it catches up from the log.
                     crate::metrics::record_subscriber_dropped();
-                    false
+                    return false;
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => false,
+                s.queued.fetch_add(batch.len(), Ordering::Relaxed);
+                s.tx.send(batch.clone()).is_ok()
             });
             if list.is_empty() {
-                subs.remove(&event.user_id);
+                subs.remove(&user_id);
             }
         }
     }
@@ -232,7 +295,7 @@ impl Hub {
     fn remove(&self, user_id: i64, id: u64) {
         let mut subs = self.subscribers.lock().expect("hub poisoned");
         if let Some(list) = subs.get_mut(&user_id) {
-            list.retain(|(i, _)| *i != id);
+            list.retain(|s| s.id != id);
             if list.is_empty() {
                 subs.remove(&user_id);
             }
@@ -262,25 +325,52 @@ mod tests {
         let mut slow = hub.subscribe(1).unwrap();
         let mut other = hub.subscribe(2).unwrap();
         hub.publish(&[ev(1, 1), ev(2, 2)]);
-        assert_eq!(a.rx.recv().await.unwrap().id, 1);
-        assert_eq!(other.rx.recv().await.unwrap().id, 2);
+        assert_eq!(a.recv().await.unwrap()[0].id, 1);
+        assert_eq!(other.recv().await.unwrap()[0].id, 2);
         // `a` keeps reading; `slow` never does. Publishing never blocks, and `slow` is dropped.
         for i in 0..(SUBSCRIBER_QUEUE as i64 + 10) {
             hub.publish(&[ev(10 + i, 1)]);
-            assert_eq!(a.rx.recv().await.unwrap().id, 10 + i);
+            assert_eq!(a.recv().await.unwrap()[0].id, 10 + i);
         }
         assert_eq!(hub.subscriber_count(1), 1);
         let mut seen = 0;
-        while slow.rx.recv().await.is_some() {
-            seen += 1;
+        while let Some(batch) = slow.recv().await {
+            seen += batch.len();
         }
         // It got what fitted (the first event and a full queue), then the channel closed.
         assert_eq!(seen, SUBSCRIBER_QUEUE);
         drop(a);
         assert_eq!(hub.subscriber_count(1), 0);
         hub.close();
-        assert!(other.rx.recv().await.is_none());
+        assert!(other.recv().await.is_none());
         assert!(hub.subscribe(3).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_group_is_one_batch_per_user_and_the_bound_counts_events() {
+        let hub = Hub::new(HubLimits::default());
+        let mut one = hub.subscribe(1).unwrap();
+        let mut two = hub.subscribe(2).unwrap();
+        hub.publish(&[ev(1, 1), ev(2, 2), ev(3, 1), ev(4, 1), ev(5, 2)]);
+        let ids = |b: Batch| b.iter().map(|e| e.id).collect::<Vec<_>>();
+        assert_eq!(ids(one.recv().await.unwrap()), [1, 3, 4]);
+        assert_eq!(ids(two.recv().await.unwrap()), [2, 5]);
+        assert!(one.try_recv().is_err());
+        // 200 events in one group, then 100 more: the queue would hold 300 events in two
+        // batches, past the bound, so the subscriber is dropped with the first batch queued.
+        let group = |from: i64, n: i64| (from..from + n).map(|i| ev(i, 1)).collect::<Vec<_>>();
+        hub.publish(&group(10, 200));
+        hub.publish(&group(210, 100));
+        assert_eq!(hub.subscriber_count(1), 0);
+        assert_eq!(one.recv().await.unwrap().len(), 200);
+        assert!(one.recv().await.is_none());
+        // A reader that keeps up is never dropped, however many events pass.
+        let mut reader = hub.subscribe(1).unwrap();
+        for k in 0..10 {
+            hub.publish(&group(1000 + k * 200, 200));
+            assert_eq!(reader.recv().await.unwrap().len(), 200);
+        }
+        assert_eq!(hub.subscriber_count(1), 1);
     }
 
     #[test]

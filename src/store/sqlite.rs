@@ -3047,7 +3047,7 @@ mod tests {
                 .await
         });
         // Moved by the time the event reaches a subscriber, before the writer answers.
-        assert!(sub.rx.recv().await.is_some());
+        assert!(sub.recv().await.is_some());
         assert!(store.auth_epoch().unwrap() > epoch);
         write.await.unwrap().unwrap();
     }
