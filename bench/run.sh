@@ -77,8 +77,10 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 # oha (crates.io) for the open-loop scenario: wrk2 is not in Debian. Installed under the clone
-# (.tools/cargo, gitignored) the first time, without TLS (loopback only), under nice so that it
-# does not disturb measurements running beside it; pinned, so every run uses the same tool.
+# (.tools/cargo, gitignored) the first time, under nice so that it does not disturb measurements
+# running beside it; pinned, so every run uses the same tool. With the system's OpenSSL
+# (native-tls): oha 1.16 does not build without a TLS feature, and its default (rustls with
+# aws-lc) compiles a large C library.
 OHA_VERSION=1.16.0
 oha_bin="$root/.tools/cargo/bin/oha"
 open_loop=${BENCH_OPEN_LOOP:-1}
@@ -87,8 +89,12 @@ install_oha() {
   if "$oha_bin" --version 2>/dev/null | grep -qF "$OHA_VERSION"; then return 0; fi
   # CI's smoke run does not pay minutes of build for it; it uses oha when it is already there.
   [ "$open_loop" = 1 ] || return 1
+  if ! pkg-config --exists openssl 2>/dev/null && [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libssl-dev pkg-config >&2
+  fi
   echo "installing oha $OHA_VERSION into .tools/cargo (once)..." >&2
-  nice -n 19 cargo install --locked --no-default-features "oha@$OHA_VERSION" --root "$root/.tools/cargo" >&2
+  nice -n 19 cargo install --locked --no-default-features --features native-tls "oha@$OHA_VERSION" \
+    --root "$root/.tools/cargo" >&2
 }
 if [ "$open_loop" != 0 ] && install_oha && command -v jq >/dev/null 2>&1; then
   open_loop=1
