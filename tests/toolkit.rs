@@ -1058,3 +1058,64 @@ fn the_admin_page_shows_captured_mail_escaped_and_clears_it() {
         json!([])
     );
 }
+
+#[test]
+fn a_wrong_fixtures_file_leaves_the_first_webhook_for_the_next_start() {
+    let files = tempfile::tempdir().unwrap();
+    let data = files.path().join("data");
+    let bad = files.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[[webhooks]]\nuser_id = 99\ncode = \"fixedwebhookcode1\"\nscope = [\"im\"]\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(common::BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--fixtures"])
+        .arg(&bad)
+        .arg("--data-dir")
+        .arg(&data)
+        .env_remove("IMNOTIFY_DATA_DIR")
+        .env_remove("IMNOTIFY_DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.toml:1:") && err.contains("user 99 does not exist"),
+        "{err}"
+    );
+    // The next start is still the first: it makes user 1's webhook and shows its code.
+    let mut child = std::process::Command::new(common::BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .env_remove("IMNOTIFY_DATA_DIR")
+        .env_remove("IMNOTIFY_DATABASE_URL")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut banner = None;
+    while let Ok(line) = rx.recv_timeout(std::time::Duration::from_secs(20)) {
+        if line.starts_with("Webhook: ") {
+            banner = Some(line);
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let banner = banner.expect("no webhook banner on the start after a failed one");
+    assert!(banner.contains("/rest/1/"), "{banner}");
+}
