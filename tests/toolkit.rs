@@ -1119,3 +1119,62 @@ fn a_wrong_fixtures_file_leaves_the_first_webhook_for_the_next_start() {
     let banner = banner.expect("no webhook banner on the start after a failed one");
     assert!(banner.contains("/rest/1/"), "{banner}");
 }
+
+#[test]
+fn failed_authentications_do_not_evict_real_calls_from_the_journal() {
+    let s = Server::start_with(Options {
+        envs: vec![
+            ("IMNOTIFY_ADMIN__TOKEN".into(), TOKEN.into()),
+            ("IMNOTIFY_JOURNAL__CAPACITY".into(), "30".into()),
+        ],
+        ..Options::default()
+    });
+    s.notify(json!({"USER_ID": 1, "MESSAGE": "a real call"}));
+    // More bad credentials than the journal holds (and fewer than the per-IP failure burst).
+    let mut refused = 0;
+    for i in 0..60 {
+        let r = s.post_json(
+            &format!("/rest/1/wrongcode{i:08}/im.notify.system.add"),
+            &json!({"USER_ID": 1, "MESSAGE": "outsider"}),
+        );
+        assert!(
+            r.status == 401 || r.status == 403,
+            "{} {}",
+            r.status,
+            r.body
+        );
+        refused = r.status;
+    }
+    let all = journal(&s, "");
+    assert!(
+        all.iter().any(|e| e["params"]["MESSAGE"] == "a real call"),
+        "the real call was evicted: {all:?}"
+    );
+    // The latest failures are still shown, a bounded number of them.
+    let failed = journal(&s, &format!("?status={refused}"));
+    assert!(!failed.is_empty() && failed.len() <= 20, "{}", failed.len());
+}
+
+#[test]
+fn the_journal_masks_push_and_pull_channel_ids() {
+    let s = start();
+    let hook = s.add_webhook(1, "im,pull_channel");
+    let r = s.post_json(&format!("{hook}pull.config.get"), &json!({}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let id = r.json()["result"]["channels"]["private"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let entries = journal(&s, "?method=pull.config.get");
+    assert_eq!(entries.len(), 1);
+    let text = entries[0].to_string();
+    assert!(
+        !text.contains(&id[..32]),
+        "channel id in the journal: {text}"
+    );
+    assert_eq!(entries[0]["result"]["channels"]["private"]["id"], "***");
+    assert_eq!(
+        entries[0]["result"]["channels"]["private"]["type"],
+        "private"
+    );
+}
