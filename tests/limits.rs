@@ -359,3 +359,17 @@ fn applications_have_their_own_rate_limit_and_operating_account() {
     call().assert_error(503, "QUERY_LIMIT_EXCEEDED");
     assert_eq!(notify(&s, &s.hook).status, 200);
 }
+
+#[test]
+fn a_refusal_by_the_rate_limit_is_logged_as_a_warning_not_an_error() {
+    let s = with_limits(&[("IMNOTIFY_LIMITS__RATE__BURST", "2")]);
+    let got = statuses(&s, &s.hook, 6);
+    assert!(got.contains(&503), "{got:?}");
+    let log = s.log();
+    assert!(!log.contains("\"level\":\"ERROR\""), "{log}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("\"level\":\"WARN\"") && l.contains("\"status\":503")),
+        "{log}"
+    );
+}

@@ -1178,3 +1178,28 @@ fn the_journal_masks_push_and_pull_channel_ids() {
         "private"
     );
 }
+
+#[test]
+fn an_injected_fault_is_logged_as_a_warning_not_an_error() {
+    let s = start();
+    admin_ok(
+        &s,
+        "POST",
+        "/admin/api/faults",
+        Some(
+            json!({"method": "im.notify.system.add", "error": "INTERNAL_SERVER_ERROR", "times": 1}),
+        ),
+    );
+    let r = s.post_json(
+        &s.hook_url("im.notify.system.add"),
+        &json!({"USER_ID": 1, "MESSAGE": "faulted"}),
+    );
+    r.assert_error(500, "INTERNAL_SERVER_ERROR");
+    let log = s.log();
+    assert!(!log.contains("\"level\":\"ERROR\""), "{log}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("\"level\":\"WARN\"") && l.contains("refused")),
+        "{log}"
+    );
+}

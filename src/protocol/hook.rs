@@ -67,7 +67,8 @@ fn client_id(caller: &Caller) -> Option<&str> {
 }
 
 /// A direct REST call, after authentication (`authenticated`) and the rate limit: faults, then
-/// `dispatch::execute`, then the journal. `started` is when the request arrived.
+/// `dispatch::execute`, then the journal. `started` is when the request arrived. The second
+/// value says whether an injected fault answered (its error is no server failure).
 pub async fn direct(
     state: &AppState,
     spec: &MethodSpec,
@@ -76,7 +77,7 @@ pub async fn direct(
     authenticated: Result<Caller, ApiError>,
     params: Array,
     started: Instant,
-) -> Result<Executed, ApiError> {
+) -> (Result<Executed, ApiError>, bool) {
     let journal = &state.toolkit.journal;
     let recording = journal.enabled().then(|| Recording::begin(state, &params));
     let authenticated_call = authenticated.is_ok();
@@ -106,7 +107,8 @@ pub async fn direct(
             journal.push_failed_auth(entry);
         }
     }
-    outcome
+    let faulted = fault_id.is_some() && outcome.is_err();
+    (outcome, faulted)
 }
 
 /// One command of a batch, with the batch's caller: faults, `dispatch::execute`, the journal.
