@@ -467,7 +467,6 @@ fn banner_password_command_works_when_pasted() {
 /// still prints the webhook and the admin token, which are shown only once.
 #[test]
 fn a_failed_bind_does_not_use_up_the_first_start_banner() {
-    use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().unwrap();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let busy = taken.local_addr().unwrap().to_string();
@@ -486,35 +485,7 @@ fn a_failed_bind_does_not_use_up_the_first_start_banner() {
         "no banner from a start that failed"
     );
 
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
-        .env_remove("IMNOTIFY_DATABASE_URL")
-        .env_remove("IMNOTIFY_ADMIN__TOKEN")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    // Read on a thread: a server without a banner prints nothing more and keeps running.
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut banner = Vec::new();
-    while let Ok(line) = rx.recv_timeout(std::time::Duration::from_secs(20)) {
-        let done = line.starts_with("To read it");
-        banner.push(line);
-        if done {
-            break;
-        }
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let banner = common::first_start_banner(dir.path());
     assert!(
         banner.iter().any(|l| l.starts_with("Webhook: http://")),
         "{banner:?}"

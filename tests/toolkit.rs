@@ -1085,39 +1085,13 @@ fn a_wrong_fixtures_file_leaves_the_first_webhook_for_the_next_start() {
         "{err}"
     );
     // The next start is still the first: it makes user 1's webhook and shows its code.
-    let mut child = std::process::Command::new(common::BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&data)
-        .env_remove("IMNOTIFY_DATA_DIR")
-        .env_remove("IMNOTIFY_DATABASE_URL")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut banner = None;
-    while let Ok(line) = rx.recv_timeout(std::time::Duration::from_secs(20)) {
-        if line.starts_with("Webhook: ") {
-            banner = Some(line);
-            break;
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    let banner = banner.expect("no webhook banner on the start after a failed one");
-    assert!(banner.contains("/rest/1/"), "{banner}");
+    let banner = common::first_start_banner(&data);
+    assert!(
+        banner
+            .iter()
+            .any(|l| l.starts_with("Webhook: ") && l.contains("/rest/1/")),
+        "no webhook banner on the start after a failed one: {banner:?}"
+    );
 }
 
 #[test]

@@ -684,6 +684,43 @@ pub fn envs(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Starts `serve` on the SQLite data directory `data` and returns what it printed up to the
+/// end of the first-start banner ("To read it ..."), or up to 20 s of silence when it prints
+/// none; then kills it. Read on a thread: a server without a banner prints nothing more and
+/// keeps running.
+pub fn first_start_banner(data: &Path) -> Vec<String> {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data)
+        .env_remove("IMNOTIFY_DATA_DIR")
+        .env_remove("IMNOTIFY_DATABASE_URL")
+        .env_remove("IMNOTIFY_ADMIN__TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawning imnotify");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut banner = Vec::new();
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(20)) {
+        let done = line.starts_with("To read it");
+        banner.push(line);
+        if done {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    banner
+}
+
 /// The JSON a command printed on stdout, after asserting that it succeeded (else its stderr).
 pub fn json_output(out: &std::process::Output) -> serde_json::Value {
     assert!(
