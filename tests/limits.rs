@@ -318,34 +318,8 @@ fn applications_have_their_own_rate_limit_and_operating_account() {
         ("IMNOTIFY_LIMITS__OPERATING__LIMIT_SECONDS", "0"),
         ("IMNOTIFY_LIMITS__OPERATING__MIN_COUNTED_SECONDS", "0"),
     ]);
-    let out = s.cli(&[
-        "app",
-        "add",
-        "--name",
-        "Tight",
-        "--scope",
-        "im",
-        "--rate-burst",
-        "2",
-        "--json",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let app: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let client_id = app["client_id"].as_str().unwrap();
-    let out = s.cli(&[
-        "app",
-        "token",
-        "--client-id",
-        client_id,
-        "--user-id",
-        "1",
-        "--json",
-    ]);
-    let token: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (client_id, _) = s.add_app("Tight", &["--rate-burst", "2"]);
+    let token = s.app_token(&client_id, 1);
     let call = || {
         s.post_json(
             "/rest/im.notify.system.add",

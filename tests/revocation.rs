@@ -25,36 +25,15 @@ fn ok(out: &std::process::Output) -> String {
 }
 
 fn add_app(s: &Server) -> App {
-    let v: Value = serde_json::from_str(&ok(&s.cli(&[
-        "app",
-        "add",
-        "--name",
+    let (client_id, client_secret) = s.add_app_scoped(
         "Bot",
-        "--scope",
         "im,user",
-        "--redirect-uri",
-        "https://app.example.test/cb",
-        "--json",
-    ])))
-    .unwrap();
+        &["--redirect-uri", "https://app.example.test/cb"],
+    );
     App {
-        client_id: v["client_id"].as_str().unwrap().to_owned(),
-        client_secret: v["client_secret"].as_str().unwrap().to_owned(),
+        client_id,
+        client_secret,
     }
-}
-
-fn app_token(s: &Server, app: &App, user: i64) -> Value {
-    let uid = user.to_string();
-    serde_json::from_str(&ok(&s.cli(&[
-        "app",
-        "token",
-        "--client-id",
-        &app.client_id,
-        "--user-id",
-        &uid,
-        "--json",
-    ])))
-    .unwrap()
 }
 
 fn with_token(s: &Server, token: &Value, method: &str) -> Response {
@@ -244,7 +223,7 @@ fn deactivating_a_user_ends_their_webhooks_sessions_and_tokens() {
     s.add_user(5, &["--password", "pw"]);
     let hook = s.add_webhook(5, "im");
     let app = add_app(&s);
-    let token = app_token(&s, &app, 5);
+    let token = s.app_token(&app.client_id, 5);
     let cookie = s.sign_in("5", "pw");
     let csrf = s.consent_csrf(&app.client_id, &cookie);
     let hook_call = || {
@@ -279,7 +258,7 @@ fn a_password_change_ends_old_sessions_and_tokens_and_update_changes_fields() {
     let s = Server::start();
     s.add_user(5, &["--password", "old pw"]);
     let app = add_app(&s);
-    let token = app_token(&s, &app, 5);
+    let token = s.app_token(&app.client_id, 5);
     let cookie = s.sign_in("5", "old pw");
     let csrf = s.consent_csrf(&app.client_id, &cookie);
     assert_eq!(with_session(&s, &cookie, &csrf).status, 200);
@@ -352,8 +331,8 @@ fn token_revoke_and_app_disable_take_effect_at_once() {
     s.add_user(5, &[]);
     s.add_user(6, &[]);
     let app = add_app(&s);
-    let t5 = app_token(&s, &app, 5);
-    let t6 = app_token(&s, &app, 6);
+    let t5 = s.app_token(&app.client_id, 5);
+    let t6 = s.app_token(&app.client_id, 6);
 
     let out = ok(&s.cli(&["token", "revoke", "--user-id", "5"]));
     assert!(out.contains("Revoked 1"), "{out}");
@@ -386,11 +365,11 @@ fn a_refresh_for_a_deactivated_user_or_a_disabled_app_mints_no_tokens() {
     s.add_user(5, &[]);
     let app = add_app(&s);
     // Deactivated by any means (here behind the server's back, so that no revocation ran).
-    let token = app_token(&s, &app, 5);
+    let token = s.app_token(&app.client_id, 5);
     s.execute("UPDATE users SET active = FALSE WHERE id = 5", &[]);
     refresh(&s, &app, &token).assert_error(400, "invalid_grant");
     s.execute("UPDATE users SET active = TRUE WHERE id = 5", &[]);
-    let token = app_token(&s, &app, 5);
+    let token = s.app_token(&app.client_id, 5);
     s.execute("UPDATE apps SET active = FALSE", &[]);
     // The token endpoint does not know a disabled app at all.
     refresh(&s, &app, &token).assert_error(401, "invalid_client");

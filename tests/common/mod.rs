@@ -314,7 +314,13 @@ impl Server {
 
     /// `app add --name NAME --scope im` and `extra` flags: the new app's client id and secret.
     pub fn add_app(&self, name: &str, extra: &[&str]) -> (String, String) {
-        let mut args = vec!["app", "add", "--name", name, "--scope", "im", "--json"];
+        self.add_app_scoped(name, "im", extra)
+    }
+
+    /// `app add --name NAME --scope SCOPE` (comma-separated) and `extra` flags: the new app's
+    /// client id and secret.
+    pub fn add_app_scoped(&self, name: &str, scope: &str, extra: &[&str]) -> (String, String) {
+        let mut args = vec!["app", "add", "--name", name, "--scope", scope, "--json"];
         args.extend_from_slice(extra);
         let v = self.cli_json(&args);
         (
