@@ -400,6 +400,19 @@ impl Server {
             .unwrap()
     }
 
+    /// The server's log once a line satisfies `line` (waiting up to 10 s: log lines are
+    /// written by a background thread, so a request's line may land after its answer).
+    pub fn log_with(&self, line: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.log();
+            if log.lines().any(&line) || std::time::Instant::now() > deadline {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
