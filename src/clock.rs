@@ -153,17 +153,54 @@ impl governor::clock::Clock for Clock {
 
 /// RFC 3339 with the server's UTC offset, whole seconds: the form of every date Bitrix24 emits
 /// (the `time` block, notification dates, user dates).
+///
+/// Every answer's `time` block formats two dates, nearly always of the current second, and
+/// looking up the local offset and interpreting the format string cost about 2 % of an add
+/// (issue 15): each thread remembers its last answer.
 pub fn rfc3339_local(ts: f64) -> String {
-    let secs = ts.floor() as i64;
-    match Local.timestamp_opt(secs, 0).single() {
-        Some(t) => t.format("%Y-%m-%dT%H:%M:%S%:z").to_string(),
-        None => String::new(),
+    thread_local! {
+        static LAST: std::cell::RefCell<(i64, String)> =
+            const { std::cell::RefCell::new((i64::MIN, String::new())) };
     }
+    let secs = ts.floor() as i64;
+    LAST.with_borrow_mut(|(last, text)| {
+        if *last != secs {
+            *text = match Local.timestamp_opt(secs, 0).single() {
+                Some(t) => t.format("%Y-%m-%dT%H:%M:%S%:z").to_string(),
+                None => String::new(),
+            };
+            *last = secs;
+        }
+        text.clone()
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dates_are_the_same_with_the_per_thread_memo_as_without() {
+        let direct = |secs: i64| {
+            Local
+                .timestamp_opt(secs, 0)
+                .single()
+                .unwrap()
+                .format("%Y-%m-%dT%H:%M:%S%:z")
+                .to_string()
+        };
+        for secs in [
+            1_700_000_000,
+            1_700_000_000,
+            1_700_000_001,
+            0,
+            1_700_000_000,
+            86_399,
+        ] {
+            assert_eq!(rfc3339_local(secs as f64), direct(secs));
+            assert_eq!(rfc3339_local(secs as f64 + 0.75), direct(secs));
+        }
+    }
 
     #[test]
     fn a_manual_clock_stands_still_until_advanced() {
