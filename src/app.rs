@@ -267,10 +267,21 @@ pub async fn serve(mut config: Config, fixtures: Option<std::path::PathBuf>) -> 
     // Bound before the first user and its webhook are made: their code is printed only once,
     // so a start that fails on a busy port or a bad certificate must not consume it.
     let bound = server::bind(&config).await?;
+    // Likewise, a wrong fixtures file is refused before that code is made.
+    let fixtures = match &fixtures {
+        Some(path) => {
+            let f = crate::fixtures::load(path)?;
+            if store.user_count().await? == 0 {
+                f.check_fresh()?;
+            }
+            Some(f)
+        }
+        None => None,
+    };
     let first_code = bootstrap(store.as_ref()).await?;
     let applied = match &fixtures {
-        Some(path) => {
-            let applied = crate::fixtures::apply_file(store.as_ref(), path).await?;
+        Some(f) => {
+            let applied = f.apply(store.as_ref()).await?;
             tracing::info!(
                 changed = applied.changed,
                 unchanged = applied.unchanged,

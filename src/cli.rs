@@ -505,6 +505,23 @@ pub fn load_config(global: &GlobalArgs, mut overrides: Overrides) -> anyhow::Res
         .map_err(|e| anyhow::anyhow!("configuration: {e}"))
 }
 
+/// Admin commands (and `migrate --from-sqlite`) work on an existing SQLite database: a data
+/// directory without one is most likely a mistyped `--data-dir`, and creating an empty
+/// database there would hide the mistake behind "user 1 does not exist". Only `serve` creates
+/// a database. The error names the directory and how to make one.
+fn require_database(dir: &std::path::Path) -> anyhow::Result<()> {
+    let db = dir.join(crate::store::sqlite::DB_FILE);
+    if db.exists() {
+        return Ok(());
+    }
+    bail!(
+        "no imnotify database in {dir}: point --data-dir (or IMNOTIFY_DATA_DIR, or data_dir in \
+         the configuration file) at the server's data directory, or create a database there by \
+         starting the server once: imnotify serve --data-dir {dir}",
+        dir = dir.display()
+    )
+}
+
 pub async fn run_admin(config: Config, command: Command) -> anyhow::Result<()> {
     // The admin API's forms talk to the running server, not to the data directory.
     let command = match command {
@@ -519,6 +536,7 @@ pub async fn run_admin(config: Config, command: Command) -> anyhow::Result<()> {
         let Some(url) = config.database_url.clone() else {
             bail!("migrate copies into PostgreSQL: give --database-url (or IMNOTIFY_DATABASE_URL)");
         };
+        require_database(&a.from_sqlite)?;
         // Held for the whole copy: no server may run on the data dir meanwhile, or what it
         // acknowledged after the copy began would be left behind (issue 14).
         let _lock = crate::store::sqlite::ServeLock::migrating(&a.from_sqlite)?;
@@ -530,6 +548,9 @@ pub async fn run_admin(config: Config, command: Command) -> anyhow::Result<()> {
             println!("{table}\t{rows}");
         }
         return Ok(());
+    }
+    if config.database_url.is_none() {
+        require_database(&config.data_dir)?;
     }
     let store = app::open_store(&config, false).await?;
     match command {

@@ -22,7 +22,8 @@
 //! redirect_uri = "https://ci.example/oauth"
 //! ```
 //!
-//! A wrong file stops the start with a message that names its line.
+//! A wrong file stops the start with a message that names its line. It is checked before the
+//! first start makes user 1's webhook, so a wrong file does not use up its one-time code.
 
 use std::path::Path;
 
@@ -146,21 +147,95 @@ fn line_of(text: &str, at: usize) -> usize {
     text[..at.min(text.len())].matches('\n').count() + 1
 }
 
-/// Reads and applies a fixtures file. Errors name the file and line.
-pub async fn apply_file(store: &dyn Store, path: &Path) -> anyhow::Result<Applied> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading the fixtures file {}", path.display()))?;
-    apply(store, &text)
-        .await
-        .map_err(|e| anyhow!("fixtures {}:{e:#}", path.display()))
+/// A fixtures file, read and checked but not applied yet: [`load`] finds every mistake that
+/// does not depend on the database, so a start can refuse a wrong file before it spends
+/// anything (the first start's one-time webhook code), and [`Fixtures::apply`] then writes.
+pub struct Fixtures {
+    /// Names the file in errors.
+    path: String,
+    text: String,
+    file: File,
 }
 
-/// Applies fixtures given as TOML text. Errors start with the line they are about.
-pub async fn apply(store: &dyn Store, text: &str) -> anyhow::Result<Applied> {
+/// Reads a fixtures file and checks it ([`Fixtures`]). Errors name the file and line.
+pub fn load(path: &Path) -> anyhow::Result<Fixtures> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the fixtures file {}", path.display()))?;
+    let path = path.display().to_string();
+    let file = parse(&text).map_err(|e| anyhow!("fixtures {path}:{e:#}"))?;
+    Ok(Fixtures { path, text, file })
+}
+
+impl Fixtures {
+    /// The check that needs the database, for a first start (`fresh`: no user yet, so the
+    /// start is about to make user 1): every webhook's user is user 1 or one of the file's
+    /// users. Run before user 1's webhook is made, so a wrong file leaves its one-time code for
+    /// the next start.
+    pub fn check_fresh(&self) -> anyhow::Result<()> {
+        for item in &self.file.webhooks {
+            let w = item.get_ref();
+            let known =
+                w.user_id == 1 || self.file.users.iter().any(|u| u.get_ref().id == w.user_id);
+            if !known {
+                let line = line_of(&self.text, item.span().start);
+                bail!(
+                    "fixtures {}:{line}: user {} does not exist",
+                    self.path,
+                    w.user_id
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates or updates what the file names. Errors name the file and line.
+    pub async fn apply(&self, store: &dyn Store) -> anyhow::Result<Applied> {
+        apply_parsed(store, &self.text, &self.file)
+            .await
+            .map_err(|e| anyhow!("fixtures {}:{e:#}", self.path))
+    }
+}
+
+/// The TOML and every check that needs no database. Errors start with the line.
+fn parse(text: &str) -> anyhow::Result<File> {
     let file: File = toml::from_str(text).map_err(|e| {
         let line = e.span().map_or(1, |s| line_of(text, s.start));
         anyhow!("{line}: {}", e.message())
     })?;
+    let at = |span: std::ops::Range<usize>, e: anyhow::Error| {
+        anyhow!("{}: {e:#}", line_of(text, span.start))
+    };
+    for item in &file.users {
+        if item.get_ref().id <= 0 {
+            return Err(at(item.span(), anyhow!("a user id is a positive integer")));
+        }
+    }
+    for item in &file.webhooks {
+        let w = item.get_ref();
+        check_code(&w.code).map_err(|e| at(item.span(), e))?;
+        check_scopes(&w.scope).map_err(|e| at(item.span(), e))?;
+    }
+    for item in &file.apps {
+        let a = item.get_ref();
+        check_client_id(&a.client_id).map_err(|e| at(item.span(), e))?;
+        check_client_secret(&a.client_secret).map_err(|e| at(item.span(), e))?;
+        check_scopes(&a.scope).map_err(|e| at(item.span(), e))?;
+        oauth::check_redirect_uri(&a.redirect_uri)
+            .map_err(|e| at(item.span(), anyhow!("redirect_uri: {e}")))?;
+    }
+    if let Some(token) = &file.admin_token {
+        if token.get_ref().len() < 16 {
+            return Err(at(
+                token.span(),
+                anyhow!("admin_token needs at least 16 characters"),
+            ));
+        }
+    }
+    Ok(file)
+}
+
+/// Writes a [`parse`]d file.
+async fn apply_parsed(store: &dyn Store, text: &str, file: &File) -> anyhow::Result<Applied> {
     let mut applied = Applied::default();
     let mut count = |changed: bool| {
         if changed {
@@ -173,9 +248,6 @@ pub async fn apply(store: &dyn Store, text: &str) -> anyhow::Result<Applied> {
         let line = line_of(text, item.span().start);
         let u = item.get_ref();
         let at = |e: anyhow::Error| anyhow!("{line}: {e:#}");
-        if u.id <= 0 {
-            return Err(at(anyhow!("a user id is a positive integer")));
-        }
         let user = User {
             id: u.id,
             name: u.name.clone(),
@@ -207,7 +279,6 @@ pub async fn apply(store: &dyn Store, text: &str) -> anyhow::Result<Applied> {
         let line = line_of(text, item.span().start);
         let w = item.get_ref();
         let at = |e: anyhow::Error| anyhow!("{line}: {e:#}");
-        check_code(&w.code).map_err(at)?;
         let scopes = check_scopes(&w.scope).map_err(at)?;
         let rate = RateOverride {
             per_second: w.rate_per_second,
@@ -223,10 +294,7 @@ pub async fn apply(store: &dyn Store, text: &str) -> anyhow::Result<Applied> {
         let line = line_of(text, item.span().start);
         let a = item.get_ref();
         let at = |e: anyhow::Error| anyhow!("{line}: {e:#}");
-        check_client_id(&a.client_id).map_err(at)?;
-        check_client_secret(&a.client_secret).map_err(at)?;
         let scopes = check_scopes(&a.scope).map_err(at)?;
-        oauth::check_redirect_uri(&a.redirect_uri).map_err(|e| at(anyhow!("redirect_uri: {e}")))?;
         let (_, changed) = store
             .upsert_app(NewApp {
                 client_id: a.client_id.clone(),
@@ -244,13 +312,7 @@ pub async fn apply(store: &dyn Store, text: &str) -> anyhow::Result<Applied> {
             .map_err(|e| at(e.into()))?;
         count(changed);
     }
-    if let Some(token) = &file.admin_token {
-        if token.get_ref().len() < 16 {
-            let line = line_of(text, token.span().start);
-            bail!("{line}: admin_token needs at least 16 characters");
-        }
-        applied.admin_token = Some(token.get_ref().clone());
-    }
+    applied.admin_token = file.admin_token.as_ref().map(|t| t.get_ref().clone());
     Ok(applied)
 }
 

@@ -127,27 +127,50 @@ pub fn router(state: AppState) -> Router {
         .layer(
             // The span names the request id but not the URI: paths carry webhook codes. The id
             // is ours (hex digits); the client's, validated, is a field of its own.
-            TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
-                let id = req
-                    .headers()
-                    .get("x-request-id")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("-");
-                let client = req
-                    .extensions()
-                    .get::<ClientRequestId>()
-                    .map(|c| c.0.as_str());
-                tracing::info_span!(
-                    "request",
-                    request_id = %id,
-                    client_request_id = client,
-                    http_method = %req.method()
-                )
-            }),
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request<_>| {
+                    let id = req
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-");
+                    let client = req
+                        .extensions()
+                        .get::<ClientRequestId>()
+                        .map(|c| c.0.as_str());
+                    tracing::info_span!(
+                        "request",
+                        request_id = %id,
+                        client_request_id = client,
+                        http_method = %req.method()
+                    )
+                })
+                // tower-http logs every 5xx at ERROR; a limit's or a fault's refusal is no failure.
+                .on_failure(())
+                .on_response(log_response),
         )
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(CountingRequestId::default()))
         .layer(axum::middleware::from_fn(take_client_request_id))
+}
+
+/// The trace layer's line for a finished response: a 5xx at ERROR, unless it is a deliberate
+/// refusal ([`protocol::envelope::Refusal`]: a limit or an injected fault), which is at WARN;
+/// anything else at DEBUG, as tower-http's default.
+fn log_response<B>(resp: &axum::http::Response<B>, latency: Duration, _span: &tracing::Span) {
+    let status = resp.status().as_u16();
+    let latency_ms = latency.as_millis() as u64;
+    if !resp.status().is_server_error() {
+        tracing::debug!(status, latency_ms, "finished processing request");
+    } else if resp
+        .extensions()
+        .get::<protocol::envelope::Refusal>()
+        .is_some()
+    {
+        tracing::warn!(status, latency_ms, "request refused by a limit or a fault");
+    } else {
+        tracing::error!(status, latency_ms, "response failed");
+    }
 }
 
 /// `/rest/...`: a webhook's event stream, `/rest/{user_id}/{code}/events` (a stream, not a

@@ -8,49 +8,15 @@ use common::{Response, Server};
 use imnotify::state::MethodSpec;
 use serde_json::{json, Value};
 
-fn cli_json(s: &Server, args: &[&str]) -> Value {
-    let out = s.cli(args);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 fn add_app(s: &Server, name: &str, scope: &str, extra: &[&str]) -> (String, String) {
-    let mut args = vec![
-        "app",
-        "add",
-        "--name",
-        name,
-        "--scope",
-        scope,
-        "--redirect-uri",
-        "https://app.example.test/cb",
-        "--json",
-    ];
+    let mut args = vec!["--redirect-uri", "https://app.example.test/cb"];
     args.extend_from_slice(extra);
-    let v = cli_json(s, &args);
-    (
-        v["client_id"].as_str().unwrap().to_owned(),
-        v["client_secret"].as_str().unwrap().to_owned(),
-    )
+    s.add_app_scoped(name, scope, &args)
 }
 
+/// An access token and a refresh token of `client_id` for `user`.
 fn token(s: &Server, client_id: &str, user: i64) -> (String, String) {
-    let v = cli_json(
-        s,
-        &[
-            "app",
-            "token",
-            "--client-id",
-            client_id,
-            "--user-id",
-            &user.to_string(),
-            "--json",
-        ],
-    );
+    let v = s.app_token(client_id, user);
     (
         v["access_token"].as_str().unwrap().to_owned(),
         v["refresh_token"].as_str().unwrap().to_owned(),

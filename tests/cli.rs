@@ -72,7 +72,10 @@ fn admin_errors_are_reported() {
     assert!(String::from_utf8_lossy(&dup.stderr).contains("already exists"));
     let orphan = s.cli(&["webhook", "add", "--user-id", "99", "--scope", "im"]);
     assert!(!orphan.status.success());
-    assert!(String::from_utf8_lossy(&orphan.stderr).contains("does not exist"));
+    let err = String::from_utf8_lossy(&orphan.stderr);
+    assert!(err.contains("user 99 does not exist"), "{err}");
+    // A missing user is not a conflict.
+    assert!(!err.contains("conflict"), "{err}");
 }
 
 #[test]
@@ -83,12 +86,51 @@ fn data_dir_from_the_environment() {
         .env("IMNOTIFY_DATA_DIR", dir.path())
         .output()
         .unwrap();
+    // The directory has no database: the command names it and creates nothing there.
+    refused_for_no_database(&out, &dir.path().display().to_string());
+    assert!(!dir.path().join("imnotify.sqlite3").exists());
+}
+
+/// An admin command's refusal of a data directory without a database: it names `dir` and says
+/// how to make one.
+fn refused_for_no_database(out: &std::process::Output, dir: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("no imnotify database in {dir}:"))
+            && err.contains(&format!("imnotify serve --data-dir {dir}")),
+        "{err}"
+    );
+}
+
+#[test]
+fn admin_commands_refuse_a_data_dir_without_a_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let wrong = dir.path().join("typo");
+    for args in [
+        &["webhook", "list"][..],
+        &["user", "add", "--id", "2", "--name", "X"],
+        &["app", "list"],
+    ] {
+        let out = Command::new(BIN)
+            .args(args)
+            .arg("--data-dir")
+            .arg(&wrong)
+            .env_remove("IMNOTIFY_DATA_DIR")
+            .env_remove("IMNOTIFY_DATABASE_URL")
+            .output()
+            .unwrap();
+        refused_for_no_database(&out, &wrong.display().to_string());
+        assert!(!wrong.exists(), "{args:?} created {}", wrong.display());
+    }
+    // Once a server has made the database, the same command works.
+    let s = Server::start();
+    let out = s.cli(&["webhook", "list"]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(dir.path().join("imnotify.sqlite3").exists());
 }
 
 #[test]
@@ -129,12 +171,8 @@ fn config_file_is_read() {
         .env_remove("IMNOTIFY_DATA_DIR")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(data.join("imnotify.sqlite3").exists());
+    // The file's data_dir is the one the command looked in.
+    refused_for_no_database(&out, &data.display().to_string());
     let missing = Command::new(BIN)
         .args([
             "user",
@@ -164,12 +202,8 @@ fn example_config_file_parses_to_the_defaults() {
         .env_remove("IMNOTIFY_DATA_DIR")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(dir.path().join("data/imnotify.sqlite3").exists());
+    // It parsed, and its data_dir is the default one.
+    refused_for_no_database(&out, "./data");
 }
 
 #[test]
@@ -283,8 +317,9 @@ fn unknown_config_keys_are_refused_in_the_file_and_warned_in_the_environment() {
         .env("IMNOTIFY_PASSWORD", "a long enough password")
         .output()
         .unwrap();
+    // Warned as the configuration is read, before the command runs (here it then finds no
+    // database in the directory).
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
     assert!(err.contains("IMNOTIFY_LIMITS__MAX_CONECTIONS"), "{err}");
     assert!(!err.contains("IMNOTIFY_PASSWORD"), "{err}");
 }
@@ -432,7 +467,6 @@ fn banner_password_command_works_when_pasted() {
 /// still prints the webhook and the admin token, which are shown only once.
 #[test]
 fn a_failed_bind_does_not_use_up_the_first_start_banner() {
-    use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().unwrap();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let busy = taken.local_addr().unwrap().to_string();
@@ -451,35 +485,7 @@ fn a_failed_bind_does_not_use_up_the_first_start_banner() {
         "no banner from a start that failed"
     );
 
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
-        .env_remove("IMNOTIFY_DATABASE_URL")
-        .env_remove("IMNOTIFY_ADMIN__TOKEN")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    // Read on a thread: a server without a banner prints nothing more and keeps running.
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut banner = Vec::new();
-    while let Ok(line) = rx.recv_timeout(std::time::Duration::from_secs(20)) {
-        let done = line.starts_with("To read it");
-        banner.push(line);
-        if done {
-            break;
-        }
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let banner = common::first_start_banner(dir.path());
     assert!(
         banner.iter().any(|l| l.starts_with("Webhook: http://")),
         "{banner:?}"

@@ -777,8 +777,12 @@ fn send_prints_the_id_or_the_answer_and_exits_by_the_kind_of_failure() {
         "USER_NOT_EXISTS",
     );
     // 2: usage.
-    let (code, _, _) = send(&["--user", "1", "--message", "x"], &[]);
+    let (code, _, err) = send(&["--user", "1", "--message", "x"], &[]);
     assert_eq!(code, 2, "no webhook");
+    assert!(
+        err.contains("--webhook") && err.contains("IMNOTIFY_WEBHOOK"),
+        "the error names both the flag and the variable: {err}"
+    );
     let (code, _, _) = send(&["--webhook", hook, "--user", "one", "--message", "x"], &[]);
     assert_eq!(code, 2, "a bad user id");
     expect(

@@ -878,44 +878,12 @@ fn im_notify_and_personal_add_read_back() {
 
 /// An OAuth application made with the admin command, and an access token for `user`.
 fn app_token(s: &Server, name: &str, user: i64) -> (String, String) {
-    let out = s.cli(&[
-        "app",
-        "add",
-        "--name",
-        name,
-        "--scope",
-        "im",
-        "--redirect-uri",
-        "https://app.example.test/cb",
-        "--json",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let app: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let client_id = app["client_id"].as_str().unwrap().to_owned();
-    let uid = user.to_string();
-    let out = s.cli(&[
-        "app",
-        "token",
-        "--client-id",
-        &client_id,
-        "--user-id",
-        &uid,
-        "--json",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let token: Value = serde_json::from_slice(&out.stdout).unwrap();
-    (
-        client_id,
-        token["access_token"].as_str().unwrap().to_owned(),
-    )
+    let (client_id, _) = s.add_app(name, &["--redirect-uri", "https://app.example.test/cb"]);
+    let token = s.app_token(&client_id, user)["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (client_id, token)
 }
 
 fn with_token(s: &Server, token: &str, method: &str, body: Value) -> Response {

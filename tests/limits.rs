@@ -318,34 +318,8 @@ fn applications_have_their_own_rate_limit_and_operating_account() {
         ("IMNOTIFY_LIMITS__OPERATING__LIMIT_SECONDS", "0"),
         ("IMNOTIFY_LIMITS__OPERATING__MIN_COUNTED_SECONDS", "0"),
     ]);
-    let out = s.cli(&[
-        "app",
-        "add",
-        "--name",
-        "Tight",
-        "--scope",
-        "im",
-        "--rate-burst",
-        "2",
-        "--json",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let app: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let client_id = app["client_id"].as_str().unwrap();
-    let out = s.cli(&[
-        "app",
-        "token",
-        "--client-id",
-        client_id,
-        "--user-id",
-        "1",
-        "--json",
-    ]);
-    let token: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (client_id, _) = s.add_app("Tight", &["--rate-burst", "2"]);
+    let token = s.app_token(&client_id, 1);
     let call = || {
         s.post_json(
             "/rest/im.notify.system.add",
@@ -358,4 +332,15 @@ fn applications_have_their_own_rate_limit_and_operating_account() {
     // The app's burst of 2 is used up; the server's default webhook is untouched.
     call().assert_error(503, "QUERY_LIMIT_EXCEEDED");
     assert_eq!(notify(&s, &s.hook).status, 200);
+}
+
+#[test]
+fn a_refusal_by_the_rate_limit_is_logged_as_a_warning_not_an_error() {
+    let s = with_limits(&[("IMNOTIFY_LIMITS__RATE__BURST", "2")]);
+    let got = statuses(&s, &s.hook, 6);
+    assert!(got.contains(&503), "{got:?}");
+    let warned = |l: &str| l.contains("\"level\":\"WARN\"") && l.contains("\"status\":503");
+    let log = s.log_with(warned);
+    assert!(log.lines().any(warned), "{log}");
+    assert!(!log.contains("\"level\":\"ERROR\""), "{log}");
 }

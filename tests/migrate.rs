@@ -231,11 +231,10 @@ fn a_sqlite_data_dir_moves_to_postgres_with_its_ids_webhook_and_read_state() {
     // A second migrate into the now non-empty database is refused, and changes nothing.
     let out = migrate(&data, &url);
     assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("not empty"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not empty"), "{err}");
+    // "1 row", never "1 rows".
+    assert!(err.contains(" row") && !err.contains(" 1 rows"), "{err}");
     assert_eq!(
         common::pg_query(&url, "SELECT count(*) FROM notifications"),
         ["4"]

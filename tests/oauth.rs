@@ -12,49 +12,14 @@ struct App {
 }
 
 fn add_app(s: &Server, name: &str, scope: &str, extra: &[&str]) -> App {
-    let mut args = vec![
-        "app",
-        "add",
-        "--name",
-        name,
-        "--scope",
-        scope,
-        "--redirect-uri",
-        "https://app.example.test/callback?x=1",
-        "--json",
-    ];
+    let mut args = vec!["--redirect-uri", "https://app.example.test/callback?x=1"];
     args.extend_from_slice(extra);
-    let out = s.cli(&args);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(v["client_id"].as_str().unwrap().starts_with("local."));
+    let (client_id, client_secret) = s.add_app_scoped(name, scope, &args);
+    assert!(client_id.starts_with("local."), "{client_id}");
     App {
-        client_id: v["client_id"].as_str().unwrap().to_owned(),
-        client_secret: v["client_secret"].as_str().unwrap().to_owned(),
+        client_id,
+        client_secret,
     }
-}
-
-fn app_token(s: &Server, app: &App, user: i64) -> Value {
-    let uid = user.to_string();
-    let out = s.cli(&[
-        "app",
-        "token",
-        "--client-id",
-        &app.client_id,
-        "--user-id",
-        &uid,
-        "--json",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 fn call(s: &Server, method: &str, token: &str, body: Value) -> Response {
@@ -261,8 +226,8 @@ fn app_calls_carry_the_app_name_and_namespace() {
     let s = Server::start();
     let a = add_app(&s, "Alpha", "im", &[]);
     let b = add_app(&s, "Beta", "im", &[]);
-    let ta = app_token(&s, &a, 1);
-    let tb = app_token(&s, &b, 1);
+    let ta = s.app_token(&a.client_id, 1);
+    let tb = s.app_token(&b.client_id, 1);
     assert_eq!(ta["expires_in"], 3600);
     let send = |t: &Value, msg: &str| {
         let r = call(
@@ -315,7 +280,7 @@ fn token_errors() {
     let im = add_app(&s, "Im", "im", &[]);
     let user_only = add_app(&s, "Users", "user", &[]);
     let restricted = add_app(&s, "Restricted", "im", &["--allowed-users", "1,2"]);
-    let token_of_2 = app_token(&s, &restricted, 2)["access_token"]
+    let token_of_2 = s.app_token(&restricted.client_id, 2)["access_token"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -335,7 +300,7 @@ fn token_errors() {
     ]);
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("restricted"));
-    let t = app_token(&s, &im, 1);
+    let t = s.app_token(&im.client_id, 1);
     let access = t["access_token"].as_str().unwrap();
     let body = json!({"USER_ID": 1, "MESSAGE": "m"});
 
@@ -344,7 +309,7 @@ fn token_errors() {
     let r = call(
         &s,
         "im.notify.system.add",
-        app_token(&s, &user_only, 1)["access_token"]
+        s.app_token(&user_only.client_id, 1)["access_token"]
             .as_str()
             .unwrap(),
         body.clone(),
@@ -360,7 +325,7 @@ fn token_errors() {
         call(
             &s,
             "im.notify.system.add",
-            app_token(&s, &restricted, 1)["access_token"]
+            s.app_token(&restricted.client_id, 1)["access_token"]
                 .as_str()
                 .unwrap(),
             body.clone()
@@ -383,7 +348,7 @@ fn token_errors() {
     )
     .assert_error(401, "invalid_client");
     // Another app's refresh token is not accepted.
-    let other_refresh = app_token(&s, &user_only, 1)["refresh_token"]
+    let other_refresh = s.app_token(&user_only.client_id, 1)["refresh_token"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -483,7 +448,7 @@ fn session_auth_is_recognised_and_refused_for_adding() {
 fn discovery_methods() {
     let s = Server::start();
     let app = add_app(&s, "Disc", "im", &[]);
-    let token = app_token(&s, &app, 1)["access_token"]
+    let token = s.app_token(&app.client_id, 1)["access_token"]
         .as_str()
         .unwrap()
         .to_owned();

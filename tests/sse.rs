@@ -325,30 +325,11 @@ fn sessions_and_tokens_open_streams_too() {
     ]);
     assert!(out.status.success());
     let cookie = s.sign_in("1", "correct horse");
-    let out = s.cli(&["app", "add", "--name", "Tasks", "--scope", "im", "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let app: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let client_id = app["client_id"].as_str().unwrap();
-    let out = s.cli(&[
-        "app",
-        "token",
-        "--client-id",
-        client_id,
-        "--user-id",
-        "1",
-        "--json",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let token: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let token = token["access_token"].as_str().unwrap().to_owned();
+    let (client_id, _) = s.add_app("Tasks", &[]);
+    let token = s.app_token(&client_id, 1)["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
 
     let bearer = format!("Bearer {token}");
     let mut streams = [
@@ -630,21 +611,11 @@ fn a_long_answer_is_cut_as_a_message_is() {
 fn three_streams(s: &Server) -> (String, Stream, Stream, Stream) {
     s.add_user(5, &["--password", "old pw"]);
     let hook = s.add_webhook(5, "im");
-    let app: Value = serde_json::from_str(
-        &s.cli_ok(&["app", "add", "--name", "Tasks", "--scope", "im", "--json"]),
-    )
-    .unwrap();
-    let token: Value = serde_json::from_str(&s.cli_ok(&[
-        "app",
-        "token",
-        "--client-id",
-        app["client_id"].as_str().unwrap(),
-        "--user-id",
-        "5",
-        "--json",
-    ]))
-    .unwrap();
-    let token = token["access_token"].as_str().unwrap().to_owned();
+    let (client_id, _) = s.add_app("Tasks", &[]);
+    let token = s.app_token(&client_id, 5)["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let cookie = s.sign_in("5", "old pw");
     let mut streams = (
         Stream::open(s, &format!("{hook}events"), &[]),

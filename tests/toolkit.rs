@@ -1058,3 +1058,119 @@ fn the_admin_page_shows_captured_mail_escaped_and_clears_it() {
         json!([])
     );
 }
+
+#[test]
+fn a_wrong_fixtures_file_leaves_the_first_webhook_for_the_next_start() {
+    let files = tempfile::tempdir().unwrap();
+    let data = files.path().join("data");
+    let bad = files.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[[webhooks]]\nuser_id = 99\ncode = \"fixedwebhookcode1\"\nscope = [\"im\"]\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(common::BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--fixtures"])
+        .arg(&bad)
+        .arg("--data-dir")
+        .arg(&data)
+        .env_remove("IMNOTIFY_DATA_DIR")
+        .env_remove("IMNOTIFY_DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.toml:1:") && err.contains("user 99 does not exist"),
+        "{err}"
+    );
+    // The next start is still the first: it makes user 1's webhook and shows its code.
+    let banner = common::first_start_banner(&data);
+    assert!(
+        banner
+            .iter()
+            .any(|l| l.starts_with("Webhook: ") && l.contains("/rest/1/")),
+        "no webhook banner on the start after a failed one: {banner:?}"
+    );
+}
+
+#[test]
+fn failed_authentications_do_not_evict_real_calls_from_the_journal() {
+    let s = Server::start_with(Options {
+        envs: vec![
+            ("IMNOTIFY_ADMIN__TOKEN".into(), TOKEN.into()),
+            ("IMNOTIFY_JOURNAL__CAPACITY".into(), "30".into()),
+        ],
+        ..Options::default()
+    });
+    s.notify(json!({"USER_ID": 1, "MESSAGE": "a real call"}));
+    // More bad credentials than the journal holds (and fewer than the per-IP failure burst).
+    let mut refused = 0;
+    for i in 0..60 {
+        let r = s.post_json(
+            &format!("/rest/1/wrongcode{i:08}/im.notify.system.add"),
+            &json!({"USER_ID": 1, "MESSAGE": "outsider"}),
+        );
+        assert!(
+            r.status == 401 || r.status == 403,
+            "{} {}",
+            r.status,
+            r.body
+        );
+        refused = r.status;
+    }
+    let all = journal(&s, "");
+    assert!(
+        all.iter().any(|e| e["params"]["MESSAGE"] == "a real call"),
+        "the real call was evicted: {all:?}"
+    );
+    // The latest failures are still shown, a bounded number of them.
+    let failed = journal(&s, &format!("?status={refused}"));
+    assert!(!failed.is_empty() && failed.len() <= 20, "{}", failed.len());
+}
+
+#[test]
+fn the_journal_masks_push_and_pull_channel_ids() {
+    let s = start();
+    let hook = s.add_webhook(1, "im,pull_channel");
+    let r = s.post_json(&format!("{hook}pull.config.get"), &json!({}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let id = r.json()["result"]["channels"]["private"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let entries = journal(&s, "?method=pull.config.get");
+    assert_eq!(entries.len(), 1);
+    let text = entries[0].to_string();
+    assert!(
+        !text.contains(&id[..32]),
+        "channel id in the journal: {text}"
+    );
+    assert_eq!(entries[0]["result"]["channels"]["private"]["id"], "***");
+    assert_eq!(
+        entries[0]["result"]["channels"]["private"]["type"],
+        "private"
+    );
+}
+
+#[test]
+fn an_injected_fault_is_logged_as_a_warning_not_an_error() {
+    let s = start();
+    admin_ok(
+        &s,
+        "POST",
+        "/admin/api/faults",
+        Some(
+            json!({"method": "im.notify.system.add", "error": "INTERNAL_SERVER_ERROR", "times": 1}),
+        ),
+    );
+    let r = s.post_json(
+        &s.hook_url("im.notify.system.add"),
+        &json!({"USER_ID": 1, "MESSAGE": "faulted"}),
+    );
+    r.assert_error(500, "INTERNAL_SERVER_ERROR");
+    let warned = |l: &str| l.contains("\"level\":\"WARN\"") && l.contains("refused");
+    let log = s.log_with(warned);
+    assert!(log.lines().any(warned), "{log}");
+    assert!(!log.contains("\"level\":\"ERROR\""), "{log}");
+}

@@ -14,14 +14,15 @@ use imnotify_client::{Client, Error, ErrorKind, Notify, RetryPolicy};
 /// The arguments of `imnotify send`.
 #[derive(clap::Args, Debug)]
 pub struct SendArgs {
-    /// The webhook URL (`https://PORTAL/rest/USER/CODE/`)
+    /// The webhook URL (`https://PORTAL/rest/USER/CODE/`); required, by this flag or the
+    /// environment
     #[arg(
         long,
         env = "IMNOTIFY_WEBHOOK",
         value_name = "URL",
         hide_env_values = true
     )]
-    pub webhook: String,
+    pub webhook: Option<String>,
     /// The recipient's user id
     #[arg(long, value_name = "N")]
     pub user: u64,
@@ -72,7 +73,13 @@ pub fn exit_status(e: &Error) -> u8 {
 /// Runs `imnotify send`; prints the id (or the answer) on stdout, one line with the code on
 /// stderr on failure.
 pub fn run(a: SendArgs) -> ExitCode {
-    match send(a) {
+    // Not clap's `required`: its error names only the flag, and a script that set the
+    // variable's name wrong needs to hear of the variable too.
+    let Some(webhook) = a.webhook.clone() else {
+        eprintln!("imnotify send: no webhook URL: pass --webhook URL or set IMNOTIFY_WEBHOOK");
+        return ExitCode::from(2);
+    };
+    match send(a, &webhook) {
         Ok(out) => {
             println!("{out}");
             ExitCode::SUCCESS
@@ -84,7 +91,7 @@ pub fn run(a: SendArgs) -> ExitCode {
     }
 }
 
-fn send(a: SendArgs) -> Result<String, Error> {
+fn send(a: SendArgs, webhook: &str) -> Result<String, Error> {
     let mut n = Notify::new(a.user, &a.message);
     n.message_out = a.message_out;
     n.tag = a.tag;
@@ -92,7 +99,7 @@ fn send(a: SendArgs) -> Result<String, Error> {
     n.client_id = a.client_id;
     let attach = a.attach.as_deref().map(read_attach).transpose()?;
     let client = Client::builder()
-        .webhook(&a.webhook)
+        .webhook(webhook)
         .allow_http(a.allow_http)
         .timeout(Duration::from_secs(a.timeout.max(1)))
         // One call: no client-side bucket to wait on; a short retry budget so a script is not

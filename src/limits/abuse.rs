@@ -12,11 +12,32 @@
 //! the caller, so tests can move them. Both are in memory, like the other limiters, and forget idle keys in [`IpGate::sweep`] /
 //! [`Backoff::sweep`]. Both are bounded in size: past `MAX_KEYS` entries a new key is refused
 //! (the gate) or the table is swept first (the backoff).
+//!
+//! Every per-address limit keys an address by [`address_key`]: IPv6 by its /64, because one
+//! client (a home line, a VM) usually gets a whole /64 and can pick a fresh address for each
+//! request; IPv4-mapped IPv6 as the IPv4 address it is.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// The key under which per-address limits count `ip`: an IPv4 address as is; an IPv6
+/// address by its /64 prefix (the low 64 bits zeroed), since a single subscriber is normally
+/// given a whole /64 (RFC 6177) and could otherwise rotate past every per-address limit; an
+/// IPv4-mapped IPv6 address (`::ffff:a.b.c.d`, a dual-stack socket) as its IPv4 address.
+pub fn address_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let bits = u128::from(v6) & !(u128::from(u64::MAX));
+                IpAddr::V6(bits.into())
+            }
+        },
+    }
+}
 
 /// Most client addresses either table tracks at once.
 const MAX_KEYS: usize = 100_000;
@@ -83,6 +104,7 @@ impl IpGate {
 
     /// Admits one request from `ip`, or says why not. O(1), no allocation past the entry.
     pub fn admit(&self, ip: IpAddr, now: Duration) -> Result<Ticket, Refusal> {
+        let ip = address_key(ip);
         let mut map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         if map.len() >= MAX_KEYS && !map.contains_key(&ip) {
             // Under a spread-out flood the table does not grow past its bound; known clients
@@ -111,6 +133,7 @@ impl IpGate {
         if self.capacity.is_zero() {
             return;
         }
+        let ip = address_key(ip);
         let mut map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         let Some(e) = map.get_mut(&ip) else {
             return;
@@ -237,6 +260,41 @@ mod tests {
         assert_eq!(g.admit(ip(1), t).err(), Some(Refusal::InFlight));
         drop(a);
         assert!(g.admit(ip(1), t).is_ok());
+    }
+
+    #[test]
+    fn an_ipv6_slash_64_is_one_address_and_mapped_ipv4_is_ipv4() {
+        let v6 = |s: &str| s.parse::<IpAddr>().unwrap();
+        let g = IpGate::new(1, 0.0, 0);
+        let t = Duration::from_secs(100);
+        let _held = g.admit(v6("2001:db8:1:2::1"), t).unwrap();
+        // Another address of the same /64 is the same client.
+        assert_eq!(
+            g.admit(v6("2001:db8:1:2:ffff:1234:5678:9abc"), t).err(),
+            Some(Refusal::InFlight)
+        );
+        // The next /64 is another.
+        assert!(g.admit(v6("2001:db8:1:3::1"), t).is_ok());
+        let _v4 = g.admit(ip(9), t).unwrap();
+        assert_eq!(
+            g.admit(v6("::ffff:127.0.0.9"), t).err(),
+            Some(Refusal::InFlight)
+        );
+        assert_eq!(address_key(v6("::ffff:1.2.3.4")), v6("1.2.3.4"));
+        assert_eq!(address_key(v6("2001:db8::5:6:7:8")), v6("2001:db8::"));
+        assert_eq!(address_key(ip(3)), ip(3));
+
+        // The failure bucket, too.
+        let g = IpGate::new(0, 1.0, 2);
+        for n in 1..=2u16 {
+            let a = IpAddr::from([0x2001, 0xdb8, 0, 7, 0, 0, 0, n]);
+            drop(g.admit(a, t).unwrap());
+            g.failed(a, t);
+        }
+        assert_eq!(
+            g.admit(v6("2001:db8:0:7::99"), t).err(),
+            Some(Refusal::Failures)
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::time::Duration;
 use crate::clock::Clock;
 use crate::config::Limits as LimitsConfig;
 
-pub use self::abuse::{Backoff, IpGate};
+pub use self::abuse::{address_key, Backoff, IpGate};
 
 pub use self::operating::{OperatingLimiter, Usage};
 pub use self::rate::{RateKey, RateLimiter, RateOverride};
@@ -286,6 +286,7 @@ impl Limiters {
     /// `ip`, the longer of the two (issue 10 §2). With a shared store it holds for the cluster
     /// (issue 14); if the store fails, this instance's own tables decide.
     pub async fn login_locked(&self, account: &[u8; 16], ip: Option<IpAddr>) -> Option<Duration> {
+        let ip = ip.map(abuse::address_key);
         let mono = self.clock.monotonic();
         let local = || {
             [
@@ -314,6 +315,7 @@ impl Limiters {
     /// Records a failed login for the account digest and the address. The instance's own
     /// tables always count it too: they decide when the shared store fails.
     pub async fn login_failed(&self, account: [u8; 16], ip: Option<IpAddr>) {
+        let ip = ip.map(abuse::address_key);
         let mono = self.clock.monotonic();
         self.login.account.failed(account, mono);
         if let Some(ip) = ip {

@@ -92,9 +92,15 @@ impl<C: Clock + Clone> RateLimiter<C> {
     }
 
     /// Counts one request against `key`'s bucket; `false` means QUERY_LIMIT_EXCEEDED.
+    /// Whether one more request of `key` fits. The address is counted by
+    /// [`address_key`](super::abuse::address_key) (an IPv6 client by its /64).
     pub fn check(&self, key: &RateKey, over: RateOverride) -> bool {
+        let key = RateKey {
+            ip: super::abuse::address_key(key.ip),
+            ..*key
+        };
         match self.limiter_for(over) {
-            Some(l) => l.check_key(key).is_ok(),
+            Some(l) => l.check_key(&key).is_ok(),
             None => true,
         }
     }
@@ -182,6 +188,26 @@ mod tests {
         assert!(r.check(&key(1), RateOverride::default()));
         assert!(r.check(&key(1), RateOverride::default()));
         assert!(!r.check(&key(1), RateOverride::default()));
+    }
+
+    #[test]
+    fn an_ipv6_client_is_limited_by_its_slash_64() {
+        let clock = FakeRelativeClock::default();
+        let r = RateLimiter::with_clock(1.0, 3, clock);
+        let from = |n: u16| RateKey {
+            ip: IpAddr::from([0x2001, 0xdb8, 0, 1, n, n, n, n]),
+            credential: [1; 16],
+        };
+        // Each request from a fresh address of one /64 draws on one bucket.
+        let ok = (0..10)
+            .filter(|n| r.check(&from(*n), RateOverride::default()))
+            .count();
+        assert_eq!(ok, 3);
+        let next_net = RateKey {
+            ip: IpAddr::from([0x2001, 0xdb8, 0, 2, 0, 0, 0, 1]),
+            credential: [1; 16],
+        };
+        assert!(r.check(&next_net, RateOverride::default()));
     }
 
     #[test]

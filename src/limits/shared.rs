@@ -110,7 +110,7 @@ pub fn login_key(account: Option<&[u8; 16]>, ip: Option<IpAddr>) -> Vec<u8> {
     match (account, ip) {
         (Some(a), _) => [b"a".as_slice(), a].concat(),
         (None, Some(ip)) => {
-            let v6 = match ip {
+            let v6 = match super::abuse::address_key(ip) {
                 IpAddr::V4(v4) => v4.to_ipv6_mapped(),
                 IpAddr::V6(v6) => v6,
             };
@@ -122,9 +122,9 @@ pub fn login_key(account: Option<&[u8; 16]>, ip: Option<IpAddr>) -> Vec<u8> {
 
 /// The key of a rate bucket in the shared table: the in-memory limiter's key (client IP and
 /// credential fingerprint) and the quota, as the in-memory side keeps one limiter per quota.
-/// 16 bytes of address (IPv4 mapped), 16 of fingerprint, 8 of interval, 4 of burst.
+/// 16 bytes of address ([`address_key`](super::abuse::address_key), IPv4 mapped), 16 of fingerprint, 8 of interval, 4 of burst.
 pub fn rate_key_bytes(key: &RateKey, interval_nanos: u64, burst: u32) -> [u8; 44] {
-    let ip = match key.ip {
+    let ip = match super::abuse::address_key(key.ip) {
         IpAddr::V4(v4) => v4.to_ipv6_mapped(),
         IpAddr::V6(v6) => v6,
     };
@@ -288,6 +288,15 @@ mod tests {
             a,
             rate_key_bytes(&v6, 500_000_000, 50),
             "one address, one bucket"
+        );
+        let net = |last: u16| RateKey {
+            ip: IpAddr::from([0x2001, 0xdb8, 0, 1, 0, 0, 0, last]),
+            ..k
+        };
+        assert_eq!(
+            rate_key_bytes(&net(1), 500_000_000, 50),
+            rate_key_bytes(&net(2), 500_000_000, 50),
+            "one /64, one bucket"
         );
         let other = RateKey {
             credential: [8; 16],

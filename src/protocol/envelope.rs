@@ -136,8 +136,22 @@ pub fn add_rest_headers(h: &mut axum::http::HeaderMap) {
     );
 }
 
+/// A response extension marking a 5xx that the server gives on purpose: a limit's refusal
+/// (`QUERY_LIMIT_EXCEEDED`, `OVERLOAD_LIMIT`, the per-IP gate) or an injected fault. The
+/// request log (`server`) writes these at WARN; any other 5xx is a failure, at ERROR.
+#[derive(Debug, Clone, Copy)]
+pub struct Refusal;
+
+/// The error codes that are a limit's refusal rather than a failure (see [`Refusal`]).
+const REFUSAL_CODES: &[&str] = &["QUERY_LIMIT_EXCEEDED", "OVERLOAD_LIMIT"];
+
+/// The error envelope of `e` with its HTTP status; a limit's refusal carries [`Refusal`].
 pub fn error_response(transport: Transport, e: &ApiError) -> Response {
-    respond(transport, e.status, &error_value(e))
+    let mut resp = respond(transport, e.status, &error_value(e));
+    if REFUSAL_CODES.contains(&e.code) {
+        resp.extensions_mut().insert(Refusal);
+    }
+    resp
 }
 
 /// The XML transport: a `<response>` root, one element per key, `<item>` for integer keys.

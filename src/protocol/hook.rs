@@ -67,7 +67,8 @@ fn client_id(caller: &Caller) -> Option<&str> {
 }
 
 /// A direct REST call, after authentication (`authenticated`) and the rate limit: faults, then
-/// `dispatch::execute`, then the journal. `started` is when the request arrived.
+/// `dispatch::execute`, then the journal. `started` is when the request arrived. The second
+/// value says whether an injected fault answered (its error is no server failure).
 pub async fn direct(
     state: &AppState,
     spec: &MethodSpec,
@@ -76,9 +77,10 @@ pub async fn direct(
     authenticated: Result<Caller, ApiError>,
     params: Array,
     started: Instant,
-) -> Result<Executed, ApiError> {
+) -> (Result<Executed, ApiError>, bool) {
     let journal = &state.toolkit.journal;
     let recording = journal.enabled().then(|| Recording::begin(state, &params));
+    let authenticated_call = authenticated.is_ok();
     let (credential, outcome, fault_id) = match authenticated {
         Err(e) => (presented, Err(e), None),
         Ok(caller) => {
@@ -96,11 +98,17 @@ pub async fn direct(
             Transport::Json => "json",
             Transport::Xml => "xml",
         };
-        r.finish(
+        let entry = r.finish(
             state, spec, transport, credential, &outcome, fault_id, None, started,
         );
+        if authenticated_call {
+            journal.push(entry);
+        } else {
+            journal.push_failed_auth(entry);
+        }
     }
-    outcome
+    let faulted = fault_id.is_some() && outcome.is_err();
+    (outcome, faulted)
 }
 
 /// One command of a batch, with the batch's caller: faults, `dispatch::execute`, the journal.
@@ -116,7 +124,7 @@ pub async fn command(
     let (outcome, fault_id) = guarded(state, spec, caller, params, None).await;
     if let Some(r) = recording {
         let batch_id = BATCH.try_with(|id| *id).ok();
-        r.finish(
+        let entry = r.finish(
             state,
             spec,
             "batch",
@@ -126,6 +134,7 @@ pub async fn command(
             batch_id,
             started,
         );
+        journal.push(entry);
     }
     outcome
 }
@@ -178,6 +187,7 @@ impl Recording {
         }
     }
 
+    /// The entry for the journal; the caller picks the ring.
     #[allow(clippy::too_many_arguments)]
     fn finish(
         self,
@@ -189,7 +199,7 @@ impl Recording {
         fault_id: Option<u64>,
         batch_id: Option<u64>,
         started: Instant,
-    ) {
+    ) -> Entry {
         let journal = &state.toolkit.journal;
         let (status, error, result, cut) = match outcome {
             Ok(done) => {
@@ -198,7 +208,7 @@ impl Recording {
             }
             Err(e) => (e.status, Some(e.code), None, false),
         };
-        journal.push(Entry {
+        Entry {
             id: self.id,
             at: self.at,
             method: spec.name.to_owned(),
@@ -212,6 +222,6 @@ impl Recording {
             batch_id,
             fault_id,
             truncated: self.cut || cut,
-        });
+        }
     }
 }

@@ -154,7 +154,7 @@ pub async fn rest_handler(State(state): State<AppState>, req: Request) -> Respon
             );
         }
     }
-    let outcome = hook::direct(
+    let (outcome, faulted) = hook::direct(
         &state,
         spec,
         route.transport,
@@ -173,7 +173,13 @@ pub async fn rest_handler(State(state): State<AppState>, req: Request) -> Respon
                 &envelope::success_value(done.out, &timing),
             )
         }
-        Err(e) => envelope::error_response(route.transport, &e),
+        Err(e) => {
+            let mut resp = envelope::error_response(route.transport, &e);
+            if faulted {
+                resp.extensions_mut().insert(envelope::Refusal);
+            }
+            resp
+        }
     };
     finish(spec.name, spec.name, started, resp)
 }

@@ -127,8 +127,9 @@ async fn copy(
             .await?
             .get(0);
         if n > 0 {
+            let rows = if n == 1 { "row" } else { "rows" };
             anyhow::bail!(
-                "the PostgreSQL database is not empty ({t} has {n} rows); migrate copies into \
+                "the PostgreSQL database is not empty ({t} has {n} {rows}); migrate copies into \
                  an empty database only"
             );
         }

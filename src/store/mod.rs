@@ -236,8 +236,11 @@ pub struct OutboxRow {
 
 #[derive(Debug)]
 pub enum StoreError {
-    /// The write conflicts with existing data (a duplicate user id, an unknown user, ...).
+    /// The write conflicts with existing data (a duplicate user id, an e-mail in use, ...).
     Conflict(String),
+    /// The write names something that does not exist (an unknown user). The message says
+    /// what, as the admin commands word it: "user 7 does not exist".
+    NotFound(String),
     /// Anything else: the database failed or the writer is gone.
     Backend(String),
 }
@@ -246,6 +249,7 @@ impl std::fmt::Display for StoreError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             StoreError::Conflict(m) => write!(f, "conflict: {m}"),
+            StoreError::NotFound(m) => f.write_str(m),
             StoreError::Backend(m) => write!(f, "storage error: {m}"),
         }
     }
@@ -448,7 +452,7 @@ pub trait Store: Send + Sync + 'static {
     async fn set_password(&self, user_id: i64, password_hash: String) -> StoreResult<()>;
 
     /// Changes a user; with a new password or a deactivation, also ends the user's sessions and
-    /// revokes their OAuth tokens in the same transaction. `Conflict` for an unknown user.
+    /// revokes their OAuth tokens in the same transaction. `NotFound` for an unknown user.
     async fn update_user(&self, user_id: i64, update: UserUpdate) -> StoreResult<()>;
 
     /// Every webhook, or those of one user, in id order.

@@ -1505,7 +1505,7 @@ fn insert_webhook(
         )
         .map_err(backend)?;
     if !exists {
-        return Err(StoreError::Conflict(format!(
+        return Err(StoreError::NotFound(format!(
             "user {user_id} does not exist"
         )));
     }
@@ -1940,7 +1940,7 @@ impl Store for SqliteStore {
                 )
                 .map_err(backend)?;
             if n == 0 {
-                return Err(StoreError::Conflict(format!(
+                return Err(StoreError::NotFound(format!(
                     "user {user_id} does not exist"
                 )));
             }

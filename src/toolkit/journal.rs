@@ -4,6 +4,11 @@
 //! [`snapshot`], which stops after a byte budget (so an 8 MB request costs at most
 //! `journal.entry_bytes` here), and credentials are masked on the way. Pushing is one short
 //! lock on the ring.
+//!
+//! Calls whose authentication failed go to a second, small ring ([`FAILED_AUTH_CAPACITY`]), so
+//! an outsider sending bad credentials cannot evict the entries of real calls, and the admin
+//! still sees the latest failures. Results are masked like parameters, and the channel ids of
+//! `pull.*config.get` (bearer secrets for the Push&Pull endpoints) are masked too.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,7 +27,17 @@ pub const MASKED: &[&str] = &[
     "ap",
     "password",
     "sessid",
+    "channel_id",
 ];
+
+/// The most entries of calls whose authentication failed that the journal keeps (fewer when
+/// `journal.capacity` is smaller). They have their own ring, so they never evict the entries of
+/// authenticated calls.
+pub const FAILED_AUTH_CAPACITY: usize = 20;
+
+/// Object keys under which a result's `id` values are secrets: the Push&Pull channels of
+/// `pull.config.get`, whose ids alone let a client read the channel.
+const SECRET_ID_CONTAINERS: &[&str] = &["channels"];
 
 /// What a masked value is replaced with.
 pub const MASK: &str = "***";
@@ -80,6 +95,8 @@ pub struct Journal {
     /// Ids keep counting across [`Journal::clear`], so they never go backwards.
     next_id: AtomicU64,
     ring: Mutex<VecDeque<Entry>>,
+    /// Calls whose authentication failed, apart from `ring` (see the module docs).
+    failed_auth: Mutex<VecDeque<Entry>>,
 }
 
 impl Journal {
@@ -89,6 +106,7 @@ impl Journal {
             entry_bytes,
             next_id: AtomicU64::new(1),
             ring: Mutex::new(VecDeque::with_capacity(capacity.min(4096))),
+            failed_auth: Mutex::new(VecDeque::new()),
         }
     }
 
@@ -119,13 +137,29 @@ impl Journal {
         ring.push_back(entry);
     }
 
+    /// Adds the entry of a call whose authentication failed to its own small ring
+    /// ([`FAILED_AUTH_CAPACITY`]), dropping the oldest such entry past it.
+    pub fn push_failed_auth(&self, entry: Entry) {
+        let cap = self.capacity.min(FAILED_AUTH_CAPACITY);
+        if cap == 0 {
+            return;
+        }
+        let mut ring = lock(&self.failed_auth);
+        if ring.len() >= cap {
+            ring.pop_front();
+        }
+        ring.push_back(entry);
+    }
+
     /// Matching entries, newest (highest id) first. Only the entries returned are copied: the
     /// admin page polls with a small `limit`, and copying the whole ring (up to `capacity` ×
     /// twice `entry_bytes`) for each poll would cost far more than the answer.
     pub fn list(&self, filter: &Filter) -> Vec<Entry> {
         let ring = self.lock();
+        let failed = lock(&self.failed_auth);
         let mut out: Vec<&Entry> = ring
             .iter()
+            .chain(failed.iter())
             .filter(|e| filter.method.as_deref().is_none_or(|m| e.method == m))
             .filter(|e| filter.status.is_none_or(|s| e.status == s))
             .filter(|e| filter.since_id.is_none_or(|s| e.id > s))
@@ -140,10 +174,12 @@ impl Journal {
 
     pub fn clear(&self) {
         self.lock().clear();
+        lock(&self.failed_auth).clear();
     }
 
+    /// Entries held, both rings.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().len() + lock(&self.failed_auth).len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -151,8 +187,12 @@ impl Journal {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Entry>> {
-        self.ring.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.ring)
     }
+}
+
+fn lock(ring: &Mutex<VecDeque<Entry>>) -> std::sync::MutexGuard<'_, VecDeque<Entry>> {
+    ring.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// `params` as JSON text with credentials masked, cut off after about `budget` bytes of keys
@@ -168,7 +208,9 @@ pub fn snapshot_params(params: &Array, budget: usize) -> (String, bool) {
     w.finish(budget)
 }
 
-/// [`snapshot_params`] for any value (a method's result).
+/// [`snapshot_params`] for any value (a method's result). Besides the [`MASKED`] keys, the
+/// `id` of anything under a `channels` key is masked: `pull.config.get`'s channel ids are
+/// bearer secrets (whoever has one reads the channel), and the journal is shown to admins.
 pub fn snapshot(value: &Value, budget: usize) -> (String, bool) {
     let mut w = Writer::new(budget);
     w.walk(value);
@@ -184,6 +226,8 @@ struct Writer {
     out: Vec<u8>,
     left: usize,
     cut: bool,
+    /// Inside a [`SECRET_ID_CONTAINERS`] value, where `id` keys are masked.
+    secret_ids: bool,
 }
 
 impl Writer {
@@ -192,6 +236,7 @@ impl Writer {
             out: Vec::with_capacity(budget.min(4096) + 64),
             left: budget,
             cut: false,
+            secret_ids: false,
         }
     }
 
@@ -273,8 +318,15 @@ impl Writer {
                 last_key_cut = self.cut;
                 self.cut |= before;
                 self.out.push(b':');
-                if is_masked(&key) {
+                if is_masked(&key) || (self.secret_ids && key.eq_ignore_ascii_case("id")) {
                     self.json(MASK);
+                } else if SECRET_ID_CONTAINERS
+                    .iter()
+                    .any(|c| c.eq_ignore_ascii_case(&key))
+                {
+                    let outer = std::mem::replace(&mut self.secret_ids, true);
+                    self.walk(v);
+                    self.secret_ids = outer;
                 } else {
                     self.walk(v);
                 }
@@ -349,6 +401,47 @@ mod tests {
         assert!(j.is_empty());
         assert!(j.next_id() >= 1);
         assert!(!Journal::new(0, 10).enabled());
+    }
+
+    #[test]
+    fn failed_authentications_never_evict_authenticated_calls() {
+        let j = Journal::new(5, 100);
+        j.push(entry(1, "real", 200));
+        for i in 2..200 {
+            j.push_failed_auth(entry(i, "real", 401));
+        }
+        let all = j.list(&Filter::default());
+        assert!(all.iter().any(|e| e.id == 1), "the real call was evicted");
+        // The newest failures are shown, at most the smaller capacity.
+        assert_eq!(all.len(), 6);
+        assert_eq!(all[0].id, 199);
+        j.clear();
+        assert!(j.is_empty());
+        let big = Journal::new(1000, 100);
+        for i in 0..1000 {
+            big.push_failed_auth(entry(i, "x", 401));
+        }
+        assert_eq!(big.len(), FAILED_AUTH_CAPACITY);
+    }
+
+    #[test]
+    fn channel_ids_and_tokens_in_results_are_masked() {
+        let private = Value::map([
+            ("id", Value::from("secretchannel")),
+            ("type", Value::from("private")),
+        ]);
+        let result = Value::map([
+            ("channels", Value::map([("private", private)])),
+            ("access_token", Value::from("secrettoken")),
+            ("id", Value::Int(42)),
+        ]);
+        let (j, _) = snapshot(&result, 1000);
+        assert!(!j.contains("secret"), "{j}");
+        let j: Json = serde_json::from_str(&j).unwrap();
+        assert_eq!(j["channels"]["private"]["id"], MASK);
+        assert_eq!(j["channels"]["private"]["type"], "private");
+        // An `id` outside the channels is not a secret.
+        assert_eq!(j["id"], 42);
     }
 
     #[test]

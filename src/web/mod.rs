@@ -71,6 +71,9 @@ pub fn gate_refused_page() -> Response {
 pub fn retry_in_a_second(mut resp: Response) -> Response {
     resp.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    // A limit's refusal, logged at WARN rather than as a failure.
+    resp.extensions_mut()
+        .insert(crate::protocol::envelope::Refusal);
     resp
 }
 

@@ -314,7 +314,13 @@ impl Server {
 
     /// `app add --name NAME --scope im` and `extra` flags: the new app's client id and secret.
     pub fn add_app(&self, name: &str, extra: &[&str]) -> (String, String) {
-        let mut args = vec!["app", "add", "--name", name, "--scope", "im", "--json"];
+        self.add_app_scoped(name, "im", extra)
+    }
+
+    /// `app add --name NAME --scope SCOPE` (comma-separated) and `extra` flags: the new app's
+    /// client id and secret.
+    pub fn add_app_scoped(&self, name: &str, scope: &str, extra: &[&str]) -> (String, String) {
+        let mut args = vec!["app", "add", "--name", name, "--scope", scope, "--json"];
         args.extend_from_slice(extra);
         let v = self.cli_json(&args);
         (
@@ -392,6 +398,19 @@ impl Server {
         self.db()
             .query_row("SELECT COUNT(*) FROM notifications", [], |r| r.get(0))
             .unwrap()
+    }
+
+    /// The server's log once a line satisfies `line` (waiting up to 10 s: log lines are
+    /// written by a background thread, so a request's line may land after its answer).
+    pub fn log_with(&self, line: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.log();
+            if log.lines().any(&line) || std::time::Instant::now() > deadline {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     pub fn log(&self) -> String {
@@ -682,6 +701,43 @@ pub fn envs(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
+}
+
+/// Starts `serve` on the SQLite data directory `data` and returns what it printed up to the
+/// end of the first-start banner ("To read it ..."), or up to 20 s of silence when it prints
+/// none; then kills it. Read on a thread: a server without a banner prints nothing more and
+/// keeps running.
+pub fn first_start_banner(data: &Path) -> Vec<String> {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data)
+        .env_remove("IMNOTIFY_DATA_DIR")
+        .env_remove("IMNOTIFY_DATABASE_URL")
+        .env_remove("IMNOTIFY_ADMIN__TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawning imnotify");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut banner = Vec::new();
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(20)) {
+        let done = line.starts_with("To read it");
+        banner.push(line);
+        if done {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    banner
 }
 
 /// The JSON a command printed on stdout, after asserting that it succeeded (else its stderr).

@@ -622,7 +622,7 @@ pub(super) async fn update_user(
     )
     .await?;
     if n == 0 {
-        return Err(StoreError::Conflict(format!("user {user_id} does not exist")).into());
+        return Err(StoreError::NotFound(format!("user {user_id} does not exist")).into());
     }
     if u.ends_credentials() {
         exec(tx, "DELETE FROM sessions WHERE user_id = $1", &[&user_id]).await?;
@@ -647,7 +647,7 @@ pub(super) async fn insert_webhook(
         .await?
         .is_empty();
     if !exists {
-        return Err(StoreError::Conflict(format!("user {user_id} does not exist")).into());
+        return Err(StoreError::NotFound(format!("user {user_id} does not exist")).into());
     }
     Ok(rows(
         tx,
