@@ -229,6 +229,7 @@ impl Writer {
             }
             Value::Str(s) => self.string(s),
             Value::Arr(a) => self.array(a),
+            Value::Json(r) => self.walk(r.value()),
         }
     }
 
