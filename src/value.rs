@@ -204,7 +204,7 @@ impl FromIterator<Value> for Array {
 }
 
 /// A PHP value as it travels through the REST layer.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, Default)]
 pub enum Value {
     #[default]
     Null,
@@ -255,9 +255,18 @@ impl RawJson {
     }
 }
 
-impl PartialEq for RawJson {
-    fn eq(&self, other: &RawJson) -> bool {
-        self.json == other.json || self.value() == other.value()
+/// Values compare as PHP arrays would: a [`Value::Json`] equals the tree its text encodes.
+impl PartialEq for Value {
+    fn eq(&self, other: &Value) -> bool {
+        match (self.tree(), other.tree()) {
+            (Value::Null, Value::Null) => true,
+            (Value::Bool(a), Value::Bool(b)) => a == b,
+            (Value::Int(a), Value::Int(b)) => a == b,
+            (Value::Float(a), Value::Float(b)) => a == b,
+            (Value::Str(a), Value::Str(b)) => a == b,
+            (Value::Arr(a), Value::Arr(b)) => a == b,
+            _ => false,
+        }
     }
 }
 
