@@ -153,10 +153,24 @@ impl governor::clock::Clock for Clock {
 
 /// RFC 3339 with the server's UTC offset, whole seconds: the form of every date Bitrix24 emits
 /// (the `time` block, notification dates, user dates).
+///
+/// Every answer's `time` block formats two dates, nearly always of the current second, and
+/// looking up the local offset and interpreting the format string cost about 2 % of an add
+/// (issue 15): each thread remembers its last answer.
 pub fn rfc3339_local(ts: f64) -> String {
-    let mut out = String::with_capacity(25);
-    push_rfc3339_local(ts, &mut out);
-    out
+    thread_local! {
+        static LAST: std::cell::RefCell<(i64, String)> =
+            const { std::cell::RefCell::new((i64::MIN, String::new())) };
+    }
+    let secs = ts.floor() as i64;
+    LAST.with_borrow_mut(|(last, text)| {
+        if *last != secs {
+            text.clear();
+            push_rfc3339_local(secs as f64, text);
+            *last = secs;
+        }
+        text.clone()
+    })
 }
 
 /// [`rfc3339_local`] appended to `out` (nothing for a time the zone cannot show). The fields
@@ -210,7 +224,32 @@ mod tests {
                 .single()
                 .map(|t| t.format("%Y-%m-%dT%H:%M:%S%:z").to_string())
                 .unwrap_or_default();
-            assert_eq!(rfc3339_local(ts), want, "{ts}");
+            let mut got = String::new();
+            push_rfc3339_local(ts, &mut got);
+            assert_eq!(got, want, "{ts}");
+        }
+    }
+
+    #[test]
+    fn dates_are_the_same_with_the_per_thread_memo_as_without() {
+        let direct = |secs: i64| {
+            Local
+                .timestamp_opt(secs, 0)
+                .single()
+                .unwrap()
+                .format("%Y-%m-%dT%H:%M:%S%:z")
+                .to_string()
+        };
+        for secs in [
+            1_700_000_000,
+            1_700_000_000,
+            1_700_000_001,
+            0,
+            1_700_000_000,
+            86_399,
+        ] {
+            assert_eq!(rfc3339_local(secs as f64), direct(secs));
+            assert_eq!(rfc3339_local(secs as f64 + 0.75), direct(secs));
         }
     }
 

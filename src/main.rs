@@ -2,8 +2,10 @@ use clap::Parser;
 use imnotify::cli::{self, Cli, Command};
 use imnotify::config::Overrides;
 
-/// mimalloc instead of glibc's malloc for the server's own allocations: allocation and free were
-/// a fifth of the CPU of a durable add (issue 15 profile, `perf record` on the release build).
+/// mimalloc instead of glibc's malloc: allocation and free were a fifth of the CPU of a durable
+/// add (issue 15 profile, `perf record` on the release build). libmimalloc-sys's `override`
+/// feature makes it libc's `malloc` too, so SQLite and other C code use it as well. Argon2id's
+/// 19 MiB blocks are given back to the system after each password check (`auth::password`).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -13,16 +15,6 @@ fn main() -> std::process::ExitCode {
     // SAFETY: umask only sets this process's file-creation mask.
     unsafe {
         libc::umask(0o077);
-    }
-    // Argon2id's 19 MiB blocks come from mimalloc, which gives freed huge blocks back to the
-    // system; SQLite and other C code still use glibc's malloc. glibc's threshold for serving a
-    // block by mmap rises after the first large block is freed, so later ones would come from the
-    // heap and stay in the process. A fixed threshold (which also turns off that rise) keeps
-    // blocks of 1 MiB and more on mmap: given back to the system when freed.
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets an allocator parameter, before any thread is started.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
     }
     let args = Cli::parse();
     // `send` is a client: no configuration, data directory or runtime of the server's.

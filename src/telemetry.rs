@@ -33,7 +33,9 @@ pub fn init(cfg: &LogConfig) -> LogGuard {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(writer);
     let installed = if cfg.format == "json" {
-        builder.json().try_init()
+        // The current span (the request's id) is enough: the default also repeats it in a
+        // list of every span entered, serialising the same fields twice per line.
+        builder.json().with_span_list(false).try_init()
     } else {
         builder.try_init()
     };

@@ -482,6 +482,15 @@ impl Value {
         }
     }
 
+    /// Parses JSON text straight into a value, with [`Value::from_json`]'s rules (numeric-string
+    /// keys become integers; a later duplicate key replaces the value in the first one's place;
+    /// integers beyond `i64` become floats) but without building a `serde_json::Value` first:
+    /// that tree and its conversion were about 5 % of an `im.notify.system.add` (issue 15).
+    /// serde_json's own limits (nesting depth 128) apply.
+    pub fn parse_json(text: &str) -> serde_json::Result<Value> {
+        serde_json::from_str(text)
+    }
+
     /// Serialises as Bitrix24's JSON encoder does (§1.9): the list/map rule, `\/`, and the HTML
     /// characters `<>&'"` escaped as `\u00XX`, with other non-ASCII text left as UTF-8.
     pub fn to_bitrix_json(&self) -> String {
@@ -744,6 +753,76 @@ pub fn php_trim(s: &str) -> &str {
     s.trim_matches([' ', '\t', '\n', '\r', '\0', '\x0B'])
 }
 
+/// JSON (or any self-describing format) into a [`Value`], as [`Value::from_json`] converts.
+impl<'de> serde::Deserialize<'de> for Value {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(ValueVisitor)
+    }
+}
+
+struct ValueVisitor;
+
+impl<'de> serde::de::Visitor<'de> for ValueVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        serde::Deserialize::deserialize(d)
+    }
+
+    fn visit_bool<E>(self, b: bool) -> Result<Value, E> {
+        Ok(Value::Bool(b))
+    }
+
+    fn visit_i64<E>(self, i: i64) -> Result<Value, E> {
+        Ok(Value::Int(i))
+    }
+
+    fn visit_u64<E>(self, u: u64) -> Result<Value, E> {
+        Ok(i64::try_from(u).map_or(Value::Float(u as f64), Value::Int))
+    }
+
+    fn visit_f64<E>(self, f: f64) -> Result<Value, E> {
+        Ok(Value::Float(f))
+    }
+
+    fn visit_str<E>(self, s: &str) -> Result<Value, E> {
+        Ok(Value::Str(s.to_owned()))
+    }
+
+    fn visit_string<E>(self, s: String) -> Result<Value, E> {
+        Ok(Value::Str(s))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut a = Array::new();
+        while let Some(v) = seq.next_element::<Value>()? {
+            a.push(v);
+        }
+        Ok(Value::Arr(a))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut a = Array::new();
+        while let Some(k) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            let v = map.next_value::<Value>()?;
+            a.insert(Key::from(&*k), v);
+        }
+        Ok(Value::Arr(a))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -788,6 +867,32 @@ mod tests {
         for v in [Value::from("false"), Value::from("no"), Value::from(" ")] {
             assert!(v.is_truthy(), "{v:?}");
         }
+    }
+
+    #[test]
+    fn parse_json_builds_what_from_json_converts() {
+        for text in [
+            r#"{"USER_ID":1,"MESSAGE":"a\/b \u00e9 \"q\"","5":"five","05":"str","-0":0}"#,
+            r#"{"a":1,"b":2,"a":3,"7":"x","3":"y"}"#,
+            r#"[1,-2,1.0,1e3,-0,9223372036854775807,9223372036854775808,18446744073709551616]"#,
+            r#"{"ATTACH":{"BLOCKS":[{"GRID":[{"NAME":"n","VALUE":null,"W":true}]}],"E":{},"L":[]}}"#,
+            r#"{"k\u0031":1,"\u0032":2}"#,
+            r#""plain""#,
+            "0.1",
+        ] {
+            let direct = Value::parse_json(text).unwrap();
+            let via_tree = Value::from_json(serde_json::from_str(text).unwrap());
+            assert_eq!(direct, via_tree, "{text}");
+            assert_eq!(direct.to_bitrix_json(), via_tree.to_bitrix_json(), "{text}");
+        }
+        for bad in ["{", "[1,]", r#"{"a" 1}"#, r"\u0000", ""] {
+            assert!(Value::parse_json(bad).is_err(), "{bad}");
+        }
+        let deep = "[".repeat(200) + &"]".repeat(200);
+        assert!(
+            Value::parse_json(&deep).is_err(),
+            "serde_json's depth limit still applies"
+        );
     }
 
     #[test]

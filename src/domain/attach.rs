@@ -121,7 +121,7 @@ pub fn normalize(
         // Only standard JSON: Bitrix's lenient JS-literal parser (single quotes, whitespace
         // stripping, literal `\n` conversion) is deliberately not reproduced. Object key order
         // is kept (serde_json's `preserve_order`), as PHP's decoder keeps it.
-        Value::Str(s) => match serde_json::from_str::<serde_json::Value>(s).map(Value::from_json) {
+        Value::Str(s) => match Value::parse_json(s) {
             Ok(Value::Arr(a)) => {
                 parsed = a;
                 &parsed

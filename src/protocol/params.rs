@@ -219,7 +219,7 @@ fn decode_raw_body(content_type: &str, body: &[u8], limits: &DecodeLimits) -> Ar
             );
             return Array::new();
         }
-        return match serde_json::from_str(text).map(Value::from_json) {
+        return match Value::parse_json(text) {
             Ok(Value::Arr(a)) => a,
             _ => Array::new(),
         };
