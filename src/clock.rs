@@ -218,7 +218,7 @@ mod tests {
             -86_400.0,
             4_102_444_799.0,
         ] {
-            let secs = ts.floor() as i64;
+            let secs = f64::floor(ts) as i64;
             let want = Local
                 .timestamp_opt(secs, 0)
                 .single()
