@@ -7,7 +7,7 @@
 
 use indexmap::IndexMap;
 use std::fmt::Write as _;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// A PHP array key. Strings that look like canonical decimal integers become integers, as in PHP.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -204,7 +204,7 @@ impl FromIterator<Value> for Array {
 }
 
 /// A PHP value as it travels through the REST layer.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, Default)]
 pub enum Value {
     #[default]
     Null,
@@ -213,6 +213,61 @@ pub enum Value {
     Float(f64),
     Str(String),
     Arr(Array),
+    /// A value kept as its Bitrix24 JSON text (see [`RawJson`]).
+    Json(Arc<RawJson>),
+}
+
+/// A value already encoded as Bitrix24 JSON (§1.9), for answers written straight to text
+/// (issue 15 goal 3: `im.notify.get` writes its notifications without building a tree each).
+///
+/// The JSON encoder splices the text as it is; everything else (the XML transport, batch
+/// references, PHP coercions, comparisons) reads the tree, parsed back from the text on first
+/// use. Parsing Bitrix24 JSON back as `json_decode($s, true)` does gives the same tree the text
+/// was written from, so both transports answer the same bytes as with the tree.
+#[derive(Debug)]
+pub struct RawJson {
+    json: String,
+    tree: OnceLock<Value>,
+}
+
+impl RawJson {
+    /// `json` must be what [`Value::to_bitrix_json`] writes for some value; a text that does
+    /// not parse reads as null.
+    pub fn new(json: String) -> RawJson {
+        RawJson {
+            json,
+            tree: OnceLock::new(),
+        }
+    }
+
+    /// The encoded text.
+    pub fn json(&self) -> &str {
+        &self.json
+    }
+
+    /// The value the text encodes, parsed on the first call.
+    pub fn value(&self) -> &Value {
+        self.tree.get_or_init(|| {
+            serde_json::from_str::<serde_json::Value>(&self.json)
+                .map(Value::from_json)
+                .unwrap_or(Value::Null)
+        })
+    }
+}
+
+/// Values compare as PHP arrays would: a [`Value::Json`] equals the tree its text encodes.
+impl PartialEq for Value {
+    fn eq(&self, other: &Value) -> bool {
+        match (self.tree(), other.tree()) {
+            (Value::Null, Value::Null) => true,
+            (Value::Bool(a), Value::Bool(b)) => a == b,
+            (Value::Int(a), Value::Int(b)) => a == b,
+            (Value::Float(a), Value::Float(b)) => a == b,
+            (Value::Str(a), Value::Str(b)) => a == b,
+            (Value::Arr(a), Value::Arr(b)) => a == b,
+            _ => false,
+        }
+    }
 }
 
 impl From<&str> for Value {
@@ -261,22 +316,35 @@ impl Value {
         Value::Arr(items.into_iter().collect())
     }
 
-    pub fn as_array(&self) -> Option<&Array> {
+    /// Already-encoded JSON text as a value.
+    pub fn json(text: String) -> Value {
+        Value::Json(Arc::new(RawJson::new(text)))
+    }
+
+    /// The value itself, or for [`Value::Json`] the tree its text encodes.
+    pub fn tree(&self) -> &Value {
         match self {
+            Value::Json(r) => r.value(),
+            v => v,
+        }
+    }
+
+    pub fn as_array(&self) -> Option<&Array> {
+        match self.tree() {
             Value::Arr(a) => Some(a),
             _ => None,
         }
     }
 
     pub fn as_str(&self) -> Option<&str> {
-        match self {
+        match self.tree() {
             Value::Str(s) => Some(s),
             _ => None,
         }
     }
 
     pub fn is_null(&self) -> bool {
-        matches!(self, Value::Null)
+        matches!(self.tree(), Value::Null)
     }
 
     /// Walks `$v[k1][k2]...`, returning `None` at the first missing step.
@@ -297,6 +365,7 @@ impl Value {
             Value::Float(f) => *f == 0.0,
             Value::Str(s) => s.is_empty() || s == "0",
             Value::Arr(a) => a.is_empty(),
+            Value::Json(r) => r.value().is_empty(),
         }
     }
 
@@ -315,6 +384,7 @@ impl Value {
             Value::Float(f) => float_to_int(*f),
             Value::Str(s) => str_intval(s),
             Value::Arr(a) => !a.is_empty() as i64,
+            Value::Json(r) => r.value().intval(),
         }
     }
 
@@ -328,12 +398,13 @@ impl Value {
             Value::Float(f) => php_float_string(*f),
             Value::Str(s) => s.clone(),
             Value::Arr(_) => "Array".to_owned(),
+            Value::Json(r) => r.value().to_php_string(),
         }
     }
 
     /// Whether this value is a scalar PHP would accept where a string is expected.
     pub fn is_scalar(&self) -> bool {
-        !matches!(self, Value::Arr(_) | Value::Null)
+        !matches!(self.tree(), Value::Arr(_) | Value::Null)
     }
 
     /// About how many bytes the JSON encoding of this value takes, before escaping: strings
@@ -349,6 +420,7 @@ impl Value {
                 Value::Null | Value::Bool(_) => *acc += 5,
                 Value::Int(_) | Value::Float(_) => *acc += 12,
                 Value::Str(s) => *acc += s.len() + 2,
+                Value::Json(r) => *acc += r.json().len(),
                 Value::Arr(a) => {
                     *acc += 2;
                     for (k, v) in a.iter() {
@@ -374,7 +446,7 @@ impl Value {
     pub fn node_count(&self, cap: usize) -> usize {
         fn walk(v: &Value, cap: usize, acc: &mut usize) {
             *acc += 1;
-            if let Value::Arr(a) = v {
+            if let Value::Arr(a) = v.tree() {
                 for v in a.values() {
                     if *acc > cap {
                         return;
@@ -521,6 +593,8 @@ fn write_json(v: &Value, out: &mut String, style: JsonStyle) {
         }
         Value::Float(f) => write_json_float(*f, out),
         Value::Str(s) => write_json_str(s, out, style),
+        Value::Json(r) if style == JsonStyle::Bitrix => out.push_str(r.json()),
+        Value::Json(r) => write_json(r.value(), out, style),
         Value::Arr(a) => {
             if a.is_list() {
                 out.push('[');
@@ -588,27 +662,90 @@ fn write_json_float(f: f64, out: &mut String) {
 
 fn write_json_str(s: &str, out: &mut String, style: JsonStyle) {
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' if style == JsonStyle::Bitrix => out.push_str("\\u0022"),
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '/' => out.push_str("\\/"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{08}' => out.push_str("\\b"),
-            '\u{0C}' => out.push_str("\\f"),
-            '<' | '>' | '&' | '\'' if style == JsonStyle::Bitrix => {
-                let _ = write!(out, "\\u{:04X}", c as u32);
-            }
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
+    // Only ASCII characters are ever escaped, so the runs between them are copied whole (a
+    // char-by-char push was a tenth of an im.notify.get, issue 15 goal 3).
+    let bytes = s.as_bytes();
+    let mut run = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: &str = match b {
+            b'"' if style == JsonStyle::Bitrix => "\\u0022",
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'/' => "\\/",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0C => "\\f",
+            b'<' if style == JsonStyle::Bitrix => "\\u003C",
+            b'>' if style == JsonStyle::Bitrix => "\\u003E",
+            b'&' if style == JsonStyle::Bitrix => "\\u0026",
+            b'\'' if style == JsonStyle::Bitrix => "\\u0027",
+            b if b < 0x20 => "",
+            _ => continue,
+        };
+        out.push_str(&s[run..i]);
+        run = i + 1;
+        if escape.is_empty() {
+            let _ = write!(out, "\\u{:04x}", b);
+        } else {
+            out.push_str(escape);
         }
     }
+    out.push_str(&s[run..]);
     out.push('"');
+}
+
+/// Writes `s` as a Bitrix24 JSON string (§1.9), quotes included, for text written straight
+/// to JSON; the same bytes as [`Value::to_bitrix_json`] of `Value::Str(s)`.
+pub fn push_bitrix_json_str(s: &str, out: &mut String) {
+    write_json_str(s, out, JsonStyle::Bitrix);
+}
+
+/// Writes a parsed JSON document as Bitrix24 JSON: the same bytes as
+/// `Value::from_json(j).to_bitrix_json()`, without building the [`Value`] (numeric-string keys
+/// are written as they are, which is how their integer keys print; an object whose keys are
+/// `"0"`..`"n-1"` in order, or an empty one, is a list).
+pub fn push_bitrix_json_of(j: &serde_json::Value, out: &mut String) {
+    match j {
+        serde_json::Value::Null => out.push_str("null"),
+        serde_json::Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        serde_json::Value::Number(n) => match n.as_i64() {
+            Some(i) => {
+                let _ = write!(out, "{i}");
+            }
+            None => write_json_float(n.as_f64().unwrap_or(0.0), out),
+        },
+        serde_json::Value::String(s) => write_json_str(s, out, JsonStyle::Bitrix),
+        serde_json::Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                push_bitrix_json_of(item, out);
+            }
+            out.push(']');
+        }
+        serde_json::Value::Object(obj) => {
+            let is_list = obj
+                .keys()
+                .enumerate()
+                .all(|(i, k)| Key::from_php_str(k) == Key::Int(i as i64));
+            out.push(if is_list { '[' } else { '{' });
+            for (i, (k, item)) in obj.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                if !is_list {
+                    write_json_str(k, out, JsonStyle::Bitrix);
+                    out.push(':');
+                }
+                push_bitrix_json_of(item, out);
+            }
+            out.push(if is_list { ']' } else { '}' });
+        }
+    }
 }
 
 /// PHP `trim()` with its default character set.

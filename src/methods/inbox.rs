@@ -10,7 +10,7 @@ use crate::error::ApiError;
 use crate::protocol::dispatch::MethodSpec;
 use crate::protocol::envelope::Output;
 use crate::state::AppState;
-use crate::store::event::notification_value;
+use crate::store::event::notifications_value;
 use crate::store::{Notification, NotifyChat};
 use crate::value::{Array, Value};
 
@@ -60,7 +60,7 @@ async fn listing(
     page: &[Notification],
 ) -> Result<(Value, Value), ApiError> {
     let chat_id = chat.map_or(0, |c| c.chat_id);
-    let notifications = Value::list(page.iter().map(|n| notification_value(n, chat_id)));
+    let notifications = notifications_value(page, chat_id);
     let mut authors: Vec<i64> = page
         .iter()
         .map(|n| n.author_id)

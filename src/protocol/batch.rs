@@ -180,7 +180,8 @@ impl Results {
                 _ => break,
             }
         }
-        Some(cur)
+        // A result written straight to JSON is substituted as the tree it encodes.
+        Some(cur.tree())
     }
 
     /// The method's answer: five maps, each following the PHP list/map rule.

@@ -165,7 +165,8 @@ pub fn error_response(transport: Transport, e: &ApiError) -> Response {
 ///   dropped from text and attribute values; CR is written as `&#13;` so parsers keep it.
 pub fn to_xml(v: &Value) -> String {
     let mut out = String::from("<response>");
-    if let Value::Arr(a) = v {
+    // Text already written as JSON (`Value::Json`) is expanded to its tree here.
+    if let Value::Arr(a) = v.tree() {
         write_xml_children(a, &mut out);
     } else {
         write_xml_scalar(v, &mut out);
@@ -194,7 +195,7 @@ fn write_xml_children(a: &Array, out: &mut String) {
                 "item"
             }
         };
-        match v {
+        match v.tree() {
             Value::Arr(inner) => write_xml_children(inner, out),
             scalar => write_xml_scalar(scalar, out),
         }
@@ -315,6 +316,39 @@ mod tests {
             to_xml(&odd),
             "<response><item key=\"ª\">abc&#13;d</item><item key=\"1abc\">1</item>\
              <item key=\"a b\">&quot;</item><ok_1.x-y>2</ok_1.x-y></response>"
+        );
+    }
+
+    #[test]
+    fn json_text_answers_as_its_tree_in_both_transports() {
+        let tree = Value::map([
+            (
+                "notifications",
+                Value::list([Value::map([
+                    ("id", Value::Int(7)),
+                    ("text", Value::from("a<b & 'c' \"d\" e/f é\n\u{1}")),
+                    ("w", Value::Float(120.5)),
+                    ("ok", Value::Bool(true)),
+                    ("n", Value::Null),
+                    (
+                        "params",
+                        Value::map([("ATTACH", Value::list([Value::empty_array()]))]),
+                    ),
+                ])]),
+            ),
+            ("users", Value::empty_array()),
+        ]);
+        let Value::Arr(a) = &tree else { unreachable!() };
+        let mut spliced = Array::new();
+        for (k, v) in a.iter() {
+            spliced.insert(k.clone(), Value::json(v.to_bitrix_json()));
+        }
+        let spliced = Value::Arr(spliced);
+        assert_eq!(spliced.to_bitrix_json(), tree.to_bitrix_json());
+        assert_eq!(to_xml(&spliced), to_xml(&tree));
+        assert_eq!(
+            to_xml(&Value::json("[1,\"x\"]".into())),
+            to_xml(&Value::list([Value::Int(1), Value::from("x")]))
         );
     }
 }

@@ -21,9 +21,9 @@
 use std::sync::Arc;
 
 use super::Notification;
-use crate::clock::rfc3339_local;
+use crate::clock::push_rfc3339_local;
 use crate::domain::inbox::NOTIFY_TYPE_CONFIRM;
-use crate::value::{Array, Key, Value};
+use crate::value::{push_bitrix_json_of, push_bitrix_json_str, Array, Key, Value};
 
 /// At most this many ids go into one `notifyDelete`, `notifyRead` or `notifyUnread`: a read.all
 /// over many unread notifications becomes several events, so no single event is unbounded.
@@ -102,50 +102,82 @@ impl PartialEq for Encoded {
 
 impl Eq for Encoded {}
 
-/// A notification as the readers show it (§2.8), members in the documented order. `chat_id` is
-/// the recipient's notification chat. Shared by `im.notify.get`, `im.notify.history.search` and
-/// `notifyAdd`.
-pub fn notification_value(n: &Notification, chat_id: i64) -> Value {
-    let mut v = Array::new();
-    v.insert("id", Value::Int(n.id));
-    v.insert("chat_id", Value::Int(chat_id));
-    v.insert("author_id", Value::Int(n.author_id));
-    v.insert("date", Value::Str(rfc3339_local(n.created_at as f64)));
-    v.insert("notify_type", Value::Int(n.notify_type));
-    v.insert("notify_module", Value::from(n.module.as_str()));
-    v.insert("notify_event", Value::from(n.event.as_str()));
-    v.insert("notify_tag", Value::Str(n.tag.clone().unwrap_or_default()));
-    v.insert(
-        "notify_sub_tag",
-        Value::Str(n.sub_tag.clone().unwrap_or_default()),
-    );
-    v.insert("notify_title", Value::from(""));
-    v.insert(
-        "setting_name",
-        Value::Str(format!("{}|{}", n.module, n.event)),
-    );
-    v.insert("text", Value::from(n.text.as_str()));
-    v.insert("notify_read", Value::from(if n.read { "Y" } else { "N" }));
-    if n.notify_type == NOTIFY_TYPE_CONFIRM {
-        v.insert(
-            "notify_buttons",
-            Value::Str(n.buttons.clone().unwrap_or_default()),
-        );
-    }
-    v.insert("params", params_value(n));
-    Value::Arr(v)
+/// A notification as the readers show it (§2.8), members in the documented order, written
+/// straight to Bitrix24 JSON (§1.9). `chat_id` is the recipient's notification chat. Shared by
+/// `im.notify.get`, `im.notify.history.search` and `notifyAdd`: no tree is built per
+/// notification and the stored ATTACH is written from its parse (issue 15 goal 3); the bytes
+/// are those of the tree the readers built before (tests below), and the XML transport
+/// expands them through [`Value::Json`].
+pub fn push_notification_json(n: &Notification, chat_id: i64, out: &mut String) {
+    push_notification_members(n, chat_id, out);
+    out.push('}');
 }
 
-/// `params`: null, or an object whose `ATTACH` is the list of the notification's attachments.
-fn params_value(n: &Notification) -> Value {
-    let attach = n
+/// The page's notifications, for the `notifications` member: a list of [`Value::Json`], one
+/// per notification, so the request journal's budgeted snapshot copies the first ones whole
+/// and stops without reading the rest.
+pub fn notifications_value(page: &[Notification], chat_id: i64) -> Value {
+    Value::list(page.iter().map(|n| {
+        let mut out = String::with_capacity(512);
+        push_notification_json(n, chat_id, &mut out);
+        Value::json(out)
+    }))
+}
+
+/// The object without its closing brace, so `notifyAdd` can append its `counter`.
+fn push_notification_members(n: &Notification, chat_id: i64, out: &mut String) {
+    use std::fmt::Write as _;
+    let _ = write!(
+        out,
+        "{{\"id\":{},\"chat_id\":{chat_id},\"author_id\":{},\"date\":\"",
+        n.id, n.author_id
+    );
+    // Digits, `-`, `:`, `T` and `+` only: nothing to escape.
+    push_rfc3339_local(n.created_at as f64, out);
+    let _ = write!(
+        out,
+        "\",\"notify_type\":{},\"notify_module\":",
+        n.notify_type
+    );
+    push_bitrix_json_str(&n.module, out);
+    out.push_str(",\"notify_event\":");
+    push_bitrix_json_str(&n.event, out);
+    out.push_str(",\"notify_tag\":");
+    push_bitrix_json_str(n.tag.as_deref().unwrap_or_default(), out);
+    out.push_str(",\"notify_sub_tag\":");
+    push_bitrix_json_str(n.sub_tag.as_deref().unwrap_or_default(), out);
+    out.push_str(",\"notify_title\":\"\",\"setting_name\":");
+    // `|` is never escaped, so the parts can be escaped one by one.
+    push_bitrix_json_str(&n.module, out);
+    out.pop(); // the closing quote
+    out.push('|');
+    let at = out.len();
+    push_bitrix_json_str(&n.event, out);
+    out.remove(at); // the opening quote
+    out.push_str(",\"text\":");
+    push_bitrix_json_str(&n.text, out);
+    out.push_str(if n.read {
+        ",\"notify_read\":\"Y\""
+    } else {
+        ",\"notify_read\":\"N\""
+    });
+    if n.notify_type == NOTIFY_TYPE_CONFIRM {
+        out.push_str(",\"notify_buttons\":");
+        push_bitrix_json_str(n.buttons.as_deref().unwrap_or_default(), out);
+    }
+    out.push_str(",\"params\":");
+    // `params`: null, or an object whose `ATTACH` is the list of the notification's attachments.
+    match n
         .attach
         .as_deref()
         .and_then(|a| serde_json::from_str::<serde_json::Value>(a).ok())
-        .map(Value::from_json);
-    match attach {
-        Some(a) => Value::map([("ATTACH", Value::list([a]))]),
-        None => Value::Null,
+    {
+        Some(a) => {
+            out.push_str("{\"ATTACH\":[");
+            push_bitrix_json_of(&a, out);
+            out.push_str("]}");
+        }
+        None => out.push_str("null"),
     }
 }
 
@@ -160,7 +192,10 @@ fn with_counter(v: Value, counter: i64) -> String {
 
 /// `notifyAdd`: the notification with the recipient's unread counter after the add.
 pub fn add_payload(n: &Notification, chat_id: i64, counter: i64) -> String {
-    with_counter(notification_value(n, chat_id), counter)
+    let mut out = String::with_capacity(512);
+    push_notification_members(n, chat_id, &mut out);
+    let _ = std::fmt::Write::write_fmt(&mut out, format_args!(",\"counter\":{counter}}}"));
+    out
 }
 
 /// `notifyDelete`: `(id, notify_type)` pairs; always a JSON object, even for one id.
@@ -215,6 +250,126 @@ pub fn confirm_payload(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::rfc3339_local;
+
+    /// The tree the readers built before notifications were written straight to JSON: the
+    /// reference the writer's bytes are held to.
+    fn notification_tree(n: &Notification, chat_id: i64) -> Value {
+        let mut v = Array::new();
+        v.insert("id", Value::Int(n.id));
+        v.insert("chat_id", Value::Int(chat_id));
+        v.insert("author_id", Value::Int(n.author_id));
+        v.insert("date", Value::Str(rfc3339_local(n.created_at as f64)));
+        v.insert("notify_type", Value::Int(n.notify_type));
+        v.insert("notify_module", Value::from(n.module.as_str()));
+        v.insert("notify_event", Value::from(n.event.as_str()));
+        v.insert("notify_tag", Value::Str(n.tag.clone().unwrap_or_default()));
+        v.insert(
+            "notify_sub_tag",
+            Value::Str(n.sub_tag.clone().unwrap_or_default()),
+        );
+        v.insert("notify_title", Value::from(""));
+        v.insert(
+            "setting_name",
+            Value::Str(format!("{}|{}", n.module, n.event)),
+        );
+        v.insert("text", Value::from(n.text.as_str()));
+        v.insert("notify_read", Value::from(if n.read { "Y" } else { "N" }));
+        if n.notify_type == NOTIFY_TYPE_CONFIRM {
+            v.insert(
+                "notify_buttons",
+                Value::Str(n.buttons.clone().unwrap_or_default()),
+            );
+        }
+        let attach = n
+            .attach
+            .as_deref()
+            .and_then(|a| serde_json::from_str::<serde_json::Value>(a).ok())
+            .map(Value::from_json);
+        let params = match attach {
+            Some(a) => Value::map([("ATTACH", Value::list([a]))]),
+            None => Value::Null,
+        };
+        v.insert("params", params);
+        Value::Arr(v)
+    }
+
+    fn samples() -> Vec<Notification> {
+        let base = Notification {
+            id: 12,
+            user_id: 1,
+            author_id: 3,
+            notify_type: 4,
+            module: "rest".into(),
+            event: "rest_notify".into(),
+            text: "Build #7 of [b]imnotify[/b] <done> & 'ok' \"q\" a/b\\c\n\t\u{1}\u{7f} é ✓ 😀"
+                .into(),
+            tag: Some("MP|app|DEPLOY_1".into()),
+            sub_tag: Some("DEPLOY|1".into()),
+            attach: None,
+            buttons: None,
+            read: false,
+            created_at: 1_764_000_123,
+        };
+        let mut out = vec![base.clone()];
+        out.push(Notification {
+            id: 13,
+            author_id: 0,
+            text: "[url=https://example.com/a?b=1&c=2]link[/url] [color=#ff0000]red[/color]".into(),
+            tag: None,
+            sub_tag: None,
+            read: true,
+            attach: Some(
+                r##"[{"MESSAGE":"API v2 is [b]ready<\/b>","COLOR":"#29619b"},{"LINK":{"NAME":"P \u00e9","LINK":"https:\/\/ci.example.com\/p\/1"}},{"DELIMITER":{"SIZE":200}},{"GRID":[{"NAME":"a'b","VALUE":"x\"y","WIDTH":120.5}]},{"0":"zero","1":"one"},{"1":"one","0":"zero"},{},[],{"05":1,"-3":2,"n":null,"t":true,"f":1e300,"big":18446744073709551615}]"##
+                    .into(),
+            ),
+            ..base.clone()
+        });
+        out.push(Notification {
+            id: 14,
+            notify_type: NOTIFY_TYPE_CONFIRM,
+            module: "mod/ule".into(),
+            event: "ev<e>nt".into(),
+            buttons: Some(r#"[{"TITLE":"Yes","VALUE":"Y","TYPE":"accept"}]"#.into()),
+            attach: Some("{\"ATTACH\":\"not a list\"}".into()),
+            ..base.clone()
+        });
+        out.push(Notification {
+            id: 15,
+            text: String::new(),
+            attach: Some("not json".into()),
+            created_at: 0,
+            ..base
+        });
+        out
+    }
+
+    #[test]
+    fn notifications_are_written_as_the_tree_encoded_them_in_json_and_xml() {
+        let page = samples();
+        let tree = Value::list(page.iter().map(|n| notification_tree(n, 77)));
+        let written = notifications_value(&page, 77);
+        assert_eq!(written.to_bitrix_json(), tree.to_bitrix_json());
+        // The XML transport and batch references read this tree (protocol::envelope's tests
+        // hold the XML of a `Value::Json` to that of its tree).
+        assert_eq!(written.tree(), &tree);
+        assert_eq!(notifications_value(&[], 77).to_bitrix_json(), "[]");
+        for n in &page {
+            let mut one = String::new();
+            push_notification_json(n, 5, &mut one);
+            assert_eq!(one, notification_tree(n, 5).to_bitrix_json());
+        }
+    }
+
+    #[test]
+    fn add_payload_is_the_notification_with_its_counter() {
+        for n in samples() {
+            assert_eq!(
+                add_payload(&n, 9, 31),
+                with_counter(notification_tree(&n, 9), 31)
+            );
+        }
+    }
 
     #[test]
     fn kinds_round_trip_by_name() {
