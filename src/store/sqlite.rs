@@ -221,7 +221,7 @@ struct Job {
 /// What a job does: any write as a closure, or a notification insert as data.
 enum Work {
     Run(Run),
-    Add(AddJob),
+    Add(Box<AddJob>),
 }
 
 /// `im.notify.system.add` and its kin, the bulk of all writes. Kept as data rather than a
@@ -1799,13 +1799,13 @@ impl Store for SqliteStore {
             Err(_) => {
                 let (reply, rx) = oneshot::channel();
                 self.send_job(Job {
-                    work: Work::Add(AddJob {
+                    work: Work::Add(Box::new(AddJob {
                         draft,
                         created_at,
                         cap,
                         mail_delay,
                         reply,
-                    }),
+                    })),
                     hold: false,
                     changes_auth: false,
                 })
