@@ -370,16 +370,26 @@ impl Writer {
 /// Whether JSON text has a member named like a masked key (`"auth":` in any case). A key's
 /// name is written without escapes, since every masked name is plain ASCII letters and `_`.
 fn names_masked_key(text: &str) -> bool {
+    // One pass over the text, looking back from each `":` to the nearest quote: a scan per
+    // masked name was 15 % of the instructions of an `im.notify.get` (issue 15).
     let b = text.as_bytes();
-    MASKED.iter().any(|m| {
-        let n = m.len();
-        b.windows(n + 3).any(|w| {
-            w[0] == b'"'
-                && w[n + 1] == b'"'
-                && w[n + 2] == b':'
-                && w[1..=n].eq_ignore_ascii_case(m.as_bytes())
-        })
+    let longest = MASKED.iter().map(|m| m.len()).max().unwrap_or(0);
+    (2..b.len()).any(|i| {
+        if b[i] != b':' || b[i - 1] != b'"' {
+            return false;
+        }
+        let from = (i - 1).saturating_sub(longest + 1);
+        b[from..i - 1]
+            .iter()
+            .rposition(|&c| c == b'"')
+            .is_some_and(|q| is_masked_bytes(&b[from + q + 1..i - 1]))
     })
+}
+
+fn is_masked_bytes(key: &[u8]) -> bool {
+    MASKED
+        .iter()
+        .any(|m| m.as_bytes().eq_ignore_ascii_case(key))
 }
 
 fn is_masked(key: &str) -> bool {
@@ -534,6 +544,38 @@ mod tests {
         let j: Json = serde_json::from_str(&j).unwrap();
         assert!(j.to_string().len() < 200, "{j}");
         assert!(j["MESSAGE"].as_str().unwrap().ends_with(CUT));
+    }
+
+    #[test]
+    fn masked_names_are_found_in_json_text_as_by_a_scan_per_name() {
+        let by_scan = |text: &str| {
+            let b = text.as_bytes();
+            MASKED.iter().any(|m| {
+                let n = m.len();
+                b.windows(n + 3).any(|w| {
+                    w[0] == b'"'
+                        && w[n + 1] == b'"'
+                        && w[n + 2] == b':'
+                        && w[1..=n].eq_ignore_ascii_case(m.as_bytes())
+                })
+            })
+        };
+        for text in [
+            r#"{"id":1,"AUTH":"x"}"#,
+            r#"{"id":1,"author":"x"}"#,
+            r#"{"xauth":1}"#,
+            r#"{"a":{"Channel_ID":"c"}}"#,
+            r#"{"code":"","b":2}"#,
+            r#"":"#,
+            r#""auth":"#,
+            r#"{"text":""auth": no","n":[1,2]}"#,
+            r#"{"":1,"ap":2}"#,
+            r#"{"very_long_member_name_ap":1}"#,
+            "",
+            ":",
+        ] {
+            assert_eq!(names_masked_key(text), by_scan(text), "{text}");
+        }
     }
 
     #[test]
