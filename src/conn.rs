@@ -20,7 +20,7 @@ impl ConnInfo {
         if self.tls {
             return true;
         }
-        trusted.contains(&self.peer.ip())
+        is_trusted(self.peer.ip(), trusted)
             && headers
                 .get("x-forwarded-proto")
                 .and_then(|v| v.to_str().ok())
@@ -33,8 +33,8 @@ impl ConnInfo {
     /// proxy, the nearest untrusted address in `X-Forwarded-For`. Walking from the right means a
     /// client cannot choose its own key by sending a forged header through the proxy.
     pub fn client_ip(&self, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAddr {
-        let peer = self.peer.ip();
-        if !trusted.contains(&peer) {
+        let peer = self.peer.ip().to_canonical();
+        if !is_trusted(peer, trusted) {
             return peer;
         }
         let mut client = peer;
@@ -47,8 +47,8 @@ impl ConnInfo {
         for hop in hops.iter().rev() {
             match hop.trim().parse::<IpAddr>() {
                 Ok(ip) => {
-                    client = ip;
-                    if !trusted.contains(&ip) {
+                    client = ip.to_canonical();
+                    if !is_trusted(client, trusted) {
                         break;
                     }
                 }
@@ -57,6 +57,14 @@ impl ConnInfo {
         }
         client
     }
+}
+
+/// Whether `ip` is one of the trusted proxies, comparing IPv4-mapped IPv6 addresses
+/// (`::ffff:a.b.c.d`) as the IPv4 addresses they are: a server listening on `[::]` sees its
+/// IPv4 peers in that form, and `trusted_proxies` names them as IPv4.
+fn is_trusted(ip: IpAddr, trusted: &[IpAddr]) -> bool {
+    let ip = ip.to_canonical();
+    trusted.iter().any(|t| t.to_canonical() == ip)
 }
 
 #[cfg(test)]
@@ -86,5 +94,27 @@ mod tests {
         assert_eq!(conn("10.0.0.1").client_ip(&h, &trusted), ip("1.2.3.4"));
         h.insert("x-forwarded-for", "1.2.3.4, junk".parse().unwrap());
         assert_eq!(conn("10.0.0.1").client_ip(&h, &trusted), ip("10.0.0.1"));
+    }
+
+    /// A listener on `[::]` sees IPv4 peers as `::ffff:a.b.c.d`; `trusted_proxies` lists them
+    /// as IPv4, and both must mean the same proxy.
+    #[test]
+    fn ipv4_mapped_peers_and_hops_are_their_ipv4_addresses() {
+        let conn = |peer: &str| ConnInfo {
+            peer: SocketAddr::new(peer.parse().unwrap(), 1234),
+            tls: false,
+        };
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let trusted = vec![ip("127.0.0.1"), ip("::ffff:10.0.0.2")];
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "1.2.3.4, ::ffff:10.0.0.2".parse().unwrap());
+        h.insert("x-forwarded-proto", "https".parse().unwrap());
+        let mapped = conn("::ffff:127.0.0.1");
+        assert_eq!(mapped.client_ip(&h, &trusted), ip("1.2.3.4"));
+        assert!(mapped.is_secure(&h, &trusted));
+        assert_eq!(conn("10.0.0.2").client_ip(&h, &trusted), ip("1.2.3.4"));
+        // An untrusted mapped peer is its IPv4 address, for one bucket with its IPv4 requests.
+        assert_eq!(conn("::ffff:9.9.9.9").client_ip(&h, &trusted), ip("9.9.9.9"));
+        assert!(!conn("::ffff:9.9.9.9").is_secure(&h, &trusted));
     }
 }
