@@ -107,14 +107,20 @@ mod tests {
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         let trusted = vec![ip("127.0.0.1"), ip("::ffff:10.0.0.2")];
         let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", "1.2.3.4, ::ffff:10.0.0.2".parse().unwrap());
+        h.insert(
+            "x-forwarded-for",
+            "1.2.3.4, ::ffff:10.0.0.2".parse().unwrap(),
+        );
         h.insert("x-forwarded-proto", "https".parse().unwrap());
         let mapped = conn("::ffff:127.0.0.1");
         assert_eq!(mapped.client_ip(&h, &trusted), ip("1.2.3.4"));
         assert!(mapped.is_secure(&h, &trusted));
         assert_eq!(conn("10.0.0.2").client_ip(&h, &trusted), ip("1.2.3.4"));
         // An untrusted mapped peer is its IPv4 address, for one bucket with its IPv4 requests.
-        assert_eq!(conn("::ffff:9.9.9.9").client_ip(&h, &trusted), ip("9.9.9.9"));
+        assert_eq!(
+            conn("::ffff:9.9.9.9").client_ip(&h, &trusted),
+            ip("9.9.9.9")
+        );
         assert!(!conn("::ffff:9.9.9.9").is_secure(&h, &trusted));
     }
 }

@@ -228,6 +228,9 @@ struct Writer {
     cut: bool,
     /// Inside a [`SECRET_ID_CONTAINERS`] value, where `id` keys are masked.
     secret_ids: bool,
+    /// Inside a `batch`'s `cmd`, whose strings are `method?query`: masked keys of the query
+    /// are masked too.
+    commands: bool,
 }
 
 impl Writer {
@@ -237,6 +240,7 @@ impl Writer {
             left: budget,
             cut: false,
             secret_ids: false,
+            commands: false,
         }
     }
 
@@ -272,6 +276,7 @@ impl Writer {
                     None => self.out.extend_from_slice(b"null"),
                 }
             }
+            Value::Str(s) if self.commands => self.string(&mask_command(s)),
             Value::Str(s) => self.string(s),
             Value::Arr(a) => self.array(a),
             Value::Json(r) => self.json_text(r),
@@ -328,6 +333,10 @@ impl Writer {
                     let outer = std::mem::replace(&mut self.secret_ids, true);
                     self.walk(v);
                     self.secret_ids = outer;
+                } else if key.eq_ignore_ascii_case("cmd") {
+                    let outer = std::mem::replace(&mut self.commands, true);
+                    self.walk(v);
+                    self.commands = outer;
                 } else {
                     self.walk(v);
                 }
@@ -390,6 +399,38 @@ fn is_masked_bytes(key: &[u8]) -> bool {
     MASKED
         .iter()
         .any(|m| m.as_bytes().eq_ignore_ascii_case(key))
+}
+
+/// A batch command (`method?query`) with the values of masked parameters replaced by
+/// [`MASK`]: `im.notify.get?auth=T` records as `im.notify.get?auth=***`. A parameter is
+/// masked by its decoded name before any `[`, as the batch decodes it (`auth[x]` too).
+fn mask_command(cmd: &str) -> std::borrow::Cow<'_, str> {
+    let Some((method, query)) = cmd.split_once('?') else {
+        return cmd.into();
+    };
+    let mut changed = false;
+    let pieces: Vec<String> = query
+        .split('&')
+        .map(|piece| {
+            let raw_name = piece.split_once('=').map_or(piece, |(n, _)| n);
+            let name = form_urlencoded::parse(raw_name.as_bytes())
+                .next()
+                .map(|(k, _)| k.into_owned())
+                .unwrap_or_default();
+            let base = name.split('[').next().unwrap_or_default();
+            if is_masked(base) {
+                changed = true;
+                format!("{raw_name}={MASK}")
+            } else {
+                piece.to_owned()
+            }
+        })
+        .collect();
+    if changed {
+        format!("{method}?{}", pieces.join("&")).into()
+    } else {
+        cmd.into()
+    }
 }
 
 fn is_masked(key: &str) -> bool {
@@ -544,6 +585,35 @@ mod tests {
         let j: Json = serde_json::from_str(&j).unwrap();
         assert!(j.to_string().len() < 200, "{j}");
         assert!(j["MESSAGE"].as_str().unwrap().ends_with(CUT));
+    }
+
+    #[test]
+    fn secrets_in_batch_commands_are_masked() {
+        let mut cmd = Array::new();
+        cmd.insert(
+            "g",
+            Value::from(
+                "im.notify.get?LIMIT=1&auth=S1&ACCESS_TOKEN=S2&a%75th=S3&password[x]=S4&code",
+            ),
+        );
+        cmd.insert("h", Value::from("im.notify.get?LIMIT=2"));
+        cmd.insert("n", Value::from("user.current"));
+        let mut p = Array::new();
+        p.insert("halt", Value::Int(0));
+        p.insert("cmd", Value::Arr(cmd));
+        p.insert("note", Value::from("x?auth=kept: not a command"));
+        let (j, _) = snapshot_params(&p, 4096);
+        for secret in ["S1", "S2", "S3", "S4"] {
+            assert!(!j.contains(secret), "{secret} in {j}");
+        }
+        let v: Json = serde_json::from_str(&j).unwrap();
+        assert_eq!(
+            v["cmd"]["g"],
+            "im.notify.get?LIMIT=1&auth=***&ACCESS_TOKEN=***&a%75th=***&password[x]=***&code=***"
+        );
+        assert_eq!(v["cmd"]["h"], "im.notify.get?LIMIT=2");
+        assert_eq!(v["cmd"]["n"], "user.current");
+        assert_eq!(v["note"], "x?auth=kept: not a command");
     }
 
     #[test]
