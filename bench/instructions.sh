@@ -26,17 +26,10 @@ script=${INSTR_SCRIPT:-notify.lua}
 pre=${INSTR_PRE:-$script}
 top=${INSTR_TOP:-25}
 
-need=()
-command -v valgrind >/dev/null 2>&1 || need+=(valgrind)
-command -v wrk >/dev/null 2>&1 || need+=(wrk)
-if [ ${#need[@]} -gt 0 ]; then
-  if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
-  else
-    echo "missing packages: ${need[*]} (run as root to install them)" >&2
-    exit 1
-  fi
-fi
+# A developer's tool, not run by CI: it names what is missing rather than install it.
+for tool in valgrind wrk; do
+  command -v "$tool" >/dev/null 2>&1 || { echo "missing: $tool (apt-get install $tool)" >&2; exit 1; }
+done
 
 if [ $# -eq 0 ]; then
   cargo build --release --locked --bin imnotify --example baseline >&2
