@@ -504,6 +504,7 @@ impl Value {
         let overflows = Overflows {
             infinite,
             seen: std::cell::Cell::new(0),
+            used: std::cell::Cell::new(0),
         };
         let mut de = serde_json::Deserializer::from_str(&patched);
         let v = serde::de::DeserializeSeed::deserialize(Seed(Some(&overflows)), &mut de)?;
@@ -913,10 +914,12 @@ fn is_json_number(t: &str) -> bool {
 }
 
 /// The numbers [`Value::parse_json`]'s second parse reads as infinities: their places among
-/// the text's numbers, and a count of the numbers read so far.
+/// the text's numbers (ascending), a count of the numbers read so far, and how many of the
+/// infinities were handed out, so each number costs one comparison.
 struct Overflows {
     infinite: Vec<(usize, f64)>,
     seen: std::cell::Cell<usize>,
+    used: std::cell::Cell<usize>,
 }
 
 impl Overflows {
@@ -924,10 +927,13 @@ impl Overflows {
     fn next(&self, read: Value) -> Value {
         let at = self.seen.get();
         self.seen.set(at + 1);
-        self.infinite
-            .iter()
-            .find(|(i, _)| *i == at)
-            .map_or(read, |(_, f)| Value::Float(*f))
+        match self.infinite.get(self.used.get()) {
+            Some(&(place, f)) if place == at => {
+                self.used.set(self.used.get() + 1);
+                Value::Float(f)
+            }
+            _ => read,
+        }
     }
 }
 
