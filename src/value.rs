@@ -817,6 +817,123 @@ pub fn push_bitrix_json_of(j: &serde_json::Value, out: &mut String) {
     }
 }
 
+/// Appends `php`, JSON as [`Value::to_php_json`] writes it, as Bitrix24 JSON: the same bytes
+/// as `push_bitrix_json_of(&serde_json::from_str(php)?)`, without building a tree. The two
+/// styles differ only in how strings escape `"`, `<`, `>`, `&` and `'` (§1.9), so a valid
+/// document in that canonical form is rewritten byte by byte. An ATTACH is stored in it, and
+/// parsing it into a tree for every `im.notify.get` was over half of the call (issue 15
+/// goal 3).
+///
+/// Returns `false`, appending nothing, when `php` is not valid JSON or holds anything that the
+/// tree would write differently: whitespace, a `\u` escape other than a control character's,
+/// an unescaped `/`, an integer outside `i64`, a float not written as [`write_json_float`]
+/// writes it, `{}`, or an object whose first key is `"0"` (a list candidate). The caller then
+/// takes the tree's path. Objects with a repeated key are not detected (the tree keeps the
+/// last value): `to_php_json` never writes one.
+pub fn push_bitrix_json_from_php(php: &str, out: &mut String) -> bool {
+    if serde_json::from_str::<serde::de::IgnoredAny>(php).is_err() {
+        return false;
+    }
+    let start = out.len();
+    if transcode_php_json(php, out) {
+        true
+    } else {
+        out.truncate(start);
+        false
+    }
+}
+
+/// [`push_bitrix_json_from_php`]'s rewrite of a document already known to be valid JSON.
+fn transcode_php_json(php: &str, out: &mut String) -> bool {
+    let b = php.as_bytes();
+    let mut i = 0;
+    // Bytes from `run` to `i` are copied as they are when the next rewrite or the end comes.
+    let mut run = 0;
+    while i < b.len() {
+        match b[i] {
+            b'"' => {
+                i += 1;
+                loop {
+                    let escape = match b[i] {
+                        b'"' => break,
+                        b'\\' => match b[i + 1] {
+                            b'"' => "\\u0022",
+                            b'\\' | b'/' | b'n' | b'r' | b't' | b'b' | b'f' => {
+                                i += 2;
+                                continue;
+                            }
+                            b'u' => {
+                                // Only a control character without a short escape, in lower
+                                // case hex, is written as `\u00xx` by both styles.
+                                let hex = &b[i + 2..i + 6];
+                                let code = u8::from_str_radix(&php[i + 2..i + 6], 16).ok();
+                                let lower = hex.iter().all(|h| !h.is_ascii_uppercase());
+                                match code {
+                                    Some(c @ 0..0x20)
+                                        if lower && !matches!(c, 0x08..=0x0A | 0x0C | 0x0D) =>
+                                    {
+                                        i += 6;
+                                        continue;
+                                    }
+                                    _ => return false,
+                                }
+                            }
+                            _ => return false,
+                        },
+                        b'/' => return false,
+                        b'<' => "\\u003C",
+                        b'>' => "\\u003E",
+                        b'&' => "\\u0026",
+                        b'\'' => "\\u0027",
+                        _ => {
+                            i += 1;
+                            continue;
+                        }
+                    };
+                    out.push_str(&php[run..i]);
+                    out.push_str(escape);
+                    // `\"` is two bytes, the others one.
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                    run = i;
+                }
+                i += 1;
+            }
+            b'{' => {
+                if b[i + 1] == b'}' || b[i + 1..].starts_with(b"\"0\"") {
+                    return false;
+                }
+                i += 1;
+            }
+            b'[' | b']' | b'}' | b',' | b':' => i += 1,
+            b't' | b'f' | b'n' => {
+                while i < b.len() && b[i].is_ascii_lowercase() {
+                    i += 1;
+                }
+            }
+            b'-' | b'0'..=b'9' => {
+                let s = i;
+                while i < b.len() && matches!(b[i], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')
+                {
+                    i += 1;
+                }
+                let number = &php[s..i];
+                if number.bytes().any(|c| matches!(c, b'.' | b'e' | b'E')) {
+                    let mut canonical = String::new();
+                    write_json_float(number.parse().unwrap_or(f64::NAN), &mut canonical);
+                    if canonical != number {
+                        return false;
+                    }
+                } else if number == "-0" || number.parse::<i64>().is_err() {
+                    return false;
+                }
+            }
+            _ => return false,
+        }
+    }
+    out.push_str(&php[run..]);
+    true
+}
+
 /// PHP `trim()` with its default character set.
 pub fn php_trim(s: &str) -> &str {
     s.trim_matches([' ', '\t', '\n', '\r', '\0', '\x0B'])
@@ -1031,6 +1148,123 @@ impl<'de> serde::de::Visitor<'de> for ValueVisitor<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The tree's bytes for a stored document, as `im.notify.get` wrote them before the rewrite.
+    fn via_tree(php: &str) -> Option<String> {
+        let j = serde_json::from_str::<serde_json::Value>(php).ok()?;
+        let mut out = String::new();
+        push_bitrix_json_of(&j, &mut out);
+        Some(out)
+    }
+
+    fn rewritten(php: &str) -> Option<String> {
+        let mut out = String::from("prefix");
+        let ok = push_bitrix_json_from_php(php, &mut out);
+        let rest = out.strip_prefix("prefix").unwrap().to_owned();
+        if ok {
+            Some(rest)
+        } else {
+            assert_eq!(rest, "", "a refusal appends nothing: {php}");
+            None
+        }
+    }
+
+    fn arb_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let text = || {
+            proptest::string::string_regex(
+                "[a-z0-9 \"\\\\/<>&'\n\t\r\u{1}\u{8}\u{c}\u{1f}\u{7f}é✓😀\u{2028}]{0,12}",
+            )
+            .unwrap()
+        };
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::Int),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::Float),
+            (-1000i32..1000).prop_map(|n| Value::Float(f64::from(n) / 8.0)),
+            text().prop_map(Value::Str),
+        ];
+        leaf.prop_recursive(4, 40, 6, move |inner| {
+            let key = prop_oneof![
+                text().prop_map(Key::from),
+                (0i64..4).prop_map(Key::Int),
+                Just(Key::from("05")),
+            ];
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..5).prop_map(Value::list),
+                proptest::collection::vec((key, inner), 0..5).prop_map(|kv| {
+                    let mut a = Array::new();
+                    for (k, v) in kv {
+                        a.insert(k, v);
+                    }
+                    Value::Arr(a)
+                }),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// Every document `to_php_json` writes is rewritten to the tree's bytes, or left to it.
+        #[test]
+        fn php_json_is_rewritten_as_the_tree_writes_it(v in arb_value()) {
+            let php = v.to_php_json();
+            let want = via_tree(&php).unwrap();
+            proptest::prop_assert_eq!(&want, &v.to_bitrix_json());
+            match rewritten(&php) {
+                Some(got) => proptest::prop_assert_eq!(got, want, "{}", php),
+                // The one canonical form it leaves to the tree: `{"0":` may open a list.
+                None => proptest::prop_assert!(php.contains("{\"0\":"), "{}", php),
+            }
+        }
+    }
+
+    #[test]
+    fn documents_not_in_the_php_form_are_left_to_the_tree() {
+        for php in [
+            "not json",
+            "",
+            "[1,",
+            "[1] x",
+            "[ 1]",
+            "{\"a\": 1}",
+            "{}",
+            "{\"0\":\"zero\",\"1\":\"one\"}",
+            "[\"\\u00e9\"]",
+            "[\"\\u001F\"]",
+            "[\"\\u000a\"]",
+            "[\"\\ud83d\\ude00\"]",
+            "[\"a/b\"]",
+            "[1e300]",
+            "[1E+300]",
+            "[1.50]",
+            "[-0]",
+            "[18446744073709551615]",
+            "[-9223372036854775809]",
+            "[1e400]",
+        ] {
+            assert_eq!(rewritten(php), None, "{php}");
+        }
+        // What the tree makes of the valid ones is what `im.notify.get` still answers.
+        assert_eq!(
+            via_tree("{\"0\":\"zero\",\"1\":\"one\"}").as_deref(),
+            Some("[\"zero\",\"one\"]")
+        );
+    }
+
+    #[test]
+    fn the_rewrite_escapes_what_bitrix24_escapes() {
+        let php = r#"[{"MESSAGE":"a \"q\" <b>&'x'<\/b> \\ \u001f é","K'<":[1,-2,0.5,1.0e+20,true,null]}]"#;
+        assert_eq!(
+            rewritten(php).as_deref(),
+            Some(
+                r#"[{"MESSAGE":"a \u0022q\u0022 \u003Cb\u003E\u0026\u0027x\u0027\u003C\/b\u003E \\ \u001f é","K\u0027\u003C":[1,-2,0.5,1.0e+20,true,null]}]"#
+            )
+        );
+        assert_eq!(rewritten(php), via_tree(php));
+    }
 
     #[test]
     fn keys_follow_php_numeric_rule() {
