@@ -47,7 +47,7 @@ use crate::clock::rfc3339_local;
 use crate::conn::ConnInfo;
 use crate::state::AppState;
 use crate::store::event::{Event, Kind};
-use crate::store::hub::{StreamKind, Subscription, LIVE_GAP};
+use crate::store::hub::{StreamKind, Subscription};
 
 /// Close code that makes the client fetch a new config (WRONG_CHANNEL_ID, §3.5).
 pub const CLOSE_WRONG_CHANNEL: u16 = 4010;
@@ -397,7 +397,8 @@ struct Cursor {
     user_id: i64,
     last: i64,
     replay: bool,
-    /// When live events last went out, until [`LIVE_GAP`] has passed since.
+    /// When live events last went out, until [`crate::store::hub::Hub::live_gap`] has passed
+    /// since.
     flushed: Option<tokio::time::Instant>,
 }
 
@@ -460,9 +461,9 @@ impl Cursor {
                     None => return Next::Closed,
                 }
             };
-            // As on SSE streams: under load, at most one frame per LIVE_GAP.
+            // As on SSE streams: under load, at most one frame per gap (`Hub::live_gap`).
             if let Some(at) = self.flushed {
-                tokio::time::sleep_until(at + LIVE_GAP).await;
+                tokio::time::sleep_until(at + hub.live_gap()).await;
                 self.flushed = None;
             }
             match sub.recv().await {

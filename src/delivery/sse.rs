@@ -39,15 +39,15 @@
 //! Cost (issue 15 goal 5): a live event's frame is encoded once ([`Event::sse`]) and the
 //! same bytes go to every stream of its user; a stream receives a commit group's events as one
 //! batch, writes everything queued as one body chunk, and under load writes at most once per
-//! [`LIVE_GAP`]; while the epoch stands still, a stream's check before a write is one atomic
-//! load.
+//! [`Hub::live_gap`] (10 ms with few streams, longer with many, so that all streams together
+//! write about 1,000 times a second); while the epoch stands still, a stream's check before a
+//! write is one atomic load.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use axum::body::Body;
@@ -66,15 +66,12 @@ use crate::protocol::envelope;
 use crate::protocol::route::Transport;
 use crate::state::AppState;
 use crate::store::event::Event;
-use crate::store::hub::{Hub, Slot, StreamKind, Subscription, LIVE_GAP};
+use crate::store::hub::{Hub, Slot, StreamKind, Subscription};
 use crate::store::Store;
 use crate::value::{Array, Value};
 
 /// Events read from the log per query while replaying.
 const REPLAY_PAGE: usize = 256;
-/// Live events already queued that go out together in one write (at least; a commit group's
-/// batch is not split).
-const MAX_CHUNK: usize = 64;
 /// What an EventSource waits before reconnecting.
 const RETRY: Duration = Duration::from_secs(2);
 /// How often a stream checks its credential again, idle or not.
@@ -362,7 +359,7 @@ struct Feed {
     heartbeat: Duration,
     /// When the last frame went out.
     quiet_since: Instant,
-    /// When the last live events went out, until the stream has waited [`LIVE_GAP`] since.
+    /// When the last live events went out, until the stream has waited [`Hub::live_gap`] since.
     flushed: Option<Instant>,
     _slot: Slot,
 }
@@ -422,10 +419,10 @@ impl Feed {
                 self.replay = true;
                 continue;
             };
-            // Under load, a stream writes at most once per LIVE_GAP: what commits meanwhile
+            // Under load, a stream writes at most once per gap: what commits meanwhile
             // queues up and goes out in the next write. A stream that was quiet writes at once.
             if let Some(at) = self.flushed.take() {
-                tokio::time::sleep_until(at + LIVE_GAP).await;
+                tokio::time::sleep_until(at + self.hub.live_gap()).await;
             }
             let due = self.guard.due();
             let ping = self.quiet_since + self.heartbeat;
@@ -444,23 +441,8 @@ impl Feed {
             match received {
                 Some(batch) => {
                     // Whatever else is queued already goes out with it, in one write.
-                    let mut taken = batch.len();
                     let mut ready = vec![batch];
-                    let mut dropped = false;
-                    while taken < MAX_CHUNK {
-                        match sub.try_recv() {
-                            Ok(batch) => {
-                                taken += batch.len();
-                                ready.push(batch);
-                            }
-                            Err(mpsc::error::TryRecvError::Empty) => break,
-                            Err(mpsc::error::TryRecvError::Disconnected) => {
-                                dropped = true;
-                                break;
-                            }
-                        }
-                    }
-                    if dropped {
+                    if !sub.drain_into(&mut ready) {
                         // Everything queued is in `ready`; the rest comes from the log.
                         self.sub = None;
                     }

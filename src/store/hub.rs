@@ -5,9 +5,9 @@
 //! [`Batch`] (shared, not copied), so the writer's cost after a commit is one map lookup per
 //! user and one channel send per subscriber, however many events the group holds and however
 //! slow any reader is (issue 15 goal 5). Publishing never waits: each subscriber may have at
-//! most [`SUBSCRIBER_QUEUE`] events queued (counted in events, not batches); one that would go
-//! past it is dropped on the spot (its receiver sees the channel close after the batches already
-//! queued), and it resumes from the event log.
+//! most [`SUBSCRIBER_QUEUE_BYTES`] of events queued (counted per event, see [`queue_cost`]);
+//! one that would go past it is dropped on the spot (its receiver sees the channel close after
+//! the batches already queued), and it resumes from the event log.
 //!
 //! Streams are bounded per user and in total through [`Hub::admit`]: a channel (SSE,
 //! Push&Pull) holds a [`Slot`] for as long as it serves one client, whether or not it is
@@ -24,16 +24,36 @@ use tokio::sync::mpsc;
 
 use super::event::Event;
 
-/// Events a subscriber may have queued before it counts as slow and is dropped.
-pub const SUBSCRIBER_QUEUE: usize = 256;
+/// What a subscriber may have queued before it counts as slow and is dropped, in bytes as
+/// [`queue_cost`] counts them. In bytes rather than events: the queue must hold what commits
+/// during a stream's gap ([`Hub::live_gap`], up to [`MAX_LIVE_GAP`]) at a busy user's rate
+/// (4 MiB is 100 ms of 30,000 typical 1 KiB events a second), and what a stalled client
+/// pins stays bounded whatever the events' size (256 events, the bound before, could be
+/// 256 answers of 64 KiB).
+pub const SUBSCRIBER_QUEUE_BYTES: usize = 4 << 20;
 
-/// The least time between two writes of live events on one stream (SSE, Push&Pull socket):
-/// a stream's cost is per write (a wake-up, a body chunk or frame, a socket write, the
-/// client's wake-up), so under load each write carries every event committed in the gap
-/// (issue 15 goal 5), and an event waits at most this long more. A stream that was quiet
-/// longer writes at once. The queue must hold a gap's events: [`SUBSCRIBER_QUEUE`] in 10 ms
-/// is 25,600 events a second for one user.
+/// What one queued event counts against [`SUBSCRIBER_QUEUE_BYTES`]: its payload and a fixed
+/// share for the event, its place in the queue and its SSE frame's header.
+pub fn queue_cost(ev: &Event) -> usize {
+    ev.payload.len() + 128
+}
+
+/// The least time between two writes of live events on one stream (SSE, Push&Pull socket)
+/// when few streams are open: a stream's cost is per write (a wake-up, a body chunk or frame,
+/// a socket write with its copy and TCP work, the client's wake-up: about 35 µs of server CPU
+/// on loopback), so under load each write carries every event committed in the gap (issue 15
+/// goal 5), and an event waits at most the gap more. A stream that was quiet longer writes at
+/// once. See [`Hub::live_gap`].
 pub const LIVE_GAP: Duration = Duration::from_millis(10);
+
+/// The longest gap between two writes of one stream, however many streams are open.
+pub const MAX_LIVE_GAP: Duration = Duration::from_millis(250);
+
+/// Writes a second that all streams together make under load, as long as the gap stays
+/// within [`LIVE_GAP`]..[`MAX_LIVE_GAP`]: with more open streams each waits longer between
+/// writes, so their writes cost a bounded share of the core (1,000 writes, some 3.5 %) and the
+/// adds do not slow down with the number of listeners (issue 15 goal 5).
+pub const LIVE_WRITES_PER_SECOND: u32 = 1000;
 
 #[derive(Debug, Clone, Copy)]
 pub struct HubLimits {
@@ -79,9 +99,9 @@ pub type Batch = Arc<[Arc<Event>]>;
 /// One subscriber as the hub sees it. The channel is unbounded; `queued` bounds it in events.
 struct Sender {
     id: u64,
-    tx: mpsc::UnboundedSender<Batch>,
-    /// Events sent and not yet received: raised by `publish` (under the hub's lock), lowered by
-    /// the receiver.
+    tx: mpsc::UnboundedSender<(Batch, usize)>,
+    /// [`queue_cost`] of the events sent and not yet received: raised by `publish` (under the
+    /// hub's lock), lowered by the receiver.
     queued: Arc<AtomicUsize>,
 }
 
@@ -91,6 +111,8 @@ type Senders = Vec<Sender>;
 pub struct Hub {
     subscribers: Mutex<HashMap<i64, Senders>>,
     slots: Mutex<SlotCounts>,
+    /// `slots.total`, readable without the lock ([`Hub::live_gap`]).
+    streams: AtomicUsize,
     limits: HubLimits,
     next_id: AtomicU64,
     closed: AtomicBool,
@@ -105,7 +127,7 @@ struct SlotCounts {
 
 /// A live subscription; dropping it unsubscribes.
 pub struct Subscription {
-    rx: mpsc::UnboundedReceiver<Batch>,
+    rx: mpsc::UnboundedReceiver<(Batch, usize)>,
     queued: Arc<AtomicUsize>,
     hub: Arc<Hub>,
     user_id: i64,
@@ -116,17 +138,34 @@ impl Subscription {
     /// The next batch of live events; `None` once the hub dropped this subscriber (too slow;
     /// everything sent before was received) or closed. Cancel-safe.
     pub async fn recv(&mut self) -> Option<Batch> {
-        let batch = self.rx.recv().await?;
-        self.queued.fetch_sub(batch.len(), Ordering::Relaxed);
+        let (batch, cost) = self.rx.recv().await?;
+        self.queued.fetch_sub(cost, Ordering::Relaxed);
         Some(batch)
     }
 
     /// A batch already queued, without waiting: `Err(Empty)` when none is,
     /// `Err(Disconnected)` once the hub dropped this subscriber and the queue is drained.
     pub fn try_recv(&mut self) -> Result<Batch, mpsc::error::TryRecvError> {
-        let batch = self.rx.try_recv()?;
-        self.queued.fetch_sub(batch.len(), Ordering::Relaxed);
+        let (batch, cost) = self.rx.try_recv()?;
+        self.queued.fetch_sub(cost, Ordering::Relaxed);
         Ok(batch)
+    }
+
+    /// Appends every batch queued now to `ready`, without waiting: what a stream writes at
+    /// once after waking. All of it, not a fixed number of events: a stream writes at most once
+    /// per [`LIVE_GAP`], so taking less than a gap's events per write would let a stream that
+    /// keeps up with the rate fall behind by its own cadence until the hub drops it (issue 15
+    /// goal 5). Bounded all the same: the queue never holds more than
+    /// [`SUBSCRIBER_QUEUE_BYTES`]. Returns `false` once the hub dropped this subscriber: everything it was sent is
+    /// then in `ready`, and the rest is in the log.
+    pub fn drain_into(&mut self, ready: &mut Vec<Batch>) -> bool {
+        loop {
+            match self.try_recv() {
+                Ok(batch) => ready.push(batch),
+                Err(mpsc::error::TryRecvError::Empty) => return true,
+                Err(mpsc::error::TryRecvError::Disconnected) => return false,
+            }
+        }
     }
 }
 
@@ -156,6 +195,7 @@ impl Drop for Slot {
                 slots.by_user.remove(&self.user_id);
             }
         }
+        self.hub.streams.store(slots.total, Ordering::Relaxed);
         crate::metrics::set_streams(slots.total);
     }
 }
@@ -165,6 +205,7 @@ impl Hub {
         Arc::new(Hub {
             subscribers: Mutex::new(HashMap::new()),
             slots: Mutex::new(SlotCounts::default()),
+            streams: AtomicUsize::new(0),
             limits,
             next_id: AtomicU64::new(1),
             closed: AtomicBool::new(false),
@@ -190,12 +231,25 @@ impl Hub {
         if kind == StreamKind::Integration {
             mine.1 += 1;
         }
+        self.streams.store(slots.total, Ordering::Relaxed);
         crate::metrics::set_streams(slots.total);
         Some(Slot {
             hub: self.clone(),
             user_id,
             kind,
         })
+    }
+
+    /// The least time between two writes of live events on one stream now: [`LIVE_GAP`], or
+    /// longer with many streams open, so that together they write about
+    /// [`LIVE_WRITES_PER_SECOND`] times a second under load (100 streams: 100 ms), at most
+    /// [`MAX_LIVE_GAP`]. An event waits at most this long more than it would alone; a stream
+    /// that was quiet for the gap writes at once.
+    pub fn live_gap(&self) -> Duration {
+        let streams = u32::try_from(self.streams.load(Ordering::Relaxed)).unwrap_or(u32::MAX);
+        (Duration::from_secs(1) / LIVE_WRITES_PER_SECOND)
+            .saturating_mul(streams)
+            .clamp(LIVE_GAP, MAX_LIVE_GAP)
     }
 
     /// Starts receiving `user_id`'s events committed from now on. `None` once the hub is closed
@@ -246,18 +300,19 @@ impl Hub {
         for run in mine.chunk_by(|a, b| a.user_id == b.user_id) {
             let user_id = run[0].user_id;
             let batch: Batch = run.iter().map(|ev| Arc::clone(ev)).collect();
+            let cost: usize = batch.iter().map(|ev| queue_cost(ev)).sum();
             let Some(list) = subs.get_mut(&user_id) else {
                 continue;
             };
             list.retain(|s| {
                 // Only `publish` raises `queued`, under the lock: the sum cannot pass the bound.
-                if s.queued.load(Ordering::Relaxed) + batch.len() > SUBSCRIBER_QUEUE {
+                if s.queued.load(Ordering::Relaxed) + cost > SUBSCRIBER_QUEUE_BYTES {
                     // Too slow: dropped here, it catches up from the log.
                     crate::metrics::record_subscriber_dropped();
                     return false;
                 }
-                s.queued.fetch_add(batch.len(), Ordering::Relaxed);
-                s.tx.send(batch.clone()).is_ok()
+                s.queued.fetch_add(cost, Ordering::Relaxed);
+                s.tx.send((batch.clone(), cost)).is_ok()
             });
             if list.is_empty() {
                 subs.remove(&user_id);
@@ -308,14 +363,24 @@ mod tests {
     use super::*;
     use crate::store::event::Kind;
 
+    /// What one test event costs in the queue: 256 of them fill it.
+    const COST: usize = SUBSCRIBER_QUEUE_BYTES / 256;
+
     fn ev(id: i64, user_id: i64) -> Arc<Event> {
-        Arc::new(Event {
+        sized(id, user_id, COST)
+    }
+
+    /// An event whose [`queue_cost`] is `cost`.
+    fn sized(id: i64, user_id: i64, cost: usize) -> Arc<Event> {
+        let mut e = Event {
             id,
             user_id,
             kind: Kind::Add,
-            payload: "{}".into(),
+            payload: "".into(),
             sse: Default::default(),
-        })
+        };
+        e.payload = "x".repeat(cost - queue_cost(&e)).into();
+        Arc::new(e)
     }
 
     #[tokio::test]
@@ -328,7 +393,7 @@ mod tests {
         assert_eq!(a.recv().await.unwrap()[0].id, 1);
         assert_eq!(other.recv().await.unwrap()[0].id, 2);
         // `a` keeps reading; `slow` never does. Publishing never blocks, and `slow` is dropped.
-        for i in 0..(SUBSCRIBER_QUEUE as i64 + 10) {
+        for i in 0..(256 + 10) {
             hub.publish(&[ev(10 + i, 1)]);
             assert_eq!(a.recv().await.unwrap()[0].id, 10 + i);
         }
@@ -338,7 +403,7 @@ mod tests {
             seen += batch.len();
         }
         // It got what fitted (the first event and a full queue), then the channel closed.
-        assert_eq!(seen, SUBSCRIBER_QUEUE);
+        assert_eq!(seen, 256);
         drop(a);
         assert_eq!(hub.subscriber_count(1), 0);
         hub.close();
@@ -347,7 +412,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_group_is_one_batch_per_user_and_the_bound_counts_events() {
+    async fn a_group_is_one_batch_per_user_and_the_bound_holds() {
         let hub = Hub::new(HubLimits::default());
         let mut one = hub.subscribe(1).unwrap();
         let mut two = hub.subscribe(2).unwrap();
@@ -357,7 +422,8 @@ mod tests {
         assert_eq!(ids(two.recv().await.unwrap()), [2, 5]);
         assert!(one.try_recv().is_err());
         // 200 events in one group, then 100 more: the queue would hold 300 events in two
-        // batches, past the bound, so the subscriber is dropped with the first batch queued.
+        // batches, past the bound (256 of these), so the subscriber is dropped with the first
+        // batch queued.
         let group = |from: i64, n: i64| (from..from + n).map(|i| ev(i, 1)).collect::<Vec<_>>();
         hub.publish(&group(10, 200));
         hub.publish(&group(210, 100));
@@ -371,6 +437,84 @@ mod tests {
             assert_eq!(reader.recv().await.unwrap().len(), 200);
         }
         assert_eq!(hub.subscriber_count(1), 1);
+    }
+
+    /// A stream wakes once per [`LIVE_GAP`] and writes what queued meanwhile: taking it all
+    /// keeps it subscribed at any rate it keeps up with. Taking a fixed 64 events per wake (as
+    /// streams did) left it behind by the rest of each gap's events until it was dropped.
+    #[tokio::test]
+    async fn a_stream_that_takes_all_that_queued_in_a_gap_is_never_dropped() {
+        let hub = Hub::new(HubLimits::default());
+        let mut sub = hub.subscribe(1).unwrap();
+        let mut next = 1;
+        for _gap in 0..20 {
+            // A gap's worth: 25 commit groups of 8 events, 200 events, under the bound.
+            for _group in 0..25 {
+                let group: Vec<_> = (next..next + 8).map(|i| ev(i, 1)).collect();
+                next += 8;
+                hub.publish(&group);
+            }
+            let mut ready = vec![sub.recv().await.unwrap()];
+            assert!(sub.drain_into(&mut ready), "dropped");
+            let ids: Vec<i64> = ready.iter().flat_map(|b| b.iter().map(|e| e.id)).collect();
+            assert_eq!(ids, (next - 200..next).collect::<Vec<_>>());
+        }
+        assert_eq!(hub.subscriber_count(1), 1);
+        // Once dropped, the drain still hands over everything that was queued, then says so.
+        let mut slow = hub.subscribe(1).unwrap();
+        hub.publish(&(0..200).map(|i| ev(next + i, 1)).collect::<Vec<_>>());
+        hub.publish(&(200..400).map(|i| ev(next + i, 1)).collect::<Vec<_>>());
+        let mut ready = vec![slow.recv().await.unwrap()];
+        assert!(!slow.drain_into(&mut ready));
+        assert_eq!(ready.iter().map(|b| b.len()).sum::<usize>(), 200);
+    }
+
+    /// The bound is in bytes: many small events may wait (a busy user's gap), few large ones.
+    #[tokio::test]
+    async fn the_bound_counts_bytes_not_events() {
+        let hub = Hub::new(HubLimits::default());
+        let mut small = hub.subscribe(1).unwrap();
+        // 2,000 events of 1 KiB (2 MiB): eight times the 256 events a stream could hold before.
+        for i in 0..2000 {
+            hub.publish(&[sized(i, 1, 1024)]);
+        }
+        assert_eq!(hub.subscriber_count(1), 1);
+        let mut ready = vec![small.recv().await.unwrap()];
+        assert!(small.drain_into(&mut ready));
+        assert_eq!(ready.len(), 2000);
+        // 64 KiB events: 64 fill the queue, the 65th drops the subscriber.
+        let mut large = hub.subscribe(2).unwrap();
+        for i in 0..65 {
+            hub.publish(&[sized(10_000 + i, 2, 64 << 10)]);
+        }
+        assert_eq!(hub.subscriber_count(2), 0);
+        let mut seen = 0;
+        while let Some(b) = large.recv().await {
+            seen += b.len();
+        }
+        assert_eq!(seen, 64);
+    }
+
+    #[test]
+    fn the_gap_grows_with_the_open_streams_within_its_bounds() {
+        let hub = Hub::new(HubLimits {
+            per_user: 1000,
+            total: 1000,
+        });
+        assert_eq!(hub.live_gap(), LIVE_GAP);
+        let mut held: Vec<Slot> = (0..5)
+            .map(|_| hub.admit(1, StreamKind::Browser).unwrap())
+            .collect();
+        assert_eq!(hub.live_gap(), LIVE_GAP);
+        held.extend((5..100).map(|_| hub.admit(1, StreamKind::Browser).unwrap()));
+        // 100 streams writing every 100 ms: 1,000 writes a second together.
+        assert_eq!(hub.live_gap(), Duration::from_millis(100));
+        held.extend((100..600).map(|_| hub.admit(1, StreamKind::Browser).unwrap()));
+        assert_eq!(hub.live_gap(), MAX_LIVE_GAP);
+        held.truncate(20);
+        assert_eq!(hub.live_gap(), Duration::from_millis(20));
+        drop(held);
+        assert_eq!(hub.live_gap(), LIVE_GAP);
     }
 
     #[test]
