@@ -460,7 +460,7 @@ mod tests {
         };
         let plain = params(&[
             ("USER_ID", Value::Int(1)),
-            ("MESSAGE", Value::from("costs $5, not $results")),
+            ("MESSAGE", Value::from("costs $5, not $ 6 or $resul")),
         ]);
         assert!(!refers(&plain), "no variable name after the $");
         for text in ["$result[a]", "id $error[b][error] x", "$Time[a]", "$next"] {
