@@ -26,14 +26,8 @@ conns=${BENCH_CONNS:-64}
 need=()
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
 command -v curl >/dev/null 2>&1 || need+=(curl)
-if [ ${#need[@]} -gt 0 ]; then
-  if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
-  else
-    echo "missing packages: ${need[*]} (run as root to install them)" >&2
-    exit 1
-  fi
-fi
+source scripts/lib/debian-packages.sh
+install_missing_packages "${need[@]}"
 bash scripts/nginx-deps.sh
 if [ -z "${BENCH_BIN:-}" ]; then
   echo "building (release)..." >&2

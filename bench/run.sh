@@ -67,14 +67,8 @@ need=()
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
 command -v sqlite3 >/dev/null 2>&1 || need+=(sqlite3)
 command -v curl >/dev/null 2>&1 || need+=(curl)
-if [ ${#need[@]} -gt 0 ]; then
-  if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
-  else
-    echo "missing packages: ${need[*]} (run as root to install them)" >&2
-    exit 1
-  fi
-fi
+source scripts/lib/debian-packages.sh
+install_missing_packages "${need[@]}"
 
 # oha (crates.io) for the open-loop scenario: wrk2 is not in Debian. Installed under the clone
 # (.tools/cargo, gitignored) the first time, under nice so that it does not disturb measurements

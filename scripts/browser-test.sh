@@ -13,14 +13,8 @@ need=()
 command -v sqlite3 >/dev/null 2>&1 || need+=(sqlite3)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
-if [ ${#need[@]} -gt 0 ]; then
-  if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
-  else
-    echo "missing packages: ${need[*]} (run as root to install them)" >&2
-    exit 1
-  fi
-fi
+source scripts/lib/debian-packages.sh
+install_missing_packages "${need[@]}"
 
 # playwright-core alone: it has no browser download step.
 (cd tests/browser && npm ci --no-audit --no-fund --silent)

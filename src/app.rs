@@ -271,9 +271,8 @@ pub async fn serve(mut config: Config, fixtures: Option<std::path::PathBuf>) -> 
     let fixtures = match &fixtures {
         Some(path) => {
             let f = crate::fixtures::load(path)?;
-            if store.user_count().await? == 0 {
-                f.check_fresh()?;
-            }
+            let fresh = store.user_count().await? == 0;
+            f.check_users(store.as_ref(), fresh).await?;
             Some(f)
         }
         None => None,

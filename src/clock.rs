@@ -173,35 +173,106 @@ pub fn rfc3339_local(ts: f64) -> String {
     })
 }
 
-/// [`rfc3339_local`] appended to `out` (nothing for a time the zone cannot show). The fields
-/// are written by hand: chrono's `format` parses its pattern on every call, which was a tenth
-/// of an `im.notify.get` of 20 notifications (issue 15 goal 3).
+/// [`rfc3339_local`] appended to `out` (nothing for a time the zone cannot show).
+///
+/// An `im.notify.get` of 20 notifications writes 20 dates, mostly of a few days. Each thread
+/// remembers the last local day whose UTC offset held from its midnight to its last second:
+/// within it a date is the day's `YYYY-MM-DDT` and offset around digits written by hand, with
+/// no zone lookup and no `format` (whose pattern parse was a tenth of such a get, issue 15
+/// goal 3). A day with an offset change (23 or 25 hours) is never remembered, so its dates
+/// take the zone's path every time.
 pub fn push_rfc3339_local(ts: f64, out: &mut String) {
+    thread_local! {
+        static DAY: std::cell::Cell<Option<Day>> = const { std::cell::Cell::new(None) };
+    }
+    DAY.with(|memo| {
+        push_rfc3339(ts, out, memo, |secs| {
+            Local
+                .timestamp_opt(secs, 0)
+                .single()
+                .map(|t| t.offset().fix().local_minus_utc())
+        })
+    });
+}
+
+/// One local day of [`push_rfc3339_local`]'s memo: `[start, start + 86_400)` in Unix seconds.
+#[derive(Clone, Copy)]
+struct Day {
+    start: i64,
+    /// `YYYY-MM-DDT`.
+    date: [u8; 11],
+    /// `+HH:MM`.
+    offset: [u8; 6],
+}
+
+/// Writes `n` as `width` decimal digits at `buf[at..]`.
+fn put_digits(buf: &mut [u8], at: usize, mut n: u32, width: usize) {
+    for slot in buf[at..at + width].iter_mut().rev() {
+        *slot = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+}
+
+/// [`push_rfc3339_local`] in the zone whose UTC offset (seconds east) at a Unix second is
+/// `offset_at`, remembering a day in `memo`.
+fn push_rfc3339(
+    ts: f64,
+    out: &mut String,
+    memo: &std::cell::Cell<Option<Day>>,
+    offset_at: impl Fn(i64) -> Option<i32>,
+) {
     use chrono::{Datelike, Timelike};
     use std::fmt::Write as _;
+
+    let push_time = |day: &Day, secs: i64, out: &mut String| {
+        let mut text = *b"0000-00-00T00:00:00+00:00";
+        text[..11].copy_from_slice(&day.date);
+        let s = (secs - day.start) as u32;
+        put_digits(&mut text, 11, s / 3600, 2);
+        put_digits(&mut text, 14, s / 60 % 60, 2);
+        put_digits(&mut text, 17, s % 60, 2);
+        text[19..].copy_from_slice(&day.offset);
+        // ASCII by construction.
+        out.push_str(std::str::from_utf8(&text).unwrap_or_default());
+    };
+
     let secs = ts.floor() as i64;
-    let Some(t) = Local.timestamp_opt(secs, 0).single() else {
+    if let Some(day) = memo
+        .get()
+        .filter(|d| (d.start..d.start + 86_400).contains(&secs))
+    {
+        push_time(&day, secs, out);
+        return;
+    }
+    let Some(t) = offset_at(secs)
+        .and_then(FixedOffset::east_opt)
+        .and_then(|zone| zone.timestamp_opt(secs, 0).single())
+    else {
         return;
     };
-    let offset = t.offset().fix().local_minus_utc();
+    let offset = t.offset().local_minus_utc();
     if !(0..=9999).contains(&t.year()) || offset % 60 != 0 {
         let _ = write!(out, "{}", t.format("%Y-%m-%dT%H:%M:%S%:z"));
         return;
     }
-    let sign = if offset < 0 { '-' } else { '+' };
-    let minutes = offset.abs() / 60;
-    let _ = write!(
-        out,
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}{sign}{:02}:{:02}",
-        t.year(),
-        t.month(),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        minutes / 60,
-        minutes % 60
-    );
+    let mut day = Day {
+        start: secs - i64::from(t.num_seconds_from_midnight()),
+        date: *b"0000-00-00T",
+        offset: *b"+00:00",
+    };
+    put_digits(&mut day.date, 0, t.year() as u32, 4);
+    put_digits(&mut day.date, 5, t.month(), 2);
+    put_digits(&mut day.date, 8, t.day(), 2);
+    if offset < 0 {
+        day.offset[0] = b'-';
+    }
+    let minutes = offset.unsigned_abs() / 60;
+    put_digits(&mut day.offset, 1, minutes / 60, 2);
+    put_digits(&mut day.offset, 4, minutes % 60, 2);
+    if offset_at(day.start) == Some(offset) && offset_at(day.start + 86_399) == Some(offset) {
+        memo.set(Some(day));
+    }
+    push_time(&day, secs, out);
 }
 
 #[cfg(test)]
@@ -227,6 +298,49 @@ mod tests {
             let mut got = String::new();
             push_rfc3339_local(ts, &mut got);
             assert_eq!(got, want, "{ts}");
+        }
+    }
+
+    #[test]
+    fn the_day_memo_never_spans_an_offset_change() {
+        // A zone that moves from +01:00 to +02:00 at 01:00 UTC on 2026-03-29, and back to
+        // +01:00 at 01:00 UTC on 2026-10-25, like central Europe; and -03:30 before 2000.
+        let spring = 1_774_746_000;
+        let autumn = 1_792_890_000;
+        let offset_at = |secs: i64| {
+            Some(if secs < 946_684_800 {
+                -12_600
+            } else if (spring..autumn).contains(&secs) {
+                7_200
+            } else {
+                3_600
+            })
+        };
+        let chrono_form = |secs: i64| {
+            FixedOffset::east_opt(offset_at(secs).unwrap())
+                .unwrap()
+                .timestamp_opt(secs, 0)
+                .unwrap()
+                .format("%Y-%m-%dT%H:%M:%S%:z")
+                .to_string()
+        };
+        let memo = std::cell::Cell::new(None);
+        let mut seconds = Vec::new();
+        for edge in [spring, autumn, 946_684_800, 0] {
+            // Before and after the edge in both orders, so that the memo holds a neighbour day.
+            for step in [
+                -90_000i64, -86_400, -3_601, -1, 0, 1, 3_599, 7_200, 86_399, 90_000,
+            ] {
+                seconds.push(edge + step);
+            }
+            for step in [90_000i64, 3_600, 1, 0, -1, -7_200, -86_401] {
+                seconds.push(edge + step);
+            }
+        }
+        for secs in seconds {
+            let mut got = String::new();
+            push_rfc3339(secs as f64 + 0.25, &mut got, &memo, offset_at);
+            assert_eq!(got, chrono_form(secs), "{secs}");
         }
     }
 

@@ -167,23 +167,32 @@ pub fn load(path: &Path) -> anyhow::Result<Fixtures> {
 }
 
 impl Fixtures {
-    /// The check that needs the database, for a first start (`fresh`: no user yet, so the
-    /// start is about to make user 1): every webhook's user is user 1 or one of the file's
-    /// users. Run before user 1's webhook is made, so a wrong file leaves its one-time code for
-    /// the next start.
-    pub fn check_fresh(&self) -> anyhow::Result<()> {
+    /// The checks that need the database, run before anything is written (so a wrong file
+    /// changes nothing, not half of what it names) and, on a first start, before user 1's
+    /// webhook is made (so a wrong file leaves its one-time code for the next start): every
+    /// user a webhook belongs to or an app's `allowed_users` names exists, in the database or
+    /// in the file. `fresh`: no user yet, so the start is about to make user 1.
+    pub async fn check_users(&self, store: &dyn Store, fresh: bool) -> anyhow::Result<()> {
+        let named =
+            |id: i64| (fresh && id == 1) || self.file.users.iter().any(|u| u.get_ref().id == id);
+        let mut wanted: Vec<(usize, i64, &str)> = Vec::new();
         for item in &self.file.webhooks {
-            let w = item.get_ref();
-            let known =
-                w.user_id == 1 || self.file.users.iter().any(|u| u.get_ref().id == w.user_id);
-            if !known {
-                let line = line_of(&self.text, item.span().start);
-                bail!(
-                    "fixtures {}:{line}: user {} does not exist",
-                    self.path,
-                    w.user_id
-                );
+            wanted.push((item.span().start, item.get_ref().user_id, ""));
+        }
+        for item in &self.file.apps {
+            for &id in item.get_ref().allowed_users.iter().flatten() {
+                wanted.push((item.span().start, id, " (allowed_users)"));
             }
+        }
+        for (at, id, what) in wanted {
+            if named(id) || store.user(id).await?.is_some() {
+                continue;
+            }
+            bail!(
+                "fixtures {}:{}: user {id} does not exist{what}",
+                self.path,
+                line_of(&self.text, at)
+            );
         }
         Ok(())
     }

@@ -316,7 +316,9 @@ pub fn connection_cap(configured: usize, nofile: Option<usize>) -> usize {
     cap.max(1)
 }
 
-/// Open connections per peer address; a guard gives its place back when the connection ends.
+/// Open connections per peer address, counted under `limits::abuse::address_key` like every
+/// other per-address limit (an IPv6 peer by its /64); a guard gives its place back when the
+/// connection ends.
 #[derive(Clone, Default)]
 struct PerIp(Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>);
 
@@ -324,6 +326,7 @@ struct PerIpGuard(PerIp, std::net::IpAddr);
 
 impl PerIp {
     fn enter(&self, ip: std::net::IpAddr, max: usize) -> Option<PerIpGuard> {
+        let ip = crate::limits::abuse::address_key(ip);
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let n = map.entry(ip).or_default();
         if max > 0 && *n >= max {
@@ -509,5 +512,32 @@ mod tests {
         assert_eq!(connection_cap(10_000, Some(200)), 100);
         assert_eq!(connection_cap(10_000, None), 10_000);
         assert_eq!(connection_cap(0, Some(1024)), 1);
+    }
+
+    /// The per-address connection count keys IPv6 by its /64 and IPv4-mapped peers as IPv4,
+    /// as the gate, the rate limiter and the login back-off do: one subscriber's /64 does
+    /// not get a quota per address.
+    #[test]
+    fn connections_count_per_address_key() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        let per_ip = PerIp::default();
+        let first = per_ip.enter(ip("2001:db8:1:2::1"), 2).expect("first");
+        let _second = per_ip.enter(ip("2001:db8:1:2:ffff::9"), 2).expect("second");
+        assert!(per_ip.enter(ip("2001:db8:1:2::3"), 2).is_none(), "same /64");
+        assert!(
+            per_ip.enter(ip("2001:db8:1:3::1"), 2).is_some(),
+            "another /64"
+        );
+        drop(first);
+        assert!(
+            per_ip.enter(ip("2001:db8:1:2::3"), 2).is_some(),
+            "a place given back"
+        );
+        let _v4 = per_ip.enter(ip("192.0.2.7"), 1).expect("v4");
+        assert!(
+            per_ip.enter(ip("::ffff:192.0.2.7"), 1).is_none(),
+            "mapped is the same"
+        );
+        assert!(per_ip.0.lock().unwrap().len() <= 3);
     }
 }

@@ -78,6 +78,12 @@ fn canonical_int(s: &str) -> Option<i64> {
     s.parse::<i64>().ok()
 }
 
+/// How [`Array`] hashes its keys: foldhash, seeded at random per map. std's SipHash was 6 % of
+/// the instructions of an `im.notify.system.add` (issue 15: about 55 keys hashed per call);
+/// foldhash keeps a random seed, so keys chosen by a client cannot be aimed at one bucket
+/// ahead of time, and the parameter count is bounded anyway (`limits`).
+type KeyHasher = foldhash::fast::RandomState;
+
 /// An ordered PHP array.
 ///
 /// The entries sit behind an `Arc` and are copied on the first write (as PHP's own arrays are),
@@ -85,7 +91,7 @@ fn canonical_int(s: &str) -> Option<i64> {
 /// the earlier command's answer instead of deep-copying it once per reference (issue 10).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Array {
-    map: Arc<IndexMap<Key, Value>>,
+    map: Arc<IndexMap<Key, Value, KeyHasher>>,
     next_index: i64,
 }
 
@@ -482,17 +488,39 @@ impl Value {
         }
     }
 
-    /// Parses JSON text straight into a value, with [`Value::from_json`]'s rules (numeric-string
-    /// keys become integers; a later duplicate key replaces the value in the first one's place;
-    /// integers beyond `i64` become floats) but without building a `serde_json::Value` first:
-    /// that tree and its conversion were about 5 % of an `im.notify.system.add` (issue 15).
-    /// serde_json's own limits (nesting depth 128) apply.
+    /// Parses JSON text straight into a value as PHP's `json_decode($text, true)` does, with
+    /// [`Value::from_json`]'s rules (numeric-string keys become integers; a later duplicate key
+    /// replaces the value in the first one's place; integers beyond `i64` become floats) but
+    /// without building a `serde_json::Value` first: that tree and its conversion were about
+    /// 5 % of an `im.notify.system.add` (issue 15). serde_json's own limits (nesting depth 128)
+    /// apply.
+    ///
+    /// A number too large for a float (`1e400`, a 400-digit integer) is `INF` (`-INF`) as in
+    /// PHP, where serde_json refuses the whole text: such a text is parsed a second time with
+    /// those numbers written as `0` and read back as infinities, so the first parse of every
+    /// other text costs nothing extra.
     pub fn parse_json(text: &str) -> serde_json::Result<Value> {
-        serde_json::from_str(text)
+        let err = match serde_json::from_str(text) {
+            Ok(v) => return Ok(v),
+            Err(e) => e,
+        };
+        let Some((patched, infinite)) = overflowing_numbers(text) else {
+            return Err(err);
+        };
+        let overflows = Overflows {
+            infinite,
+            seen: std::cell::Cell::new(0),
+            used: std::cell::Cell::new(0),
+        };
+        let mut de = serde_json::Deserializer::from_str(&patched);
+        let v = serde::de::DeserializeSeed::deserialize(Seed(Some(&overflows)), &mut de)?;
+        de.end()?;
+        Ok(v)
     }
 
-    /// Serialises as Bitrix24's JSON encoder does (§1.9): the list/map rule, `\/`, and the HTML
-    /// characters `<>&'"` escaped as `\u00XX`, with other non-ASCII text left as UTF-8.
+    /// Serialises as Bitrix24's JSON encoder does (§1.9): the list/map rule, `\/`, the HTML
+    /// characters `<>&'"` escaped as `\u00XX`, U+2028 and U+2029 as `\u2028` and `\u2029`,
+    /// other non-ASCII text left as UTF-8, and floats as PHP's `json_encode` writes them.
     pub fn to_bitrix_json(&self) -> String {
         let mut out = String::with_capacity(64);
         write_json(self, &mut out, JsonStyle::Bitrix);
@@ -564,18 +592,69 @@ fn str_intval(s: &str) -> i64 {
     }
 }
 
-/// PHP 8's `(string)$float`: the shortest round-trip form, integral values without a fraction.
+/// PHP's `(string)$float` (also `strval`, `echo`, string concatenation, `str_replace` on a
+/// float, `http_build_query`): `precision` = 14 significant digits, correctly rounded, trailing
+/// zeros dropped, exponent notation with `E` from 10^15 up or below 10^-4 (`0.1 + 0.2` is
+/// `"0.3"`, `1e15` is `"1.0E+15"`, `1e-5` is `"1.0E-5"`), and `INF`, `-INF`, `NAN`.
 pub fn php_float_string(f: f64) -> String {
-    if f.is_nan() {
+    php_gcvt(f, Some(14), 'E')
+}
+
+/// PHP's `zend_gcvt`: `value` to `digits` significant digits (`None`: the shortest form that
+/// reads back as the same float, PHP's `serialize_precision = -1`, laid out as if 17 digits
+/// were asked for). Fixed notation while the decimal exponent fits the digits asked for (and
+/// the number is at least 10^-4); otherwise one digit, `.`, the rest (at least `0`), `exp`, a
+/// sign and the exponent without padding.
+fn php_gcvt(value: f64, digits: Option<usize>, exp: char) -> String {
+    if value.is_nan() {
         return "NAN".to_owned();
     }
-    if f.is_infinite() {
-        return if f > 0.0 { "INF" } else { "-INF" }.to_owned();
+    if value.is_infinite() {
+        return if value > 0.0 { "INF" } else { "-INF" }.to_owned();
     }
-    if f == f.trunc() && f.abs() < 1e15 {
-        return format!("{}", f as i64);
+    let ndigit = digits.unwrap_or(17) as i32;
+    // The digits without trailing zeros, and where the point goes: value = 0.DIGITS × 10^decpt.
+    let sci = match digits {
+        None => format!("{:e}", value.abs()),
+        Some(n) => format!("{:.*e}", n.max(1) - 1, value.abs()),
+    };
+    let (mantissa, power) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let mut ds: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    while ds.len() > 1 && ds.ends_with('0') {
+        ds.pop();
     }
-    format!("{f}")
+    let decpt = if ds == "0" {
+        1
+    } else {
+        power.parse::<i32>().unwrap_or(0) + 1
+    };
+    let mut out = String::with_capacity(24);
+    if value.is_sign_negative() {
+        out.push('-');
+    }
+    if decpt > ndigit || decpt < -3 {
+        out.push_str(&ds[..1]);
+        out.push('.');
+        out.push_str(if ds.len() > 1 { &ds[1..] } else { "0" });
+        out.push(exp);
+        out.push(if decpt - 1 < 0 { '-' } else { '+' });
+        let _ = write!(out, "{}", (decpt - 1).abs());
+    } else if decpt <= 0 {
+        out.push_str("0.");
+        out.extend(std::iter::repeat_n('0', decpt.unsigned_abs() as usize));
+        out.push_str(&ds);
+    } else {
+        let whole = decpt as usize;
+        if ds.len() > whole {
+            out.push_str(&ds[..whole]);
+            out.push('.');
+            out.push_str(&ds[whole..]);
+        } else {
+            out.push_str(&ds);
+            out.extend(std::iter::repeat_n('0', whole - ds.len()));
+        }
+    }
+    out
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -626,71 +705,67 @@ fn write_json(v: &Value, out: &mut String, style: JsonStyle) {
     }
 }
 
-/// PHP (serialize_precision = -1) writes the shortest round-trip form, keeps `.0` on integral
-/// floats, and switches to `1.0e+15` notation for exponents below -4 or from 15 up. NaN and the
-/// infinities cannot be encoded and become 0.
+/// PHP's `json_encode` of a float (§1.9): `serialize_precision = -1`, the shortest form that
+/// reads back as the same float, and without `JSON_PRESERVE_ZERO_FRACTION` (Bitrix24's
+/// `Json::encode` does not pass it), so `1.0` is `1` and `0.0` is `0`, as the real server's
+/// `"operating":0`; exponent notation (`1.0e+17`, `1.5e-5`) from 10^17 up and below 10^-4.
+/// NaN and the infinities cannot be encoded and become 0 (PHP's partial output).
 fn write_json_float(f: f64, out: &mut String) {
     if !f.is_finite() {
         out.push('0');
         return;
     }
-    let exp = if f == 0.0 {
-        0
-    } else {
-        f.abs().log10().floor() as i32
-    };
-    if (-4..15).contains(&exp) {
-        if f == f.trunc() {
-            let _ = write!(out, "{f:.1}");
-        } else {
-            let _ = write!(out, "{f}");
-        }
-        return;
-    }
-    let sci = format!("{f:e}");
-    let (mantissa, exponent) = sci.split_once('e').unwrap_or((&sci, "0"));
-    out.push_str(mantissa);
-    if !mantissa.contains('.') {
-        out.push_str(".0");
-    }
-    out.push('e');
-    if !exponent.starts_with('-') {
-        out.push('+');
-    }
-    out.push_str(exponent);
+    out.push_str(&php_gcvt(f, None, 'e'));
 }
 
 fn write_json_str(s: &str, out: &mut String, style: JsonStyle) {
     out.push('"');
-    // Only ASCII characters are ever escaped, so the runs between them are copied whole (a
-    // char-by-char push was a tenth of an im.notify.get, issue 15 goal 3).
+    // Runs of characters that need no escape are copied whole (a char-by-char push was a tenth
+    // of an im.notify.get, issue 15 goal 3). The escaped characters are ASCII, and U+2028 and
+    // U+2029 (UTF-8 `E2 80 A8`/`E2 80 A9`), which PHP's `json_encode` writes as `\u2028` and
+    // `\u2029` unless given `JSON_UNESCAPED_LINE_TERMINATORS`: Bitrix24's `Json::encode`
+    // passes `JSON_UNESCAPED_UNICODE` only, so every other non-ASCII character stays UTF-8.
     let bytes = s.as_bytes();
     let mut run = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let escape: &str = match b {
-            b'"' if style == JsonStyle::Bitrix => "\\u0022",
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            b'/' => "\\/",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\t' => "\\t",
-            0x08 => "\\b",
-            0x0C => "\\f",
-            b'<' if style == JsonStyle::Bitrix => "\\u003C",
-            b'>' if style == JsonStyle::Bitrix => "\\u003E",
-            b'&' if style == JsonStyle::Bitrix => "\\u0026",
-            b'\'' if style == JsonStyle::Bitrix => "\\u0027",
-            b if b < 0x20 => "",
-            _ => continue,
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        let (escape, width): (&str, usize) = match b {
+            b'"' if style == JsonStyle::Bitrix => ("\\u0022", 1),
+            b'"' => ("\\\"", 1),
+            b'\\' => ("\\\\", 1),
+            b'/' => ("\\/", 1),
+            b'\n' => ("\\n", 1),
+            b'\r' => ("\\r", 1),
+            b'\t' => ("\\t", 1),
+            0x08 => ("\\b", 1),
+            0x0C => ("\\f", 1),
+            b'<' if style == JsonStyle::Bitrix => ("\\u003C", 1),
+            b'>' if style == JsonStyle::Bitrix => ("\\u003E", 1),
+            b'&' if style == JsonStyle::Bitrix => ("\\u0026", 1),
+            b'\'' if style == JsonStyle::Bitrix => ("\\u0027", 1),
+            b if b < 0x20 => ("", 1),
+            0xE2 if bytes.get(i + 1) == Some(&0x80) => match bytes.get(i + 2) {
+                Some(0xA8) => ("\\u2028", 3),
+                Some(0xA9) => ("\\u2029", 3),
+                _ => {
+                    i += 1;
+                    continue;
+                }
+            },
+            _ => {
+                i += 1;
+                continue;
+            }
         };
         out.push_str(&s[run..i]);
-        run = i + 1;
         if escape.is_empty() {
             let _ = write!(out, "\\u{:04x}", b);
         } else {
             out.push_str(escape);
         }
+        i += width;
+        run = i;
     }
     out.push_str(&s[run..]);
     out.push('"');
@@ -748,21 +823,287 @@ pub fn push_bitrix_json_of(j: &serde_json::Value, out: &mut String) {
     }
 }
 
+/// Appends `php`, JSON as [`Value::to_php_json`] writes it, as Bitrix24 JSON: the same bytes
+/// as `push_bitrix_json_of(&serde_json::from_str(php)?)`, without building a tree. The two
+/// styles differ only in how strings escape `"`, `<`, `>`, `&` and `'` (§1.9), so a valid
+/// document in that canonical form is rewritten byte by byte. An ATTACH is stored in it, and
+/// parsing it into a tree for every `im.notify.get` was over half of the call (issue 15
+/// goal 3).
+///
+/// Returns `false`, appending nothing, when `php` is not valid JSON or holds anything that the
+/// tree would write differently: whitespace, a `\u` escape other than a control character's,
+/// an unescaped `/`, an integer outside `i64`, a float not written as [`write_json_float`]
+/// writes it, `{}`, or an object whose first key is `"0"` (a list candidate). The caller then
+/// takes the tree's path. Objects with a repeated key are not detected (the tree keeps the
+/// last value): `to_php_json` never writes one.
+pub fn push_bitrix_json_from_php(php: &str, out: &mut String) -> bool {
+    if serde_json::from_str::<serde::de::IgnoredAny>(php).is_err() {
+        return false;
+    }
+    let start = out.len();
+    if transcode_php_json(php, out) {
+        true
+    } else {
+        out.truncate(start);
+        false
+    }
+}
+
+/// [`push_bitrix_json_from_php`]'s rewrite of a document already known to be valid JSON.
+fn transcode_php_json(php: &str, out: &mut String) -> bool {
+    let b = php.as_bytes();
+    let mut i = 0;
+    // Bytes from `run` to `i` are copied as they are when the next rewrite or the end comes.
+    let mut run = 0;
+    while i < b.len() {
+        match b[i] {
+            b'"' => {
+                i += 1;
+                loop {
+                    let escape = match b[i] {
+                        b'"' => break,
+                        b'\\' => match b[i + 1] {
+                            b'"' => "\\u0022",
+                            b'\\' | b'/' | b'n' | b'r' | b't' | b'b' | b'f' => {
+                                i += 2;
+                                continue;
+                            }
+                            // U+2028 and U+2029, which both styles escape so.
+                            b'u' if matches!(&b[i + 2..i + 6], b"2028" | b"2029") => {
+                                i += 6;
+                                continue;
+                            }
+                            b'u' => {
+                                // Only a control character without a short escape, in lower
+                                // case hex, is written as `\u00xx` by both styles.
+                                let hex = &b[i + 2..i + 6];
+                                let code = u8::from_str_radix(&php[i + 2..i + 6], 16).ok();
+                                let lower = hex.iter().all(|h| !h.is_ascii_uppercase());
+                                match code {
+                                    Some(c @ 0..0x20)
+                                        if lower && !matches!(c, 0x08..=0x0A | 0x0C | 0x0D) =>
+                                    {
+                                        i += 6;
+                                        continue;
+                                    }
+                                    _ => return false,
+                                }
+                            }
+                            _ => return false,
+                        },
+                        b'/' => return false,
+                        b'<' => "\\u003C",
+                        b'>' => "\\u003E",
+                        b'&' => "\\u0026",
+                        b'\'' => "\\u0027",
+                        // Raw U+2028/U+2029 (UTF-8 `E2 80 A8`/`A9`), as stored before
+                        // `to_php_json` escaped them: the tree escapes them.
+                        0xE2 if b[i + 1] == 0x80 && b[i + 2] == 0xA8 => "\\u2028",
+                        0xE2 if b[i + 1] == 0x80 && b[i + 2] == 0xA9 => "\\u2029",
+                        _ => {
+                            i += 1;
+                            continue;
+                        }
+                    };
+                    out.push_str(&php[run..i]);
+                    out.push_str(escape);
+                    // `\"` is two bytes, a line separator three, the others one.
+                    i += match b[i] {
+                        b'\\' => 2,
+                        0xE2 => 3,
+                        _ => 1,
+                    };
+                    run = i;
+                }
+                i += 1;
+            }
+            b'{' => {
+                if b[i + 1] == b'}' || b[i + 1..].starts_with(b"\"0\"") {
+                    return false;
+                }
+                i += 1;
+            }
+            b'[' | b']' | b'}' | b',' | b':' => i += 1,
+            b't' | b'f' | b'n' => {
+                while i < b.len() && b[i].is_ascii_lowercase() {
+                    i += 1;
+                }
+            }
+            b'-' | b'0'..=b'9' => {
+                let s = i;
+                while i < b.len() && matches!(b[i], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')
+                {
+                    i += 1;
+                }
+                let number = &php[s..i];
+                if number.bytes().any(|c| matches!(c, b'.' | b'e' | b'E')) {
+                    let mut canonical = String::new();
+                    write_json_float(number.parse().unwrap_or(f64::NAN), &mut canonical);
+                    if canonical != number {
+                        return false;
+                    }
+                } else if number == "-0" || number.parse::<i64>().is_err() {
+                    return false;
+                }
+            }
+            _ => return false,
+        }
+    }
+    out.push_str(&php[run..]);
+    true
+}
+
 /// PHP `trim()` with its default character set.
 pub fn php_trim(s: &str) -> &str {
     s.trim_matches([' ', '\t', '\n', '\r', '\0', '\x0B'])
 }
 
-/// JSON (or any self-describing format) into a [`Value`], as [`Value::from_json`] converts.
-impl<'de> serde::Deserialize<'de> for Value {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Value, D::Error> {
-        d.deserialize_any(ValueVisitor)
+/// The JSON number tokens of `text` (outside strings) that overflow a float, replaced by `0`:
+/// the patched text, and each such number's place among all the number tokens (in document
+/// order, the order a parser reads them) with its value, `INF` or `-INF`. `None` when there is
+/// none. A token that is not a JSON number is left alone, so a text that is not JSON stays so.
+fn overflowing_numbers(text: &str) -> Option<(String, Vec<(usize, f64)>)> {
+    let b = text.as_bytes();
+    let mut out = String::new();
+    let mut copied = 0;
+    let mut found = Vec::new();
+    let (mut in_string, mut escaped) = (false, false);
+    let mut ordinal = 0;
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if c == b'\\' {
+                escaped = true;
+            } else if c == b'"' {
+                in_string = false;
+            }
+            i += 1;
+            continue;
+        }
+        if c == b'"' {
+            in_string = true;
+            i += 1;
+            continue;
+        }
+        if c != b'-' && !c.is_ascii_digit() {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < b.len() && matches!(b[i], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E') {
+            i += 1;
+        }
+        let token = &text[start..i];
+        if !is_json_number(token) {
+            continue;
+        }
+        let at = ordinal;
+        ordinal += 1;
+        let Ok(f) = token.parse::<f64>() else {
+            continue;
+        };
+        if f.is_infinite() {
+            found.push((at, f));
+            out.push_str(&text[copied..start]);
+            out.push('0');
+            copied = i;
+        }
+    }
+    if found.is_empty() {
+        return None;
+    }
+    out.push_str(&text[copied..]);
+    Some((out, found))
+}
+
+/// RFC 8259's `number`: `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`.
+fn is_json_number(t: &str) -> bool {
+    let b = t.strip_prefix('-').unwrap_or(t).as_bytes();
+    let digits = |from: usize| b[from..].iter().take_while(|c| c.is_ascii_digit()).count();
+    let int = digits(0);
+    if int == 0 || (int > 1 && b[0] == b'0') {
+        return false;
+    }
+    let mut i = int;
+    if b.get(i) == Some(&b'.') {
+        let frac = digits(i + 1);
+        if frac == 0 {
+            return false;
+        }
+        i += 1 + frac;
+    }
+    if matches!(b.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(b.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        let exp = digits(i);
+        if exp == 0 {
+            return false;
+        }
+        i += exp;
+    }
+    i == b.len()
+}
+
+/// The numbers [`Value::parse_json`]'s second parse reads as infinities: their places among
+/// the text's numbers (ascending), a count of the numbers read so far, and how many of the
+/// infinities were handed out, so each number costs one comparison.
+struct Overflows {
+    infinite: Vec<(usize, f64)>,
+    seen: std::cell::Cell<usize>,
+    used: std::cell::Cell<usize>,
+}
+
+impl Overflows {
+    /// The value of the next number read: `read`, or the infinity its place was patched from.
+    fn next(&self, read: Value) -> Value {
+        let at = self.seen.get();
+        self.seen.set(at + 1);
+        match self.infinite.get(self.used.get()) {
+            Some(&(place, f)) if place == at => {
+                self.used.set(self.used.get() + 1);
+                Value::Float(f)
+            }
+            _ => read,
+        }
     }
 }
 
-struct ValueVisitor;
+/// JSON (or any self-describing format) into a [`Value`], as [`Value::from_json`] converts.
+impl<'de> serde::Deserialize<'de> for Value {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Value, D::Error> {
+        serde::de::DeserializeSeed::deserialize(Seed(None), d)
+    }
+}
 
-impl<'de> serde::de::Visitor<'de> for ValueVisitor {
+/// [`Value`]'s deserialisation, with the numbers to read as infinities when there are any.
+#[derive(Clone, Copy)]
+struct Seed<'a>(Option<&'a Overflows>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Seed<'_> {
+    type Value = Value;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(ValueVisitor(self))
+    }
+}
+
+struct ValueVisitor<'a>(Seed<'a>);
+
+impl ValueVisitor<'_> {
+    fn number(&self, v: Value) -> Value {
+        match self.0 .0 {
+            Some(o) => o.next(v),
+            None => v,
+        }
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for ValueVisitor<'_> {
     type Value = Value;
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -778,7 +1119,7 @@ impl<'de> serde::de::Visitor<'de> for ValueVisitor {
     }
 
     fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
-        serde::Deserialize::deserialize(d)
+        serde::de::DeserializeSeed::deserialize(self.0, d)
     }
 
     fn visit_bool<E>(self, b: bool) -> Result<Value, E> {
@@ -786,15 +1127,15 @@ impl<'de> serde::de::Visitor<'de> for ValueVisitor {
     }
 
     fn visit_i64<E>(self, i: i64) -> Result<Value, E> {
-        Ok(Value::Int(i))
+        Ok(self.number(Value::Int(i)))
     }
 
     fn visit_u64<E>(self, u: u64) -> Result<Value, E> {
-        Ok(i64::try_from(u).map_or(Value::Float(u as f64), Value::Int))
+        Ok(self.number(i64::try_from(u).map_or(Value::Float(u as f64), Value::Int)))
     }
 
     fn visit_f64<E>(self, f: f64) -> Result<Value, E> {
-        Ok(Value::Float(f))
+        Ok(self.number(Value::Float(f)))
     }
 
     fn visit_str<E>(self, s: &str) -> Result<Value, E> {
@@ -807,7 +1148,7 @@ impl<'de> serde::de::Visitor<'de> for ValueVisitor {
 
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         let mut a = Array::new();
-        while let Some(v) = seq.next_element::<Value>()? {
+        while let Some(v) = seq.next_element_seed(self.0)? {
             a.push(v);
         }
         Ok(Value::Arr(a))
@@ -816,7 +1157,7 @@ impl<'de> serde::de::Visitor<'de> for ValueVisitor {
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut a = Array::new();
         while let Some(k) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            let v = map.next_value::<Value>()?;
+            let v = map.next_value_seed(self.0)?;
             a.insert(Key::from(&*k), v);
         }
         Ok(Value::Arr(a))
@@ -826,6 +1167,136 @@ impl<'de> serde::de::Visitor<'de> for ValueVisitor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The tree's bytes for a stored document, as `im.notify.get` wrote them before the rewrite.
+    fn via_tree(php: &str) -> Option<String> {
+        let j = serde_json::from_str::<serde_json::Value>(php).ok()?;
+        let mut out = String::new();
+        push_bitrix_json_of(&j, &mut out);
+        Some(out)
+    }
+
+    fn rewritten(php: &str) -> Option<String> {
+        let mut out = String::from("prefix");
+        let ok = push_bitrix_json_from_php(php, &mut out);
+        let rest = out.strip_prefix("prefix").unwrap().to_owned();
+        if ok {
+            Some(rest)
+        } else {
+            assert_eq!(rest, "", "a refusal appends nothing: {php}");
+            None
+        }
+    }
+
+    fn arb_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let text = || {
+            proptest::string::string_regex(
+                "[a-z0-9 \"\\\\/<>&'\n\t\r\u{1}\u{8}\u{c}\u{1f}\u{7f}é✓😀\u{2028}]{0,12}",
+            )
+            .unwrap()
+        };
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::Int),
+            // Not -0.0: json_encode writes `-0`, which reads back as the integer 0 (in PHP
+            // too), so its tree writes `0`.
+            any::<f64>()
+                .prop_filter("finite, not -0", |f| {
+                    f.is_finite() && !(*f == 0.0 && f.is_sign_negative())
+                })
+                .prop_map(Value::Float),
+            (-1000i32..1000).prop_map(|n| Value::Float(f64::from(n) / 8.0)),
+            text().prop_map(Value::Str),
+        ];
+        leaf.prop_recursive(4, 40, 6, move |inner| {
+            let key = prop_oneof![
+                text().prop_map(Key::from),
+                (0i64..4).prop_map(Key::Int),
+                Just(Key::from("05")),
+            ];
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..5).prop_map(Value::list),
+                proptest::collection::vec((key, inner), 0..5).prop_map(|kv| {
+                    let mut a = Array::new();
+                    for (k, v) in kv {
+                        a.insert(k, v);
+                    }
+                    Value::Arr(a)
+                }),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// Every document `to_php_json` writes is rewritten to the tree's bytes, or left to it.
+        #[test]
+        fn php_json_is_rewritten_as_the_tree_writes_it(v in arb_value()) {
+            let php = v.to_php_json();
+            let want = via_tree(&php).unwrap();
+            proptest::prop_assert_eq!(&want, &v.to_bitrix_json());
+            match rewritten(&php) {
+                Some(got) => proptest::prop_assert_eq!(got, want, "{}", php),
+                // The one canonical form it leaves to the tree: `{"0":` may open a list.
+                None => proptest::prop_assert!(php.contains("{\"0\":"), "{}", php),
+            }
+        }
+    }
+
+    #[test]
+    fn documents_not_in_the_php_form_are_left_to_the_tree() {
+        for php in [
+            "not json",
+            "",
+            "[1,",
+            "[1] x",
+            "[ 1]",
+            "{\"a\": 1}",
+            "{}",
+            "{\"0\":\"zero\",\"1\":\"one\"}",
+            "[\"\\u00e9\"]",
+            "[\"\\u001F\"]",
+            "[\"\\u000a\"]",
+            "[\"\\ud83d\\ude00\"]",
+            "[\"a/b\"]",
+            "[1e300]",
+            "[1E+300]",
+            "[1.50]",
+            "[-0]",
+            "[18446744073709551615]",
+            "[-9223372036854775809]",
+            "[1e400]",
+        ] {
+            assert_eq!(rewritten(php), None, "{php}");
+        }
+        // What the tree makes of the valid ones is what `im.notify.get` still answers.
+        assert_eq!(
+            via_tree("{\"0\":\"zero\",\"1\":\"one\"}").as_deref(),
+            Some("[\"zero\",\"one\"]")
+        );
+    }
+
+    #[test]
+    fn the_rewrite_escapes_what_bitrix24_escapes() {
+        let php = r#"[{"MESSAGE":"a \"q\" <b>&'x'<\/b> \\ \u001f é","K'<":[1,-2,0.5,1.0e+20,true,null]}]"#;
+        assert_eq!(
+            rewritten(php).as_deref(),
+            Some(
+                r#"[{"MESSAGE":"a \u0022q\u0022 \u003Cb\u003E\u0026\u0027x\u0027\u003C\/b\u003E \\ \u001f é","K\u0027\u003C":[1,-2,0.5,1.0e+20,true,null]}]"#
+            )
+        );
+        assert_eq!(rewritten(php), via_tree(php));
+        // U+2028/U+2029: escaped by `to_php_json` now, raw in documents stored before.
+        for php in ["[\"a\\u2028b\\u2029\"]", "[\"a\u{2028}b\u{2029}\"]"] {
+            assert_eq!(
+                rewritten(php).as_deref(),
+                Some("[\"a\\u2028b\\u2029\"]"),
+                "{php}"
+            );
+            assert_eq!(rewritten(php), via_tree(php), "{php}");
+        }
+    }
 
     #[test]
     fn keys_follow_php_numeric_rule() {
@@ -909,15 +1380,128 @@ mod tests {
             "{\"a\":\"\\u003Cx\\u003E\\/\\u0026\\u0027\\u0022é\"}"
         );
         assert_eq!(m.to_php_json(), "{\"a\":\"<x>\\/&'\\\"é\"}");
-        assert_eq!(Value::Float(1.0).to_bitrix_json(), "1.0");
-        assert_eq!(Value::Float(0.25).to_bitrix_json(), "0.25");
-        assert_eq!(Value::Float(1e15).to_bitrix_json(), "1.0e+15");
-        assert_eq!(Value::Float(1.5e-5).to_bitrix_json(), "1.5e-5");
-        assert_eq!(Value::Float(0.0001).to_bitrix_json(), "0.0001");
-        assert_eq!(
-            Value::Float(1_760_000_000.123456).to_bitrix_json(),
-            "1760000000.123456"
+    }
+
+    /// `json_encode` of floats with `serialize_precision = -1` and without
+    /// `JSON_PRESERVE_ZERO_FRACTION`, as Bitrix24's `Json::encode` calls it.
+    #[test]
+    fn json_floats_are_written_as_php_json_encode_writes_them() {
+        for (f, php) in [
+            (1.0, "1"),
+            (0.0, "0"),
+            (-0.0, "-0"),
+            (10.0, "10"),
+            (0.25, "0.25"),
+            (0.1 + 0.2, "0.30000000000000004"),
+            (1e15, "1000000000000000"),
+            (1e16, "10000000000000000"),
+            (39_528_480_211_503_568.0, "39528480211503570"),
+            (1e17, "1.0e+17"),
+            (123_456_789_012_345_678.0, "1.2345678901234568e+17"),
+            (1e22, "1.0e+22"),
+            (-2.5e300, "-2.5e+300"),
+            (1.5e-5, "1.5e-5"),
+            (1e-5, "1.0e-5"),
+            (0.0001, "0.0001"),
+            (0.00015, "0.00015"),
+            (5e-324, "5.0e-324"),
+            (1_760_000_000.123456, "1760000000.123456"),
+            (f64::INFINITY, "0"),
+            (f64::NAN, "0"),
+        ] {
+            assert_eq!(Value::Float(f).to_bitrix_json(), php, "{f:e}");
+            assert_eq!(Value::Float(f).to_php_json(), php, "{f:e}");
+        }
+    }
+
+    /// `(string)$float`: `precision = 14`.
+    #[test]
+    fn floats_become_strings_as_php_casts_them() {
+        for (f, php) in [
+            (1.0, "1"),
+            (0.0, "0"),
+            (-0.0, "-0"),
+            (-3.0, "-3"),
+            (0.1 + 0.2, "0.3"),
+            (1.0 / 3.0, "0.33333333333333"),
+            (2.0 / 3.0, "0.66666666666667"),
+            (29_000.712_312_3, "29000.7123123"),
+            (239_234_242.712_312_3, "239234242.71231"),
+            (10_000_000_000_000.0, "10000000000000"),
+            (99_999_999_999_999.0, "99999999999999"),
+            (1e14, "1.0E+14"),
+            (100_000_000_000_001.0, "1.0E+14"),
+            (123_456_789_012_345.0, "1.2345678901234E+14"),
+            (999_999_999_999_999.0, "1.0E+15"),
+            (1e15, "1.0E+15"),
+            (1e20, "1.0E+20"),
+            (2.9e17, "2.9E+17"),
+            (-1.5e300, "-1.5E+300"),
+            (0.0001, "0.0001"),
+            (0.00001, "1.0E-5"),
+            (1.25e-7, "1.25E-7"),
+            (1_760_000_000.123456, "1760000000.1235"),
+            (f64::INFINITY, "INF"),
+            (f64::NEG_INFINITY, "-INF"),
+            (f64::NAN, "NAN"),
+        ] {
+            assert_eq!(Value::Float(f).to_php_string(), php, "{f:e}");
+        }
+    }
+
+    /// PHP's `json_decode` reads a number too large for a float as `INF` (`-INF`): the body is
+    /// kept, not refused whole.
+    #[test]
+    fn json_numbers_beyond_a_float_are_infinities() {
+        let big = format!("1{}", "0".repeat(400));
+        let text = format!(
+            r#"{{"USER_ID":1e400,"n":[1,-1E+999,2.5,"1e400",{big}],"e":1e-400,"MESSAGE":"m"}}"#
         );
+        let v = Value::parse_json(&text).unwrap();
+        let a = v.as_array().unwrap();
+        assert_eq!(a.get_str("USER_ID"), Some(&Value::Float(f64::INFINITY)));
+        assert_eq!(a.get_str("USER_ID").unwrap().intval(), 0, "intval(INF)");
+        assert_eq!(a.get_str("USER_ID").unwrap().to_php_string(), "INF");
+        assert_eq!(
+            a.get_str("n"),
+            Some(&Value::list([
+                Value::Int(1),
+                Value::Float(f64::NEG_INFINITY),
+                Value::Float(2.5),
+                Value::from("1e400"),
+                Value::Float(f64::INFINITY),
+            ]))
+        );
+        assert_eq!(a.get_str("e"), Some(&Value::Float(0.0)));
+        assert_eq!(a.get_str("MESSAGE"), Some(&Value::from("m")));
+        // Still JSON's grammar: no number is patched into a text that is not JSON.
+        for bad in [
+            "[01e400]",
+            "[1e400",
+            "[1e400,]",
+            "{\"a\":1e400 x}",
+            "[1e400e5]",
+            "[.1e400]",
+        ] {
+            assert!(Value::parse_json(bad).is_err(), "{bad}");
+        }
+        assert_eq!(overflowing_numbers(r#"{"a":"1e400","b":1e308}"#), None);
+    }
+
+    /// U+2028 and U+2029 are escaped as PHP's `json_encode` escapes them without
+    /// `JSON_UNESCAPED_LINE_TERMINATORS`; their neighbours in UTF-8 (`E2 80 xx`) are not.
+    #[test]
+    fn line_separators_are_escaped() {
+        let s = "a\u{2028}b\u{2029}\u{2027}\u{202A}\u{2020}é/";
+        let want = "\"a\\u2028b\\u2029\u{2027}\u{202A}\u{2020}é\\/\"";
+        assert_eq!(Value::from(s).to_bitrix_json(), want);
+        assert_eq!(Value::from(s).to_php_json(), want);
+        let mut out = String::new();
+        push_bitrix_json_str("\u{2028}", &mut out);
+        assert_eq!(out, "\"\\u2028\"");
+        // Read back, the text is the same string.
+        let back: String = serde_json::from_str(&Value::from(s).to_bitrix_json()).unwrap();
+        assert_eq!(back, s);
     }
 
     #[test]

@@ -83,9 +83,16 @@ fn success_envelope_has_the_full_time_block_and_headers() {
     let keys: Vec<&str> = j.as_object().unwrap().keys().map(String::as_str).collect();
     assert_eq!(keys, ["result", "time"]);
     let t = &j["time"];
+    // Floats as PHP's json_encode writes them: a zero or whole one without a fraction
+    // (`"operating":0`, as the real server answers), so any JSON number.
     for k in ["start", "finish", "duration", "processing", "operating"] {
-        assert!(t[k].is_f64(), "{k} is a float: {t}");
+        assert!(t[k].is_number(), "{k} is a number: {t}");
     }
+    assert!(
+        !r.body.contains(".0,") && !r.body.contains(".0}"),
+        "{}",
+        r.body
+    );
     assert!(t["operating_reset_at"].is_i64());
     assert!(t["finish"].as_f64().unwrap() >= t["start"].as_f64().unwrap());
     for k in ["date_start", "date_finish"] {
@@ -218,6 +225,52 @@ fn json_quirks_of_the_real_server() {
         br#"{"USER_ID":1,"MESSAGE":"x"}"#,
     )
     .assert_error(400, "USER_ID_EMPTY");
+}
+
+/// PHP's `json_decode` reads a number too large for a float as `INF` and keeps the body
+/// (serde_json alone refuses the whole text, which dropped every parameter): the call is
+/// answered for what the body says, and a float becomes PHP's text of it (14 digits).
+#[test]
+fn json_numbers_beyond_a_float_keep_the_body() {
+    let s = Server::start();
+    let url = s.hook_url("im.notify.system.add");
+    let post = |body: &str| {
+        s.request(
+            "POST",
+            &url,
+            &[("Content-Type", "application/json")],
+            body.as_bytes(),
+        )
+    };
+    // `intval(INF)` is 0.
+    post(r#"{"USER_ID":1e400,"MESSAGE":"x"}"#).assert_error(400, "USER_ID_EMPTY");
+    // A number is not a MESSAGE (D9), however large; the USER_ID beside it was read.
+    post(r#"{"USER_ID":1,"MESSAGE":-1e999}"#).assert_error(400, "MESSAGE_EMPTY");
+    let id = ok_id(&post(
+        r#"{"USER_ID":1,"MESSAGE":"x","CLIENT_ID":"c","TAG":1e400,"SUB_TAG":0.30000000000000004}"#,
+    ));
+    let row = s.query(
+        "SELECT tag, sub_tag FROM notifications WHERE id = ?1",
+        &[id.into()],
+    );
+    let tags = &row[0];
+    assert!(tags[0].as_deref().unwrap().ends_with("|INF"), "{tags:?}");
+    assert!(tags[1].as_deref().unwrap().ends_with("|0.3"), "{tags:?}");
+}
+
+/// U+2028 and U+2029 reach a REST answer escaped, as PHP's `json_encode` writes them (Bitrix24
+/// does not pass `JSON_UNESCAPED_LINE_TERMINATORS`); other non-ASCII text stays UTF-8.
+#[test]
+fn line_separators_are_escaped_in_answers() {
+    let s = Server::start();
+    let id = s.notify(json!({"USER_ID": 1, "MESSAGE": "a\u{2028}b\u{2029}c é"}));
+    let r = s.post_json(&s.hook_url("im.notify.get"), &json!({}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        r.body.contains("a\\u2028b\\u2029c é") && !r.body.contains('\u{2028}'),
+        "{id}: {}",
+        r.body
+    );
 }
 
 #[test]

@@ -299,3 +299,26 @@ fn revoking_the_credential_ends_its_channels_but_not_the_others() {
     s.cli_ok(&["token", "revoke", "--user-id", "2"]);
     assert_eq!(poll(&s, &by_token, None).status, 400);
 }
+
+/// An address whose bad channels filled its failure bucket gets 503 from `/sub/` (the per-IP
+/// gate of REST calls), and that refusal is logged at WARN like the REST limits' refusals,
+/// not at ERROR like a failure.
+#[test]
+fn a_gated_address_is_refused_and_logged_as_a_warning_not_an_error() {
+    let s = Server::start_with(Options {
+        limits: true,
+        envs: common::envs(&[
+            ("IMNOTIFY_LIMITS__FAILED_AUTH_BURST", "3"),
+            ("IMNOTIFY_LIMITS__FAILED_AUTH_PER_SECOND", "0.01"),
+        ]),
+        ..Options::default()
+    });
+    let bad = format!("{}.{}", "0".repeat(32), "0".repeat(40));
+    let statuses: Vec<u16> = (0..6).map(|_| poll(&s, &bad, None).status).collect();
+    assert_eq!(statuses[0], 400, "{statuses:?}");
+    assert_eq!(statuses[5], 503, "{statuses:?}");
+    let warned = |l: &str| l.contains("\"level\":\"WARN\"") && l.contains("\"status\":503");
+    let log = s.log_with(warned);
+    assert!(log.lines().any(warned), "{log}");
+    assert!(!log.contains("\"level\":\"ERROR\""), "{log}");
+}

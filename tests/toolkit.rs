@@ -1149,6 +1149,73 @@ fn the_admin_page_shows_captured_mail_escaped_and_clears_it() {
     );
 }
 
+/// A file naming a user that exists neither in the database nor in the file, as a webhook's
+/// owner or in an app's `allowed_users`, stops a later start before anything is written: the
+/// file's own users are not half-applied.
+#[test]
+fn a_fixtures_file_naming_an_unknown_user_writes_nothing() {
+    let mut s = Server::start();
+    s.terminate();
+    let files = tempfile::tempdir().unwrap();
+    let users = "[[users]]\nid = 7\nname = \"Anna\"\n\n";
+    let webhook = "[[webhooks]]\nuser_id = 99\ncode = \"fixedwebhookcode1\"\nscope = [\"im\"]\n";
+    let app = "[[apps]]\nclient_id = \"local.ci\"\nclient_secret = \"fixed-client-secret-1\"\n\
+               name = \"CI\"\nscope = [\"im\"]\nallowed_users = [7, 1, 98]\n";
+    for (text, line, needle) in [
+        (format!("{users}{webhook}"), 5, "user 99 does not exist"),
+        (
+            format!("{users}{app}"),
+            5,
+            "user 98 does not exist (allowed_users)",
+        ),
+    ] {
+        let path = files.path().join("unknown.toml");
+        std::fs::write(&path, &text).unwrap();
+        let mut cmd = std::process::Command::new(common::BIN);
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--fixtures"])
+            .arg(&path)
+            .arg("--data-dir")
+            .arg(s.data_dir())
+            .env_remove("IMNOTIFY_DATA_DIR")
+            .env_remove("IMNOTIFY_DATABASE_URL");
+        if let Some(url) = &s.database_url {
+            cmd.env("IMNOTIFY_DATABASE_URL", url);
+        }
+        // A start that takes the file serves on: stop it and fail, rather than hang.
+        let mut child = cmd
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the start took the file: {text}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+        assert!(!status.success(), "{text}");
+        assert!(
+            err.contains(&format!("unknown.toml:{line}:")) && err.contains(needle),
+            "expected line {line} and {needle:?} in: {err}"
+        );
+        let count = |sql: &str| -> i64 { s.query_value(sql, &[]).unwrap() };
+        assert_eq!(
+            count("SELECT COUNT(*) FROM users WHERE id = 7"),
+            0,
+            "{text}"
+        );
+        assert_eq!(count("SELECT COUNT(*) FROM apps"), 0, "{text}");
+    }
+}
+
 #[test]
 fn a_wrong_fixtures_file_leaves_the_first_webhook_for_the_next_start() {
     let files = tempfile::tempdir().unwrap();

@@ -142,6 +142,15 @@ async fn check_gated(
     checked.ok_or(Refusal::Channel)
 }
 
+/// The 503 of an address the per-IP gate refused: a limit's refusal, which the request log
+/// writes at WARN, not as a failure (`protocol::envelope::Refusal`).
+fn gate_refused() -> Response {
+    let mut resp = StatusCode::SERVICE_UNAVAILABLE.into_response();
+    resp.extensions_mut()
+        .insert(crate::protocol::envelope::Refusal);
+    resp
+}
+
 fn client_ip(state: &AppState, req: &Request) -> Option<std::net::IpAddr> {
     req.extensions()
         .get::<ConnInfo>()
@@ -490,7 +499,7 @@ pub async fn subws(State(state): State<AppState>, ws: WebSocketUpgrade, req: Req
     let channel = match check_gated(&state, client_ip(&state, &req), &ask.channel_id).await {
         Ok(c) => Some(c),
         Err(Refusal::Channel) => None,
-        Err(Refusal::Gate) => return StatusCode::SERVICE_UNAVAILABLE.into_response(),
+        Err(Refusal::Gate) => return gate_refused(),
     };
     // The client only ever sends `ping`, `pong` and `mack:<mid>`: small buffers and a small
     // message limit keep an idle socket cheap and bound what one client can make us hold
@@ -646,7 +655,7 @@ pub async fn sub(State(state): State<AppState>, req: Request) -> Response {
         Err(Refusal::Channel) => {
             return (StatusCode::BAD_REQUEST, "WRONG_CHANNEL_ID").into_response()
         }
-        Err(Refusal::Gate) => return StatusCode::SERVICE_UNAVAILABLE.into_response(),
+        Err(Refusal::Gate) => return gate_refused(),
     };
     let channel_pub = channel::public_part(&ask.channel_id).to_owned();
     let hub = state.store.hub();

@@ -205,13 +205,11 @@ fn write_xml_children(a: &Array, out: &mut String) {
     }
 }
 
+/// A scalar as Bitrix24's XML transport writes it: `CDataXML::xmlspecialchars`, a
+/// `str_replace`, turns it into PHP text first (so a float has PHP's 14 digits: `finish` is
+/// `1760000000.1235`).
 fn write_xml_scalar(v: &Value, out: &mut String) {
-    let text = match v {
-        Value::Bool(true) => "1".to_owned(),
-        Value::Bool(false) | Value::Null => String::new(),
-        Value::Float(f) => format!("{f}"),
-        other => other.to_php_string(),
-    };
+    let text = v.to_php_string();
     push_xml_text(&text, out);
 }
 
@@ -280,6 +278,24 @@ mod tests {
             ]
         );
         assert_eq!(v.get_path(&["duration".into()]), Some(&Value::Float(0.25)));
+    }
+
+    /// Floats in each transport as PHP writes them: `json_encode`'s shortest form without a
+    /// zero fraction (`"operating":0`, as the real server answers), and in XML PHP's text of
+    /// the float, 14 digits.
+    #[test]
+    fn time_floats_are_written_as_php_writes_them() {
+        let t = Timing {
+            finish: 1_760_000_000.123456,
+            ..timing()
+        };
+        let json = t.to_value().to_bitrix_json();
+        assert!(json.starts_with("{\"start\":1760000000.25,\"finish\":1760000000.123456,"));
+        assert!(json.ends_with(",\"operating_reset_at\":1760000600,\"operating\":0}"));
+        let xml = to_xml(&t.to_value());
+        assert!(xml.contains("<finish>1760000000.1235</finish>"), "{xml}");
+        assert!(xml.contains("<operating>0</operating>"), "{xml}");
+        assert!(xml.contains("<start>1760000000.25</start>"), "{xml}");
     }
 
     #[test]

@@ -23,7 +23,9 @@ use std::sync::Arc;
 use super::Notification;
 use crate::clock::push_rfc3339_local;
 use crate::domain::inbox::NOTIFY_TYPE_CONFIRM;
-use crate::value::{push_bitrix_json_of, push_bitrix_json_str, Array, Key, Value};
+use crate::value::{
+    push_bitrix_json_from_php, push_bitrix_json_of, push_bitrix_json_str, Array, Key, Value,
+};
 
 /// At most this many ids go into one `notifyDelete`, `notifyRead` or `notifyUnread`: a read.all
 /// over many unread notifications becomes several events, so no single event is unbounded.
@@ -167,18 +169,24 @@ fn push_notification_members(n: &Notification, chat_id: i64, out: &mut String) {
     }
     out.push_str(",\"params\":");
     // `params`: null, or an object whose `ATTACH` is the list of the notification's attachments.
-    match n
-        .attach
-        .as_deref()
-        .and_then(|a| serde_json::from_str::<serde_json::Value>(a).ok())
-    {
-        Some(a) => {
-            out.push_str("{\"ATTACH\":[");
-            push_bitrix_json_of(&a, out);
-            out.push_str("]}");
+    // The stored ATTACH is rewritten as it is when in `to_php_json`'s form, which every row
+    // written here is; anything else goes through a tree.
+    let Some(a) = n.attach.as_deref() else {
+        out.push_str("null");
+        return;
+    };
+    out.push_str("{\"ATTACH\":[");
+    if !push_bitrix_json_from_php(a, out) {
+        match serde_json::from_str::<serde_json::Value>(a) {
+            Ok(a) => push_bitrix_json_of(&a, out),
+            Err(_) => {
+                out.truncate(out.len() - "{\"ATTACH\":[".len());
+                out.push_str("null");
+                return;
+            }
         }
-        None => out.push_str("null"),
     }
+    out.push_str("]}");
 }
 
 fn with_counter(v: Value, counter: i64) -> String {

@@ -346,16 +346,22 @@ impl Writer {
     }
 
     /// Text already written as JSON (`Value::Json`): copied as it is when it fits the budget
-    /// and names no masked key (Bitrix24's escaping reads back as the same strings), otherwise
-    /// walked as its tree. A notification list is one such text per notification, so a
-    /// snapshot of `im.notify.get` copies a few and parses none.
+    /// and names no masked key (Bitrix24's escaping reads back as the same strings); the
+    /// marker, ending the snapshot, when it does not fit; walked as its tree only when it names
+    /// a masked key. A notification list is one such text per notification, so a snapshot of
+    /// `im.notify.get` copies a few and parses none (parsing the one that crossed the budget,
+    /// to cut it inside, was 6 % of such a call: issue 15).
     fn json_text(&mut self, r: &RawJson) {
         let text = r.json();
-        if text.len() <= self.left && !names_masked_key(text) {
+        if names_masked_key(text) {
+            self.walk(r.value());
+        } else if text.len() <= self.left {
             self.left -= text.len();
             self.out.extend_from_slice(text.as_bytes());
         } else {
-            self.walk(r.value());
+            self.cut = true;
+            self.left = 0;
+            self.json(CUT);
         }
     }
 
@@ -376,29 +382,27 @@ impl Writer {
     }
 }
 
-/// Whether JSON text has a member named like a masked key (`"auth":` in any case). A key's
-/// name is written without escapes, since every masked name is plain ASCII letters and `_`.
+/// Whether JSON text may have a member that [`is_masked`]: a string that starts with a
+/// masked name (in any case) followed by `":` or `_`. It may also answer yes for a string
+/// value such as `"code_x"`; the text is then walked as a tree, which masks exactly.
 fn names_masked_key(text: &str) -> bool {
-    // One pass over the text, looking back from each `":` to the nearest quote: a scan per
-    // masked name was 15 % of the instructions of an `im.notify.get` (issue 15).
+    // One pass over the text, testing after each quote: a scan per masked name was 15 % of
+    // the instructions of an `im.notify.get` (issue 15). Every masked name starts with one of
+    // `a c p r s`, which most quotes are not followed by.
     let b = text.as_bytes();
-    let longest = MASKED.iter().map(|m| m.len()).max().unwrap_or(0);
-    (2..b.len()).any(|i| {
-        if b[i] != b':' || b[i - 1] != b'"' {
-            return false;
-        }
-        let from = (i - 1).saturating_sub(longest + 1);
-        b[from..i - 1]
-            .iter()
-            .rposition(|&c| c == b'"')
-            .is_some_and(|q| is_masked_bytes(&b[from + q + 1..i - 1]))
+    (0..b.len()).any(|q| {
+        b[q] == b'"'
+            && matches!(
+                b.get(q + 1).map(|c| c | 0x20),
+                Some(b'a' | b'c' | b'p' | b'r' | b's')
+            )
+            && MASKED.iter().any(|m| {
+                let rest = &b[q + 1..];
+                rest.len() > m.len()
+                    && rest[..m.len()].eq_ignore_ascii_case(m.as_bytes())
+                    && (rest[m.len()] == b'_' || rest[m.len()..].starts_with(b"\":"))
+            })
     })
-}
-
-fn is_masked_bytes(key: &[u8]) -> bool {
-    MASKED
-        .iter()
-        .any(|m| m.as_bytes().eq_ignore_ascii_case(key))
 }
 
 /// A batch command (`method?query`) with the values of masked parameters replaced by
@@ -418,7 +422,8 @@ fn mask_command(cmd: &str) -> std::borrow::Cow<'_, str> {
                 .map(|(k, _)| k.into_owned())
                 .unwrap_or_default();
             let base = name.split('[').next().unwrap_or_default();
-            if is_masked(base) {
+            // The rest of PHP's mangling (`php_key`) happens to the base only.
+            if is_masked(base.trim_start_matches(' ')) {
                 changed = true;
                 format!("{raw_name}={MASK}")
             } else {
@@ -433,8 +438,21 @@ fn mask_command(cmd: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// Whether the values of a parameter named `key` are masked: a [`MASKED`] name, or the name
+/// PHP makes of one that a client spelled with a stray `[`, a `.` or a space after it. PHP's
+/// `register_variable` turns those into `_`, and keeps the rest of the name, so `auth[=T`,
+/// `auth.=T` and `auth x=T` all arrive as `auth_` or `auth_x` and carry the token the client
+/// meant to send (the journal records what PHP would see, so it masks by those names too).
+/// Names such as `access_token` are found already in whichever spelling PHP made them from
+/// (`access.token`, `access token`, `access[token`). A longer parameter name that starts with
+/// a masked name and `_` is masked as well: over-masking in the journal costs nothing.
 fn is_masked(key: &str) -> bool {
-    MASKED.iter().any(|m| m.eq_ignore_ascii_case(key))
+    MASKED.iter().any(|m| {
+        key.len() >= m.len()
+            && key.is_char_boundary(m.len())
+            && key[..m.len()].eq_ignore_ascii_case(m)
+            && matches!(key.as_bytes().get(m.len()), None | Some(b'_' | b' ' | b'.'))
+    })
 }
 
 #[cfg(test)]
@@ -587,6 +605,49 @@ mod tests {
         assert!(j["MESSAGE"].as_str().unwrap().ends_with(CUT));
     }
 
+    /// PHP turns a stray `[`, a `.` or a space after a parameter's name into `_`: `auth[=T`
+    /// arrives as `auth_`, and its value is the token all the same.
+    #[test]
+    fn php_mangled_spellings_of_masked_names_are_masked() {
+        let mut p = Array::new();
+        for (key, secret) in [
+            ("auth_", "S1"),
+            ("AUTH_x", "S2"),
+            ("access_token_", "S3"),
+            ("client_secret_y", "S4"),
+            ("ap_", "S5"),
+        ] {
+            p.insert(key, Value::from(secret));
+        }
+        for (key, kept) in [("author", "K1"), ("apx", "K2"), ("codex", "K3")] {
+            p.insert(key, Value::from(kept));
+        }
+        let (j, _) = snapshot_params(&p, 4096);
+        for secret in ["S1", "S2", "S3", "S4", "S5"] {
+            assert!(!j.contains(secret), "{secret} in {j}");
+        }
+        for kept in ["K1", "K2", "K3"] {
+            assert!(j.contains(kept), "{kept} masked in {j}");
+        }
+        // In a batch command, by the name PHP makes of it.
+        let mut cmd = Array::new();
+        cmd.insert(
+            "g",
+            Value::from("im.notify.get?auth.=S6&auth%20x=S7& auth=S8&auth%5B=S9&authx=K4"),
+        );
+        let mut p = Array::new();
+        p.insert("cmd", Value::Arr(cmd));
+        let (j, _) = snapshot_params(&p, 4096);
+        for secret in ["S6", "S7", "S8", "S9"] {
+            assert!(!j.contains(secret), "{secret} in {j}");
+        }
+        assert!(j.contains("K4"), "{j}");
+        // Text already written as JSON is walked, and masked, when it names such a key.
+        let text = Value::json(Value::map([("auth_", Value::from("S10"))]).to_bitrix_json());
+        let (j, _) = snapshot(&Value::list([text]), 4096);
+        assert!(!j.contains("S10"), "{j}");
+    }
+
     #[test]
     fn secrets_in_batch_commands_are_masked() {
         let mut cmd = Array::new();
@@ -622,12 +683,16 @@ mod tests {
             let b = text.as_bytes();
             MASKED.iter().any(|m| {
                 let n = m.len();
-                b.windows(n + 3).any(|w| {
+                let exact = b.windows(n + 3).any(|w| {
                     w[0] == b'"'
                         && w[n + 1] == b'"'
                         && w[n + 2] == b':'
                         && w[1..=n].eq_ignore_ascii_case(m.as_bytes())
-                })
+                });
+                let mangled = b.windows(n + 2).any(|w| {
+                    w[0] == b'"' && w[n + 1] == b'_' && w[1..=n].eq_ignore_ascii_case(m.as_bytes())
+                });
+                exact || mangled
             })
         };
         for text in [
@@ -641,6 +706,10 @@ mod tests {
             r#"{"text":""auth": no","n":[1,2]}"#,
             r#"{"":1,"ap":2}"#,
             r#"{"very_long_member_name_ap":1}"#,
+            r#"{"auth_":"T"}"#,
+            r#"{"Refresh_Token_x":"T"}"#,
+            r#"{"ap_":1,"apx":2}"#,
+            r#"{"sessid"}"#,
             "",
             ":",
         ] {
