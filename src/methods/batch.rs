@@ -57,7 +57,9 @@ async fn run_batch(state: &AppState, caller: &Caller, params: Array) -> Result<O
     // An add may be checked before the writes of the adds ahead of it are done, unless a
     // failing write could stop the batch (`halt`) after a later command's check had used up a
     // counted injected fault (`toolkit::faults`): then each add waits for the one before.
-    let ahead = !request.halt || !state.toolkit.faults.any();
+    // Nor while the operating-time limit is on: a command's check must see the charge of the
+    // command before it (the call that crosses the limit completes, the next is refused).
+    let ahead = (!request.halt || !state.toolkit.faults.any()) && state.limits.operating.is_none();
     for (key, command) in request.commands {
         let Command::Call { method, query } = command else {
             if b.flush(false).await? {
