@@ -718,6 +718,24 @@ fn write_json_float(f: f64, out: &mut String) {
     out.push_str(&php_gcvt(f, None, 'e'));
 }
 
+/// The bytes [`write_json_str`] may escape, in either style: control characters, `"`, `\\`,
+/// `/`, `<`, `>`, `&`, `'`, and 0xE2, which starts U+2028 and U+2029.
+const MAY_ESCAPE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        table[b] = true;
+        b += 1;
+    }
+    let mut i = 0;
+    let others = *b"\"\\/<>&'\xE2";
+    while i < others.len() {
+        table[others[i] as usize] = true;
+        i += 1;
+    }
+    table
+};
+
 fn write_json_str(s: &str, out: &mut String, style: JsonStyle) {
     out.push('"');
     // Runs of characters that need no escape are copied whole (a char-by-char push was a tenth
@@ -729,7 +747,13 @@ fn write_json_str(s: &str, out: &mut String, style: JsonStyle) {
     let mut run = 0;
     let mut i = 0;
     while i < bytes.len() {
-        let b = bytes[i];
+        // A table lookup per byte until one that may need an escape in either style.
+        while i < bytes.len() && !MAY_ESCAPE[usize::from(bytes[i])] {
+            i += 1;
+        }
+        let Some(&b) = bytes.get(i) else {
+            break;
+        };
         let (escape, width): (&str, usize) = match b {
             b'"' if style == JsonStyle::Bitrix => ("\\u0022", 1),
             b'"' => ("\\\"", 1),
