@@ -316,3 +316,181 @@ fn xml_transport_carries_the_five_maps() {
         r.body
     );
 }
+
+/// A run of adds that refer to no earlier result is checked command by command and stored with
+/// one store call (issue 15, goal 4). Inside it the adds keep their order: ids rise with the
+/// commands, a later TAG replaces an earlier one, and a failing check fails alone.
+#[test]
+fn a_run_of_adds_keeps_its_order() {
+    let s = Server::start();
+    let tagged =
+        |m: &str| format!("im.notify.system.add?USER_ID=1&MESSAGE={m}&TAG=T&CLIENT_ID=run");
+    let r = batch_json(
+        &s,
+        &s.hook,
+        json!({"cmd": {
+            "a": tagged("first"),
+            "plain": "im.notify.system.add?USER_ID=1&MESSAGE=plain",
+            "bad": "im.notify.system.add?USER_ID=1",
+            "b": tagged("second"),
+            "nobody": "im.notify.system.add?USER_ID=999&MESSAGE=lost",
+            "p": "im.notify.personal.add?USER_ID=1&MESSAGE=personal",
+            "g": "im.notify?TYPE=SYSTEM&USER_ID=1&MESSAGE=generic",
+        }}),
+    );
+    let id = |k: &str| {
+        r["result"][k]
+            .as_i64()
+            .unwrap_or_else(|| panic!("{k}: {r}"))
+    };
+    let ids = [id("a"), id("plain"), id("b"), id("p"), id("g")];
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    assert_eq!(r["result"]["nobody"], json!(false), "{r}");
+    assert_eq!(r["result_error"]["bad"]["error"], "MESSAGE_EMPTY", "{r}");
+    // The second tagged add replaced the first: the run's writes were made in order.
+    let rows: i64 = s
+        .query_value(
+            "SELECT count(*) FROM notifications WHERE id = ?1",
+            &[id("a").into()],
+        )
+        .unwrap();
+    assert_eq!(rows, 0, "{r}");
+    assert_eq!(text_of(&s, id("b")), "second");
+    assert_eq!(s.notification_count(), 4);
+    let types: Vec<i64> = ["p", "g"]
+        .iter()
+        .map(|k| {
+            s.query_value(
+                "SELECT notify_type FROM notifications WHERE id = ?1",
+                &[id(k).into()],
+            )
+            .unwrap()
+        })
+        .collect();
+    assert_eq!(types, [2, 4], "personal, then system through im.notify");
+    // The maps keep the commands' order.
+    let keys: Vec<_> = r["result"].as_object().unwrap().keys().cloned().collect();
+    assert_eq!(keys, ["a", "plain", "b", "nobody", "p", "g"], "{r}");
+}
+
+/// With `halt`, a failing check inside a run stops the batch there: the adds before it are
+/// stored and answered, none after it is made.
+#[test]
+fn halt_inside_a_run_of_adds() {
+    let s = Server::start();
+    let r = batch_json(
+        &s,
+        &s.hook,
+        json!({"halt": 1, "cmd": [
+            "im.notify.system.add?USER_ID=1&MESSAGE=one",
+            "im.notify.system.add?USER_ID=1&MESSAGE=two",
+            "im.notify.system.add?USER_ID=0&MESSAGE=three",
+            "im.notify.system.add?USER_ID=1&MESSAGE=four",
+        ]}),
+    );
+    assert_eq!(r["result"].as_array().map(Vec::len), Some(2), "{r}");
+    assert_eq!(r["result_error"]["2"]["error"], "USER_ID_EMPTY", "{r}");
+    assert!(r["result_error"].get("3").is_none(), "{r}");
+    assert_eq!(r["result_time"].as_array().map(Vec::len), Some(2), "{r}");
+    assert_eq!(s.notification_count(), 2);
+}
+
+/// A write that fails in the store (here a trigger refuses one text) fails alone inside its
+/// run, as it would on its own: the adds around it stand. With `halt` the batch stops at it,
+/// and nothing after it is stored.
+#[test]
+fn a_failing_write_inside_a_run_fails_alone() {
+    let s = Server::start();
+    if common::test_pg().is_some() {
+        s.execute(
+            "CREATE FUNCTION refuse_boom() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN IF NEW.text = 'boom' THEN RAISE EXCEPTION 'boom'; END IF; RETURN NEW; END $$; \
+             CREATE TRIGGER boom BEFORE INSERT ON notifications \
+             FOR EACH ROW EXECUTE FUNCTION refuse_boom()",
+            &[],
+        );
+    } else {
+        s.execute(
+            "CREATE TRIGGER boom BEFORE INSERT ON notifications WHEN NEW.text = 'boom' \
+             BEGIN SELECT RAISE(ABORT, 'boom'); END",
+            &[],
+        );
+    }
+    let add = |m: &str| format!("im.notify.system.add?USER_ID=1&MESSAGE={m}");
+    let r = batch_json(
+        &s,
+        &s.hook,
+        json!({"cmd": {"a": add("a"), "boom": add("boom"), "c": add("c")}}),
+    );
+    assert_eq!(
+        r["result_error"],
+        json!({"boom": {"error": "INTERNAL_SERVER_ERROR", "error_description": "Internal server error"}}),
+        "{r}"
+    );
+    for k in ["a", "c"] {
+        let id = r["result"][k]
+            .as_i64()
+            .unwrap_or_else(|| panic!("{k}: {r}"));
+        assert_eq!(text_of(&s, id), k);
+    }
+    assert_eq!(s.notification_count(), 2);
+
+    let r = batch_json(
+        &s,
+        &s.hook,
+        json!({"halt": 1, "cmd": {"d": add("d"), "boom": add("boom"), "e": add("e"), "f": add("f")}}),
+    );
+    assert_eq!(
+        r["result_error"]["boom"]["error"], "INTERNAL_SERVER_ERROR",
+        "{r}"
+    );
+    assert!(r["result"]["d"].is_i64(), "{r}");
+    assert!(
+        r["result"].get("e").is_none() && r["result"].get("f").is_none(),
+        "{r}"
+    );
+    assert_eq!(
+        r["result_error"].as_object().map(|e| e.len()),
+        Some(1),
+        "{r}"
+    );
+    assert_eq!(s.notification_count(), 3, "d stored, nothing after boom");
+}
+
+/// Each command's `time` block covers its own part of the batch: the blocks follow one another
+/// without overlapping, and together they take no longer than the batch itself, so the
+/// operating-time limit charges a run of adds what it took once, not once per command.
+#[test]
+fn command_times_follow_one_another() {
+    let s = Server::start();
+    let cmds: Vec<String> = (0..20)
+        .map(|i| format!("im.notify.system.add?USER_ID=1&MESSAGE=t{i}"))
+        .chain(["im.counters.get".to_owned()])
+        .chain((0..5).map(|i| format!("im.notify.system.add?USER_ID=1&MESSAGE=u{i}")))
+        .collect();
+    let r = s.post_json(&format!("{}batch", s.hook), &json!({ "cmd": cmds }));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let j = r.json();
+    let times = j["result"]["result_time"].as_array().unwrap();
+    assert_eq!(times.len(), 26, "{j}");
+    let f = |t: &Value, k: &str| t[k].as_f64().unwrap_or_else(|| panic!("{k}: {t}"));
+    let mut total = 0.0;
+    for (i, t) in times.iter().enumerate() {
+        assert!(f(t, "start") <= f(t, "finish"), "{i}: {t}");
+        assert!(
+            (f(t, "duration") - f(t, "processing")).abs() < 2e-6,
+            "{i}: {t}"
+        );
+        if let Some(next) = times.get(i + 1) {
+            assert!(
+                f(t, "finish") <= f(next, "start") + 1e-6,
+                "{i}: {t} then {next}"
+            );
+        }
+        total += f(t, "processing");
+    }
+    let outer = &j["time"];
+    assert!(f(&times[0], "start") >= f(outer, "start") - 1e-6, "{j}");
+    assert!(f(&times[25], "finish") <= f(outer, "finish") + 1e-6, "{j}");
+    assert!(total <= f(outer, "duration") + 1e-5, "{total} vs {outer}");
+}

@@ -401,6 +401,96 @@ fn inside_a_batch_a_faulted_command_fails_alone() {
     assert_eq!(s.notification_count(), 0);
 }
 
+/// A batch's run of adds (checked one by one, stored together: issue 15 goal 4) is journaled
+/// command by command, in the commands' order and under the batch's id, and a fault answers
+/// one command of the run alone. With `halt`, the faulted command stops the batch.
+#[test]
+fn a_run_of_adds_is_journaled_and_faulted_command_by_command() {
+    let s = start();
+    let fault = |times: u64| {
+        admin_ok(
+            &s,
+            "POST",
+            "/admin/api/faults",
+            Some(json!({"method": "im.notify.system.add", "error": "INTERNAL_SERVER_ERROR", "times": times})),
+        )["id"]
+            .as_u64()
+            .unwrap()
+    };
+    let fault_id = fault(1);
+    let r = s.post_json(
+        &s.hook_url("batch"),
+        &json!({"cmd": {
+            "a": "im.notify.system.add?USER_ID=1&MESSAGE=faulted",
+            "b": "im.notify.system.add?USER_ID=1&MESSAGE=stored",
+            "c": "im.notify.system.add?USER_ID=1",
+            "d": "im.notify.system.add?USER_ID=1&MESSAGE=also%20stored",
+        }}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let j = r.json();
+    let result = &j["result"];
+    assert_eq!(
+        result["result_error"]["a"]["error"], "INTERNAL_SERVER_ERROR",
+        "{result}"
+    );
+    assert_eq!(
+        result["result_error"]["c"]["error"], "MESSAGE_EMPTY",
+        "{result}"
+    );
+    assert!(
+        result["result"]["b"].is_i64() && result["result"]["d"].is_i64(),
+        "{result}"
+    );
+    assert_eq!(s.notification_count(), 2);
+
+    let all = journal(&s, "");
+    let batch = all.iter().find(|e| e["method"] == "batch").unwrap();
+    let mut commands: Vec<_> = all
+        .iter()
+        .filter(|e| e["batch_id"] == batch["id"])
+        .collect();
+    commands.sort_by_key(|e| e["id"].as_u64());
+    let seen: Vec<_> = commands
+        .iter()
+        .map(|e| (e["params"]["MESSAGE"].clone(), e["status"].clone()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (json!("faulted"), json!(500)),
+            (json!("stored"), json!(200)),
+            (Value::Null, json!(400)),
+            (json!("also stored"), json!(200)),
+        ],
+        "{commands:?}"
+    );
+    assert_eq!(commands[0]["fault_id"], fault_id);
+    assert!(
+        commands[1..].iter().all(|e| e["fault_id"].is_null()),
+        "{commands:?}"
+    );
+    assert_eq!(commands[1]["result"], result["result"]["b"]);
+    assert_eq!(commands[2]["error"], "MESSAGE_EMPTY");
+
+    fault(1);
+    let r = s.post_json(
+        &s.hook_url("batch"),
+        &json!({"halt": 1, "cmd": [
+            "im.notify.system.add?USER_ID=1&MESSAGE=x",
+            "im.notify.system.add?USER_ID=1&MESSAGE=y",
+        ]}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let result = &r.json()["result"];
+    assert_eq!(
+        result["result_error"][0]["error"], "INTERNAL_SERVER_ERROR",
+        "{result}"
+    );
+    assert_eq!(result["result"], json!([]), "{result}");
+    assert_eq!(s.notification_count(), 2);
+}
+
 #[test]
 fn advancing_the_clock_expires_the_access_token_and_the_refresh_token_still_works() {
     let s = start();

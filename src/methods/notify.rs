@@ -1,11 +1,12 @@
 //! `im.notify`, `im.notify.system.add` and `im.notify.personal.add` (§2, §4.1).
 
 use crate::auth::Caller;
-use crate::domain::notify::{self, Kind, NotifyLimits};
+use crate::domain::notify::{self, Draft, Kind, NotifyLimits};
 use crate::error::ApiError;
 use crate::protocol::dispatch::MethodSpec;
 use crate::protocol::envelope::Output;
 use crate::state::AppState;
+use crate::store::StoreResult;
 use crate::value::{Array, Value};
 
 pub fn methods() -> Vec<MethodSpec> {
@@ -26,13 +27,31 @@ pub fn methods() -> Vec<MethodSpec> {
     ]
 }
 
-/// `im.notify` picks the kind from `TYPE`, compared case-sensitively; anything but `SYSTEM` is a
-/// personal notification.
+/// The kind of notification an add method stores, or `None` for any other method. `im.notify`
+/// picks it from `TYPE`, compared case-sensitively; anything but `SYSTEM` is a personal
+/// notification.
+pub fn kind_of(method: &str, params: &Array) -> Option<Kind> {
+    match method {
+        "im.notify.system.add" => Some(Kind::System),
+        "im.notify.personal.add" => Some(Kind::Personal),
+        "im.notify" => Some(match params.upper_case_keys().get_str("TYPE") {
+            Some(Value::Str(t)) if t == "SYSTEM" => Kind::System,
+            _ => Kind::Personal,
+        }),
+        _ => None,
+    }
+}
+
+/// Whether `method` (a registered name) is one of the add methods: [`check`], then one write.
+pub fn is_add(method: &str) -> bool {
+    matches!(
+        method,
+        "im.notify.system.add" | "im.notify.personal.add" | "im.notify"
+    )
+}
+
 async fn generic_add(state: &AppState, caller: &Caller, params: Array) -> Result<Output, ApiError> {
-    let kind = match params.upper_case_keys().get_str("TYPE") {
-        Some(Value::Str(t)) if t == "SYSTEM" => Kind::System,
-        _ => Kind::Personal,
-    };
+    let kind = kind_of("im.notify", &params).unwrap_or(Kind::Personal);
     add(state, caller, params, kind).await
 }
 
@@ -42,6 +61,19 @@ async fn add(
     params: Array,
     kind: Kind,
 ) -> Result<Output, ApiError> {
+    let (draft, now) = check(state, caller, &params, kind)?;
+    answer(state.store.add_notification(draft, now).await)
+}
+
+/// The first half of an add method's handler (the kind from [`kind_of`]): every check, and
+/// the notification to store with its time (Unix seconds), without writing anything. `batch`
+/// checks a run of adds this way and sends their drafts to the store together.
+pub fn check(
+    state: &AppState,
+    caller: &Caller,
+    params: &Array,
+    kind: Kind,
+) -> Result<(Draft, i64), ApiError> {
     if caller.is_session() {
         return Err(ApiError::wrong_auth_type());
     }
@@ -50,7 +82,7 @@ async fn add(
         attach_max_bytes: state.config.limits.attach_max_bytes,
     };
     let draft = notify::build(
-        &params,
+        params,
         kind,
         caller.user_id,
         &caller.origin(),
@@ -58,7 +90,12 @@ async fn add(
         limits,
         &mut rand::rng(),
     )?;
-    match state.store.add_notification(draft, now).await {
+    Ok((draft, now))
+}
+
+/// The second half: the method's answer for what the store made of the draft.
+pub fn answer(stored: StoreResult<Option<i64>>) -> Result<Output, ApiError> {
+    match stored {
         Ok(Some(id)) => Ok(Value::Int(id).into()),
         // Unknown or inactive recipient: the method page's "may return false" (D8).
         Ok(None) => Ok(Value::Bool(false).into()),

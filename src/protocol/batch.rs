@@ -202,6 +202,17 @@ impl Results {
     }
 }
 
+/// Whether any value of `params`, at any depth, holds a reference that [`Results::resolve`]
+/// would look at: a command without one does not depend on what the commands before it
+/// produced, so `methods::batch` may check it before their writes are done.
+pub fn refers(params: &Array) -> bool {
+    params.iter().any(|(_, v)| match v {
+        Value::Arr(inner) => refers(inner),
+        Value::Str(s) => s.contains('$') && !find_references(s).is_empty(),
+        _ => false,
+    })
+}
+
 /// One match of `/\$(result|next|total|time|error)([^\s]*)/i`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Reference<'a> {
@@ -436,6 +447,30 @@ mod tests {
             ),
             "{json}"
         );
+    }
+
+    #[test]
+    fn refers_finds_references_at_any_depth() {
+        let params = |pairs: &[(&str, Value)]| {
+            let mut a = Array::new();
+            for (k, v) in pairs {
+                a.insert(*k, v.clone());
+            }
+            a
+        };
+        let plain = params(&[
+            ("USER_ID", Value::Int(1)),
+            ("MESSAGE", Value::from("costs $5, not $ 6 or $resul")),
+        ]);
+        assert!(!refers(&plain), "no variable name after the $");
+        for text in ["$result[a]", "id $error[b][error] x", "$Time[a]", "$next"] {
+            assert!(refers(&params(&[("MESSAGE", Value::from(text))])), "{text}");
+        }
+        let mut inner = Array::new();
+        inner.insert("X", Value::from("$total[a]"));
+        assert!(refers(&params(&[("ATTACH", Value::Arr(inner))])));
+        // Keys are not looked at, as `resolve` leaves them alone.
+        assert!(!refers(&params(&[("$result[a]", Value::Int(1))])));
     }
 
     proptest! {

@@ -68,13 +68,35 @@ pub async fn authenticate(
 
 /// Runs a method for an authenticated caller: the scope check, the operating-time limit, then
 /// the handler, whose time is charged to the (caller, method) account afterwards. Direct calls
-/// and each command of a batch both come through here.
+/// and each command of a batch both come through here; `batch` runs a run of adds through
+/// [`admit`] and [`conclude`] instead, with the handler split in two between them.
 pub async fn execute(
     state: &AppState,
     spec: &MethodSpec,
     caller: &Caller,
     params: Array,
 ) -> Result<Executed, ApiError> {
+    let admitted = admit(state, spec, caller).await?;
+    let outcome = (spec.handler)(state, caller, params).await;
+    let finished = state.clock.now();
+    let started = admitted.started;
+    conclude(state, spec, admitted, started, finished, outcome).await
+}
+
+/// What [`admit`] found: the operating-time account the call is charged to, if any, and when
+/// its handler started (Unix seconds).
+#[derive(Debug)]
+pub struct Admitted {
+    account: Option<String>,
+    pub started: f64,
+}
+
+/// [`execute`]'s steps before the handler: the scope check, then the operating-time limit.
+pub async fn admit(
+    state: &AppState,
+    spec: &MethodSpec,
+    caller: &Caller,
+) -> Result<Admitted, ApiError> {
     if let Some(scope) = spec.scope {
         if !caller.has_scope(scope) {
             return Err(caller.insufficient_scope());
@@ -90,10 +112,23 @@ pub async fn execute(
             return Err(ApiError::operation_time_limit());
         }
     }
-    let outcome = (spec.handler)(state, caller, params).await;
-    let finished = state.clock.now();
+    Ok(Admitted { account, started })
+}
+
+/// [`execute`]'s step after the handler: charges `finished - started` (Unix seconds) to the
+/// account [`admit`] found and gives the handler's outcome its time facts. A batch's run of adds
+/// passes each command's share of the run's time here rather than the wall-clock interval,
+/// so that the run is charged what it took once, not once per command.
+pub async fn conclude(
+    state: &AppState,
+    spec: &MethodSpec,
+    admitted: Admitted,
+    started: f64,
+    finished: f64,
+    outcome: Result<Output, ApiError>,
+) -> Result<Executed, ApiError> {
     // A failed call used the server's time as much as a successful one.
-    let usage = match &account {
+    let usage = match &admitted.account {
         Some(id) => {
             state
                 .limits

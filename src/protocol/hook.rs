@@ -118,25 +118,89 @@ pub async fn command(
     caller: &Caller,
     params: Array,
 ) -> Result<Executed, ApiError> {
+    let (call, fault) = command_begin(state, spec, caller, &params).await;
+    let outcome = match fault {
+        Some(e) => Err(e),
+        None => dispatch::execute(state, spec, caller, params).await,
+    };
+    call.end(state, spec, caller, &outcome);
+    outcome
+}
+
+/// A batch command between [`command_begin`] and [`CommandCall::end`]: what the journal needs
+/// of its start.
+pub struct CommandCall {
+    started: Instant,
+    recording: Option<Recording>,
+    fault_id: Option<u64>,
+}
+
+/// The first half of [`command`], for a command whose call `methods::batch` runs in parts (a
+/// run of adds sent to the store together): the journal's snapshot of the parameters, then the
+/// fault table. `Some` is an injected fault's error, which answers the command in place of
+/// the call.
+pub async fn command_begin(
+    state: &AppState,
+    spec: &MethodSpec,
+    caller: &Caller,
+    params: &Array,
+) -> (CommandCall, Option<ApiError>) {
     let started = Instant::now();
     let journal = &state.toolkit.journal;
-    let recording = journal.enabled().then(|| Recording::begin(state, &params));
-    let (outcome, fault_id) = guarded(state, spec, caller, params, None).await;
-    if let Some(r) = recording {
-        let batch_id = BATCH.try_with(|id| *id).ok();
-        let entry = r.finish(
-            state,
-            spec,
-            "batch",
-            caller_info(caller),
-            &outcome,
-            fault_id,
-            batch_id,
-            started,
-        );
-        journal.push(entry);
+    let recording = journal.enabled().then(|| Recording::begin(state, params));
+    let (fault, fault_id) = fault(state, spec, caller).await;
+    let call = CommandCall {
+        started,
+        recording,
+        fault_id,
+    };
+    (call, fault)
+}
+
+impl CommandCall {
+    /// The second half of [`command`]: records the command's outcome in the journal.
+    pub fn end(
+        self,
+        state: &AppState,
+        spec: &MethodSpec,
+        caller: &Caller,
+        outcome: &Result<Executed, ApiError>,
+    ) {
+        if let Some(r) = self.recording {
+            let batch_id = BATCH.try_with(|id| *id).ok();
+            let entry = r.finish(
+                state,
+                spec,
+                "batch",
+                caller_info(caller),
+                outcome,
+                self.fault_id,
+                batch_id,
+                self.started,
+            );
+            state.toolkit.journal.push(entry);
+        }
     }
-    outcome
+}
+
+/// The fault that answers this call, if any (after its delay), and the id of the fault that
+/// matched (one may only delay).
+async fn fault(
+    state: &AppState,
+    spec: &MethodSpec,
+    caller: &Caller,
+) -> (Option<ApiError>, Option<u64>) {
+    let Some(hit) = state
+        .toolkit
+        .faults
+        .check(spec.name, Some(caller.user_id), client_id(caller))
+    else {
+        return (None, None);
+    };
+    if !hit.delay.is_zero() {
+        tokio::time::sleep(hit.delay).await;
+    }
+    (hit.error, Some(hit.fault_id))
 }
 
 /// Runs the call unless a fault answers it; the fault's id, if one matched.
@@ -147,24 +211,16 @@ async fn guarded(
     params: Array,
     batch: Option<u64>,
 ) -> (Result<Executed, ApiError>, Option<u64>) {
-    let hit = state
-        .toolkit
-        .faults
-        .check(spec.name, Some(caller.user_id), client_id(caller));
-    if let Some(hit) = &hit {
-        if !hit.delay.is_zero() {
-            tokio::time::sleep(hit.delay).await;
-        }
-        if let Some(e) = &hit.error {
-            return (Err(e.clone()), Some(hit.fault_id));
-        }
+    let (fault, fault_id) = fault(state, spec, caller).await;
+    if let Some(e) = fault {
+        return (Err(e), fault_id);
     }
     let run = dispatch::execute(state, spec, caller, params);
     let outcome = match batch {
         Some(id) => BATCH.scope(id, run).await,
         None => run.await,
     };
-    (outcome, hit.map(|h| h.fault_id))
+    (outcome, fault_id)
 }
 
 /// What is known of a call before it runs.

@@ -271,9 +271,23 @@ tokio::task_local! {
 #[derive(Debug, Default)]
 pub struct SharedCommit {
     failed: std::sync::atomic::AtomicBool,
+    /// See [`SharedCommit::expect_more`].
+    alone: std::sync::atomic::AtomicBool,
 }
 
 impl SharedCommit {
+    /// Whether the scope's next write follows at once: a backend may then keep its transaction
+    /// open for it (SQLite's writer does for [`Store::add_notifications`]); otherwise it should
+    /// commit at once, which a caller that has more to do before [`Store::commit_barrier`]
+    /// then need not wait for. Until told otherwise, more is expected.
+    pub fn expect_more(&self, more: bool) {
+        self.alone.store(!more, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn more_expected(&self) -> bool {
+        !self.alone.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// A commit covering one of the scope's writes failed: those writes are lost.
     pub fn record_failure(&self) {
         self.failed.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -290,6 +304,29 @@ pub trait Store: Send + Sync + 'static {
     /// stored tag (D4), all in one transaction. Returns the new id once it is on disk, or `None`
     /// when the recipient does not exist or is inactive (D8).
     async fn add_notification(&self, draft: Draft, created_at: i64) -> StoreResult<Option<i64>>;
+
+    /// Stores several notifications, in order, each as [`Store::add_notification`] would: one
+    /// result per draft, and a draft that fails does so alone. With `stop_at_error`, nothing
+    /// after the first failure is stored and the results end there (a `batch` with `halt`).
+    /// A backend may run them as one write (SQLite: one job for its writer, issue 15 goal 4);
+    /// inside [`SHARED_COMMIT`] it may answer before their commit. The default stores them one
+    /// by one.
+    async fn add_notifications(
+        &self,
+        drafts: Vec<(Draft, i64)>,
+        stop_at_error: bool,
+    ) -> Vec<StoreResult<Option<i64>>> {
+        let mut results = Vec::with_capacity(drafts.len());
+        for (draft, created_at) in drafts {
+            let result = self.add_notification(draft, created_at).await;
+            let failed = result.is_err();
+            results.push(result);
+            if failed && stop_at_error {
+                break;
+            }
+        }
+        results
+    }
 
     /// Waits until every write made so far inside [`SHARED_COMMIT`] by this caller is durable.
     /// `Err` when the wait itself fails; a failed commit of one of those writes is reported by

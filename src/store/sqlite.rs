@@ -505,6 +505,17 @@ impl SqliteStore {
         f: impl FnOnce(&Connection, &mut Events) -> StoreResult<T> + Send + 'static,
         shared: Arc<super::SharedCommit>,
     ) -> StoreResult<T> {
+        self.write_deferred_holding(f, shared, true).await
+    }
+
+    /// [`SqliteStore::write_deferred`]; `hold`: the writer keeps the transaction open a little
+    /// for the caller's next write ([`Job::hold`]) rather than commit at once.
+    async fn write_deferred_holding<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection, &mut Events) -> StoreResult<T> + Send + 'static,
+        shared: Arc<super::SharedCommit>,
+        hold: bool,
+    ) -> StoreResult<T> {
         let (reply, rx) = oneshot::channel();
         let run = Box::new(move |conn: &Connection, events: &mut Events| {
             let result = f(conn, events);
@@ -519,7 +530,7 @@ impl SqliteStore {
         });
         self.send_job(Job {
             work: Work::Run(run),
-            hold: true,
+            hold,
             changes_auth: false,
         })
         .await?;
@@ -1449,6 +1460,53 @@ fn insert_notification(
     Ok(Some(id))
 }
 
+/// A batch's run of notifications ([`Store::add_notifications`]) inside the writer's
+/// transaction, under one savepoint: the statement journal copies each page the run changes
+/// once, not once per insert. An insert fails only on a database error; then the run is rolled
+/// back and made again with a savepoint per insert, so the failing insert fails alone (and,
+/// with `stop_at_error`, nothing after it is made). `Err` only when a savepoint statement
+/// itself fails.
+fn insert_run(
+    conn: &Connection,
+    events: &mut Events,
+    drafts: &[(Draft, i64)],
+    cap: i64,
+    mail_delay: Option<i64>,
+    stop_at_error: bool,
+) -> rusqlite::Result<Vec<StoreResult<Option<i64>>>> {
+    let mark = events.list.len();
+    conn.prepare_cached("SAVEPOINT run")?.execute([])?;
+    let all: rusqlite::Result<Vec<Option<i64>>> = drafts
+        .iter()
+        .map(|(d, created_at)| insert_notification(conn, events, d, *created_at, cap, mail_delay))
+        .collect();
+    if let Ok(ids) = all {
+        conn.prepare_cached("RELEASE run")?.execute([])?;
+        return Ok(ids.into_iter().map(Ok).collect());
+    }
+    conn.prepare_cached("ROLLBACK TO run")?.execute([])?;
+    events.list.truncate(mark);
+    crate::metrics::record_group_rerun();
+    let mut results = Vec::with_capacity(drafts.len());
+    for (d, created_at) in drafts {
+        let mark = events.list.len();
+        conn.prepare_cached("SAVEPOINT one")?.execute([])?;
+        let result = insert_notification(conn, events, d, *created_at, cap, mail_delay);
+        if result.is_err() {
+            conn.prepare_cached("ROLLBACK TO one")?.execute([])?;
+            events.list.truncate(mark);
+        }
+        conn.prepare_cached("RELEASE one")?.execute([])?;
+        let failed = result.is_err();
+        results.push(result.map_err(backend));
+        if failed && stop_at_error {
+            break;
+        }
+    }
+    conn.prepare_cached("RELEASE run")?.execute([])?;
+    Ok(results)
+}
+
 /// E-mail sign-in finds a user by address (case-insensitive), so two users may not share one:
 /// a `Conflict` naming the other user when a user other than `user_id` has `email` already.
 /// Checked on the writer, so no second write can slip in between check and write. An empty
@@ -1812,6 +1870,47 @@ impl Store for SqliteStore {
                 .await?;
                 rx.await
                     .map_err(|_| StoreError::Backend("writer dropped the request".into()))?
+            }
+        }
+    }
+
+    async fn add_notifications(
+        &self,
+        drafts: Vec<(Draft, i64)>,
+        stop_at_error: bool,
+    ) -> Vec<StoreResult<Option<i64>>> {
+        let Ok(shared) = super::SHARED_COMMIT.try_with(Arc::clone) else {
+            // Answered after their commit: one by one, as the trait's default does.
+            let mut results = Vec::with_capacity(drafts.len());
+            for (draft, created_at) in drafts {
+                let result = self.add_notification(draft, created_at).await;
+                let failed = result.is_err();
+                results.push(result);
+                if failed && stop_at_error {
+                    break;
+                }
+            }
+            return results;
+        };
+        // One job for the writer: one trip there and back, one wake-up of each thread, and
+        // one savepoint for the run instead of one per insert (issue 15, goal 4).
+        let count = drafts.len();
+        let (cap, mail_delay) = (self.notification_cap, self.mail_delay);
+        let run = move |c: &Connection, events: &mut Events| {
+            insert_run(c, events, &drafts, cap, mail_delay, stop_at_error).map_err(backend)
+        };
+        // Held open only when the batch says its next write follows at once; otherwise the
+        // commit goes ahead while the batch finishes the run's commands.
+        let hold = shared.more_expected();
+        match self.write_deferred_holding(run, shared, hold).await {
+            Ok(results) => results,
+            // The run never ran: each draft fails (the first only, with `stop_at_error`).
+            Err(e) => {
+                let message = e.to_string();
+                let failures = if stop_at_error { 1 } else { count };
+                (0..failures)
+                    .map(|_| Err(StoreError::Backend(message.clone())))
+                    .collect()
             }
         }
     }
@@ -2926,6 +3025,75 @@ mod tests {
             crate::metrics::group_reruns() > reruns_before,
             "no group of inserts was run again"
         );
+    }
+
+    /// A batch's run of adds is one job for the writer, answered before the commit, its
+    /// inserts in order. A failing insert fails alone (the run is made again with a savepoint
+    /// per insert), and with `stop_at_error` nothing after it is made.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_run_of_adds_is_one_write_and_a_failing_insert_fails_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        store.add_user(admin(1)).await.unwrap();
+        store
+            .write(|c| {
+                c.execute_batch(
+                    "CREATE TEMP TRIGGER boom BEFORE INSERT ON notifications \
+                     WHEN NEW.text = 'boom' BEGIN SELECT RAISE(ABORT, 'boom'); END",
+                )
+                .map_err(backend)
+            })
+            .await
+            .unwrap();
+        let run = |texts: &[&str]| -> Vec<(Draft, i64)> {
+            texts.iter().map(|t| (draft(1, t), 7)).collect()
+        };
+        let shared = Arc::new(super::super::SharedCommit::default());
+
+        let all = super::super::SHARED_COMMIT
+            .scope(
+                shared.clone(),
+                store.add_notifications(run(&["a", "b", "c"]), false),
+            )
+            .await;
+        let ids: Vec<i64> = all.into_iter().map(|r| r.unwrap().unwrap()).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+
+        let mixed = super::super::SHARED_COMMIT
+            .scope(
+                shared.clone(),
+                store.add_notifications(run(&["d", "boom", "e"]), false),
+            )
+            .await;
+        assert_eq!(mixed.len(), 3);
+        assert!(matches!(mixed[0], Ok(Some(_))) && matches!(mixed[2], Ok(Some(_))));
+        assert!(mixed[1].as_ref().unwrap_err().to_string().contains("boom"));
+
+        let halted = super::super::SHARED_COMMIT
+            .scope(
+                shared.clone(),
+                store.add_notifications(run(&["f", "boom", "g"]), true),
+            )
+            .await;
+        assert_eq!(halted.len(), 2, "nothing after the failure");
+        assert!(matches!(halted[0], Ok(Some(_))) && halted[1].is_err());
+
+        store.commit_barrier().await.unwrap();
+        assert!(!shared.failed());
+        let texts: Vec<String> = Connection::open(dir.path().join(DB_FILE))
+            .unwrap()
+            .prepare("SELECT text FROM notifications ORDER BY id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(texts, ["a", "b", "c", "d", "e", "f"]);
+        let events: i64 = Connection::open(dir.path().join(DB_FILE))
+            .unwrap()
+            .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(events, 6, "a rolled-back insert leaves no event");
     }
 
     /// A write that fails inside a group takes back only its own changes: the writes before

@@ -99,6 +99,11 @@ pub fn catalogued(code: &str) -> Option<ApiError> {
 }
 
 impl Faults {
+    /// Whether any fault is in the table, spent ones included (one atomic load).
+    pub fn any(&self) -> bool {
+        self.count.load(Ordering::Acquire) != 0
+    }
+
     /// Adds a fault; the message says what is wrong with the spec.
     pub fn add(&self, mut spec: FaultSpec) -> Result<FaultView, String> {
         spec.method = spec.method.trim().to_lowercase();
