@@ -856,7 +856,7 @@ pub fn push_bitrix_json_of(j: &serde_json::Value, out: &mut String) {
 ///
 /// Returns `false`, appending nothing, when `php` is not valid JSON or holds anything that the
 /// tree would write differently: whitespace, a `\u` escape other than a control character's,
-/// an unescaped `/`, an integer outside `i64`, a float not written as [`write_json_float`]
+/// an unescaped `/`, an integer outside `i64`, a float not written as `write_json_float`
 /// writes it, `{}`, or an object whose first key is `"0"` (a list candidate). The caller then
 /// takes the tree's path. Objects with a repeated key are not detected (the tree keeps the
 /// last value): `to_php_json` never writes one.

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::Server;
+use common::{Options, Server};
 use serde_json::{json, Value};
 
 fn enc(s: &str) -> String {
@@ -493,4 +493,31 @@ fn command_times_follow_one_another() {
     assert!(f(&times[0], "start") >= f(outer, "start") - 1e-6, "{j}");
     assert!(f(&times[25], "finish") <= f(outer, "finish") + 1e-6, "{j}");
     assert!(total <= f(outer, "duration") + 1e-5, "{total} vs {outer}");
+}
+
+/// A batch whose answers would pass `limits.batch_max_answer_bytes` fails whole, and stores no
+/// more adds than the one-by-one loop did: the adds whose ids fit, and the one that did not.
+/// A run of adds stored before its answers were charged would deliver every add of the batch
+/// under that error.
+#[test]
+fn adds_past_the_answer_budget_are_not_stored_under_the_error() {
+    let s = Server::start_with(Options {
+        envs: vec![("IMNOTIFY_LIMITS__BATCH_MAX_ANSWER_BYTES".into(), "5".into())],
+        ..Options::default()
+    });
+    let before = s.notification_count();
+    let cmds: Vec<String> = (0..30)
+        .map(|i| format!("im.notify.system.add?USER_ID=1&MESSAGE=b{i}"))
+        .collect();
+    let r = s.post_json(&format!("{}batch", s.hook), &json!({ "cmd": cmds }));
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(
+        r.json()["error"],
+        "ERROR_BATCH_ANSWER_TOO_LARGE",
+        "{}",
+        r.body
+    );
+    // Ids of one digit: five fit in five bytes, the sixth does not.
+    let stored = s.notification_count() - before;
+    assert!(stored <= 6, "{stored} notifications stored under the error");
 }

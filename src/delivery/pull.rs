@@ -468,13 +468,16 @@ impl Cursor {
             }
             match sub.recv().await {
                 Some(first) => {
-                    let mut batch: Vec<Event> = first.iter().map(|ev| (**ev).clone()).collect();
-                    while batch.len() < REPLAY_PAGE {
-                        match sub.try_recv() {
-                            Ok(more) => batch.extend(more.iter().map(|ev| (**ev).clone())),
-                            Err(_) => break,
-                        }
-                    }
+                    // Everything queued, as SSE streams take it: a stream writes once per gap
+                    // (up to `hub::MAX_LIVE_GAP`), so a fixed number per write would let a
+                    // stream that keeps up on average fall behind until the hub drops it. The
+                    // hub's byte bound still caps what is queued.
+                    let mut ready = vec![first];
+                    sub.drain_into(&mut ready);
+                    let mut batch: Vec<Event> = ready
+                        .iter()
+                        .flat_map(|b| b.iter().map(|ev| (**ev).clone()))
+                        .collect();
                     batch.retain(|ev| ev.id > self.last);
                     if let Some(ev) = batch.last() {
                         self.last = ev.id;

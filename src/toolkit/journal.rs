@@ -412,6 +412,8 @@ fn mask_command(cmd: &str) -> std::borrow::Cow<'_, str> {
                 .next()
                 .map(|(k, _)| k.into_owned())
                 .unwrap_or_default();
+            // PHP's decoder ends a name at a NUL byte, as `params::register_variable` does.
+            let name = name.split('\0').next().unwrap_or_default();
             let base = name.split('[').next().unwrap_or_default();
             // The rest of PHP's mangling (`php_key`) happens to the base only.
             if is_masked(base.trim_start_matches(' ')) {
@@ -624,12 +626,14 @@ mod tests {
         let mut cmd = Array::new();
         cmd.insert(
             "g",
-            Value::from("im.notify.get?auth.=S6&auth%20x=S7& auth=S8&auth%5B=S9&authx=K4"),
+            Value::from(
+                "im.notify.get?auth.=S6&auth%20x=S7& auth=S8&auth%5B=S9&auth%00x=S10&authx=K4",
+            ),
         );
         let mut p = Array::new();
         p.insert("cmd", Value::Arr(cmd));
         let (j, _) = snapshot_params(&p, 4096);
-        for secret in ["S6", "S7", "S8", "S9"] {
+        for secret in ["S6", "S7", "S8", "S9", "S10"] {
             assert!(!j.contains(secret), "{secret} in {j}");
         }
         assert!(j.contains("K4"), "{j}");
