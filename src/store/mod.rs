@@ -298,6 +298,25 @@ impl SharedCommit {
     }
 }
 
+/// [`Store::add_notifications`] one draft after another through [`Store::add_notification`]:
+/// the trait's default, and SQLite's way outside a batch.
+pub(crate) async fn add_each<S: Store + ?Sized>(
+    store: &S,
+    drafts: Vec<(Draft, i64)>,
+    stop_at_error: bool,
+) -> Vec<StoreResult<Option<i64>>> {
+    let mut results = Vec::with_capacity(drafts.len());
+    for (draft, created_at) in drafts {
+        let result = store.add_notification(draft, created_at).await;
+        let failed = result.is_err();
+        results.push(result);
+        if failed && stop_at_error {
+            break;
+        }
+    }
+    results
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Stores a notification, first deleting the recipient's earlier notifications with the same
@@ -316,16 +335,7 @@ pub trait Store: Send + Sync + 'static {
         drafts: Vec<(Draft, i64)>,
         stop_at_error: bool,
     ) -> Vec<StoreResult<Option<i64>>> {
-        let mut results = Vec::with_capacity(drafts.len());
-        for (draft, created_at) in drafts {
-            let result = self.add_notification(draft, created_at).await;
-            let failed = result.is_err();
-            results.push(result);
-            if failed && stop_at_error {
-                break;
-            }
-        }
-        results
+        add_each(self, drafts, stop_at_error).await
     }
 
     /// Waits until every write made so far inside [`SHARED_COMMIT`] by this caller is durable.

@@ -1881,16 +1881,7 @@ impl Store for SqliteStore {
     ) -> Vec<StoreResult<Option<i64>>> {
         let Ok(shared) = super::SHARED_COMMIT.try_with(Arc::clone) else {
             // Answered after their commit: one by one, as the trait's default does.
-            let mut results = Vec::with_capacity(drafts.len());
-            for (draft, created_at) in drafts {
-                let result = self.add_notification(draft, created_at).await;
-                let failed = result.is_err();
-                results.push(result);
-                if failed && stop_at_error {
-                    break;
-                }
-            }
-            return results;
+            return super::add_each(self, drafts, stop_at_error).await;
         };
         // One job for the writer: one trip there and back, one wake-up of each thread, and
         // one savepoint for the run instead of one per insert (issue 15, goal 4).
