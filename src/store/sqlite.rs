@@ -2941,12 +2941,9 @@ mod tests {
 
     /// Inserts run without savepoints in groups of their own; a failing one makes the writer
     /// roll the group back and run it again with savepoints, so it fails alone.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_failing_insert_fails_alone_in_a_group_of_inserts() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
-        store.add_user(admin(1)).await.unwrap();
-        // A temporary trigger lives on the writer's own connection only.
+    /// Makes the writer refuse every notification whose text is `boom`. A temporary trigger
+    /// lives on the writer's own connection only.
+    async fn refuse_boom(store: &SqliteStore) {
         store
             .write(|c| {
                 c.execute_batch(
@@ -2957,6 +2954,14 @@ mod tests {
             })
             .await
             .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failing_insert_fails_alone_in_a_group_of_inserts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
+        store.add_user(admin(1)).await.unwrap();
+        refuse_boom(&store).await;
         let reruns_before = crate::metrics::group_reruns();
         let mut failed = 0;
         for round in 0..20 {
@@ -3026,16 +3031,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path()).unwrap();
         store.add_user(admin(1)).await.unwrap();
-        store
-            .write(|c| {
-                c.execute_batch(
-                    "CREATE TEMP TRIGGER boom BEFORE INSERT ON notifications \
-                     WHEN NEW.text = 'boom' BEGIN SELECT RAISE(ABORT, 'boom'); END",
-                )
-                .map_err(backend)
-            })
-            .await
-            .unwrap();
+        refuse_boom(&store).await;
         let run = |texts: &[&str]| -> Vec<(Draft, i64)> {
             texts.iter().map(|t| (draft(1, t), 7)).collect()
         };
