@@ -20,6 +20,7 @@ install_missing_packages "${need[@]}"
 # nothing to test), and the run ends with one summary block: every stage, pass or fail, its
 # count and its time. The exit status is non-zero if any stage failed.
 summary=()
+failures=()
 failed=0
 logdir=$(mktemp -d)
 trap 'rm -rf "$logdir"' EXIT
@@ -47,6 +48,15 @@ stage() {
   local log="$logdir/${name// /_}.log" began=$SECONDS status
   echo "=== $name"
   if "$@" 2>&1 | tee "$log"; then status=pass; else status=FAIL; failed=1; fi
+  # A failed stage names its failed tests in the summary too: the summary is often all of the
+  # output that survives (nextest's FAIL/TIMEOUT/SIG* lines, cargo test's "---- name" headers).
+  if [ "$status" = FAIL ]; then
+    while IFS= read -r line; do
+      failures+=("$name: $line")
+    done < <(sed -E 's/\x1b\[[0-9;]*m//g' "$log" \
+      | grep -aE '^\s+(FAIL|TIMEOUT|SIG[A-Z]+|LEAK) \[|^---- .* ----$' \
+      | sed -E 's/^\s+//' | sort -u | head -n 20 || true)
+  fi
   summary+=("$(printf '%-22s %-5s %6ss  %s' "$name" "$status" "$((SECONDS - began))" "$(count_of "$log")")")
   [ "$status" = pass ]
 }
@@ -56,6 +66,10 @@ print_summary() {
   echo "=== summary"
   printf '%-22s %-5s %7s  %s\n' stage result time count
   printf '%s\n' "${summary[@]}"
+  if [ "${#failures[@]}" != 0 ]; then
+    echo "failed tests:"
+    printf '  %s\n' "${failures[@]}"
+  fi
   if [ "$failed" = 0 ]; then echo "all stages passed"; else echo "SOME STAGES FAILED"; fi
 }
 
