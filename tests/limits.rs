@@ -115,7 +115,10 @@ fn buckets_are_per_credential_and_bad_credentials_are_limited_too() {
 #[test]
 fn a_webhook_can_have_its_own_limit() {
     let s = with_limits(&[]);
-    let tight = webhook_with(&s, &["--rate-burst", "3"]);
+    // A slow refill (one call per 5 s), so that five calls on a loaded machine or PostgreSQL,
+    // where each durable write may take a few hundred ms, cannot earn back a place (at the
+    // default 2/s the fifth sometimes did).
+    let tight = webhook_with(&s, &["--rate-burst", "3", "--rate-per-second", "0.2"]);
     let printed = s.cli(&[
         "webhook",
         "add",
