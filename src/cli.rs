@@ -502,7 +502,39 @@ pub fn load_config(global: &GlobalArgs, mut overrides: Overrides) -> anyhow::Res
     overrides.data_dir = global.data_dir.clone();
     overrides.database_url = global.database_url.clone();
     Config::load(global.config.as_deref(), &overrides)
-        .map_err(|e| anyhow::anyhow!("configuration: {e}"))
+        .map_err(|e| anyhow::anyhow!("configuration: {}", describe_config_error(*e)))
+}
+
+/// figment's own wording names a file's key with its profile, `"default.limits.rate.burst"`,
+/// a profile the operator never wrote; this names the key as it is written in the file (the
+/// variable's name for the environment) and the source, one line per error.
+fn describe_config_error(e: figment::Error) -> String {
+    e.into_iter()
+        .map(|e| {
+            let mut line = e.kind.to_string();
+            if !e.path.is_empty() {
+                let key = e.path.join(".");
+                match &e.metadata {
+                    Some(m) if m.name.contains("environment") => line.push_str(&format!(
+                        " for IMNOTIFY_{}",
+                        key.replace('.', "__").to_ascii_uppercase()
+                    )),
+                    _ => line.push_str(&format!(" for key {key}")),
+                }
+            }
+            if let Some(m) = &e.metadata {
+                match &m.source {
+                    Some(source) => line.push_str(&format!(" in {source}")),
+                    None if !m.name.contains("environment") => {
+                        line.push_str(&format!(" in {}", m.name))
+                    }
+                    None => {}
+                }
+            }
+            line
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Admin commands (and `migrate --from-sqlite`) work on an existing SQLite database: a data

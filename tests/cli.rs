@@ -250,6 +250,40 @@ fn a_bad_listen_address_says_what_to_write() {
     assert!(!data.exists(), "a refused start made {}", data.display());
 }
 
+/// A configuration value of the wrong type is named as the operator wrote it: the file's key
+/// (`limits.rate.burst`, not figment's `default.limits.rate.burst`, a profile nobody wrote)
+/// with the file, and the environment's variable by its full name.
+#[test]
+fn a_bad_config_value_names_the_key_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("imnotify.toml");
+    std::fs::write(&file, "[limits.rate]\nburst = \"many\"\n").unwrap();
+    let run = |env: Option<(&str, &str)>, config: bool| {
+        let mut c = Command::new(BIN);
+        c.args(["webhook", "list", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .env_remove("IMNOTIFY_CONFIG")
+            .env_remove("IMNOTIFY_DATABASE_URL");
+        if config {
+            c.arg("--config").arg(&file);
+        }
+        if let Some((k, v)) = env {
+            c.env(k, v);
+        }
+        let out = c.output().unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = run(None, true);
+    assert!(
+        err.contains("for key limits.rate.burst in ") && err.contains("imnotify.toml"),
+        "{err}"
+    );
+    assert!(!err.contains("default."), "{err}");
+    let err = run(Some(("IMNOTIFY_LIMITS__RATE__BURST", "many")), false);
+    assert!(err.contains("for IMNOTIFY_LIMITS__RATE__BURST"), "{err}");
+}
+
 #[test]
 fn help_documents_every_option() {
     let out = Command::new(BIN)
