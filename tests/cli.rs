@@ -284,6 +284,88 @@ fn a_bad_config_value_names_the_key_as_written() {
     assert!(err.contains("for IMNOTIFY_LIMITS__RATE__BURST"), "{err}");
 }
 
+/// The first-start banner of `serve` with `args` (on loopback, port 0): its stdout lines up
+/// to the sign-in hint.
+fn banner_with(args: &[&str], envs: &[(&str, &str)]) -> Vec<String> {
+    use std::io::BufRead as _;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args(args)
+        .env_remove("IMNOTIFY_DATA_DIR")
+        .env_remove("IMNOTIFY_DATABASE_URL")
+        .env_remove("IMNOTIFY_REQUIRE_HTTPS")
+        .env_remove("IMNOTIFY_TRUSTED_PROXIES")
+        .envs(envs.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut banner = Vec::new();
+    while let Ok(line) = rx.recv_timeout(std::time::Duration::from_secs(20)) {
+        let done = line.starts_with("To read it");
+        banner.push(line);
+        if done {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    banner
+}
+
+/// A server that requires HTTPS (the default beyond loopback) but speaks plain HTTP and trusts
+/// no TLS proxy refuses every credential: its banner says so, and how to fix it, before the
+/// webhook and its curl line, which would fail. With a trusted proxy it does not.
+#[test]
+fn the_banner_warns_when_no_credential_can_work() {
+    let banner = banner_with(&["--require-https", "true"], &[]);
+    let warn = banner
+        .iter()
+        .position(|l| l.starts_with("Warning: HTTPS is required"));
+    let hook = banner.iter().position(|l| l.starts_with("Webhook: "));
+    assert!(
+        matches!((warn, hook), (Some(w), Some(h)) if w < h),
+        "{banner:#?}"
+    );
+    let line = &banner[warn.unwrap()];
+    assert!(
+        line.contains("tls.cert")
+            && line.contains("trusted_proxies")
+            && line.contains("--require-https false"),
+        "{line}"
+    );
+    let proxied = [("IMNOTIFY_TRUSTED_PROXIES", r#"["127.0.0.1"]"#)];
+    for (args, envs) in [
+        (&["--require-https", "true"][..], &proxied[..]),
+        (&["--require-https", "false"], &[]),
+        (&[], &[]),
+    ] {
+        let banner = banner_with(args, envs);
+        assert!(
+            banner.iter().any(|l| l.starts_with("Webhook: ")),
+            "{banner:#?}"
+        );
+        assert!(
+            !banner.iter().any(|l| l.starts_with("Warning: ")),
+            "{args:?} {envs:?}: {banner:#?}"
+        );
+    }
+}
+
 #[test]
 fn help_documents_every_option() {
     let out = Command::new(BIN)
