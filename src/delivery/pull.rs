@@ -486,6 +486,7 @@ impl Cursor {
                         if !more {
                             self.flushed = Some(tokio::time::Instant::now());
                         }
+                        hub.note_live_write();
                         return Next::Events(batch);
                     }
                 }

@@ -464,6 +464,7 @@ impl Feed {
                     if drain != Drain::More {
                         self.flushed = Some(Instant::now());
                     }
+                    self.hub.note_live_write();
                     return self.chunk(ready.iter().flat_map(|b| b.iter()));
                 }
                 None => {

@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use super::event::Event;
 
@@ -48,6 +49,10 @@ pub const LIVE_GAP: Duration = Duration::from_millis(10);
 
 /// The longest gap between two writes of one stream, however many streams are open.
 pub const MAX_LIVE_GAP: Duration = Duration::from_millis(250);
+
+/// How long [`Hub::live_gap`] measures the streams' write rate before it follows it: as long as
+/// the longest gap, so that even then each busy stream's writes are in every window.
+pub const GAP_WINDOW: Duration = MAX_LIVE_GAP;
 
 /// Writes a second that all streams together make under load, as long as the gap stays
 /// within [`LIVE_GAP`]..[`MAX_LIVE_GAP`]: with more open streams each waits longer between
@@ -111,8 +116,12 @@ type Senders = Vec<Sender>;
 pub struct Hub {
     subscribers: Mutex<HashMap<i64, Senders>>,
     slots: Mutex<SlotCounts>,
-    /// `slots.total`, readable without the lock ([`Hub::live_gap`]).
-    streams: AtomicUsize,
+    /// Live writes of every stream since `gap.start` ([`Hub::note_live_write`]).
+    live_writes: AtomicU64,
+    /// [`Hub::live_gap`] now, in µs.
+    gap_us: AtomicU64,
+    /// When the current measuring window began; locked only to close it.
+    gap: Mutex<Instant>,
     limits: HubLimits,
     next_id: AtomicU64,
     closed: AtomicBool,
@@ -219,7 +228,6 @@ impl Drop for Slot {
                 slots.by_user.remove(&self.user_id);
             }
         }
-        self.hub.streams.store(slots.total, Ordering::Relaxed);
         crate::metrics::set_streams(slots.total);
     }
 }
@@ -229,7 +237,9 @@ impl Hub {
         Arc::new(Hub {
             subscribers: Mutex::new(HashMap::new()),
             slots: Mutex::new(SlotCounts::default()),
-            streams: AtomicUsize::new(0),
+            live_writes: AtomicU64::new(0),
+            gap_us: AtomicU64::new(LIVE_GAP.as_micros() as u64),
+            gap: Mutex::new(Instant::now()),
             limits,
             next_id: AtomicU64::new(1),
             closed: AtomicBool::new(false),
@@ -255,7 +265,6 @@ impl Hub {
         if kind == StreamKind::Integration {
             mine.1 += 1;
         }
-        self.streams.store(slots.total, Ordering::Relaxed);
         crate::metrics::set_streams(slots.total);
         Some(Slot {
             hub: self.clone(),
@@ -265,15 +274,40 @@ impl Hub {
     }
 
     /// The least time between two writes of live events on one stream now: [`LIVE_GAP`], or
-    /// longer with many streams open, so that together they write about
-    /// [`LIVE_WRITES_PER_SECOND`] times a second under load (100 streams: 100 ms), at most
-    /// [`MAX_LIVE_GAP`]. An event waits at most this long more than it would alone; a stream
-    /// that was quiet for the gap writes at once.
+    /// longer while the streams together write more than [`LIVE_WRITES_PER_SECOND`] times a
+    /// second (100 streams that each have events all the time: 100 ms), at most
+    /// [`MAX_LIVE_GAP`]. It follows the writes streams make ([`Hub::note_live_write`]), not
+    /// the streams held open: idle streams, however many one client holds, do not slow anyone
+    /// else's events. An event waits at most this long more than it would alone; a stream that
+    /// was quiet for the gap writes at once.
     pub fn live_gap(&self) -> Duration {
-        let streams = u32::try_from(self.streams.load(Ordering::Relaxed)).unwrap_or(u32::MAX);
-        (Duration::from_secs(1) / LIVE_WRITES_PER_SECOND)
-            .saturating_mul(streams)
-            .clamp(LIVE_GAP, MAX_LIVE_GAP)
+        self.live_gap_at(Instant::now())
+    }
+
+    /// [`Hub::live_gap`] at `now`. Once per [`GAP_WINDOW`] the gap is scaled by the measured
+    /// write rate over the target: with `n` streams that always have events, each writes once
+    /// per gap `g`, so the rate is `n / g` and the next gap `g × (n / g) / target` is `n / target`
+    /// whatever `g` was; with sparse events the rate is lower and the gap shrinks back.
+    fn live_gap_at(&self, now: Instant) -> Duration {
+        if let Ok(mut start) = self.gap.try_lock() {
+            let elapsed = now.saturating_duration_since(*start);
+            if elapsed >= GAP_WINDOW {
+                let writes = self.live_writes.swap(0, Ordering::Relaxed);
+                *start = now;
+                let rate = writes as f64 / elapsed.as_secs_f64();
+                let gap = Duration::from_micros(self.gap_us.load(Ordering::Relaxed))
+                    .mul_f64(rate / f64::from(LIVE_WRITES_PER_SECOND))
+                    .clamp(LIVE_GAP, MAX_LIVE_GAP);
+                self.gap_us.store(gap.as_micros() as u64, Ordering::Relaxed);
+            }
+        }
+        Duration::from_micros(self.gap_us.load(Ordering::Relaxed))
+    }
+
+    /// Counts one write of live events by a stream (an SSE body chunk, a Push&Pull frame), for
+    /// [`Hub::live_gap`]. One relaxed atomic add.
+    pub fn note_live_write(&self) {
+        self.live_writes.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Starts receiving `user_id`'s events committed from now on. `None` once the hub is closed
@@ -556,26 +590,50 @@ mod tests {
         assert_eq!(hub.subscriber_count(1), 1);
     }
 
+    /// `n` streams that always have events: each writes once per gap, for `windows` windows.
+    fn busy(hub: &Hub, n: u64, t: &mut Instant, windows: u32) -> Duration {
+        let end = *t + GAP_WINDOW * windows;
+        while *t < end {
+            let gap = hub.live_gap_at(*t);
+            for _ in 0..n {
+                hub.note_live_write();
+            }
+            *t += gap;
+        }
+        hub.live_gap_at(*t)
+    }
+
+    fn near(a: Duration, b: Duration) -> bool {
+        a.abs_diff(b) <= b / 5
+    }
+
     #[test]
-    fn the_gap_grows_with_the_open_streams_within_its_bounds() {
+    fn the_gap_follows_the_streams_writes_within_its_bounds() {
         let hub = Hub::new(HubLimits {
             per_user: 1000,
             total: 1000,
         });
-        assert_eq!(hub.live_gap(), LIVE_GAP);
-        let mut held: Vec<Slot> = (0..5)
-            .map(|_| hub.admit(1, StreamKind::Browser).unwrap())
+        let mut t = Instant::now();
+        assert_eq!(hub.live_gap_at(t), LIVE_GAP);
+        // Streams held open that write nothing (one client's idle streams) change nothing.
+        let held: Vec<Slot> = (0..600)
+            .map(|_| hub.admit(1, StreamKind::Integration).unwrap())
             .collect();
-        assert_eq!(hub.live_gap(), LIVE_GAP);
-        held.extend((5..100).map(|_| hub.admit(1, StreamKind::Browser).unwrap()));
-        // 100 streams writing every 100 ms: 1,000 writes a second together.
-        assert_eq!(hub.live_gap(), Duration::from_millis(100));
-        held.extend((100..600).map(|_| hub.admit(1, StreamKind::Browser).unwrap()));
-        assert_eq!(hub.live_gap(), MAX_LIVE_GAP);
-        held.truncate(20);
-        assert_eq!(hub.live_gap(), Duration::from_millis(20));
+        t += GAP_WINDOW * 4;
+        assert_eq!(hub.live_gap_at(t), LIVE_GAP);
         drop(held);
-        assert_eq!(hub.live_gap(), LIVE_GAP);
+        // Five busy streams: 500 writes a second, under the target.
+        assert_eq!(busy(&hub, 5, &mut t, 4), LIVE_GAP);
+        // 100 busy streams writing every 100 ms: 1,000 writes a second together.
+        let gap = busy(&hub, 100, &mut t, 6);
+        assert!(near(gap, Duration::from_millis(100)), "{gap:?}");
+        // 600: the longest gap.
+        assert_eq!(busy(&hub, 600, &mut t, 6), MAX_LIVE_GAP);
+        // 20, then none: back down.
+        let gap = busy(&hub, 20, &mut t, 8);
+        assert!(near(gap, Duration::from_millis(20)), "{gap:?}");
+        t += GAP_WINDOW * 2;
+        assert_eq!(hub.live_gap_at(t), LIVE_GAP);
     }
 
     #[test]
