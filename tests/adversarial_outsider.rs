@@ -214,3 +214,35 @@ fn a_huge_tag_is_cut_to_the_messengers_column_and_still_replaces() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(s.notification_count(), 0);
 }
+
+/// `im.notify.history.search` ran SEARCH_TEXT through SQLite's LIKE (atk7): a search text
+/// whose pattern passed SQLite's 50,000-byte LIKE limit (20,000 three-byte characters, less
+/// than the longest text a notification keeps) answered 500 INTERNAL_SERVER_ERROR and logged
+/// an ERROR, and LIKE's character-by-character compare at every offset made a long search
+/// over long texts take minutes. It finds the text with `instr` now, also past that size.
+#[test]
+fn a_long_search_text_finds_its_notification_instead_of_failing() {
+    let s = Server::start();
+    let text = "€".repeat(20_000);
+    let id = s.notify(json!({"USER_ID": 1, "MESSAGE": format!("Ab{text}")}));
+    s.notify(json!({"USER_ID": 1, "MESSAGE": "something else"}));
+    let r = s.post_json(
+        &s.hook_url("im.notify.history.search"),
+        &json!({"SEARCH_TEXT": format!("aB{text}")}),
+    );
+    assert_eq!(r.status, 200, "{:.300}", r.body);
+    let found: Vec<i64> = r.json()["result"]["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(found, vec![id], "ASCII case is folded as LIKE folded it");
+    // LIKE's wildcards are plain characters in a search text.
+    let r = s.post_json(
+        &s.hook_url("im.notify.history.search"),
+        &json!({"SEARCH_TEXT": "some%ing"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["result"]["total_results"], 0, "{}", r.body);
+}
