@@ -787,6 +787,13 @@ pub async fn run_admin(config: Config, command: Command) -> anyhow::Result<()> {
             oauth::check_redirect_uri(&a.redirect_uri)
                 .map_err(|e| anyhow::anyhow!("--redirect-uri: {e}"))?;
             let rate = a.rate.parse()?;
+            // As the fixtures check it: a typo in the list would otherwise lock out the user
+            // meant, with nothing said until their first call fails with user_access_error.
+            for &id in a.allowed_users.iter().flatten() {
+                if store.user(id).await?.is_none() {
+                    bail!("--allowed-users: user {id} does not exist");
+                }
+            }
             let fixed = a.client_id.is_some();
             let client_id = a.client_id.unwrap_or_else(oauth::new_client_id);
             let client_secret = a.client_secret.unwrap_or_else(oauth::new_client_secret);

@@ -76,6 +76,25 @@ fn admin_errors_are_reported() {
     assert!(err.contains("user 99 does not exist"), "{err}");
     // A missing user is not a conflict.
     assert!(!err.contains("conflict"), "{err}");
+    // An app restricted to a user who does not exist is refused, and not created.
+    let typo = s.cli(&[
+        "app",
+        "add",
+        "--name",
+        "Typo",
+        "--scope",
+        "im",
+        "--allowed-users",
+        "1,98",
+    ]);
+    assert!(!typo.status.success());
+    let err = String::from_utf8_lossy(&typo.stderr);
+    assert!(
+        err.contains("--allowed-users: user 98 does not exist"),
+        "{err}"
+    );
+    let apps = String::from_utf8(s.cli(&["app", "list"]).stdout).unwrap();
+    assert!(!apps.contains("Typo"), "{apps}");
 }
 
 #[test]

@@ -1103,7 +1103,7 @@ impl Client {
                 Error::Api {
                     code: ErrorCode::InvalidToken | ErrorCode::ExpiredToken,
                     ..
-                } if token.is_some() && self.access_token() != token => continue,
+                } if token.is_some() && self.replaced_by_refresh(token.as_deref()) => continue,
                 Error::Api {
                     code: ErrorCode::QueryLimitExceeded,
                     ..
@@ -1210,6 +1210,15 @@ impl Client {
             .read_to_string()
             .map_err(|e| Error::Network(e.to_string()))?;
         Ok((status, text))
+    }
+
+    /// Whether `token` is no longer the current access token, once any refresh under way (by
+    /// this client or a clone) has finished. The server revokes the old token while the
+    /// refreshing call still reads its answer, so a call refused in that window would
+    /// otherwise still see the old token here and report `invalid_token`.
+    fn replaced_by_refresh(&self, token: Option<&str>) -> bool {
+        drop(lock(&self.inner.refreshing));
+        self.access_token().as_deref() != token
     }
 
     /// Exchanges the refresh token for a new pair, stores it and tells the hook; `expired` is
