@@ -849,6 +849,53 @@ fn send_prints_the_id_or_the_answer_and_exits_by_the_kind_of_failure() {
     );
 }
 
+/// Two URL mistakes a newcomer makes with `send` are named as such: the URL of one call pasted
+/// whole (the method after the code) is a usage error saying where a webhook URL ends, not the
+/// server's ERROR_METHOD_NOT_FOUND; `https://` to a plain-HTTP server gets a hint after rustls's
+/// "InvalidContentType". Nothing is sent either way.
+#[test]
+fn send_names_a_method_pasted_into_the_url_and_https_to_plain_http() {
+    let s = start();
+    let hook = s.webhook.as_str();
+    for tail in [
+        "im.notify.system.add",
+        "im.notify.system.add.json/",
+        "im.notify.get/x",
+    ] {
+        let (code, _, err) = send(
+            &[
+                "--webhook",
+                &format!("{hook}{tail}"),
+                "--user",
+                "1",
+                "--message",
+                "x",
+            ],
+            &[],
+        );
+        let shown = tail.trim_end_matches('/');
+        assert_eq!(code, 2, "{tail}: {err}");
+        assert!(
+            err.contains(&format!("ends with {shown:?} after the code")),
+            "{tail}: {err}"
+        );
+        // The code itself is not printed.
+        assert!(!err.contains(&hook[hook.len() - 10..]), "{err}");
+    }
+    let https = hook.replacen("http://", "https://", 1);
+    let (code, _, err) = send(&["--webhook", &https, "--user", "1", "--message", "x"], &[]);
+    assert_eq!(code, 5, "{err}");
+    assert!(err.contains("is the URL http://?"), "{err}");
+    assert_eq!(
+        s.client()
+            .get(&GetQuery::default())
+            .unwrap()
+            .notifications
+            .len(),
+        0
+    );
+}
+
 /// The crate-level example of imnotify-client is the one the README shows (issue 17).
 #[test]
 fn the_readme_shows_the_crate_level_example() {
