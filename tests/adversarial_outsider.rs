@@ -1,5 +1,5 @@
-//! Attacks of an outsider on what changed last (the attack4 round): each test reproduces one
-//! finding against the real binary over HTTP and holds the fix.
+//! Attacks of an outsider on what changed last (the attack4 and atk7 rounds): each test
+//! reproduces one finding against the real binary over HTTP and holds the fix.
 
 mod common;
 
@@ -149,4 +149,100 @@ fn a_held_long_poll_sends_nothing_committed_after_its_webhook_was_revoked() {
         r.body
     );
     assert_eq!(r.status, 400, "{}", r.body);
+}
+
+/// TAG and SUB_TAG were stored whole (atk7): a webhook could put 8 MB of tag into every
+/// notification of any recipient, and each one went out again in every `im.notify.get` page
+/// (20 such notifications made one 158 MB answer and took the server to 709 MB RSS). The
+/// stored `MP|ns|TAG` is cut at 255 characters as the messenger's `varchar(255)` columns cut
+/// it, and the same cut applies to TAG replace and delete by tag, so a long tag still finds
+/// its own notifications.
+#[test]
+fn a_huge_tag_is_cut_to_the_messengers_column_and_still_replaces() {
+    let s = Server::start();
+    // Two-byte characters: the cut counts characters, not bytes.
+    let tag = "ж".repeat(1_000_000);
+    let sub_tag = "s".repeat(1_000_000);
+    let add = |message: &str| {
+        let r = s.post_json(
+            &s.hook_url("im.notify.system.add"),
+            &json!({"USER_ID": 1, "MESSAGE": message, "TAG": tag, "SUB_TAG": sub_tag, "CLIENT_ID": "c"}),
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.json()["result"].as_i64().unwrap()
+    };
+    let first = add("first");
+    let lengths = |id: i64| -> (i64, i64) {
+        let row = s.query(
+            "SELECT length(tag), length(sub_tag) FROM notifications WHERE id = ?1",
+            &[id.into()],
+        );
+        let col = |i: usize| row[0][i].as_deref().unwrap().parse().unwrap();
+        (col(0), col(1))
+    };
+    assert_eq!(lengths(first), (255, 255), "stored tag and sub-tag lengths");
+
+    // The same long TAG replaces the first notification.
+    let second = add("second");
+    let got = s.post_json(&s.hook_url("im.notify.get"), &json!({}));
+    assert!(
+        got.body.len() < 10_000,
+        "im.notify.get answered {} bytes",
+        got.body.len()
+    );
+    let ids: Vec<i64> = got.json()["result"]["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, vec![second]);
+    let stored = got.json()["result"]["notifications"][0]["notify_tag"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        stored.starts_with("MP|") && stored.ends_with('ж'),
+        "{stored:.40}"
+    );
+
+    // And delete by that TAG finds it.
+    let r = s.post_json(
+        &s.hook_url("im.notify.delete"),
+        &json!({"TAG": tag, "CLIENT_ID": "c"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(s.notification_count(), 0);
+}
+
+/// `im.notify.history.search` ran SEARCH_TEXT through SQLite's LIKE (atk7): a search text
+/// whose pattern passed SQLite's 50,000-byte LIKE limit (20,000 three-byte characters, less
+/// than the longest text a notification keeps) answered 500 INTERNAL_SERVER_ERROR and logged
+/// an ERROR, and LIKE's character-by-character compare at every offset made a long search
+/// over long texts take minutes. It finds the text with `instr` now, also past that size.
+#[test]
+fn a_long_search_text_finds_its_notification_instead_of_failing() {
+    let s = Server::start();
+    let text = "€".repeat(20_000);
+    let id = s.notify(json!({"USER_ID": 1, "MESSAGE": format!("Ab{text}")}));
+    s.notify(json!({"USER_ID": 1, "MESSAGE": "something else"}));
+    let r = s.post_json(
+        &s.hook_url("im.notify.history.search"),
+        &json!({"SEARCH_TEXT": format!("aB{text}")}),
+    );
+    assert_eq!(r.status, 200, "{:.300}", r.body);
+    let found: Vec<i64> = r.json()["result"]["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(found, vec![id], "ASCII case is folded as LIKE folded it");
+    // LIKE's wildcards are plain characters in a search text.
+    let r = s.post_json(
+        &s.hook_url("im.notify.history.search"),
+        &json!({"SEARCH_TEXT": "some%ing"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["result"]["total_results"], 0, "{}", r.body);
 }

@@ -322,3 +322,27 @@ fn a_gated_address_is_refused_and_logged_as_a_warning_not_an_error() {
     assert!(log.lines().any(warned), "{log}");
     assert!(!log.contains("\"level\":\"ERROR\""), "{log}");
 }
+
+/// A long poll over the user's stream cap gets 503, and that refusal of a limit is logged at
+/// WARN, not at ERROR (atk7: a client polling in a loop at its cap wrote an ERROR line a poll).
+#[test]
+fn a_poll_over_the_stream_cap_is_logged_as_a_warning_not_an_error() {
+    let s = Server::start_with(Options {
+        envs: common::envs(&[("IMNOTIFY_EVENTS__MAX_STREAMS_PER_USER", "4")]),
+        ..Options::default()
+    });
+    s.add_user(2, &[]);
+    let hook = s.add_webhook(2, "im,pull_channel");
+    let channel = config(&s, &hook, "pull.config.get", &s.addr)["channels"]["private"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Every place the user's webhook streams may take (the sockets past them are closed).
+    let _held: Vec<_> = (0..4).map(|_| open_socket(&s, &channel)).collect();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(poll(&s, &channel, None).status, 503);
+    let warned = |l: &str| l.contains("\"level\":\"WARN\"") && l.contains("\"status\":503");
+    let log = s.log_with(warned);
+    assert!(log.lines().any(warned), "{log}");
+    assert!(!log.contains("\"level\":\"ERROR\""), "{log}");
+}

@@ -142,8 +142,9 @@ async fn check_gated(
     checked.ok_or(Refusal::Channel)
 }
 
-/// The 503 of an address the per-IP gate refused: a limit's refusal, which the request log
-/// writes at WARN, not as a failure (`protocol::envelope::Refusal`).
+/// The 503 of an address the per-IP gate refused, or of a user at the stream caps
+/// (`events.max_streams_per_user`, `events.max_streams`): a limit's refusal, which the request
+/// log writes at WARN, not as a failure (`protocol::envelope::Refusal`).
 fn gate_refused() -> Response {
     let mut resp = StatusCode::SERVICE_UNAVAILABLE.into_response();
     resp.extensions_mut()
@@ -669,7 +670,8 @@ pub async fn sub(State(state): State<AppState>, req: Request) -> Response {
     let channel_pub = channel::public_part(&ask.channel_id).to_owned();
     let hub = state.store.hub();
     let Some(_slot) = hub.admit(channel.user_id, StreamKind::Integration) else {
-        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+        // A poll loop at the cap wrote an ERROR line per poll before (atk7).
+        return gate_refused();
     };
     let Some((mut cursor, head)) = Cursor::open(&state, channel.user_id, ask.resume).await else {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();

@@ -200,13 +200,25 @@ pub fn tag_origin(origin: &Origin, params: &Array) -> Option<String> {
     }
 }
 
-/// `MP|{ns}|{TAG}`, or `None` when the value is empty by PHP rules.
+/// The most characters a stored tag (`MP|{ns}|{TAG}`) or sub-tag keeps: the messenger's
+/// `NOTIFY_TAG` and `NOTIFY_SUB_TAG` columns are `varchar(255)`, which cut a longer value.
+/// Without the cut one call stored a whole body's worth of tag (8 MB), and each such
+/// notification was sent again in every `im.notify.get` page and event.
+pub const TAG_MAX_CHARS: usize = 255;
+
+/// `MP|{ns}|{TAG}` cut at [`TAG_MAX_CHARS`] characters, or `None` when the value is empty by
+/// PHP rules. Adds, TAG replace and delete by tag all go through it, so a tag longer than the
+/// cut still finds its own notifications.
 pub fn namespaced(namespace: &str, value: Option<&Value>) -> Option<String> {
     let value = value?;
     if value.is_empty() || !value.is_scalar() {
         return None;
     }
-    Some(format!("MP|{namespace}|{}", value.to_php_string()))
+    let mut tag = format!("MP|{namespace}|{}", value.to_php_string());
+    if let Some((cut, _)) = tag.char_indices().nth(TAG_MAX_CHARS) {
+        tag.truncate(cut);
+    }
+    Some(tag)
 }
 
 /// The messenger's storage normalisation (D7): line-break markers become newlines, the text is
