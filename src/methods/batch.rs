@@ -234,6 +234,7 @@ impl<'a> Batch<'a> {
                 .await
                 .into_iter();
             self.unsettled = true;
+            crate::metrics::record_batch_run(writes);
             share = (state.clock.now() - sent).max(0.0) / writes as f64;
         }
         let mut offset = 0.0;
