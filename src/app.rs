@@ -304,6 +304,17 @@ pub async fn serve(mut config: Config, fixtures: Option<std::path::PathBuf>) -> 
     if config.public_url.is_some() {
         println!("Public URL: {base}");
     }
+    // Nothing can authenticate then: every credential needs HTTPS, and no HTTPS can arrive.
+    // Said before the webhook and its curl line, which would fail with "Https required.".
+    if config.require_https() && !config.tls_enabled() && config.trusted_proxies.is_empty() {
+        let why = "HTTPS is required (require_https: on by default when listening beyond \
+                   loopback), but this server speaks plain HTTP and trusts no TLS proxy: every \
+                   call with a credential answers INVALID_REQUEST \"Https required.\". Set \
+                   tls.cert and tls.key, or put a TLS proxy in front and list it in \
+                   trusted_proxies, or on a trusted network pass --require-https false.";
+        println!("Warning: {why}");
+        tracing::warn!("{why}");
+    }
     if let Some(token) = new_admin_token {
         println!("Admin token (for {base}/admin/api/, shown only now): {token}");
     }

@@ -317,7 +317,7 @@ pub struct AppTokenArgs {
 #[derive(Args, Debug)]
 pub struct ServeArgs {
     /// Address to listen on [env: IMNOTIFY_LISTEN] [default: 127.0.0.1:8080]
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", value_parser = crate::config::parse_listen)]
     pub listen: Option<SocketAddr>,
     /// PEM certificate chain for HTTPS [env: IMNOTIFY_TLS__CERT]
     #[arg(long, value_name = "FILE", requires = "tls_key")]
@@ -502,17 +502,59 @@ pub fn load_config(global: &GlobalArgs, mut overrides: Overrides) -> anyhow::Res
     overrides.data_dir = global.data_dir.clone();
     overrides.database_url = global.database_url.clone();
     Config::load(global.config.as_deref(), &overrides)
-        .map_err(|e| anyhow::anyhow!("configuration: {e}"))
+        .map_err(|e| anyhow::anyhow!("configuration: {}", describe_config_error(*e)))
+}
+
+/// figment's own wording names a file's key with its profile, `"default.limits.rate.burst"`,
+/// a profile the operator never wrote; this names the key as it is written in the file (the
+/// variable's name for the environment) and the source, one line per error.
+fn describe_config_error(e: figment::Error) -> String {
+    e.into_iter()
+        .map(|e| {
+            let mut line = e.kind.to_string();
+            if !e.path.is_empty() {
+                let key = e.path.join(".");
+                match &e.metadata {
+                    Some(m) if m.name.contains("environment") => line.push_str(&format!(
+                        " for IMNOTIFY_{}",
+                        key.replace('.', "__").to_ascii_uppercase()
+                    )),
+                    _ => line.push_str(&format!(" for key {key}")),
+                }
+            }
+            if let Some(m) = &e.metadata {
+                match &m.source {
+                    Some(source) => line.push_str(&format!(" in {source}")),
+                    None if !m.name.contains("environment") => {
+                        line.push_str(&format!(" in {}", m.name))
+                    }
+                    None => {}
+                }
+            }
+            line
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Admin commands (and `migrate --from-sqlite`) work on an existing SQLite database: a data
 /// directory without one is most likely a mistyped `--data-dir`, and creating an empty
 /// database there would hide the mistake behind "user 1 does not exist". Only `serve` creates
 /// a database. The error names the directory and how to make one.
+///
+/// A database this user may not reach (the data directory is 0700, "Data at rest") is not
+/// reported as missing: the usual cause is running the command as another user than the
+/// server, and "start the server once" would send the operator the wrong way.
 fn require_database(dir: &std::path::Path) -> anyhow::Result<()> {
     let db = dir.join(crate::store::sqlite::DB_FILE);
-    if db.exists() {
-        return Ok(());
+    match std::fs::metadata(&db) {
+        Ok(_) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => bail!(
+            "cannot reach the database {db}: {e}: the data directory is private to the user the \
+             server runs as (mode 0700); run this command as that user",
+            db = db.display()
+        ),
+        Err(_) => {}
     }
     bail!(
         "no imnotify database in {dir}: point --data-dir (or IMNOTIFY_DATA_DIR, or data_dir in \
@@ -787,6 +829,13 @@ pub async fn run_admin(config: Config, command: Command) -> anyhow::Result<()> {
             oauth::check_redirect_uri(&a.redirect_uri)
                 .map_err(|e| anyhow::anyhow!("--redirect-uri: {e}"))?;
             let rate = a.rate.parse()?;
+            // As the fixtures check it: a typo in the list would otherwise lock out the user
+            // meant, with nothing said until their first call fails with user_access_error.
+            for &id in a.allowed_users.iter().flatten() {
+                if store.user(id).await?.is_none() {
+                    bail!("--allowed-users: user {id} does not exist");
+                }
+            }
             let fixed = a.client_id.is_some();
             let client_id = a.client_id.unwrap_or_else(oauth::new_client_id);
             let client_secret = a.client_secret.unwrap_or_else(oauth::new_client_secret);
@@ -860,6 +909,10 @@ pub async fn run_admin(config: Config, command: Command) -> anyhow::Result<()> {
             if scopes.is_empty() {
                 bail!("--scope needs at least one scope, e.g. im");
             }
+            // As for apps and fixtures: a typo (`im,usr`) would otherwise make a webhook that
+            // later fails with insufficient_scope, far from its cause.
+            oauth::check_scopes(&scopes, &crate::auth::known_scopes())
+                .map_err(|e| anyhow::anyhow!("--scope: {e}"))?;
             let rate = a.rate.parse()?;
             let code = match a.code {
                 Some(code) => {

@@ -11,10 +11,46 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::{Figment, Provider};
 use serde::{Deserialize, Serialize};
 
+/// Parses a `listen` value (`--listen`, `IMNOTIFY_LISTEN`, the file's `listen`): an IP address
+/// and a port, such as `127.0.0.1:8080` or `[::]:8080`. The error names the value and says
+/// what to write instead, since the usual mistakes (`localhost:8080`, a bare port) get only
+/// "invalid socket address syntax" from the standard parser.
+pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    s.trim().parse().map_err(|_| {
+        format!(
+            "{s:?} is not an IP address and port: write 127.0.0.1:8080 (this machine only), \
+             0.0.0.0:8080 (every IPv4 interface) or [::]:8080; a host name such as localhost \
+             is not accepted"
+        )
+    })
+}
+
+fn deserialize_listen<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    struct Listen;
+    impl serde::de::Visitor<'_> for Listen {
+        type Value = SocketAddr;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an IP address and port such as 127.0.0.1:8080")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<SocketAddr, E> {
+            parse_listen(v).map_err(E::custom)
+        }
+        // `IMNOTIFY_LISTEN=8080` arrives as a number: the same advice as for any bad value.
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<SocketAddr, E> {
+            self.visit_str(&v.to_string())
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<SocketAddr, E> {
+            self.visit_str(&v.to_string())
+        }
+    }
+    d.deserialize_any(Listen)
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Address to listen on. Port 0 picks a free port.
+    #[serde(deserialize_with = "deserialize_listen")]
     pub listen: SocketAddr,
     /// Where the SQLite database lives.
     pub data_dir: PathBuf,

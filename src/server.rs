@@ -375,6 +375,54 @@ pub async fn bind(config: &Config) -> anyhow::Result<Bound> {
     })
 }
 
+/// Answers a plain-HTTP request that reached the HTTPS port (an `http://` URL for an
+/// `https://` server) with `400 INVALID_REQUEST` "This port speaks HTTPS: use https://", in
+/// plain HTTP, and closes. Without it, the client reads the TLS alert as HTTP and reports
+/// "HTTP/0.9" or a parse failure that does not name the cause. The request head is read first
+/// and what follows is drained after the answer, each bounded in bytes and time, so the close
+/// does not reset the connection before the client has read the answer.
+async fn plain_http_on_the_tls_port(mut stream: tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    const BODY: &str =
+        r#"{"error":"INVALID_REQUEST","error_description":"This port speaks HTTPS: use https://"}"#;
+    const LIMIT: usize = 64 * 1024;
+    let mut buf = vec![0u8; 4096];
+    let mut seen = Vec::new();
+    let read_head = async {
+        while seen.len() < LIMIT && !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+        true
+    };
+    if !matches!(
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, read_head).await,
+        Ok(true)
+    ) {
+        return;
+    }
+    let answer = format!(
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json; charset=utf-8\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    if stream.write_all(answer.as_bytes()).await.is_err() || stream.shutdown().await.is_err() {
+        return;
+    }
+    let mut drained = 0;
+    let drain = async {
+        while drained < LIMIT {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => drained += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+}
+
 fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> anyhow::Result<TlsAcceptor> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -477,13 +525,25 @@ impl Bound {
                     let acceptor = acceptor.clone();
                     tokio::spawn(async move {
                         let _held = held;
-                        let tls =
-                            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
-                                .await
-                            {
-                                Ok(Ok(s)) => s,
-                                _ => return,
-                            };
+                        // A TLS record starts with a byte below 0x20; an HTTP request with a
+                        // method's letter: `http://` to this port gets a plain answer saying so.
+                        // One deadline for the probe and the handshake together.
+                        let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
+                        let mut probe = [0u8; 1];
+                        match tokio::time::timeout_at(deadline, stream.peek(&mut probe)).await {
+                            Ok(Ok(n)) if n > 0 => {}
+                            _ => return,
+                        }
+                        if probe[0].is_ascii_alphabetic() {
+                            plain_http_on_the_tls_port(stream).await;
+                            return;
+                        }
+                        let tls = match tokio::time::timeout_at(deadline, acceptor.accept(stream))
+                            .await
+                        {
+                            Ok(Ok(s)) => s,
+                            _ => return,
+                        };
                         let conn =
                             builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
                         let _ = watcher.watch(conn.into_owned()).await;

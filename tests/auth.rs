@@ -175,6 +175,58 @@ fn built_in_tls_serves_webhooks_when_https_is_required() {
     assert!(j["result"].as_i64().unwrap() > 0, "{j}");
 }
 
+/// `http://` to the HTTPS port (a newcomer's likely mistake once `tls.cert` is set) gets a
+/// plain-HTTP 400 `INVALID_REQUEST` naming the fix, even with a body, instead of TLS bytes
+/// that clients report as "HTTP/0.9" or a parse failure (TLS on it: the test above).
+#[test]
+fn plain_http_to_the_tls_port_is_told_to_use_https() {
+    use std::io::{Read as _, Write as _};
+    let dir = tempfile::tempdir().unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    let s = Server::start_with(Options {
+        args: vec![
+            "--tls-cert".into(),
+            cert.display().to_string(),
+            "--tls-key".into(),
+            key.display().to_string(),
+        ],
+        envs: vec![],
+        ..Default::default()
+    });
+    assert!(s.base.starts_with("https://"), "{}", s.base);
+    let addr = s.base.trim_start_matches("https://").trim_end_matches('/');
+    let form = "USER_ID=1&MESSAGE=over+plain+http";
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    write!(
+        conn,
+        "POST {} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+         Content-Length: {}\r\n\r\n{form}",
+        s.hook_url("im.notify.system.add"),
+        form.len()
+    )
+    .unwrap();
+    let mut answer = Vec::new();
+    conn.read_to_end(&mut answer).unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+    let (_, json) = answer.split_once("\r\n\r\n").unwrap();
+    let v: serde_json::Value = serde_json::from_str(json).unwrap();
+    assert_eq!(v["error"], "INVALID_REQUEST", "{answer}");
+    assert!(
+        v["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("https://"),
+        "{answer}"
+    );
+}
+
 #[test]
 fn webhook_codes_are_stored_hashed_and_never_logged() {
     if common::sqlite_only("scans the bytes of the SQLite file and its WAL") {

@@ -76,6 +76,53 @@ fn admin_errors_are_reported() {
     assert!(err.contains("user 99 does not exist"), "{err}");
     // A missing user is not a conflict.
     assert!(!err.contains("conflict"), "{err}");
+    // An app restricted to a user who does not exist is refused, and not created.
+    let typo = s.cli(&[
+        "app",
+        "add",
+        "--name",
+        "Typo",
+        "--scope",
+        "im",
+        "--allowed-users",
+        "1,98",
+    ]);
+    assert!(!typo.status.success());
+    let err = String::from_utf8_lossy(&typo.stderr);
+    assert!(
+        err.contains("--allowed-users: user 98 does not exist"),
+        "{err}"
+    );
+    let apps = String::from_utf8(s.cli(&["app", "list"]).stdout).unwrap();
+    assert!(!apps.contains("Typo"), "{apps}");
+}
+
+/// `webhook add` refuses a scope the server does not serve, as `app add` and the fixtures do:
+/// a typo such as `usr` would otherwise make a webhook whose `user.get` calls fail with
+/// `insufficient_scope` much later. Nothing is created.
+#[test]
+fn webhook_add_refuses_an_unknown_scope() {
+    let s = Server::start();
+    for scope in ["im,usr", "crm", "im,user_brief"] {
+        let out = s.cli(&["webhook", "add", "--user-id", "1", "--scope", scope]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{scope}: {err}");
+        assert!(
+            err.contains("--scope: unknown scope") && err.contains("im, pull, pull_channel, user"),
+            "{scope}: {err}"
+        );
+    }
+    let list = s.cli(&["webhook", "list", "--json"]);
+    let hooks: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    // Only the first start's webhook.
+    assert_eq!(hooks.as_array().unwrap().len(), 1, "{hooks}");
+    // Known scopes in any case still work.
+    let out = s.cli(&["webhook", "add", "--user-id", "1", "--scope", "IM,User"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -131,6 +178,211 @@ fn admin_commands_refuse_a_data_dir_without_a_database() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// An admin command run by a user who may not enter the data directory (made 0700 by the
+/// server, "Data at rest"), typically not the user the server runs as, says so instead of
+/// claiming there is no database and suggesting to start a server there.
+#[test]
+fn admin_commands_say_when_the_database_is_out_of_reach() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("imnotify.sqlite3"), b"").unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["webhook", "list", "--data-dir"])
+        .arg(&data)
+        .env_remove("IMNOTIFY_DATA_DIR")
+        .env_remove("IMNOTIFY_DATABASE_URL");
+    // Root enters any directory, so as root the command runs as nobody; otherwise the
+    // directory is closed to its owner.
+    let root = std::fs::metadata(&data).unwrap().uid() == 0;
+    if root {
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).unwrap();
+        cmd.uid(65534).gid(65534);
+    } else {
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o000)).unwrap();
+    }
+    let out = cmd.output().unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "cannot reach the database {}",
+            data.join("imnotify.sqlite3").display()
+        )) && err.contains("run this command as that user"),
+        "{err}"
+    );
+    assert!(!err.contains("no imnotify database"), "{err}");
+}
+
+/// A `listen` value that is not an IP address and port (`localhost:8080`, a bare port) from the
+/// flag, the environment or the file stops `serve` with a message that names the value and
+/// shows what to write, not only "invalid socket address syntax".
+#[test]
+fn a_bad_listen_address_says_what_to_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let file = dir.path().join("imnotify.toml");
+    std::fs::write(&file, "listen = \"localhost:0\"\n").unwrap();
+    let serve = || {
+        let mut c = Command::new(BIN);
+        c.arg("serve")
+            .arg("--data-dir")
+            .arg(&data)
+            .env_remove("IMNOTIFY_LISTEN")
+            .env_remove("IMNOTIFY_CONFIG")
+            .env_remove("IMNOTIFY_DATABASE_URL");
+        c
+    };
+    let runs = [
+        (
+            "flag",
+            "\"localhost:0\"",
+            serve().args(["--listen", "localhost:0"]).output(),
+        ),
+        (
+            "env",
+            "\"8080\"",
+            serve().env("IMNOTIFY_LISTEN", "8080").output(),
+        ),
+        (
+            "file",
+            "\"localhost:0\"",
+            serve().arg("--config").arg(&file).output(),
+        ),
+    ];
+    for (source, value, out) in runs {
+        let out = out.unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{source}: {err}");
+        assert!(
+            err.contains(&format!("{value} is not an IP address and port"))
+                && err.contains("127.0.0.1:8080"),
+            "{source}: {err}"
+        );
+    }
+    assert!(!data.exists(), "a refused start made {}", data.display());
+}
+
+/// A configuration value of the wrong type is named as the operator wrote it: the file's key
+/// (`limits.rate.burst`, not figment's `default.limits.rate.burst`, a profile nobody wrote)
+/// with the file, and the environment's variable by its full name.
+#[test]
+fn a_bad_config_value_names_the_key_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("imnotify.toml");
+    std::fs::write(&file, "[limits.rate]\nburst = \"many\"\n").unwrap();
+    let run = |env: Option<(&str, &str)>, config: bool| {
+        let mut c = Command::new(BIN);
+        c.args(["webhook", "list", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .env_remove("IMNOTIFY_CONFIG")
+            .env_remove("IMNOTIFY_DATABASE_URL");
+        if config {
+            c.arg("--config").arg(&file);
+        }
+        if let Some((k, v)) = env {
+            c.env(k, v);
+        }
+        let out = c.output().unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = run(None, true);
+    assert!(
+        err.contains("for key limits.rate.burst in ") && err.contains("imnotify.toml"),
+        "{err}"
+    );
+    assert!(!err.contains("default."), "{err}");
+    let err = run(Some(("IMNOTIFY_LIMITS__RATE__BURST", "many")), false);
+    assert!(err.contains("for IMNOTIFY_LIMITS__RATE__BURST"), "{err}");
+}
+
+/// The first-start banner of `serve` with `args` (on loopback, port 0): its stdout lines up
+/// to the sign-in hint.
+fn banner_with(args: &[&str], envs: &[(&str, &str)]) -> Vec<String> {
+    use std::io::BufRead as _;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args(args)
+        .env_remove("IMNOTIFY_DATA_DIR")
+        .env_remove("IMNOTIFY_DATABASE_URL")
+        .env_remove("IMNOTIFY_REQUIRE_HTTPS")
+        .env_remove("IMNOTIFY_TRUSTED_PROXIES")
+        .envs(envs.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut banner = Vec::new();
+    while let Ok(line) = rx.recv_timeout(std::time::Duration::from_secs(20)) {
+        let done = line.starts_with("To read it");
+        banner.push(line);
+        if done {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    banner
+}
+
+/// A server that requires HTTPS (the default beyond loopback) but speaks plain HTTP and trusts
+/// no TLS proxy refuses every credential: its banner says so, and how to fix it, before the
+/// webhook and its curl line, which would fail. With a trusted proxy it does not.
+#[test]
+fn the_banner_warns_when_no_credential_can_work() {
+    let banner = banner_with(&["--require-https", "true"], &[]);
+    let warn = banner
+        .iter()
+        .position(|l| l.starts_with("Warning: HTTPS is required"));
+    let hook = banner.iter().position(|l| l.starts_with("Webhook: "));
+    assert!(
+        matches!((warn, hook), (Some(w), Some(h)) if w < h),
+        "{banner:#?}"
+    );
+    let line = &banner[warn.unwrap()];
+    assert!(
+        line.contains("tls.cert")
+            && line.contains("trusted_proxies")
+            && line.contains("--require-https false"),
+        "{line}"
+    );
+    let proxied = [("IMNOTIFY_TRUSTED_PROXIES", r#"["127.0.0.1"]"#)];
+    for (args, envs) in [
+        (&["--require-https", "true"][..], &proxied[..]),
+        (&["--require-https", "false"], &[]),
+        (&[], &[]),
+    ] {
+        let banner = banner_with(args, envs);
+        assert!(
+            banner.iter().any(|l| l.starts_with("Webhook: ")),
+            "{banner:#?}"
+        );
+        assert!(
+            !banner.iter().any(|l| l.starts_with("Warning: ")),
+            "{args:?} {envs:?}: {banner:#?}"
+        );
+    }
 }
 
 #[test]

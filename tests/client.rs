@@ -296,22 +296,31 @@ fn oauth_refreshes_an_expired_token_and_hands_over_the_new_pair() {
     assert_eq!(c.counters().unwrap().notify, 2);
 
     // Clones share the pair: when several calls meet the expiry at once, one refreshes and the
-    // others use its pair (a second exchange of the single-use refresh token would fail).
-    admin(&s, "/admin/api/clock", json!({"advance_seconds": 3601}));
-    let together = Arc::new(std::sync::Barrier::new(4));
-    let threads: Vec<_> = (0..4)
-        .map(|_| {
-            let (c, together) = (c.clone(), together.clone());
-            std::thread::spawn(move || {
-                together.wait();
-                c.counters().map(|n| n.notify)
+    // others use its pair (a second exchange of the single-use refresh token would fail). A
+    // call refused while the refresh is still reading its answer (the server has revoked the
+    // old token by then) waits for the new pair rather than report `invalid_token`; several
+    // rounds of eight make that window likely to be hit.
+    for round in 1..=5 {
+        admin(&s, "/admin/api/clock", json!({"advance_seconds": 3601}));
+        let together = Arc::new(std::sync::Barrier::new(8));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (c, together) = (c.clone(), together.clone());
+                std::thread::spawn(move || {
+                    together.wait();
+                    c.counters().map(|n| n.notify)
+                })
             })
-        })
-        .collect();
-    for t in threads {
-        assert_eq!(t.join().unwrap().unwrap(), 2);
+            .collect();
+        for t in threads {
+            assert_eq!(t.join().unwrap().unwrap(), 2, "round {round}");
+        }
+        assert_eq!(
+            seen_count(),
+            1 + round,
+            "one more refresh for all eight calls"
+        );
     }
-    assert_eq!(seen_count(), 2, "one more refresh for all four calls");
 
     // A client still holding the old pair cannot refresh (the refresh token was used).
     let stale = Client::builder()
@@ -837,6 +846,53 @@ fn send_prints_the_id_or_the_answer_and_exits_by_the_kind_of_failure() {
         ],
         5,
         "network error",
+    );
+}
+
+/// Two URL mistakes a newcomer makes with `send` are named as such: the URL of one call pasted
+/// whole (the method after the code) is a usage error saying where a webhook URL ends, not the
+/// server's ERROR_METHOD_NOT_FOUND; `https://` to a plain-HTTP server gets a hint after rustls's
+/// "InvalidContentType". Nothing is sent either way.
+#[test]
+fn send_names_a_method_pasted_into_the_url_and_https_to_plain_http() {
+    let s = start();
+    let hook = s.webhook.as_str();
+    for tail in [
+        "im.notify.system.add",
+        "im.notify.system.add.json/",
+        "im.notify.get/x",
+    ] {
+        let (code, _, err) = send(
+            &[
+                "--webhook",
+                &format!("{hook}{tail}"),
+                "--user",
+                "1",
+                "--message",
+                "x",
+            ],
+            &[],
+        );
+        let shown = tail.trim_end_matches('/');
+        assert_eq!(code, 2, "{tail}: {err}");
+        assert!(
+            err.contains(&format!("ends with {shown:?} after the code")),
+            "{tail}: {err}"
+        );
+        // The code itself is not printed.
+        assert!(!err.contains(&hook[hook.len() - 10..]), "{err}");
+    }
+    let https = hook.replacen("http://", "https://", 1);
+    let (code, _, err) = send(&["--webhook", &https, "--user", "1", "--message", "x"], &[]);
+    assert_eq!(code, 5, "{err}");
+    assert!(err.contains("is the URL http://?"), "{err}");
+    assert_eq!(
+        s.client()
+            .get(&GetQuery::default())
+            .unwrap()
+            .notifications
+            .len(),
+        0
     );
 }
 

@@ -115,7 +115,10 @@ fn buckets_are_per_credential_and_bad_credentials_are_limited_too() {
 #[test]
 fn a_webhook_can_have_its_own_limit() {
     let s = with_limits(&[]);
-    let tight = webhook_with(&s, &["--rate-burst", "3"]);
+    // A slow refill (one call per 5 s), so that five calls on a loaded machine or PostgreSQL,
+    // where each durable write may take a few hundred ms, cannot earn back a place (at the
+    // default 2/s the fifth sometimes did).
+    let tight = webhook_with(&s, &["--rate-burst", "3", "--rate-per-second", "0.2"]);
     let printed = s.cli(&[
         "webhook",
         "add",
@@ -133,12 +136,13 @@ fn a_webhook_can_have_its_own_limit() {
     assert_eq!(statuses(&s, &tight, 5), [200, 200, 200, 503, 503]);
     let unlimited = webhook_with(&s, &["--rate-per-second", "0"]);
     assert!(statuses(&s, &unlimited, 70).iter().all(|st| *st == 200));
-    // A faster drain: 4/s refills a burst of 2 in 500 ms (slow enough that three calls, each
-    // a durable write, cannot refill it on PostgreSQL or a loaded machine).
-    let fast = webhook_with(&s, &["--rate-per-second", "4", "--rate-burst", "2"]);
-    assert_eq!(statuses(&s, &fast, 3), [200, 200, 503]);
-    std::thread::sleep(Duration::from_millis(700));
-    assert_eq!(statuses(&s, &fast, 3), [200, 200, 503]);
+    // A drain of its own: 0.5/s refills a burst of 2 in 4 s. A token every 2 s, so three
+    // calls (each a durable write, a few hundred ms on PostgreSQL under load) cannot earn one
+    // back; at 4/s a token came back every 250 ms, and sometimes did.
+    let own = webhook_with(&s, &["--rate-per-second", "0.5", "--rate-burst", "2"]);
+    assert_eq!(statuses(&s, &own, 3), [200, 200, 503]);
+    std::thread::sleep(Duration::from_millis(4200));
+    assert_eq!(statuses(&s, &own, 3), [200, 200, 503]);
     // Bad values are refused by the command.
     let out = s.cli(&[
         "webhook",

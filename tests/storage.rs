@@ -80,6 +80,24 @@ fn a_data_dir_that_cannot_be_written_stops_the_start_with_a_clear_message() {
     }
 }
 
+/// `--data-dir` naming a file says so, not "cannot create it: File exists".
+#[test]
+fn a_data_dir_that_is_a_file_is_named_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("data");
+    std::fs::write(&file, b"not a directory").unwrap();
+    let out = refused_start(serve_cmd(&file));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "data directory {}: is a file, not a directory",
+            file.display()
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("File exists"), "{err}");
+}
+
 #[test]
 fn an_empty_database_file_is_not_replaced_by_a_new_portal() {
     let dir = tempfile::tempdir().unwrap();

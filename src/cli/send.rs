@@ -85,9 +85,23 @@ pub fn run(a: SendArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("imnotify send: {e}");
+            eprintln!("imnotify send: {e}{}", hint(&e, &webhook));
             ExitCode::from(exit_status(&e))
         }
+    }
+}
+
+/// A hint for the failures whose message names the symptom, not the cause. An `https://` URL
+/// to a plain-HTTP server (imnotify without `tls.cert`, say) fails in the handshake with
+/// rustls's "received corrupt message of type InvalidContentType".
+fn hint(e: &Error, webhook: &str) -> &'static str {
+    match e {
+        Error::Network(m)
+            if webhook.trim_start().starts_with("https://") && m.contains("InvalidContentType") =>
+        {
+            " (the server answered in plain HTTP: is the URL http://?)"
+        }
+        _ => "",
     }
 }
 

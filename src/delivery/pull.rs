@@ -47,7 +47,7 @@ use crate::clock::rfc3339_local;
 use crate::conn::ConnInfo;
 use crate::state::AppState;
 use crate::store::event::{Event, Kind};
-use crate::store::hub::{StreamKind, Subscription};
+use crate::store::hub::{Drain, StreamKind, Subscription, WRITE_BYTES};
 
 /// Close code that makes the client fetch a new config (WRONG_CHANNEL_ID, §3.5).
 pub const CLOSE_WRONG_CHANNEL: u16 = 4010;
@@ -473,7 +473,9 @@ impl Cursor {
                     // stream that keeps up on average fall behind until the hub drops it. The
                     // hub's byte bound still caps what is queued.
                     let mut ready = vec![first];
-                    sub.drain_into(&mut ready);
+                    // At most `WRITE_BYTES` per frame; past that the next frame follows at
+                    // once (a dropped subscriber's `None` comes with the next `recv`).
+                    let more = sub.drain_into(&mut ready, WRITE_BYTES) == Drain::More;
                     let mut batch: Vec<Event> = ready
                         .iter()
                         .flat_map(|b| b.iter().map(|ev| (**ev).clone()))
@@ -481,7 +483,9 @@ impl Cursor {
                     batch.retain(|ev| ev.id > self.last);
                     if let Some(ev) = batch.last() {
                         self.last = ev.id;
-                        self.flushed = Some(tokio::time::Instant::now());
+                        if !more {
+                            self.flushed = Some(tokio::time::Instant::now());
+                        }
                         return Next::Events(batch);
                     }
                 }

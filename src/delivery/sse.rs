@@ -66,7 +66,7 @@ use crate::protocol::envelope;
 use crate::protocol::route::Transport;
 use crate::state::AppState;
 use crate::store::event::Event;
-use crate::store::hub::{Hub, Slot, StreamKind, Subscription};
+use crate::store::hub::{Drain, Hub, Slot, StreamKind, Subscription, WRITE_BYTES};
 use crate::store::Store;
 use crate::value::{Array, Value};
 
@@ -440,9 +440,12 @@ impl Feed {
             };
             match received {
                 Some(batch) => {
-                    // Whatever else is queued already goes out with it, in one write.
+                    // Whatever else is queued already goes out with it, in one write of at
+                    // most `WRITE_BYTES`; past that, the next write follows as soon as the
+                    // client takes this one, without waiting for the gap.
                     let mut ready = vec![batch];
-                    if !sub.drain_into(&mut ready) {
+                    let drain = sub.drain_into(&mut ready, WRITE_BYTES);
+                    if drain == Drain::Dropped {
                         // Everything queued is in `ready`; the rest comes from the log.
                         self.sub = None;
                     }
@@ -458,7 +461,9 @@ impl Feed {
                     if !self.guard.valid_live().await {
                         return None;
                     }
-                    self.flushed = Some(Instant::now());
+                    if drain != Drain::More {
+                        self.flushed = Some(Instant::now());
+                    }
                     return self.chunk(ready.iter().flat_map(|b| b.iter()));
                 }
                 None => {

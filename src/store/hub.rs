@@ -151,23 +151,47 @@ impl Subscription {
         Ok(batch)
     }
 
-    /// Appends every batch queued now to `ready`, without waiting: what a stream writes at
-    /// once after waking. All of it, not a fixed number of events: a stream writes at most once
-    /// per [`LIVE_GAP`], so taking less than a gap's events per write would let a stream that
-    /// keeps up with the rate fall behind by its own cadence until the hub drops it (issue 15
-    /// goal 5). Bounded all the same: the queue never holds more than
-    /// [`SUBSCRIBER_QUEUE_BYTES`]. Returns `false` once the hub dropped this subscriber: everything it was sent is
-    /// then in `ready`, and the rest is in the log.
-    pub fn drain_into(&mut self, ready: &mut Vec<Batch>) -> bool {
-        loop {
-            match self.try_recv() {
-                Ok(batch) => ready.push(batch),
-                Err(mpsc::error::TryRecvError::Empty) => return true,
-                Err(mpsc::error::TryRecvError::Disconnected) => return false,
+    /// Appends the batches queued now to `ready`, without waiting: what a stream writes at once
+    /// after waking. Everything queued, not a fixed number of events, up to `budget` bytes (as
+    /// [`queue_cost`] counts them): a stream writes at most once per [`LIVE_GAP`], so taking less
+    /// than a gap's events per write would let a stream that keeps up with the rate fall behind
+    /// by its own cadence until the hub drops it (issue 15 goal 5). The budget bounds one write
+    /// instead: a stalled client's pending write holds at most about `budget`, beside a queue of
+    /// at most [`SUBSCRIBER_QUEUE_BYTES`]. A stream told [`Drain::More`] writes again as soon as
+    /// its client takes the write, without waiting for the gap.
+    pub fn drain_into(&mut self, ready: &mut Vec<Batch>, budget: usize) -> Drain {
+        let mut taken = 0;
+        while taken < budget {
+            match self.rx.try_recv() {
+                Ok((batch, cost)) => {
+                    self.queued.fetch_sub(cost, Ordering::Relaxed);
+                    taken += cost;
+                    ready.push(batch);
+                }
+                Err(mpsc::error::TryRecvError::Empty) => return Drain::All,
+                Err(mpsc::error::TryRecvError::Disconnected) => return Drain::Dropped,
             }
         }
+        Drain::More
     }
 }
+
+/// What [`Subscription::drain_into`] left behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drain {
+    /// Everything queued is in `ready`.
+    All,
+    /// The budget was reached; more may be queued.
+    More,
+    /// The hub dropped this subscriber (too slow): everything it was sent is in `ready`, the
+    /// rest is in the log.
+    Dropped,
+}
+
+/// What one write of live events takes from a subscriber's queue at most, in [`queue_cost`]
+/// bytes (see [`Subscription::drain_into`]): a stalled client then pins its queue and one
+/// write of this size, not twice the queue.
+pub const WRITE_BYTES: usize = 256 << 10;
 
 impl Drop for Subscription {
     fn drop(&mut self) {
@@ -454,8 +478,13 @@ mod tests {
                 next += 8;
                 hub.publish(&group);
             }
+            // Past a write's budget the stream writes again at once, not after another gap.
             let mut ready = vec![sub.recv().await.unwrap()];
-            assert!(sub.drain_into(&mut ready), "dropped");
+            let mut drain = Drain::More;
+            while drain == Drain::More {
+                drain = sub.drain_into(&mut ready, WRITE_BYTES);
+            }
+            assert_eq!(drain, Drain::All, "dropped");
             let ids: Vec<i64> = ready.iter().flat_map(|b| b.iter().map(|e| e.id)).collect();
             assert_eq!(ids, (next - 200..next).collect::<Vec<_>>());
         }
@@ -465,7 +494,7 @@ mod tests {
         hub.publish(&(0..200).map(|i| ev(next + i, 1)).collect::<Vec<_>>());
         hub.publish(&(200..400).map(|i| ev(next + i, 1)).collect::<Vec<_>>());
         let mut ready = vec![slow.recv().await.unwrap()];
-        assert!(!slow.drain_into(&mut ready));
+        assert_eq!(slow.drain_into(&mut ready, usize::MAX), Drain::Dropped);
         assert_eq!(ready.iter().map(|b| b.len()).sum::<usize>(), 200);
     }
 
@@ -480,7 +509,7 @@ mod tests {
         }
         assert_eq!(hub.subscriber_count(1), 1);
         let mut ready = vec![small.recv().await.unwrap()];
-        assert!(small.drain_into(&mut ready));
+        assert_eq!(small.drain_into(&mut ready, usize::MAX), Drain::All);
         assert_eq!(ready.len(), 2000);
         // 64 KiB events: 64 fill the queue, the 65th drops the subscriber.
         let mut large = hub.subscribe(2).unwrap();
@@ -493,6 +522,38 @@ mod tests {
             seen += b.len();
         }
         assert_eq!(seen, 64);
+    }
+
+    /// One write takes at most its budget; the rest stays queued, in order, for the next.
+    #[tokio::test]
+    async fn one_write_takes_at_most_its_budget() {
+        let hub = Hub::new(HubLimits::default());
+        let mut sub = hub.subscribe(1).unwrap();
+        // 2 MiB of 1 KiB events: eight writes' worth.
+        for i in 0..2000 {
+            hub.publish(&[sized(i, 1, 1024)]);
+        }
+        let mut writes = 0;
+        let mut ids = Vec::new();
+        loop {
+            let mut ready = vec![sub.recv().await.unwrap()];
+            let drain = sub.drain_into(&mut ready, WRITE_BYTES);
+            writes += 1;
+            let bytes: usize = ready
+                .iter()
+                .flat_map(|b| b.iter())
+                .map(|e| queue_cost(e))
+                .sum();
+            assert!(bytes <= WRITE_BYTES + 2 * (1024 + 128), "{bytes}");
+            ids.extend(ready.iter().flat_map(|b| b.iter().map(|e| e.id)));
+            if drain == Drain::All {
+                break;
+            }
+            assert_eq!(drain, Drain::More);
+        }
+        assert_eq!(ids, (0..2000).collect::<Vec<_>>());
+        assert!(writes >= 8, "{writes}");
+        assert_eq!(hub.subscriber_count(1), 1);
     }
 
     #[test]

@@ -598,7 +598,14 @@ fn prepare_dir(dir: &Path) -> StoreResult<()> {
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .map_err(|e| fail("cannot create it", e))?;
+        .map_err(|e| match std::fs::metadata(dir) {
+            // "cannot create it: File exists" would read as a contradiction.
+            Ok(m) if !m.is_dir() => StoreError::Backend(format!(
+                "data directory {}: is a file, not a directory",
+                dir.display()
+            )),
+            _ => fail("cannot create it", e),
+        })?;
     let mode = std::fs::metadata(dir)
         .map_err(|e| fail("cannot read it", e))?
         .permissions()

@@ -417,7 +417,8 @@ impl ClientBuilder {
     }
 
     /// Checks the URLs and builds the client. [`Error::Config`] without credentials, for a
-    /// webhook URL without its `/rest/USER/CODE/` path, for a URL that is not `https://` (or
+    /// webhook URL without its `/rest/USER/CODE/` path or with more after the code (a method
+    /// name), for a URL that is not `https://` (or
     /// `http://` to loopback, or with [`Self::allow_http`]).
     ///
     /// ```
@@ -432,6 +433,17 @@ impl ClientBuilder {
                 return Err(Error::Config(format!(
                     "{:?} is not a webhook URL (https://PORTAL/rest/USER/CODE/)",
                     redact(&url)
+                )))
+            }
+            // `https://PORTAL/rest/1/CODE/im.notify.system.add` (the URL of one call, pasted
+            // whole) would become `.../im.notify.system.add/im.notify.system.add.json` and
+            // answer ERROR_METHOD_NOT_FOUND, which hides that the URL is the mistake.
+            (Some(url), _) if webhook_tail(&url).is_some() => {
+                return Err(Error::Config(format!(
+                    "{:?} ends with {:?} after the code: a webhook URL ends at the code \
+                     (https://PORTAL/rest/USER/CODE/), the client adds the method",
+                    redact(&url),
+                    webhook_tail(&url).unwrap_or_default()
                 )))
             }
             (Some(url), _) => (url, AuthState::Webhook),
@@ -466,6 +478,14 @@ impl ClientBuilder {
             }),
         })
     }
+}
+
+/// What a webhook URL has after `/rest/USER/CODE/`, if anything (such as a method name).
+fn webhook_tail(url: &str) -> Option<String> {
+    let (_, path) = url.split_once("/rest/")?;
+    let path = path.split(['?', '#']).next().unwrap_or_default();
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    (segments.len() > 2).then(|| segments[2..].join("/"))
 }
 
 /// `https://`, or `http://` to a loopback host (or any host when allowed).
@@ -1103,7 +1123,7 @@ impl Client {
                 Error::Api {
                     code: ErrorCode::InvalidToken | ErrorCode::ExpiredToken,
                     ..
-                } if token.is_some() && self.access_token() != token => continue,
+                } if token.is_some() && self.replaced_by_refresh(token.as_deref()) => continue,
                 Error::Api {
                     code: ErrorCode::QueryLimitExceeded,
                     ..
@@ -1210,6 +1230,15 @@ impl Client {
             .read_to_string()
             .map_err(|e| Error::Network(e.to_string()))?;
         Ok((status, text))
+    }
+
+    /// Whether `token` is no longer the current access token, once any refresh under way (by
+    /// this client or a clone) has finished. The server revokes the old token while the
+    /// refreshing call still reads its answer, so a call refused in that window would
+    /// otherwise still see the old token here and report `invalid_token`.
+    fn replaced_by_refresh(&self, token: Option<&str>) -> bool {
+        drop(lock(&self.inner.refreshing));
+        self.access_token().as_deref() != token
     }
 
     /// Exchanges the refresh token for a new pair, stores it and tells the hook; `expired` is
