@@ -13,7 +13,9 @@
 # Settings: INSTR_SECS (measured seconds, default 15), INSTR_CONNS (wrk connections, 32),
 # INSTR_SCRIPT (a bench/*.lua, default notify.lua), INSTR_PRE (warm-up script, default the
 # same), INSTR_TOP (functions listed per binary, default 25: inclusive instructions per
-# request), INSTR_KEEP=1 keeps the callgrind files.
+# request), INSTR_KEEP=1 keeps the callgrind files, INSTR_LIMITS=operating serves with the
+# default operating-time limit instead of --no-limits (the rate limit off, which would refuse
+# the load).
 #
 # Requests per second under callgrind are a few dozen; group commits are smaller than at full
 # speed, so the writer's per-request share is higher than in `bench/run.sh`'s runs.
@@ -25,6 +27,11 @@ conns=${INSTR_CONNS:-32}
 script=${INSTR_SCRIPT:-notify.lua}
 pre=${INSTR_PRE:-$script}
 top=${INSTR_TOP:-25}
+case ${INSTR_LIMITS:-none} in
+  none) limit_args=(--no-limits) rate_on=true ;;
+  operating) limit_args=() rate_on=false ;;
+  *) echo "INSTR_LIMITS is none or operating" >&2; exit 2 ;;
+esac
 
 # A developer's tool, not run by CI: it names what is missing rather than install it.
 for tool in valgrind wrk; do
@@ -97,8 +104,8 @@ for bin in "${bins[@]}"; do
   n=$((n + 1))
   data="$work/data$n"
   IMNOTIFY_RETENTION__DAYS=0 IMNOTIFY_LIMITS__MAX_NOTIFICATIONS_PER_USER=0 IMNOTIFY_LOG__FORMAT=json \
-    valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$work/imnotify$n.cg" \
-    "$bin" serve --listen 127.0.0.1:0 --data-dir "$data" --no-limits >"$work/out$n" 2>"$work/err$n" &
+    IMNOTIFY_LIMITS__RATE__ENABLED=$rate_on valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$work/imnotify$n.cg" \
+    "$bin" serve --listen 127.0.0.1:0 --data-dir "$data" "${limit_args[@]}" >"$work/out$n" 2>"$work/err$n" &
   pid=$!
   for _ in $(seq 600); do grep -qs '^imnotify listening on ' "$work/out$n" && break; sleep 0.2; done
   url=$(sed -n 's/^imnotify listening on //p' "$work/out$n")

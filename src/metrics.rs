@@ -34,6 +34,8 @@ struct Metrics {
     writer_queue_depth: Gauge,
     commit_batch: Histogram,
     group_reruns: Counter,
+    /// Drafts per store call of a batch's run of adds (issue 15, goal 4).
+    batch_run_writes: Histogram,
     delivery: Delivery,
 }
 
@@ -95,6 +97,13 @@ fn metrics() -> &'static Metrics {
              with a savepoint per write",
             group_reruns.clone(),
         );
+        // 1 to 64: a batch has at most 50 commands.
+        let batch_run_writes = Histogram::new(exponential_buckets(1.0, 2.0, 7));
+        registry.register(
+            "batch_run_writes",
+            "Adds of a batch stored together with one store call (a run of adds)",
+            batch_run_writes.clone(),
+        );
         let delivery = Delivery::default();
         registry.register(
             "event_streams",
@@ -154,6 +163,7 @@ fn metrics() -> &'static Metrics {
             writer_queue_depth,
             commit_batch,
             group_reruns,
+            batch_run_writes,
         }
     })
 }
@@ -171,6 +181,11 @@ pub fn record_call(method: &'static str, status: u16, elapsed: Duration) {
 /// Records the size of one committed group.
 pub fn record_commit_batch(writes: usize) {
     metrics().commit_batch.observe(writes as f64);
+}
+
+/// Records one store call of a batch's run of adds, `writes` drafts long (`methods::batch`).
+pub fn record_batch_run(writes: usize) {
+    metrics().batch_run_writes.observe(writes as f64);
 }
 
 /// Counts a group of inserts that had to run again with savepoints (`store::sqlite`).

@@ -359,3 +359,144 @@ fn a_refusal_by_the_rate_limit_is_logged_as_a_warning_not_an_error() {
     assert!(log.lines().any(warned), "{log}");
     assert!(!log.contains("\"level\":\"ERROR\""), "{log}");
 }
+
+/// The value of the `/metrics` sample named exactly `series`; 0 when it does not exist yet.
+fn metric(s: &Server, series: &str) -> f64 {
+    let r = s.get("/metrics");
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.body
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().unwrap())
+        })
+        .unwrap_or(0.0)
+}
+
+const RUN_CALLS: &str = "imnotify_batch_run_writes_count";
+const RUN_WRITES: &str = "imnotify_batch_run_writes_sum";
+
+fn batch_of(s: &Server, cmds: &[String]) -> Value {
+    let r = s.post_json(&s.hook_url("batch"), &json!({ "cmd": cmds }));
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()["result"].clone()
+}
+
+/// With the default limits on, a batch of 50 adds still goes to the store in one call (issue
+/// 15, goal 4): 480 s of operating time leave room for every pending charge. Each command is
+/// charged as one by one: with every call counted, each `operating` is the sum of the
+/// `processing` of the commands up to it.
+#[test]
+fn fifty_adds_are_one_store_call_with_the_operating_limit_on() {
+    let cmds: Vec<String> = (0..50)
+        .map(|i| format!("im.notify.system.add?USER_ID=1&MESSAGE=r{i}"))
+        .collect();
+    for min_counted in ["0.1", "0"] {
+        let s = with_limits(&[(
+            "IMNOTIFY_LIMITS__OPERATING__MIN_COUNTED_SECONDS",
+            min_counted,
+        )]);
+        let res = batch_of(&s, &cmds);
+        let ids = res["result"].as_array().unwrap();
+        assert_eq!(ids.len(), 50, "{res}");
+        assert!(ids.iter().all(Value::is_i64), "{res}");
+        assert_eq!(metric(&s, RUN_CALLS), 1.0, "min_counted {min_counted}");
+        assert_eq!(metric(&s, RUN_WRITES), 50.0, "min_counted {min_counted}");
+        let times = res["result_time"].as_array().unwrap();
+        let mut sum = 0.0;
+        for (i, t) in times.iter().enumerate() {
+            let operating = t["operating"].as_f64().unwrap();
+            if min_counted == "0" {
+                sum += t["processing"].as_f64().unwrap();
+                assert!((operating - sum).abs() < 1e-5, "{i}: {operating} vs {sum}");
+            } else {
+                // Each command is far under the 0.1 s floor unless the machine stalls.
+                assert!(operating < 480.0, "{i}: {t}");
+            }
+        }
+    }
+}
+
+/// A batch that crosses the operating limit part-way refuses exactly the commands the
+/// one-by-one loop refuses: on each (credential, method) account the call that crosses the
+/// limit completes and the next one is refused. Commands on different accounts still share a
+/// store call; a second command on an account with a pending charge finishes the run first.
+#[test]
+fn a_batch_crossing_the_operating_limit_refuses_as_one_by_one() {
+    let s = with_limits(&[
+        ("IMNOTIFY_LIMITS__OPERATING__LIMIT_SECONDS", "0"),
+        ("IMNOTIFY_LIMITS__OPERATING__MIN_COUNTED_SECONDS", "0"),
+    ]);
+    let three = [
+        "im.notify.system.add?USER_ID=1&MESSAGE=s",
+        "im.notify.personal.add?USER_ID=1&MESSAGE=p",
+        "im.notify?TYPE=SYSTEM&USER_ID=1&MESSAGE=g",
+    ];
+    let cmds: Vec<String> = three.iter().chain(&three).map(|c| c.to_string()).collect();
+    let res = batch_of(&s, &cmds);
+    for i in 0..3 {
+        assert!(res["result"][i].is_i64(), "{i}: {res}");
+        let t = &res["result_time"][i];
+        // Each crossed its own account with its own charge.
+        let (operating, processing) = (t["operating"].as_f64(), t["processing"].as_f64());
+        assert!(operating.unwrap() > 0.0, "{i}: {t}");
+        assert!(
+            (operating.unwrap() - processing.unwrap()).abs() < 2e-6,
+            "{i}: {t}"
+        );
+    }
+    for i in 3..6 {
+        assert_eq!(
+            res["result_error"][i.to_string()]["error"],
+            "OPERATION_TIME_LIMIT",
+            "{i}: {res}"
+        );
+    }
+    assert_eq!(res["result"].as_array().map(Vec::len), Some(3), "{res}");
+    // The three crossing adds were one store call.
+    assert_eq!(metric(&s, RUN_CALLS), 1.0);
+    assert_eq!(metric(&s, RUN_WRITES), 3.0);
+    // And the accounts stay crossed for direct calls.
+    notify(&s, &s.hook).assert_error(429, "OPERATION_TIME_LIMIT");
+}
+
+/// Under a limit that the batch's own charges cross at a point set by the machine's speed,
+/// every command is answered as one by one: refused exactly when the account's `operating`
+/// after the command before it is over the limit, and never after a refusal admitted again.
+#[test]
+fn a_batch_crossing_a_small_limit_refuses_after_the_crossing_command() {
+    let s = with_limits(&[
+        ("IMNOTIFY_LIMITS__OPERATING__LIMIT_SECONDS", "0.0005"),
+        ("IMNOTIFY_LIMITS__OPERATING__MIN_COUNTED_SECONDS", "0"),
+    ]);
+    let cmds: Vec<String> = (0..50)
+        .map(|i| format!("im.notify.system.add?USER_ID=1&MESSAGE=c{i}"))
+        .collect();
+    let res = batch_of(&s, &cmds);
+    let mut before = 0.0;
+    let mut refused = 0;
+    for i in 0..50 {
+        let err = &res["result_error"][i.to_string()];
+        if before > 0.0005 {
+            assert_eq!(
+                err["error"], "OPERATION_TIME_LIMIT",
+                "{i} after {before}: {res}"
+            );
+            refused += 1;
+        } else {
+            assert!(res["result"][i].is_i64(), "{i} after {before}: {res}");
+            let t = &res["result_time"][i];
+            let operating = t["operating"].as_f64().unwrap();
+            let processing = t["processing"].as_f64().unwrap();
+            assert!((operating - before - processing).abs() < 1e-5, "{i}: {t}");
+            before = operating;
+        }
+    }
+    assert!(refused > 0, "50 adds stayed under 0.5 ms: {res}");
+    assert_eq!(
+        metric(&s, RUN_WRITES),
+        (50 - refused) as f64,
+        "every admitted add went through a run"
+    );
+}

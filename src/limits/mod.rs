@@ -187,15 +187,32 @@ impl Limiters {
     /// Whether a call of `method` by the operating account `identity` starting at `now` may
     /// run (P9); always with the limit switched off.
     pub async fn operating_allows(&self, identity: &str, method: &'static str, now: f64) -> bool {
-        let Some(local) = &self.operating else {
-            return true;
-        };
+        match (
+            &self.operating,
+            self.operating_used(identity, method, now).await,
+        ) {
+            (Some(local), Some(used)) => used <= local.limit(),
+            _ => true,
+        }
+    }
+
+    /// The handler seconds the operating account `identity` has used on `method` at `now`: the
+    /// sum [`Limiters::operating_allows`] compares with the limit (P9). `None` with the limit
+    /// switched off, or when this instance alone decides and knows no bucket of the account
+    /// (which is then allowed whatever the limit).
+    pub async fn operating_used(
+        &self,
+        identity: &str,
+        method: &'static str,
+        now: f64,
+    ) -> Option<f64> {
+        let local = self.operating.as_ref()?;
         let Some(shared) = &self.shared else {
-            return local.allows(identity, method, now);
+            return local.used(identity, method, now);
         };
         match self.shared_buckets(shared, identity, method).await {
-            Some(buckets) => operating::sum_live(&buckets, now) <= local.limit(),
-            None => local.allows(identity, method, now),
+            Some(buckets) => Some(operating::sum_live(&buckets, now)),
+            None => local.used(identity, method, now),
         }
     }
 

@@ -95,11 +95,17 @@ impl OperatingLimiter {
 
     /// Whether a call of `method` by `identity` starting at `now` may run.
     pub fn allows(&self, identity: &str, method: &'static str, now: f64) -> bool {
+        self.used(identity, method, now)
+            .is_none_or(|used| used <= self.limit)
+    }
+
+    /// Handler seconds in the live buckets of (`identity`, `method`) at `now`; `None` when the
+    /// account has no buckets (it is then allowed whatever the limit).
+    pub fn used(&self, identity: &str, method: &'static str, now: f64) -> Option<f64> {
         let windows = self.lock();
-        match windows.get(&(identity.to_owned(), method)) {
-            Some(buckets) => sum_live(buckets, now) <= self.limit,
-            None => true,
-        }
+        windows
+            .get(&(identity.to_owned(), method))
+            .map(|buckets| sum_live(buckets, now))
     }
 
     /// Adds a finished call's handler time, then reports the usage including it.

@@ -89,6 +89,16 @@ pub async fn execute(
 pub struct Admitted {
     account: Option<String>,
     pub started: f64,
+    /// The handler seconds the account had used when the call was admitted (at most the limit;
+    /// 0 when the call is not charged).
+    pub used: f64,
+}
+
+impl Admitted {
+    /// Whether the call is charged to an operating-time account.
+    pub fn charged(&self) -> bool {
+        self.account.is_some()
+    }
 }
 
 /// [`execute`]'s steps before the handler: the scope check, then the operating-time limit.
@@ -107,12 +117,21 @@ pub async fn admit(
         _ => None,
     };
     let started = state.clock.now();
-    if let Some(id) = &account {
-        if !state.limits.operating_allows(id, spec.name, started).await {
-            return Err(ApiError::operation_time_limit());
+    let mut used = 0.0;
+    if let (Some(id), Some(limiter)) = (&account, &state.limits.operating) {
+        // The comparison of `Limiters::operating_allows`, with the sum kept for `batch`.
+        if let Some(seen) = state.limits.operating_used(id, spec.name, started).await {
+            if seen > limiter.limit() {
+                return Err(ApiError::operation_time_limit());
+            }
+            used = seen;
         }
     }
-    Ok(Admitted { account, started })
+    Ok(Admitted {
+        account,
+        started,
+        used,
+    })
 }
 
 /// [`execute`]'s step after the handler: charges `finished - started` (Unix seconds) to the
