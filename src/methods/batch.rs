@@ -5,7 +5,7 @@
 //! A run of add commands that refer to no earlier result is checked command by command and
 //! then stored with one store call (issue 15, goal 4); see `Batch::check`. With the
 //! operating-time limit on, a command joins the run only while the run's pending charges cannot
-//! make the limit refuse it; see [`Batch::admit_ahead`].
+//! make the limit refuse it; see `Batch::admit_ahead`.
 
 use std::sync::Arc;
 
