@@ -124,8 +124,15 @@ fn trusted_proxy_may_vouch_for_https() {
         .assert_error(400, "INVALID_REQUEST");
 }
 
-#[test]
-fn built_in_tls_serves_webhooks_when_https_is_required() {
+/// A server with built-in TLS (a fresh self-signed certificate for `localhost` and
+/// `127.0.0.1`, in a directory that must outlive the server) and `args` besides.
+fn tls_server(
+    args: &[&str],
+) -> (
+    Server,
+    rcgen::CertifiedKey<rcgen::KeyPair>,
+    tempfile::TempDir,
+) {
     let dir = tempfile::tempdir().unwrap();
     let ck =
         rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
@@ -134,18 +141,24 @@ fn built_in_tls_serves_webhooks_when_https_is_required() {
     let key = dir.path().join("key.pem");
     std::fs::write(&cert, ck.cert.pem()).unwrap();
     std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    all.extend([
+        "--tls-cert".into(),
+        cert.display().to_string(),
+        "--tls-key".into(),
+        key.display().to_string(),
+    ]);
     let s = Server::start_with(Options {
-        args: vec![
-            "--require-https".into(),
-            "true".into(),
-            "--tls-cert".into(),
-            cert.display().to_string(),
-            "--tls-key".into(),
-            key.display().to_string(),
-        ],
+        args: all,
         envs: vec![],
         ..Default::default()
     });
+    (s, ck, dir)
+}
+
+#[test]
+fn built_in_tls_serves_webhooks_when_https_is_required() {
+    let (s, ck, _dir) = tls_server(&["--require-https", "true"]);
     assert!(s.base.starts_with("https://"), "{}", s.base);
     let root = ureq::tls::Certificate::from_pem(ck.cert.pem().as_bytes()).unwrap();
     let agent = ureq::Agent::config_builder()
@@ -181,22 +194,7 @@ fn built_in_tls_serves_webhooks_when_https_is_required() {
 #[test]
 fn plain_http_to_the_tls_port_is_told_to_use_https() {
     use std::io::{Read as _, Write as _};
-    let dir = tempfile::tempdir().unwrap();
-    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
-    let cert = dir.path().join("cert.pem");
-    let key = dir.path().join("key.pem");
-    std::fs::write(&cert, ck.cert.pem()).unwrap();
-    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
-    let s = Server::start_with(Options {
-        args: vec![
-            "--tls-cert".into(),
-            cert.display().to_string(),
-            "--tls-key".into(),
-            key.display().to_string(),
-        ],
-        envs: vec![],
-        ..Default::default()
-    });
+    let (s, _ck, _dir) = tls_server(&[]);
     assert!(s.base.starts_with("https://"), "{}", s.base);
     let addr = s.base.trim_start_matches("https://").trim_end_matches('/');
     let form = "USER_ID=1&MESSAGE=over+plain+http";

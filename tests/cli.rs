@@ -306,44 +306,8 @@ fn a_bad_config_value_names_the_key_as_written() {
 /// The first-start banner of `serve` with `args` (on loopback, port 0): its stdout lines up
 /// to the sign-in hint.
 fn banner_with(args: &[&str], envs: &[(&str, &str)]) -> Vec<String> {
-    use std::io::BufRead as _;
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .args(args)
-        .env_remove("IMNOTIFY_DATA_DIR")
-        .env_remove("IMNOTIFY_DATABASE_URL")
-        .env_remove("IMNOTIFY_REQUIRE_HTTPS")
-        .env_remove("IMNOTIFY_TRUSTED_PROXIES")
-        .envs(envs.iter().copied())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut banner = Vec::new();
-    while let Ok(line) = rx.recv_timeout(std::time::Duration::from_secs(20)) {
-        let done = line.starts_with("To read it");
-        banner.push(line);
-        if done {
-            break;
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    banner
+    common::first_start_banner_with(&dir.path().join("data"), args, envs)
 }
 
 /// A server that requires HTTPS (the default beyond loopback) but speaks plain HTTP and trusts

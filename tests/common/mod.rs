@@ -708,12 +708,22 @@ pub fn envs(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 /// none; then kills it. Read on a thread: a server without a banner prints nothing more and
 /// keeps running.
 pub fn first_start_banner(data: &Path) -> Vec<String> {
+    first_start_banner_with(data, &[], &[])
+}
+
+/// [`first_start_banner`] with more `serve` arguments and environment variables (the
+/// environment's own `IMNOTIFY_REQUIRE_HTTPS` and `IMNOTIFY_TRUSTED_PROXIES` removed first).
+pub fn first_start_banner_with(data: &Path, args: &[&str], envs: &[(&str, &str)]) -> Vec<String> {
     let mut child = Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data)
+        .args(args)
         .env_remove("IMNOTIFY_DATA_DIR")
         .env_remove("IMNOTIFY_DATABASE_URL")
         .env_remove("IMNOTIFY_ADMIN__TOKEN")
+        .env_remove("IMNOTIFY_REQUIRE_HTTPS")
+        .env_remove("IMNOTIFY_TRUSTED_PROXIES")
+        .envs(envs.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
