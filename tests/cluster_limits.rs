@@ -128,7 +128,7 @@ async fn operating_time_charged_on_one_instance_blocks_the_others() {
     let b = instance(&url, &clock).await;
     let who = format!("apauth:{}", rand::random::<u32>());
     let m = "im.notify.system.add";
-    assert!(b.operating_allows(&who, m, t0).await);
+    assert!(b.operating_admit(&who, m, t0).await.is_some());
     // Through A: 300 s, then 200 s more: above the 480 s limit.
     let u = a.operating_record(&who, m, t0, 300.0, t0 + 300.0).await;
     assert_eq!(u.operating, 300.0);
@@ -137,22 +137,25 @@ async fn operating_time_charged_on_one_instance_blocks_the_others() {
         .await;
     assert_eq!(u.operating, 500.0);
     assert_eq!(u.reset_at, Some(t0 as i64 + 600));
-    assert!(!a.operating_allows(&who, m, t0 + 502.0).await);
+    assert!(a.operating_admit(&who, m, t0 + 502.0).await.is_none());
     // B read the account before A charged it; once its short cache has expired it refuses too.
     clock.advance(Duration::from_secs(2));
-    assert!(!b.operating_allows(&who, m, t0 + 502.0).await);
+    assert!(b.operating_admit(&who, m, t0 + 502.0).await.is_none());
     // A fast call on B reports the cluster's usage.
     let u = b
         .operating_record(&who, m, t0 + 502.0, 0.01, t0 + 502.0)
         .await;
     assert_eq!(u.operating, 500.0);
     // Other methods are separate accounts; the window ends 600 s after the first bucket.
-    assert!(b.operating_allows(&who, "im.notify.get", t0 + 502.0).await);
-    assert!(b.operating_allows(&who, m, t0 + 600.0).await);
+    assert!(b
+        .operating_admit(&who, "im.notify.get", t0 + 502.0)
+        .await
+        .is_some());
+    assert!(b.operating_admit(&who, m, t0 + 600.0).await.is_some());
     // The toolkit's reset forgets the account on every instance.
     b.clear_operating().await;
     clock.advance(Duration::from_secs(2));
-    assert!(a.operating_allows(&who, m, t0 + 502.0).await);
+    assert!(a.operating_admit(&who, m, t0 + 502.0).await.is_some());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -185,19 +185,26 @@ impl Limiters {
     }
 
     /// Whether a call of `method` by the operating account `identity` starting at `now` may
-    /// run (P9); always with the limit switched off.
-    pub async fn operating_allows(&self, identity: &str, method: &'static str, now: f64) -> bool {
+    /// run (P9): `Some(used)`, the handler seconds the account has used (0 when it has no
+    /// buckets or the limit is switched off), while they are at most the limit; `None` when the
+    /// limit refuses the call.
+    pub async fn operating_admit(
+        &self,
+        identity: &str,
+        method: &'static str,
+        now: f64,
+    ) -> Option<f64> {
         match (
             &self.operating,
             self.operating_used(identity, method, now).await,
         ) {
-            (Some(local), Some(used)) => used <= local.limit(),
-            _ => true,
+            (Some(local), Some(used)) => (used <= local.limit()).then_some(used),
+            _ => Some(0.0),
         }
     }
 
     /// The handler seconds the operating account `identity` has used on `method` at `now`: the
-    /// sum [`Limiters::operating_allows`] compares with the limit (P9). `None` with the limit
+    /// sum [`Limiters::operating_admit`] compares with the limit (P9). `None` with the limit
     /// switched off, or when this instance alone decides and knows no bucket of the account
     /// (which is then allowed whatever the limit).
     pub async fn operating_used(

@@ -117,16 +117,14 @@ pub async fn admit(
         _ => None,
     };
     let started = state.clock.now();
-    let mut used = 0.0;
-    if let (Some(id), Some(limiter)) = (&account, &state.limits.operating) {
-        // The comparison of `Limiters::operating_allows`, with the sum kept for `batch`.
-        if let Some(seen) = state.limits.operating_used(id, spec.name, started).await {
-            if seen > limiter.limit() {
-                return Err(ApiError::operation_time_limit());
-            }
-            used = seen;
-        }
-    }
+    let used = match &account {
+        Some(id) => state
+            .limits
+            .operating_admit(id, spec.name, started)
+            .await
+            .ok_or_else(ApiError::operation_time_limit)?,
+        None => 0.0,
+    };
     Ok(Admitted {
         account,
         started,

@@ -152,14 +152,6 @@ impl Subscription {
         Some(batch)
     }
 
-    /// A batch already queued, without waiting: `Err(Empty)` when none is,
-    /// `Err(Disconnected)` once the hub dropped this subscriber and the queue is drained.
-    pub fn try_recv(&mut self) -> Result<Batch, mpsc::error::TryRecvError> {
-        let (batch, cost) = self.rx.try_recv()?;
-        self.queued.fetch_sub(cost, Ordering::Relaxed);
-        Ok(batch)
-    }
-
     /// Appends the batches queued now to `ready`, without waiting: what a stream writes at once
     /// after waking. Everything queued, not a fixed number of events, up to `budget` bytes (as
     /// [`queue_cost`] counts them): a stream writes at most once per [`LIVE_GAP`], so taking less
@@ -478,7 +470,9 @@ mod tests {
         let ids = |b: Batch| b.iter().map(|e| e.id).collect::<Vec<_>>();
         assert_eq!(ids(one.recv().await.unwrap()), [1, 3, 4]);
         assert_eq!(ids(two.recv().await.unwrap()), [2, 5]);
-        assert!(one.try_recv().is_err());
+        let mut none = Vec::new();
+        assert_eq!(one.drain_into(&mut none, usize::MAX), Drain::All);
+        assert!(none.is_empty());
         // 200 events in one group, then 100 more: the queue would hold 300 events in two
         // batches, past the bound (256 of these), so the subscriber is dropped with the first
         // batch queued.
